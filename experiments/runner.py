@@ -1,0 +1,337 @@
+"""Runs one servelab run: preflight -> engine launch -> load points -> artifacts.
+
+This is the only layer that sequences side effects. A run is one engine launch followed by
+one or more load points (traffic.points), each recorded separately under the same launch.
+
+Artifacts in the run folder (Hydra's output dir):
+  run.json            run summary (status, provenance, engine, per-point summaries); written at the
+                      start with status=running and rewritten at the end, atomically
+  requests.parquet    one row per request, all load points (raw timestamps + derived columns)
+  telemetry.parquet   sampler rows (cpu or, later, nvml), same monotonic clock as the requests
+  loadgen.parquet     the load generator's once-a-second self-check (loop lag, CPU %)
+  report.html         self-contained report
+  engine.log          engine stdout+stderr;  loadgen.log  load generator output
+  work/               raw JSONL as it streamed in; removed once the parquet files are written
+Exit codes: 0 ok, 1 failed, 2 rejected by preflight, 130 cancelled (Ctrl-C / SIGTERM).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis.metrics import derive, summarize_cpu_telemetry, summarize_point
+from analysis.report import render_report
+from engines import ADAPTERS
+from engines.process import EngineError, EngineProcess, free_port
+from experiments import discover, preflight
+from experiments.config import to_plain
+from experiments.schema import RunConfig
+from experiments.telemetry import SamplerProcess
+from loadgen.driver import LoadInterrupted, LoadPointOutput, build_spec, read_jsonl, run_load_point
+from loadgen.records import REQUEST_SCHEMA, to_table
+from loadgen.tokenizer import load_token_counter
+from loadgen.workload import synthetic_items
+
+log = logging.getLogger("servelab")
+
+RUN_SCHEMA_VERSION = 1
+EXIT = {"ok": 0, "failed": 1, "rejected": 2, "cancelled": 130}
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class Run:
+    """State of one run while it executes; `summary` is what run.json holds."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None) -> None:
+        self.cfg = cfg
+        self.dir = Path(run_dir)
+        self.work = self.dir / "work"
+        self.points: list[dict[str, Any]] = []
+        self.outputs: list[LoadPointOutput] = []
+        self.summary: dict[str, Any] = {
+            "schema_version": RUN_SCHEMA_VERSION,
+            "run_id": self.dir.name,
+            "experiment": cfg.experiment_name,
+            "status": "running",
+            "failure": None,
+            "started_at_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "finished_at_utc": None,
+            # One (monotonic, wall) pair: wall = wall_s + (t_ns - monotonic_ns) / 1e9 for any t_*_ns.
+            "clock": {"monotonic_ns": time.monotonic_ns(), "wall_s": time.time(), "source": "CLOCK_MONOTONIC"},
+            "overrides": list(overrides or []),
+            "config": to_plain(cfg),
+            "provenance": None,
+            "engine": None,
+            "telemetry": None,
+            "load_points": [],
+            "notes": [],
+            "artifacts": {},
+        }
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def save(self) -> None:
+        write_json_atomic(self.dir / "run.json", self.summary)
+
+    def fail(self, status: str, reason: str, log_tail: str | None = None) -> None:
+        self.summary["status"] = status
+        self.summary["failure"] = {"reason": reason, "log_tail": log_tail}
+
+    # -- the run -------------------------------------------------------------------------------
+    def execute(self) -> int:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(exist_ok=True)
+        self.save()
+        cfg = self.cfg
+        engine_proc: EngineProcess | None = None
+        sampler: SamplerProcess | None = None
+        try:
+            self.summary["provenance"] = discover.provenance()
+            adapter_cls = ADAPTERS.get(cfg.engine.name)
+            adapter = adapter_cls(cfg.engine, cfg.model, cfg.quant, cfg.gpu, cfg.workload) if adapter_cls else None
+            facts = (
+                discover.host_facts(adapter, cfg.engine.python, cfg.gpu.count, cfg.model.path) if adapter else None
+            )
+            problems = preflight.check(cfg, adapter, facts)
+            if problems:
+                for p in problems:
+                    log.error("preflight: %s", p)
+                self.fail("rejected", "; ".join(problems))
+                return EXIT["rejected"]
+            assert adapter is not None and facts is not None
+
+            # The workload is built before the engine starts: a bad tokenizer costs no start-up time.
+            counter = load_token_counter(cfg.model.tokenizer or cfg.model.path)
+            w = cfg.workload
+            items = synthetic_items(counter, w.prompt_tokens, w.output_tokens, w.num_prompts, w.seed)
+
+            port = cfg.engine.port or free_port(cfg.engine.host)
+            plan = adapter.launch_plan(port, facts)
+            self.summary["engine"] = {
+                "name": adapter.name,
+                "dist": facts.engine_dist,
+                "version": facts.engine_version,
+                "python": facts.engine_python,
+                "plan": plan.to_dict(),
+                "time_to_ready_s": None,
+                "effective_quant": None,
+                "exit_code": None,
+            }
+            self.save()
+
+            engine_proc = EngineProcess(plan, self.dir / "engine.log")
+            engine_proc.start()
+            assert engine_proc.proc is not None
+            self.summary["engine"]["pid"] = engine_proc.proc.pid  # also its process-group id
+            log.info("waiting for %s %s at %s (CPU build: ~30-70 s)", adapter.name, facts.engine_version, plan.base_url)
+            ready_s = engine_proc.wait_ready()
+            self.summary["engine"]["time_to_ready_s"] = ready_s
+            log.info("engine ready after %.1f s", ready_s)
+
+            kind = preflight.telemetry_kind(cfg)
+            if kind == "nvml":
+                self.summary["notes"].append("NVML sampler not implemented yet (issue 5): sampled CPU instead")
+                kind = "cpu"
+            self.summary["telemetry"] = {"sampler": kind, "interval_s": cfg.telemetry.interval_s}
+            if kind:
+                assert engine_proc.proc is not None
+                sampler = SamplerProcess(kind, engine_proc.proc.pid, self.work / "telemetry.jsonl", cfg.telemetry.interval_s)
+                sampler.start()
+
+            t = cfg.traffic
+            for i, value in enumerate(t.points):
+                spec = build_spec(
+                    load_point=i, point_value=float(value), traffic=t, workload=w, items=items,
+                    base_url=plan.base_url, model=plan.served_model, extras=adapter.request_extras(),
+                    workdir=self.work,
+                )  # fmt: skip
+                unit = "users" if spec["mode"] == "closed" else "req/s"
+                log.info(
+                    "load point %d/%d: %s %g %s for %.0f s (+%.0f s warmup)",
+                    i + 1, len(t.points), t.kind, value, unit, t.duration_s, t.warmup_s,
+                )  # fmt: skip
+                try:
+                    out = run_load_point(spec, self.work)
+                except LoadInterrupted as e:
+                    self.outputs.append(e.output)
+                    self.points.append({"index": i, "value": float(value), "spec_mode": spec["mode"]})
+                    raise
+                self.outputs.append(out)
+                self.points.append({"index": i, "value": float(value), "spec_mode": spec["mode"]})
+                for p in out.problems:
+                    self.summary["notes"].append(f"load point {i}: {p}")
+                s = self._summarize_point(i)
+                log.info(
+                    "load point %d: ok %d/%d, TTFT p50 %s ms, TPOT p50 %s ms, %s output tok/s",
+                    i, s["requests"]["ok"], s["requests"]["total"], _fmt(s["ttft_ms"]["p50"]),
+                    _fmt(s["tpot_ms"]["p50"]), _fmt(s["output_tok_per_s"]),
+                )  # fmt: skip
+                if sampler is not None and not sampler.alive():
+                    self.summary["notes"].append("telemetry sampler died during the run; samples after that are missing")
+            self.summary["status"] = "ok"
+            return EXIT["ok"]
+        except KeyboardInterrupt:
+            log.warning("cancelled: tearing down and saving what was recorded")
+            self.fail("cancelled", "interrupted by Ctrl-C or SIGTERM")
+            return EXIT["cancelled"]
+        except EngineError as e:
+            log.error("%s\n--- engine log tail ---\n%s", e, e.log_tail)
+            self.fail("failed", str(e), e.log_tail)
+            return EXIT["failed"]
+        except Exception as e:  # noqa: BLE001 - any failure must still tear down and record
+            log.error("run failed: %s: %s", type(e).__name__, e)
+            log.debug("%s", traceback.format_exc())
+            self.fail("failed", f"{type(e).__name__}: {e}", traceback.format_exc(limit=8))
+            return EXIT["failed"]
+        finally:
+            # Teardown runs even if a second Ctrl-C arrives while it is running.
+            with _shielded():
+                if sampler is not None:
+                    sampler.stop()
+                if engine_proc is not None:
+                    code = engine_proc.stop()
+                    if self.summary["engine"] is not None:
+                        self.summary["engine"]["exit_code"] = code
+                        self.summary["engine"]["effective_quant"] = adapter.effective_quant(engine_proc.log_text())
+                self._write_artifacts()
+
+    # -- artifacts -----------------------------------------------------------------------------
+    def _records_df(self) -> pd.DataFrame:
+        recs = [r for out in self.outputs for r in out.records]
+        return to_table(recs).to_pandas(types_mapper=_nullable) if recs else to_table([]).to_pandas(types_mapper=_nullable)
+
+    def _summarize_point(self, i: int) -> dict[str, Any]:
+        cfg = self.cfg
+        out = self.outputs[i]
+        df = to_table(out.records).to_pandas(types_mapper=_nullable)
+        s = summarize_point(
+            df, kind=cfg.traffic.kind, value=self.points[i]["value"], warmup_s=cfg.traffic.warmup_s,
+            duration_s=cfg.traffic.duration_s, lag_samples=out.lag, ignore_eos=cfg.workload.ignore_eos,
+        )  # fmt: skip
+        entry = {
+            "index": i,
+            "value": self.points[i]["value"],
+            "t0_ns": out.meta.get("t0_ns"),
+            "t_end_ns": out.meta.get("t_end_ns"),
+            "interrupted": out.interrupted,
+            "summary": s,
+        }
+        pts = self.summary["load_points"]
+        pts[:] = [p for p in pts if p["index"] != i] + [entry]
+        return s
+
+    def _write_artifacts(self) -> None:
+        arts: dict[str, str] = {}
+        try:
+            for i in range(len(self.outputs)):
+                if not any(p["index"] == i for p in self.summary["load_points"]):
+                    self._summarize_point(i)  # an interrupted point is summarised with what it has
+            df = derive(self._records_df())
+            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), self.dir / "requests.parquet")
+            arts["requests"] = "requests.parquet"
+
+            tel = pd.DataFrame(read_jsonl(self.work / "telemetry.jsonl"))
+            if not tel.empty:
+                pq.write_table(pa.Table.from_pandas(tel, preserve_index=False), self.dir / "telemetry.parquet")
+                arts["telemetry"] = "telemetry.parquet"
+                self.summary["telemetry"].update(self._telemetry_summary(tel))
+            elif self.summary.get("telemetry"):
+                self.summary["telemetry"]["gaps"] = ["no telemetry samples were recorded"]
+
+            lag = pd.DataFrame(
+                [{"load_point": i, **s} for i, out in enumerate(self.outputs) for s in out.lag]
+            )
+            if not lag.empty:
+                pq.write_table(pa.Table.from_pandas(lag, preserve_index=False), self.dir / "loadgen.parquet")
+                arts["loadgen"] = "loadgen.parquet"
+            for name in ("engine.log", "loadgen.log"):
+                src = self.dir / name if name == "engine.log" else self.work / name
+                if src.exists():
+                    if src.parent != self.dir:
+                        shutil.copyfile(src, self.dir / name)
+                    arts[name.replace(".", "_")] = name
+        except Exception as e:  # noqa: BLE001 - keep work/ so nothing is lost, and say so
+            log.error("could not write artifacts (raw JSONL kept in %s): %s", self.work, e)
+            self.summary["notes"].append(f"artifact writing failed: {type(e).__name__}: {e}; raw data in work/")
+            self.summary["artifacts"] = arts
+            self._finish()
+            return
+        self.summary["artifacts"] = arts
+        self._finish()
+        try:
+            html = render_report(self.summary, df, tel if not tel.empty else None)
+            (self.dir / "report.html").write_text(html)
+            self.summary["artifacts"]["report"] = "report.html"
+            self.save()
+        except Exception as e:  # noqa: BLE001
+            log.error("could not render report.html: %s", e)
+            self.summary["notes"].append(f"report rendering failed: {type(e).__name__}: {e}")
+            self.save()
+        shutil.rmtree(self.work, ignore_errors=True)  # everything in it is now in the parquet files
+
+    def _telemetry_summary(self, tel: pd.DataFrame) -> dict[str, Any]:
+        interval = self.cfg.telemetry.interval_s
+        t = tel["t_ns"].to_numpy()
+        gaps = []
+        if len(t) > 1:
+            d = (t[1:] - t[:-1]) / 1e9
+            for k in (d > 3 * interval).nonzero()[0]:
+                gaps.append(f"no sample for {d[k]:.2f} s after t_ns={int(t[k])}")
+        measure = [p for p in self.summary["load_points"]]
+        start = min((p["t0_ns"] for p in measure if p.get("t0_ns")), default=None)
+        end = max((p["t_end_ns"] for p in measure if p.get("t_end_ns")), default=None)
+        return {"samples": int(len(tel)), "gaps": gaps, "summary_during_load": summarize_cpu_telemetry(tel, start, end)}
+
+    def _finish(self) -> None:
+        self.summary["finished_at_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self.save()
+
+
+def _nullable(t: pa.DataType) -> Any:
+    """Arrow -> pandas nullable dtypes, so missing ints stay <NA> instead of turning into floats."""
+    if pa.types.is_integer(t):
+        return pd.Int64Dtype()
+    if pa.types.is_string(t):
+        return pd.StringDtype()
+    return None
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+@contextlib.contextmanager
+def _shielded():
+    """Ignore SIGINT while tearing down, so a second Ctrl-C cannot leave an orphan engine."""
+    import signal
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None) -> int:
+    """Execute one run into `run_dir`; returns the exit code (see module doc)."""
+    return Run(cfg, run_dir, overrides).execute()
+
+
+__all__ = ["EXIT", "REQUEST_SCHEMA", "run"]

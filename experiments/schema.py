@@ -1,0 +1,184 @@
+"""Typed, inert configuration schemas for servelab, registered in Hydra's ConfigStore.
+
+Every config group (`engine`, `quant`, `model`, ...) has one dataclass here; the YAML files
+under `conf/<group>/` hold the values and start with `defaults: [_<group>_schema, _self_]`.
+Building or validating these objects touches no process, network, file or GPU; compatibility
+checks live in :mod:`experiments.preflight`.
+
+Side effects: :func:`register_configs` writes into Hydra's global ConfigStore (nothing else).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Group fields on RunConfig are typed Any: Hydra raises "Merge error: X is not a subclass
+# of Y" when switching between sibling dataclass options of one group (hydra#1722). Each
+# group node is still validated against its own schema by its YAML's defaults list, and
+# experiments.config.to_run_config re-checks the concrete types after to_object().
+
+
+@dataclass
+class EngineConfig:
+    """How to start one serving engine. The adapter named by `name` turns this into argv."""
+
+    name: str = "vllm"
+    # Interpreter that has the engine installed; null = discover (.venvs/<engine>[-cpu], then
+    # the lab's own python). Lets each engine live in its own venv.
+    python: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = pick a free port at launch
+    ready_timeout_s: float = 600.0
+    stop_timeout_s: float = 20.0  # SIGTERM -> wait this long -> SIGKILL the process group
+    health_path: str = "/health"
+    metrics_path: str | None = "/metrics"
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    enforce_eager: bool = False
+    # CPU build only: GiB reserved for the KV cache (VLLM_CPU_KVCACHE_SPACE; 0 = engine default).
+    cpu_kvcache_space_gib: int = 2
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class QuantConfig:
+    """Engine-neutral description of a quantization choice; adapters translate it to flags."""
+
+    name: str = "none"
+    method: str | None = None  # null = serve the checkpoint as it is
+    kv_cache_dtype: str = "auto"
+
+
+@dataclass
+class ModelConfig:
+    """What is served. `path` is a local folder or a hub id."""
+
+    name: str = "tiny_llama"
+    path: str = "models/tiny-llama"
+    served_name: str | None = None  # name the OpenAI API exposes; null = `name`
+    tokenizer: str | None = None  # null = `path`
+    # Set when the lab builds this model itself (scripts/setup.sh); preflight then names the
+    # setup command when the folder is missing.
+    built_by: str | None = None
+    max_context_tokens: int = 2048
+    params_b: float | None = None  # billions of parameters, for capacity math later
+
+
+@dataclass
+class WorkloadConfig:
+    """What is sent: prompt and output lengths, endpoint."""
+
+    name: str = "synthetic_fixed"
+    kind: str = "synthetic"
+    endpoint: str = "completions"  # completions | chat
+    prompt_tokens: int = 128
+    output_tokens: int = 64  # sent as max_tokens with ignore_eos, so every reply has exactly this
+    ignore_eos: bool = True
+    temperature: float = 0.0
+    num_prompts: int = 256  # distinct prompts cycled through
+    seed: int = 0
+
+
+@dataclass
+class TrafficConfig:
+    """When requests are sent: the arrival process and the load points of one engine launch."""
+
+    name: str = "poisson"
+    kind: str = "poisson"  # poisson | constant | concurrency
+    # One load point per entry: requests/s for poisson/constant, users for concurrency.
+    # All points run against the same engine launch, one after another.
+    points: list[float] = field(default_factory=lambda: [4.0])
+    duration_s: float = 60.0  # measured window per load point
+    warmup_s: float = 5.0  # before the measured window; recorded with phase=warmup
+    request_timeout_s: float = 300.0
+    max_inflight: int = 1024  # open loop: requests beyond this are recorded as dropped, never delayed
+    seed: int = 0
+    drain_timeout_s: float = 120.0  # after the last send, wait this long for in-flight requests
+    # Priority change for the load-generator process (os.nice; negative = higher, needs root).
+    # The generator needs little CPU but must never wait for it, or its timestamps drift.
+    loadgen_nice: int = 0
+
+
+@dataclass
+class GpuConfig:
+    """The accelerator the run is planned for. count 0 = CPU only."""
+
+    name: str = "cpu"
+    count: int = 0
+    memory_gib: float | None = None
+    tdp_w: float | None = None
+
+
+@dataclass
+class SloConfig:
+    """Latency objectives, per request; null = not constrained."""
+
+    name: str = "interactive"
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+    percentile: float = 99.0
+
+
+@dataclass
+class PricingConfig:
+    """Prices for the decision layer (not used by the measurement core yet)."""
+
+    name: str = "cpu_vm"
+    usd_per_hour: float = 0.0  # per instance (GPU or VM) hour
+    usd_per_kwh: float = 0.15
+    pue: float = 1.3
+    source: str = ""
+
+
+@dataclass
+class TelemetryConfig:
+    """Which samplers run beside the load, and how often."""
+
+    name: str = "auto"
+    sampler: str = "auto"  # auto | cpu | nvml | off  (auto: nvml when a GPU is planned, else cpu)
+    interval_s: float = 0.2
+
+
+@dataclass
+class RunConfig:
+    """The whole run: one engine launch followed by one or more load points."""
+
+    engine: Any = None
+    quant: Any = None
+    model: Any = None
+    workload: Any = None
+    traffic: Any = None
+    gpu: Any = None
+    slo: Any = None
+    pricing: Any = None
+    telemetry: Any = None
+    experiment_name: str = "default"
+    results_dir: str = "results"
+    seed: int = 0
+
+
+GROUP_SCHEMAS: dict[str, type] = {
+    "engine": EngineConfig,
+    "quant": QuantConfig,
+    "model": ModelConfig,
+    "workload": WorkloadConfig,
+    "traffic": TrafficConfig,
+    "gpu": GpuConfig,
+    "slo": SloConfig,
+    "pricing": PricingConfig,
+    "telemetry": TelemetryConfig,
+}
+
+
+def register_configs() -> None:
+    """Register every schema in Hydra's ConfigStore as `_<group>_schema` (underscore: not a user choice)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="_run_schema", node=RunConfig)
+    for group, schema in GROUP_SCHEMAS.items():
+        cs.store(group=group, name=f"_{group}_schema", node=schema)

@@ -1,0 +1,212 @@
+"""Lab-side driver of the load generator: plans a load point and runs it in a Locust subprocess.
+
+:func:`build_spec` is pure (configs + workload items -> the JSON spec the subprocess reads).
+:func:`run_load_point` is the side-effect part: it writes the spec, starts
+``python -m loadgen.locust_runner`` in its own process group (gevent stays out of the lab),
+relays its progress lines, and on Ctrl-C/SIGTERM stops it so it records in-flight requests as
+cancelled before exiting. Records stream to ``<workdir>/requests.<point>.jsonl`` while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, open_loop_schedule
+from loadgen.workload import WorkloadItem
+
+log = logging.getLogger(__name__)
+
+
+def build_spec(
+    *,
+    load_point: int,
+    point_value: float,
+    traffic: Any,
+    workload: Any,
+    items: Sequence[WorkloadItem],
+    base_url: str,
+    model: str,
+    extras: dict[str, Any],
+    workdir: Path,
+) -> dict[str, Any]:
+    """The complete, JSON-serialisable instruction for one load point. Pure."""
+    common: dict[str, Any] = {
+        "load_point": load_point,
+        "point_value": point_value,
+        "kind": traffic.kind,
+        "base_url": base_url,
+        "model": model,
+        "endpoint": workload.endpoint,
+        "temperature": workload.temperature,
+        "extras": dict(extras),
+        "items": [it.to_dict() for it in items],
+        "request_timeout_s": float(traffic.request_timeout_s),
+        "drain_timeout_s": float(traffic.drain_timeout_s),
+        "max_inflight": int(traffic.max_inflight),
+        "nice": int(getattr(traffic, "loadgen_nice", 0)),
+        "warmup_s": float(traffic.warmup_s),
+        "duration_s": float(traffic.duration_s),
+        "records_path": str(workdir / f"requests.{load_point}.jsonl"),
+        "lag_path": str(workdir / f"loadgen_lag.{load_point}.jsonl"),
+        "meta_path": str(workdir / f"loadgen_meta.{load_point}.json"),
+    }
+    if traffic.kind in OPEN_LOOP_KINDS:
+        sched = open_loop_schedule(
+            traffic.kind,
+            float(point_value),
+            float(traffic.warmup_s),
+            float(traffic.duration_s),
+            len(items),
+            seed=int(traffic.seed) + load_point,  # each point its own stream, reproducible
+        )
+        common.update(mode="open", schedule=[[a.offset_s, a.phase, a.prompt_idx] for a in sched])
+    elif traffic.kind in CLOSED_LOOP_KINDS:
+        users = int(point_value)
+        if users < 1 or users != point_value:
+            raise ValueError(f"traffic.points for kind=concurrency must be whole numbers >= 1, got {point_value}")
+        common.update(mode="closed", users=users)
+    else:
+        raise ValueError(
+            f"unknown traffic.kind {traffic.kind!r} (known: {', '.join(OPEN_LOOP_KINDS + CLOSED_LOOP_KINDS)})"
+        )
+    return common
+
+
+@dataclass
+class LoadPointOutput:
+    """What one load-point subprocess left behind (raw, not yet summarised)."""
+
+    records: list[dict[str, Any]]
+    meta: dict[str, Any]
+    lag: list[dict[str, Any]]
+    exit_code: int | None
+    interrupted: bool = False
+    problems: list[str] = field(default_factory=list)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every complete JSON line of `path` ([] if missing). A torn last line (crash) is skipped."""
+    out: list[dict[str, Any]] = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def run_load_point(spec: dict[str, Any], workdir: Path, python: str = sys.executable) -> LoadPointOutput:
+    """Run one load point in a Locust subprocess and collect its raw output. Blocks until done.
+
+    KeyboardInterrupt is re-raised after the subprocess has flushed its records.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_path = workdir / f"loadgen_spec.{spec['load_point']}.json"
+    spec_path.write_text(json.dumps(spec))
+    log_path = workdir / "loadgen.log"
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    # Run from the lab's root so `-m loadgen.locust_runner` resolves even without an install.
+    root = Path(__file__).resolve().parent.parent
+    if spec["mode"] == "open":
+        budget = (spec["schedule"][-1][0] if spec["schedule"] else 0) + spec["drain_timeout_s"] + 90
+    else:
+        budget = spec["warmup_s"] + spec["duration_s"] + spec["request_timeout_s"] + 90
+    interrupted = False
+    problems: list[str] = []
+    with open(log_path, "ab") as lf:
+        offset = lf.tell()
+        proc = subprocess.Popen(
+            [python, "-m", "loadgen.locust_runner", str(spec_path)],
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=lf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the lab only; we stop the generator cleanly
+        )
+    deadline = time.monotonic() + budget
+    try:
+        while True:
+            try:
+                proc.wait(timeout=1.0)
+                offset = _relay_progress(log_path, offset)
+                break
+            except subprocess.TimeoutExpired:
+                offset = _relay_progress(log_path, offset)
+                if time.monotonic() > deadline:
+                    problems.append(f"load generator exceeded its time budget of {budget:.0f} s and was stopped")
+                    _stop(proc)
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted: stopping the load generator (in-flight requests are recorded as cancelled)")
+        _stop(proc)
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
+    records = read_jsonl(Path(spec["records_path"]))
+    meta_path = Path(spec["meta_path"])
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if proc.returncode not in (0, None) and not interrupted:
+        problems.append(f"load generator exited with code {proc.returncode} (see {log_path})")
+    out = LoadPointOutput(
+        records=records,
+        meta=meta,
+        lag=read_jsonl(Path(spec["lag_path"])),
+        exit_code=proc.returncode,
+        interrupted=interrupted,
+        problems=problems,
+    )
+    if interrupted:
+        raise LoadInterrupted(out)
+    return out
+
+
+class LoadInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a load point; carries what was recorded up to then."""
+
+    def __init__(self, output: LoadPointOutput) -> None:
+        super().__init__("interrupted")
+        self.output = output
+
+
+def _relay_progress(log_path: Path, offset: int) -> int:
+    """Log the generator's new `[loadgen]` progress lines; returns the new file offset."""
+    with open(log_path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1  # only whole lines
+    for line in data[:end].decode(errors="replace").splitlines():
+        if line.startswith("[loadgen]"):
+            log.info(line)
+    return offset + end
+
+
+def _stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGTERM the generator's group (it flushes and exits), SIGKILL after `grace_s`."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=5)

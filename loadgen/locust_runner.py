@@ -1,0 +1,365 @@
+"""The load-generator process: Locust as a library, headless, driving one load point.
+
+Run as ``python -m loadgen.locust_runner SPEC.json`` by :mod:`loadgen.driver`, never imported by
+the lab (importing Locust monkey-patches the stdlib with gevent, which must not leak into the
+harness, its samplers or numpy work).
+
+How requests are timed (see ../shared/reference/locust.md for the measurements behind this):
+- FastHttpUser with ``stream=True``; SSE lines are read with geventhttpclient's
+  ``readline(b"\\n")``, which returns as soon as one line is buffered. Locust's own
+  ``iter_lines`` reads 1 KiB blocks and would add ~100 ms to TTFT.
+- Each line is stamped with ``time.monotonic_ns()`` *before* it is parsed.
+- Open loop: one scheduler user walks a precomputed schedule and spawns one greenlet per
+  request at its intended time into a bounded pool; it never waits for a free user. If the
+  pool is full the request is recorded as ``dropped`` (never silently delayed).
+- Closed loop: N users, each sending its next request when the previous one finishes.
+- Locust's stats table (rounded to ~2 significant digits) is only a live view; the raw
+  records written here are the source of truth.
+
+Side effects: HTTP to the engine (loopback); appends JSON lines to the records file (flushed
+every 0.5 s, so a crash loses at most that much) and the loop-lag file; writes a meta JSON at
+the end. SIGTERM/SIGINT stop scheduling, cancel in-flight requests, flush and exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import gevent
+import gevent.pool
+from gevent import GreenletExit
+from locust import FastHttpUser, constant, events, task
+from locust.env import Environment
+from locust.exception import StopUser
+
+from loadgen.records import CANCELLED, DROPPED, ERROR, MEASURE, OK, TIMEOUT, WARMUP, empty_record
+from loadgen.workload import ENDPOINT_PATHS, request_body
+
+now = time.monotonic_ns  # CLOCK_MONOTONIC: shared with the samplers in other processes
+
+SPEC: dict[str, Any] = {}
+STATE: dict[str, Any] = {
+    "t0_ns": 0, "stopping": False, "inflight": 0, "sent": 0, "done": 0, "dropped": 0, "users_stopped": 0,
+}  # fmt: skip
+
+
+class RecordSink:
+    """Buffers finished records and appends them as JSON lines every `interval_s`."""
+
+    def __init__(self, path: str, interval_s: float = 0.5) -> None:
+        self._f = open(path, "a", buffering=1 << 16)  # noqa: SIM115 - closed in close()
+        self._buf: list[str] = []
+        self._interval_s = interval_s
+        self._g = gevent.spawn(self._loop)
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self._buf.append(json.dumps(rec, separators=(",", ":")))
+
+    def flush(self) -> None:
+        if self._buf:
+            lines, self._buf = self._buf, []
+            self._f.write("\n".join(lines) + "\n")
+        self._f.flush()
+
+    def _loop(self) -> None:
+        while True:
+            gevent.sleep(self._interval_s)
+            self.flush()
+
+    def close(self) -> None:
+        self._g.kill()
+        self.flush()
+        self._f.close()
+
+
+SINK: RecordSink | None = None
+POOLS: list[gevent.pool.Pool] = []  # open-loop request pools, cancelled at exit
+
+
+def loop_lag_monitor(path: str, period_s: float = 0.01, report_s: float = 1.0) -> None:
+    """Measures how late a 10 ms gevent sleep wakes up (hub stalls delay every timestamp) and,
+    once a second, appends {t_ns, lag_max_ms, lag_mean_ms, cpu_pct, inflight} to `path`."""
+    with open(path, "a", buffering=1) as f:
+        window_start = now()
+        cpu_start = sum(os.times()[:2])
+        lags: list[float] = []
+        while True:
+            t = now()
+            gevent.sleep(period_s)
+            lags.append(max((now() - t) / 1e6 - period_s * 1e3, 0.0))
+            elapsed = (now() - window_start) / 1e9
+            if elapsed >= report_s:
+                cpu = sum(os.times()[:2])
+                f.write(json.dumps({
+                    "t_ns": now(),
+                    "lag_max_ms": round(max(lags), 3),
+                    "lag_mean_ms": round(sum(lags) / len(lags), 3),
+                    "cpu_pct": round(100.0 * (cpu - cpu_start) / elapsed, 1),
+                    "inflight": STATE["inflight"],
+                }) + "\n")  # fmt: skip
+                window_start, cpu_start, lags = now(), cpu, []
+
+
+class StreamingUser(FastHttpUser):
+    """Shared request logic: one streamed OpenAI-compatible request -> one raw record."""
+
+    abstract = True
+    wait_time = constant(0)
+
+    def on_stop(self) -> None:
+        STATE["users_stopped"] += 1
+
+    def send(self, item: dict[str, Any], t_sched_ns: int, phase: str, request_id: str) -> None:
+        spec = SPEC
+        rec = empty_record(
+            load_point=spec["load_point"],
+            request_id=request_id,
+            worker=os.getpid(),
+            phase=phase,
+            prompt_idx=item["prompt_idx"],
+            endpoint=spec["endpoint"],
+            max_tokens=item["max_tokens"],
+            prompt_tokens_client=item["prompt_tokens_client"],
+            t_scheduled_ns=t_sched_ns,
+        )
+        body = json.dumps(
+            request_body(item, spec["endpoint"], spec["model"], spec["temperature"], spec["extras"])
+        ).encode()
+        chat = spec["endpoint"] == "chat"
+        chunks: list[int] = []
+        usage: dict[str, Any] | None = None
+        STATE["inflight"] += 1
+        STATE["sent"] += 1
+        rec["t_sent_ns"] = now()
+        try:
+            with gevent.Timeout(spec["request_timeout_s"]):
+                with self.client.post(
+                    ENDPOINT_PATHS[spec["endpoint"]],
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    stream=True,
+                    catch_response=True,
+                    name=spec["endpoint"],
+                ) as r:
+                    rec["t_headers_ns"] = now()
+                    rec["http_status"] = int(r.status_code or 0)
+                    raw = getattr(r, "_response", None)
+                    if r.status_code != 200 or raw is None:
+                        try:
+                            detail = (r.content or b"")[:300].decode(errors="replace")
+                        except Exception:  # noqa: BLE001 - connection errors have no body
+                            detail = ""
+                        detail = detail or str(getattr(r, "error", "") or "")
+                        rec["status"] = ERROR
+                        rec["error"] = f"HTTP {r.status_code}: {detail}".strip()
+                        r.failure(rec["error"])
+                    else:
+                        while True:
+                            line = raw.readline(b"\n")
+                            t = now()  # stamp before parsing
+                            if not line:
+                                break
+                            if not line.startswith(b"data:"):
+                                continue
+                            payload = line[5:].strip()
+                            if payload == b"[DONE]":
+                                break
+                            d = json.loads(payload)
+                            if d.get("error"):
+                                raise RuntimeError(f"server error in stream: {d['error']}")
+                            choices = d.get("choices")
+                            if choices:
+                                c0 = choices[0]
+                                text = (c0.get("delta") or {}).get("content") if chat else c0.get("text")
+                                if text:
+                                    chunks.append(t)
+                                if c0.get("finish_reason"):
+                                    rec["finish_reason"] = c0["finish_reason"]
+                            if d.get("usage"):
+                                usage = d["usage"]
+                        rec["t_done_ns"] = now()
+                        r.request_meta["response_time"] = (rec["t_done_ns"] - rec["t_sent_ns"]) / 1e6
+                        if chunks:
+                            rec["status"] = OK
+                            r.success()
+                        else:
+                            rec["status"] = ERROR
+                            rec["error"] = "stream ended without generated text"
+                            r.failure(rec["error"])
+        except gevent.Timeout:
+            rec["status"] = TIMEOUT
+            rec["error"] = f"no completion within {spec['request_timeout_s']} s"
+        except GreenletExit:
+            rec["status"] = CANCELLED
+            rec["error"] = "cancelled: load point stopped while in flight"
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure of one request is recorded, not fatal
+            rec["status"] = ERROR
+            rec["error"] = f"{type(e).__name__}: {e}"[:500]
+        finally:
+            if rec["t_done_ns"] is None:
+                rec["t_done_ns"] = now()
+            rec["chunk_ns"] = chunks
+            if chunks:
+                rec["t_first_token_ns"], rec["t_last_token_ns"] = chunks[0], chunks[-1]
+            if usage:
+                rec["prompt_tokens"] = usage.get("prompt_tokens")
+                rec["output_tokens"] = usage.get("completion_tokens")
+                rec["output_tokens_source"] = "usage"
+            elif chunks:
+                rec["output_tokens"] = len(chunks)
+                rec["output_tokens_source"] = "chunks"
+            STATE["inflight"] -= 1
+            STATE["done"] += 1
+            assert SINK is not None
+            SINK.add(rec)
+
+
+class OpenLoopUser(StreamingUser):
+    """One scheduler: sends each request at its intended time, whatever the others are doing."""
+
+    @task
+    def run_schedule(self) -> None:
+        spec = SPEC
+        pool = gevent.pool.Pool(spec["max_inflight"])
+        POOLS.append(pool)
+        items = spec["items"]
+        t0 = STATE["t0_ns"]
+        for i, (offset_s, phase, prompt_idx) in enumerate(spec["schedule"]):
+            t_sched = t0 + int(offset_s * 1e9)
+            delay = (t_sched - now()) / 1e9
+            if delay > 0:
+                gevent.sleep(delay)
+            if STATE["stopping"]:
+                break
+            rid = f"{spec['load_point']}-{i}"
+            if pool.full():
+                STATE["dropped"] += 1
+                assert SINK is not None
+                SINK.add(empty_record(
+                    load_point=spec["load_point"], request_id=rid, worker=os.getpid(), phase=phase,
+                    prompt_idx=prompt_idx, endpoint=spec["endpoint"], max_tokens=items[prompt_idx]["max_tokens"],
+                    prompt_tokens_client=items[prompt_idx]["prompt_tokens_client"], t_scheduled_ns=t_sched,
+                    status=DROPPED, error=f"max_inflight={spec['max_inflight']} reached",
+                ))  # fmt: skip
+                continue
+            pool.spawn(self.send, items[prompt_idx], t_sched, phase, rid)
+        finish(pool)
+        raise StopUser()
+
+
+class ClosedLoopUser(StreamingUser):
+    """One of N users: the next request leaves when the previous one finished."""
+
+    @task
+    def loop(self) -> None:
+        spec = SPEC
+        t0 = STATE["t0_ns"]
+        warm_end = t0 + int(spec["warmup_s"] * 1e9)
+        end = warm_end + int(spec["duration_s"] * 1e9)
+        items = spec["items"]
+        while not STATE["stopping"]:
+            t = now()
+            if t >= end:
+                raise StopUser()
+            n = STATE["sent"]
+            phase = WARMUP if t < warm_end else MEASURE
+            self.send(items[n % len(items)], t, phase, f"{spec['load_point']}-{n}")
+
+
+def finish(pool: gevent.pool.Pool) -> None:
+    """Wait for in-flight requests up to drain_timeout_s, then cancel the rest."""
+    if not STATE["stopping"]:
+        pool.join(timeout=SPEC["drain_timeout_s"])
+    pool.kill(block=True, timeout=5)
+
+
+def main(spec_path: str) -> int:
+    global SINK
+    with open(spec_path) as f:
+        SPEC.update(json.load(f))
+    spec = SPEC
+    if spec.get("nice"):
+        # On a small machine shared with the engine, a higher priority keeps engine CPU bursts
+        # from delaying this process's timestamps; it needs CAP_SYS_NICE (root), else it is skipped.
+        try:
+            os.nice(int(spec["nice"]))
+        except OSError as e:
+            print(f"[loadgen] could not change priority by {spec['nice']}: {e}", flush=True)
+    SINK = RecordSink(spec["records_path"])
+    user_cls: type[StreamingUser]
+    if spec["mode"] == "open":
+        user_cls, n_users = OpenLoopUser, 1
+    elif spec["mode"] == "closed":
+        user_cls, n_users = ClosedLoopUser, int(spec["users"])
+    else:
+        raise SystemExit(f"unknown mode {spec['mode']!r}")
+    user_cls.host = spec["base_url"]
+    user_cls.network_timeout = float(spec["request_timeout_s"])
+    user_cls.connection_timeout = 30.0
+    # Each FastHttpUser has its own pool; the open-loop scheduler needs room for all in-flight requests.
+    user_cls.concurrency = int(spec["max_inflight"]) if spec["mode"] == "open" else 1
+
+    env = Environment(user_classes=[user_cls], events=events, host=spec["base_url"])
+    runner = env.create_local_runner()
+
+    def on_signal(*_: object) -> None:
+        STATE["stopping"] = True  # schedulers stop sending; in-flight requests are cancelled below
+
+    gevent.signal_handler(signal.SIGTERM, on_signal)
+    gevent.signal_handler(signal.SIGINT, on_signal)
+    lag_g = gevent.spawn(loop_lag_monitor, spec["lag_path"])
+
+    # Everything is imported and allocated; start the clock a little ahead so that the
+    # first scheduled request is not late because of spawning.
+    STATE["t0_ns"] = now() + int(spec.get("start_delay_s", 0.2) * 1e9)
+    runner.start(n_users, spawn_rate=max(n_users, 1) * 1000)
+    if spec["mode"] == "open":
+        horizon = (spec["schedule"][-1][0] if spec["schedule"] else 0.0) + spec["drain_timeout_s"] + 30
+    else:
+        horizon = spec["warmup_s"] + spec["duration_s"] + spec["request_timeout_s"] + 30
+    deadline = time.monotonic() + horizon + spec.get("start_delay_s", 0.2)
+    last_note = time.monotonic()
+    while time.monotonic() < deadline and not STATE["stopping"]:
+        gevent.sleep(0.2)
+        if STATE["users_stopped"] >= n_users and STATE["inflight"] == 0:
+            break
+        if time.monotonic() - last_note >= 5:
+            last_note = time.monotonic()
+            elapsed = (now() - STATE["t0_ns"]) / 1e9
+            print(
+                f"[loadgen] point {spec['load_point']}: t={elapsed:5.1f}s sent={STATE['sent']} done={STATE['done']} "
+                f"inflight={STATE['inflight']} dropped={STATE['dropped']}",
+                flush=True,
+            )
+    STATE["stopping"] = True
+    # Whatever is still in flight now (signal or horizon reached) is killed: GreenletExit
+    # inside send() records it as cancelled.
+    for pool in POOLS:
+        pool.kill(block=True, timeout=5)
+    runner.quit()
+    runner.greenlet.join(timeout=10)
+    lag_g.kill()
+    SINK.close()
+    meta = {
+        "t0_ns": STATE["t0_ns"],
+        "t_end_ns": now(),
+        "pid": os.getpid(),
+        "sent": STATE["sent"],
+        "done": STATE["done"],
+        "dropped": STATE["dropped"],
+        "inflight_at_exit": STATE["inflight"],
+        "locust_version": sys.modules["locust"].__version__,
+    }
+    with open(spec["meta_path"], "w") as f:
+        json.dump(meta, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,79 @@
+"""The per-request record: raw monotonic timestamps and what the server said, nothing derived.
+
+All `t_*_ns` fields are absolute `time.monotonic_ns()` values (CLOCK_MONOTONIC on Linux), the
+same clock the telemetry samplers use in other processes, so records and samples join by time.
+`run.json` stores one (monotonic, wall) anchor pair to convert them to wall time.
+Every metric (TTFT, TPOT, ITL, E2E, schedule lag) is derived from these fields by
+:mod:`analysis.metrics` and can be recomputed from `requests.parquet` at any time.
+
+Side effects: none (schema and conversions only; the writers live with their processes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+RECORD_SCHEMA_VERSION = 1
+
+# status values
+OK = "ok"
+ERROR = "error"  # HTTP error, bad stream, connection failure
+TIMEOUT = "timeout"  # no completion within traffic.request_timeout_s
+CANCELLED = "cancelled"  # in flight when the load point was stopped (drain timeout, Ctrl-C)
+DROPPED = "dropped"  # open loop only: max_inflight reached at the scheduled time; never sent
+STATUSES = (OK, ERROR, TIMEOUT, CANCELLED, DROPPED)
+
+# phase values, fixed at schedule time (not guessed afterwards)
+WARMUP = "warmup"
+MEASURE = "measure"
+COOLDOWN = "cooldown"
+
+REQUEST_SCHEMA = pa.schema(
+    [
+        pa.field("schema_version", pa.int16()),
+        pa.field("load_point", pa.int32()),  # index into traffic.points
+        pa.field("request_id", pa.string()),
+        pa.field("worker", pa.int32()),  # pid of the load-generator process that sent it
+        pa.field("phase", pa.string()),
+        pa.field("prompt_idx", pa.int32()),  # which workload item was sent
+        pa.field("endpoint", pa.string()),  # completions | chat
+        pa.field("max_tokens", pa.int32()),
+        pa.field("prompt_tokens_client", pa.int32()),  # counted with the model's tokenizer
+        pa.field("t_scheduled_ns", pa.int64()),  # intended send time (arrival schedule)
+        pa.field("t_sent_ns", pa.int64()),  # just before the request was written
+        pa.field("t_headers_ns", pa.int64()),  # response headers received
+        pa.field("t_first_token_ns", pa.int64()),  # first chunk with non-empty generated text
+        pa.field("t_last_token_ns", pa.int64()),  # last chunk with non-empty generated text
+        pa.field("t_done_ns", pa.int64()),  # stream finished (or failed)
+        pa.field("chunk_ns", pa.list_(pa.int64())),  # arrival of every content chunk
+        pa.field("status", pa.string()),
+        pa.field("http_status", pa.int32()),
+        pa.field("error", pa.string()),
+        pa.field("finish_reason", pa.string()),
+        pa.field("prompt_tokens", pa.int32()),  # from the server's usage
+        pa.field("output_tokens", pa.int32()),  # from usage; else the number of content chunks
+        pa.field("output_tokens_source", pa.string()),  # usage | chunks
+    ]
+)
+
+FIELDS = tuple(REQUEST_SCHEMA.names)
+
+
+def empty_record(**values: Any) -> dict[str, Any]:
+    """A record dict with every field present (None where unknown), then `values` applied."""
+    rec: dict[str, Any] = dict.fromkeys(FIELDS)
+    rec["schema_version"] = RECORD_SCHEMA_VERSION
+    rec["chunk_ns"] = []
+    unknown = set(values) - set(FIELDS)
+    if unknown:
+        raise KeyError(f"unknown record fields: {sorted(unknown)}")
+    rec.update(values)
+    return rec
+
+
+def to_table(records: list[dict[str, Any]]) -> pa.Table:
+    """Records -> an Arrow table with the fixed schema (missing keys become null)."""
+    cols = {name: [r.get(name) for r in records] for name in FIELDS}
+    return pa.table(cols, schema=REQUEST_SCHEMA)

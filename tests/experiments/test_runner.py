@@ -1,0 +1,102 @@
+"""The whole runner pipeline against the timing server (fast, no real engine): artifacts,
+run.json, report, Ctrl-C, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import pandas as pd
+import pytest
+
+from engines import ADAPTERS
+from engines.process import group_alive
+from experiments.config import to_run_config
+from experiments.runner import run
+from tests.conftest import compose
+from tests.support.fake_adapter import TimingServerAdapter
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    monkeypatch.setitem(ADAPTERS, "timing", TimingServerAdapter)
+
+
+def cfg(tok_dir, *extra):
+    return to_run_config(compose([
+        "engine.name=timing", f"model.path={tok_dir}", "model.built_by=null", "workload.prompt_tokens=20",
+        "workload.output_tokens=8", "workload.num_prompts=4", "traffic.points=[8,16]", "traffic.duration_s=1.5",
+        "traffic.warmup_s=0.5", *extra,
+    ]))  # fmt: skip
+
+
+def test_pipeline_writes_every_artifact(fake_engine, tiny_tokenizer_dir, tmp_path):
+    out = tmp_path / "run"
+    assert run(cfg(tiny_tokenizer_dir), out, ["engine.name=timing"]) == 0
+    s = json.loads((out / "run.json").read_text())
+    assert s["status"] == "ok" and s["failure"] is None
+    assert {"requests", "telemetry", "loadgen", "engine_log", "loadgen_log", "report"} <= set(s["artifacts"])
+    assert not (out / "work").exists()  # raw JSONL folded into parquet
+    assert [p["index"] for p in s["load_points"]] == [0, 1]
+    for p in s["load_points"]:
+        m = p["summary"]
+        assert m["requests"]["ok"] == m["requests"]["total"] > 0
+        assert m["output_length_mismatches"] == 0
+        assert m["ttft_ms"]["p50"] >= 15
+    assert s["engine"]["time_to_ready_s"] > 0 and not group_alive(s["engine"]["pid"])
+    assert s["telemetry"]["sampler"] == "cpu" and s["telemetry"]["samples"] > 0
+
+    req = pd.read_parquet(out / "requests.parquet")
+    assert set(req["load_point"]) == {0, 1}
+    assert len(req) == sum(p["summary"]["requests_all_phases"]["total"] for p in s["load_points"])
+    ok = req[req["status"] == "ok"]
+    assert (ok["ttft_ms"] < ok["e2e_ms"]).all() and (ok["output_tokens"] == 8).all()
+    # every derived column can be recomputed from the raw timestamps
+    assert ((ok["t_first_token_ns"] - ok["t_sent_ns"]) / 1e6 == ok["ttft_ms"]).all()
+    tel = pd.read_parquet(out / "telemetry.parquet")
+    assert (tel["sampler"] == "cpu").all() and tel["t_ns"].is_monotonic_increasing
+    # telemetry and requests share one clock: samples overlap the requests in time
+    assert tel["t_ns"].min() < req["t_sent_ns"].min() and tel["t_ns"].max() > req["t_sent_ns"].max()
+
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "data:image/png;base64," in html
+    assert "http://" not in html.replace("http://127.0.0.1", "") and "https://" not in html  # opens offline
+
+
+def test_ctrl_c_saves_records_and_stops_the_engine(fake_engine, tiny_tokenizer_dir, tmp_path):
+    out = tmp_path / "run"
+    c = cfg(tiny_tokenizer_dir, "traffic.points=[10]", "traffic.duration_s=20")
+    timer = threading.Timer(4.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    assert run(c, out) == 130
+    s = json.loads((out / "run.json").read_text())
+    assert s["status"] == "cancelled" and not group_alive(s["engine"]["pid"])
+    req = pd.read_parquet(out / "requests.parquet")
+    assert (req["status"] == "ok").sum() > 0
+    assert s["load_points"][0]["interrupted"] is True
+
+
+def test_engine_that_dies_gives_failed_status(fake_engine, tiny_tokenizer_dir, tmp_path, monkeypatch):
+    from tests.engines.test_process import plan
+
+    class Crashing(TimingServerAdapter):
+        def launch_plan(self, port, facts):
+            return plan("crash", tmp_path)
+
+    monkeypatch.setitem(ADAPTERS, "timing", Crashing)
+    out = tmp_path / "run"
+    assert run(cfg(tiny_tokenizer_dir), out) == 1
+    s = json.loads((out / "run.json").read_text())
+    assert s["status"] == "failed" and "exited with code 3" in s["failure"]["reason"]
+    assert "model not found (simulated)" in s["failure"]["log_tail"]
+    assert (out / "report.html").exists() and "model not found" in (out / "report.html").read_text()
+
+
+def test_preflight_rejection(fake_engine, tiny_tokenizer_dir, tmp_path):
+    out = tmp_path / "run"
+    assert run(cfg(tiny_tokenizer_dir, "traffic.points=[]"), out) == 2
+    s = json.loads((out / "run.json").read_text())
+    assert s["status"] == "rejected" and "traffic.points is empty" in s["failure"]["reason"]
+    assert s["engine"] is None  # nothing was launched

@@ -1,0 +1,18 @@
+"""Test-only adapter that "launches" the timing server, so the whole runner pipeline can be
+tested in seconds. Registered into engines.ADAPTERS by the tests that use it, never by the lab."""
+
+from __future__ import annotations
+
+import sys
+
+from engines.base import EngineAdapter, HostFacts, LaunchPlan
+from tests.conftest import SUPPORT
+
+
+class TimingServerAdapter(EngineAdapter):
+    name = "timing"
+
+    def launch_plan(self, port: int, facts: HostFacts) -> LaunchPlan:
+        argv = (sys.executable, str(SUPPORT / "timing_server.py"), "--port", str(port), "--ttft-ms", "15", "--itl-ms", "3")
+        return LaunchPlan(engine=self.name, argv=argv, host=self.engine.host, port=port, served_model=self.served_model,
+                          ready_timeout_s=30, stop_timeout_s=5)  # fmt: skip
