@@ -10,6 +10,7 @@ Side effects: none (planning only).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -52,7 +53,7 @@ class VllmAdapter(EngineAdapter):
         return out
 
     def launch_plan(self, port: int, facts: HostFacts) -> LaunchPlan:
-        e, m, q = self.engine, self.model, self.quant
+        e, m = self.engine, self.model
         argv: list[str] = [
             facts.engine_python, "-m", "vllm.entrypoints.openai.api_server",
             "--model", m.path,
@@ -70,12 +71,20 @@ class VllmAdapter(EngineAdapter):
             argv += ["--max-model-len", str(e.max_model_len)]
         if e.max_num_seqs:
             argv += ["--max-num-seqs", str(e.max_num_seqs)]
+        if e.tensor_parallel_size != 1:
+            argv += ["--tensor-parallel-size", str(e.tensor_parallel_size)]
+        if e.gpu_memory_fraction is not None:
+            argv += ["--gpu-memory-utilization", str(e.gpu_memory_fraction)]
+        if e.prefix_caching is not None:
+            argv.append("--enable-prefix-caching" if e.prefix_caching else "--no-enable-prefix-caching")
+        if e.chunked_prefill is not None:
+            argv.append("--enable-chunked-prefill" if e.chunked_prefill else "--no-enable-chunked-prefill")
+        spec = _speculative_json(e.speculative)
+        if spec:
+            argv += ["--speculative-config", spec]
         if e.enforce_eager:
             argv.append("--enforce-eager")
-        if q.method:
-            argv += ["--quantization", q.method]
-        if q.kv_cache_dtype and q.kv_cache_dtype != "auto":
-            argv += ["--kv-cache-dtype", q.kv_cache_dtype]
+        argv += self.quant_args()
         argv += list(e.extra_args)
 
         env: dict[str, str] = {
@@ -101,6 +110,24 @@ class VllmAdapter(EngineAdapter):
             stop_timeout_s=float(e.stop_timeout_s),
         )
 
+    def quant_args(self) -> list[str]:
+        """--quantization/--kv-cache-dtype for the quant config.
+
+        Pre-quantized checkpoints (AWQ, GPTQ, W8A8...) carry their method in config.json and vLLM
+        picks the fastest kernel itself; passing `--quantization awq` explicitly forced the slow
+        AWQ kernel instead of awq_marlin (vLLM 0.11 logs "...so forcing awq"). So no flag is
+        emitted for them unless `quant.kernel` names one. Dynamic FP8 needs the flag.
+        """
+        q = self.quant
+        out: list[str] = []
+        if q.kernel:
+            out += ["--quantization", q.kernel]
+        elif q.method == "fp8" and not q.needs_prequantized:
+            out += ["--quantization", "fp8"]
+        if q.kv_cache_dtype and q.kv_cache_dtype != "auto":
+            out += ["--kv-cache-dtype", q.kv_cache_dtype]
+        return out
+
     def effective_quant(self, log_text: str) -> str | None:
         m = _QUANT_IN_LOG.search(log_text)
         kv = _KV_DTYPE_IN_LOG.search(log_text)
@@ -112,3 +139,20 @@ class VllmAdapter(EngineAdapter):
         # vLLM honours ignore_eos, so output length equals max_tokens even with random weights.
         return {"ignore_eos": bool(self.workload.ignore_eos)} if self.workload is not None else {}
 
+
+
+def _speculative_json(spec: Any) -> str | None:
+    """vLLM's --speculative-config JSON for the engine-neutral speculative settings (None = off)."""
+    if spec is None or not spec.method:
+        return None
+    if spec.method == "ngram":
+        d: dict[str, Any] = {"method": "ngram", "num_speculative_tokens": spec.num_tokens}
+        if spec.prompt_lookup_max is not None:
+            d["prompt_lookup_max"] = spec.prompt_lookup_max
+        if spec.prompt_lookup_min is not None:
+            d["prompt_lookup_min"] = spec.prompt_lookup_min
+    elif spec.method == "draft":
+        d = {"model": spec.draft_model, "num_speculative_tokens": spec.num_tokens}
+    else:
+        raise ValueError(f"engine.speculative.method={spec.method!r}: vLLM supports ngram or draft here")
+    return json.dumps(d, separators=(",", ":"))

@@ -13,6 +13,15 @@ from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS
 from loadgen.workload import ENDPOINT_PATHS
 
 TELEMETRY_SAMPLERS = ("auto", "cpu", "nvml", "off")
+QUANT_METHODS = (None, "fp8", "awq", "gptq", "int8", "int4")
+SPECULATIVE_METHODS = (None, "ngram", "draft")
+# Checkpoint formats that satisfy a method that needs a pre-quantized checkpoint.
+CHECKPOINTS_FOR = {
+    "awq": ("awq",),
+    "gptq": ("gptq",),
+    "int8": ("int8", "w8a8", "compressed-tensors"),
+    "int4": ("int4", "awq", "gptq", "compressed-tensors"),
+}
 
 
 def _looks_like_path(p: str) -> bool:
@@ -33,6 +42,35 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
             out.append(f"model={m.name}: folder {m.path} is missing; build it with `{m.built_by}`")
         elif _looks_like_path(m.path):
             out.append(f"model={m.name}: model.path {m.path} does not exist; pass an existing folder or a hub id")
+
+    q = cfg.quant
+    if q.method not in QUANT_METHODS:
+        out.append(f"quant.method={q.method!r}: use one of {', '.join(str(x) for x in QUANT_METHODS)}")
+    if q.needs_prequantized:
+        ok = CHECKPOINTS_FOR.get(q.method or "", (q.method,))
+        if m.checkpoint_quant not in ok:
+            stored = m.checkpoint_quant or "full precision"
+            out.append(
+                f"quant={q.name} needs a {q.method} checkpoint of model={m.name}, but {m.path} is {stored}: "
+                f"add conf/model_quant/{m.name}_{q.name}.yaml setting model.path and model.checkpoint_quant"
+            )
+    e = cfg.engine
+    if e.tensor_parallel_size < 1:
+        out.append(f"engine.tensor_parallel_size must be >= 1, got {e.tensor_parallel_size}")
+    elif cfg.gpu.count > 0 and e.tensor_parallel_size > cfg.gpu.count:
+        out.append(
+            f"engine.tensor_parallel_size={e.tensor_parallel_size} is larger than gpu.count={cfg.gpu.count}; "
+            "lower it or plan more GPUs"
+        )
+    if e.gpu_memory_fraction is not None and not 0 < e.gpu_memory_fraction <= 1:
+        out.append(f"engine.gpu_memory_fraction must be in (0, 1], got {e.gpu_memory_fraction}")
+    sp = e.speculative
+    if sp.method not in SPECULATIVE_METHODS:
+        out.append(f"engine.speculative.method={sp.method!r}: use ngram, draft or null")
+    elif sp.method == "draft" and not sp.draft_model:
+        out.append("engine.speculative.method=draft needs engine.speculative.draft_model (a path or hub id)")
+    if sp.method and sp.num_tokens < 1:
+        out.append(f"engine.speculative.num_tokens must be >= 1, got {sp.num_tokens}")
 
     w = cfg.workload
     if w.endpoint not in ENDPOINT_PATHS:

@@ -20,6 +20,17 @@ from typing import Any
 
 
 @dataclass
+class SpeculativeConfig:
+    """Speculative decoding, engine-neutral. method null = off."""
+
+    method: str | None = None  # null | ngram | draft
+    num_tokens: int = 4  # tokens proposed per step
+    draft_model: str | None = None  # method=draft: the draft model's path or hub id
+    prompt_lookup_max: int | None = None  # method=ngram: longest n-gram to match (engine default if null)
+    prompt_lookup_min: int | None = None
+
+
+@dataclass
 class EngineConfig:
     """How to start one serving engine. The adapter named by `name` turns this into argv."""
 
@@ -35,7 +46,12 @@ class EngineConfig:
     metrics_path: str | None = "/metrics"
     dtype: str = "auto"
     max_model_len: int | None = None
-    max_num_seqs: int | None = None
+    max_num_seqs: int | None = None  # most sequences batched at once (vLLM --max-num-seqs)
+    tensor_parallel_size: int = 1
+    gpu_memory_fraction: float | None = None  # share of GPU memory the engine may take; null = engine default
+    prefix_caching: bool | None = None  # null = engine default
+    chunked_prefill: bool | None = None  # null = engine default
+    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
     enforce_eager: bool = False
     # CPU build only: GiB reserved for the KV cache (VLLM_CPU_KVCACHE_SPACE; 0 = engine default).
     cpu_kvcache_space_gib: int = 2
@@ -48,8 +64,16 @@ class QuantConfig:
     """Engine-neutral description of a quantization choice; adapters translate it to flags."""
 
     name: str = "none"
-    method: str | None = None  # null = serve the checkpoint as it is
-    kv_cache_dtype: str = "auto"
+    # Engine-neutral method: null (serve as stored) | fp8 | awq | gptq | int8 | int4
+    method: str | None = None
+    bits: int | None = None
+    # True: the method needs a checkpoint already quantized with it (AWQ, GPTQ, W8A8...); the
+    # model x quant pairing (conf/model_quant/<model>_<quant>.yaml) points model.path at it.
+    needs_prequantized: bool = False
+    # Explicit engine kernel (e.g. vLLM awq_marlin). null = let the engine pick from the checkpoint,
+    # which avoids forcing a slower kernel by accident.
+    kernel: str | None = None
+    kv_cache_dtype: str = "auto"  # auto | fp8 | fp8_e4m3 | fp8_e5m2
 
 
 @dataclass
@@ -63,6 +87,9 @@ class ModelConfig:
     # Set when the lab builds this model itself (scripts/setup.sh); preflight then names the
     # setup command when the folder is missing.
     built_by: str | None = None
+    # Quantization method the checkpoint at `path` is stored in (null = full precision);
+    # set by conf/model_quant/<model>_<quant>.yaml for pre-quantized checkpoints.
+    checkpoint_quant: str | None = None
     max_context_tokens: int = 2048
     params_b: float | None = None  # billions of parameters, for capacity math later
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from engines.base import HostFacts
 from engines.vllm import VllmAdapter
 from experiments.config import to_run_config
@@ -71,3 +73,49 @@ def test_effective_quant_is_parsed_from_the_log():
 def test_ignore_eos_is_sent_to_vllm():
     assert adapter().request_extras() == {"ignore_eos": True}
     assert adapter(["workload.ignore_eos=false"]).request_extras() == {"ignore_eos": False}
+
+
+def argv_of(overrides: list[str], facts: HostFacts = CPU_FACTS) -> list[str]:
+    return list(adapter(overrides).launch_plan(8000, facts).argv)
+
+
+def tail_after_defaults(argv: list[str]) -> list[str]:
+    return argv[argv.index("--disable-uvicorn-access-log") + 1 :]
+
+
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["quant=none"], []),
+        (["quant=fp8"], ["--quantization", "fp8"]),
+        # pre-quantized: vLLM reads the method from the checkpoint and picks the fast kernel itself
+        (["quant=awq", "model.checkpoint_quant=awq"], []),
+        (["quant=gptq", "model.checkpoint_quant=gptq"], []),
+        (["quant=int8", "model.checkpoint_quant=compressed-tensors"], []),
+        (["quant=int4", "model.checkpoint_quant=awq"], []),
+        (["quant=awq", "quant.kernel=awq_marlin"], ["--quantization", "awq_marlin"]),
+        (["quant=fp8_kv"], ["--kv-cache-dtype", "fp8"]),
+        (["quant=fp8", "quant.kv_cache_dtype=fp8_e5m2"], ["--quantization", "fp8", "--kv-cache-dtype", "fp8_e5m2"]),
+    ],
+)
+def test_quant_flags(overrides, expected):
+    a = tail_after_defaults(argv_of(overrides))
+    assert a[a.index("1024") + 1 :] == expected
+
+
+def test_serving_options_are_translated():
+    a = tail_after_defaults(argv_of([
+        "gpu=h100_sxm_80g", "gpu.count=2", "engine.tensor_parallel_size=2", "engine.gpu_memory_fraction=0.85",
+        "engine.prefix_caching=false", "engine.chunked_prefill=true", "engine.max_num_seqs=128",
+        "engine.speculative.method=ngram", "engine.speculative.num_tokens=3", "engine.speculative.prompt_lookup_max=4",
+    ], HostFacts(engine_python="/p", engine_dist="vllm", engine_version="0.33.0", gpu_count_visible=2)))  # fmt: skip
+    assert a == [
+        "--max-model-len", "1024", "--max-num-seqs", "128", "--tensor-parallel-size", "2",
+        "--gpu-memory-utilization", "0.85", "--no-enable-prefix-caching", "--enable-chunked-prefill",
+        "--speculative-config", '{"method":"ngram","num_speculative_tokens":3,"prompt_lookup_max":4}',
+    ]  # fmt: skip
+
+
+def test_draft_model_speculation():
+    a = argv_of(["engine.speculative.method=draft", "engine.speculative.draft_model=/m/draft", "engine.speculative.num_tokens=5"])
+    assert a[a.index("--speculative-config") + 1] == '{"model":"/m/draft","num_speculative_tokens":5}'

@@ -106,3 +106,47 @@ def test_help_lists_the_groups():
     assert out.returncode == 0
     for g in ("engine", "quant", "model", "workload", "traffic", "gpu", "slo", "pricing", "telemetry", "experiment"):
         assert f"\n{g}: " in out.stdout
+
+
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["quant=awq"], "add conf/model_quant/tiny_llama_awq.yaml"),
+        (["quant=gptq", "model.checkpoint_quant=awq"], "needs a gptq checkpoint"),
+        (["quant=int4"], "conf/model_quant/tiny_llama_int4.yaml"),
+        (["quant.method=nf5"], "quant.method='nf5'"),
+        (["gpu=h100_sxm_80g", "engine.tensor_parallel_size=2"], "larger than gpu.count=1"),
+        (["engine.gpu_memory_fraction=1.5"], "gpu_memory_fraction"),
+        (["engine.speculative.method=draft"], "needs engine.speculative.draft_model"),
+        (["engine.speculative.method=medusa"], "use ngram, draft or null"),
+    ],
+)
+def test_preflight_refuses_unsupported_serving_combinations(overrides, needle):
+    assert any(needle in p for p in problems(overrides)), problems(overrides)
+
+
+def test_prequantized_checkpoint_is_accepted():
+    assert problems(["quant=awq", "model.checkpoint_quant=awq"]) == []
+    assert problems(["quant=int4", "model.checkpoint_quant=gptq"]) == []
+
+
+def test_model_quant_pairing_is_loaded_when_present(tmp_path):
+    # A model x quant file is picked up through `optional model_quant: ${model}_${quant}`.
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "model_quant" / "tiny_llama_awq.yaml").write_text(
+        "# @package _global_\nmodel:\n  path: /ckpt/tiny-awq\n  checkpoint_quant: awq\n"
+    )
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        c = to_run_config(hcompose(config_name="config", overrides=["quant=awq"]))
+    assert (c.model.path, c.model.checkpoint_quant) == ("/ckpt/tiny-awq", "awq")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        assert to_run_config(hcompose(config_name="config", overrides=["quant=none"])).model.checkpoint_quant is None
