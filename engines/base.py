@@ -30,6 +30,9 @@ class HostFacts:
     engine_version: str | None = None
     gpu_count_visible: int = 0
     model_is_local: bool = False  # model.path is an existing folder on this machine
+    binaries: Mapping[str, str] = field(default_factory=dict)  # executable name -> path found on PATH
+    engine_packages: Mapping[str, str] = field(default_factory=dict)  # e.g. torch, transformers in the engine's venv
+    port_in_use: bool = False  # engine.port was set and something already listens there
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,11 @@ class LaunchPlan:
     ready_timeout_s: float = 600.0
     stop_timeout_s: float = 20.0
     cwd: str | None = None
+    # An already-running server (engine=endpoint): nothing is started; `url` is its base URL and
+    # `api_key_env` names the environment variable holding its key (the key itself is never stored).
+    external: bool = False
+    url: str | None = None
+    api_key_env: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "argv", tuple(self.argv))
@@ -54,7 +62,7 @@ class LaunchPlan:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return self.url.rstrip("/") if self.url else f"http://{self.host}:{self.port}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +76,9 @@ class LaunchPlan:
             "served_model": self.served_model,
             "ready_timeout_s": self.ready_timeout_s,
             "stop_timeout_s": self.stop_timeout_s,
+            "external": self.external,
+            "url": self.url,
+            "api_key_env": self.api_key_env,
         }
 
 
@@ -75,8 +86,16 @@ class EngineAdapter(ABC):
     """Plans launches of one engine. Subclasses set `name` equal to their conf/engine/<name>.yaml."""
 
     name: ClassVar[str]
-    # Distribution names that provide this engine, in the order discovery should look for them.
+    # Python distributions that provide this engine, in the order discovery should look for them.
     dists: ClassVar[tuple[str, ...]] = ()
+    # Executables discovery should look for on PATH (e.g. text-generation-launcher, docker).
+    binaries: ClassVar[tuple[str, ...]] = ()
+    # The engine version the flag mapping was checked against (recorded in run.json).
+    checked_against: ClassVar[str] = ""
+    # Whether requests can force the output length (ignore_eos or an equivalent).
+    forces_output_length: ClassVar[bool] = True
+    # Endpoints that stream token usage (stream_options.include_usage or always).
+    usage_endpoints: ClassVar[tuple[str, ...]] = ("completions", "chat")
 
     def __init__(self, engine: Any, model: Any, quant: Any, gpu: Any, workload: Any | None = None) -> None:
         self.engine = engine
@@ -93,6 +112,14 @@ class EngineAdapter(ABC):
         """Pure preflight for this engine: each entry is one line that names the fix. [] = launchable."""
         return []
 
+    def needs_checkpoint(self) -> bool:
+        """Whether quant.method needs a checkpoint already quantized with it on this engine.
+
+        AWQ and GPTQ always do. INT8/INT4 do on engines that load W8A8/W4A16 checkpoints
+        (vLLM, SGLang); engines that quantize at load time with bitsandbytes override this.
+        """
+        return self.quant.method in ("awq", "gptq", "int8", "int4")
+
     @abstractmethod
     def launch_plan(self, port: int, facts: HostFacts) -> LaunchPlan:
         """The exact process to start. Pure."""
@@ -101,8 +128,8 @@ class EngineAdapter(ABC):
         """What quantization/kernel the engine says it chose, parsed from its log; None if silent."""
         return None
 
-    def request_extras(self) -> dict[str, Any]:
-        """Extra JSON fields every request to this engine needs (e.g. ignore_eos)."""
+    def request_extras(self, max_tokens: int) -> dict[str, Any]:
+        """Extra JSON fields a request asking for `max_tokens` needs on this engine (e.g. ignore_eos)."""
         return {}
 
 

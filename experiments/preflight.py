@@ -35,6 +35,13 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append(f"engine={cfg.engine.name}: no adapter; known engines: {', '.join(sorted(ADAPTERS))}")
     if adapter is not None and facts is not None:
         out += adapter.problems(facts)
+        if facts.port_in_use:
+            out.append(f"engine.port={cfg.engine.port} is already in use on {cfg.engine.host}; pick another or 0 (a free port)")
+    if adapter is not None and cfg.workload.endpoint not in adapter.usage_endpoints:
+        out.append(
+            f"engine={adapter.name} streams token usage only on {', '.join(adapter.usage_endpoints)}; "
+            f"set workload.endpoint={adapter.usage_endpoints[0]}"
+        )
 
     m = cfg.model
     if facts is not None and not facts.model_is_local:
@@ -46,7 +53,7 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
     q = cfg.quant
     if q.method not in QUANT_METHODS:
         out.append(f"quant.method={q.method!r}: use one of {', '.join(str(x) for x in QUANT_METHODS)}")
-    if q.needs_prequantized:
+    if adapter is not None and adapter.needs_checkpoint():
         ok = CHECKPOINTS_FOR.get(q.method or "", (q.method,))
         if m.checkpoint_quant not in ok:
             stored = m.checkpoint_quant or "full precision"
@@ -110,6 +117,19 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append(f"telemetry.sampler={tel.sampler!r}: use one of {', '.join(TELEMETRY_SAMPLERS)}")
     if tel.interval_s <= 0:
         out.append(f"telemetry.interval_s must be > 0, got {tel.interval_s}")
+    return out
+
+
+def warnings(cfg: RunConfig, adapter: EngineAdapter | None) -> list[str]:
+    """Things that do not stop the run but change what its numbers mean (recorded in run.json notes)."""
+    out = []
+    if adapter is not None and cfg.workload.ignore_eos and not adapter.forces_output_length:
+        out.append(
+            f"engine={adapter.name} cannot force the output length (no ignore_eos): replies may stop at EOS "
+            "before max_tokens; output_tokens records what was generated"
+        )
+    if adapter is not None and adapter.name == "endpoint" and cfg.telemetry.sampler != "off":
+        out.append("engine=endpoint: the server runs elsewhere, so no engine process telemetry is sampled")
     return out
 
 

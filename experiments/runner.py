@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 from analysis.metrics import derive, summarize_cpu_telemetry, summarize_point
 from analysis.report import render_report
 from engines import ADAPTERS
-from engines.process import EngineError, EngineProcess, free_port
+from engines.base import LaunchPlan
+from engines.process import EngineError, EngineProcess, free_port, wait_http_ready
 from experiments import discover, preflight
 from experiments.config import to_plain
 from experiments.schema import RunConfig
@@ -107,7 +108,7 @@ class Run:
             adapter_cls = ADAPTERS.get(cfg.engine.name)
             adapter = adapter_cls(cfg.engine, cfg.model, cfg.quant, cfg.gpu, cfg.workload) if adapter_cls else None
             facts = (
-                discover.host_facts(adapter, cfg.engine.python, cfg.gpu.count, cfg.model.path) if adapter else None
+                discover.host_facts(adapter, cfg.engine, cfg.gpu.count, cfg.model.path) if adapter else None
             )
             problems = preflight.check(cfg, adapter, facts)
             if problems:
@@ -116,6 +117,7 @@ class Run:
                 self.fail("rejected", "; ".join(problems))
                 return EXIT["rejected"]
             assert adapter is not None and facts is not None
+            self.summary["notes"] += preflight.warnings(cfg, adapter)
 
             # The workload is built before the engine starts: a bad tokenizer costs no start-up time.
             counter = load_token_counter(cfg.model.tokenizer or cfg.model.path)
@@ -128,7 +130,10 @@ class Run:
                 "name": adapter.name,
                 "dist": facts.engine_dist,
                 "version": facts.engine_version,
-                "python": facts.engine_python,
+                "checked_against": adapter.checked_against,
+                "python": facts.engine_python if adapter.dists else None,
+                "binaries": dict(facts.binaries),
+                "packages": dict(facts.engine_packages),
                 "plan": plan.to_dict(),
                 "time_to_ready_s": None,
                 "effective_quant": None,
@@ -136,16 +141,20 @@ class Run:
             }
             self.save()
 
-            engine_proc = EngineProcess(plan, self.dir / "engine.log")
-            engine_proc.start()
-            assert engine_proc.proc is not None
-            self.summary["engine"]["pid"] = engine_proc.proc.pid  # also its process-group id
-            log.info("waiting for %s %s at %s (CPU build: ~30-70 s)", adapter.name, facts.engine_version, plan.base_url)
-            ready_s = engine_proc.wait_ready()
+            if plan.external:
+                log.info("benchmarking the running server at %s", plan.base_url)
+                ready_s = wait_http_ready(plan.base_url + plan.health_path, plan.ready_timeout_s, _auth_headers(plan))
+            else:
+                engine_proc = EngineProcess(plan, self.dir / "engine.log")
+                engine_proc.start()
+                assert engine_proc.proc is not None
+                self.summary["engine"]["pid"] = engine_proc.proc.pid  # also its process-group id
+                log.info("waiting for %s %s at %s", adapter.name, facts.engine_version or "", plan.base_url)
+                ready_s = engine_proc.wait_ready()
             self.summary["engine"]["time_to_ready_s"] = ready_s
             log.info("engine ready after %.1f s", ready_s)
 
-            kind = preflight.telemetry_kind(cfg)
+            kind = preflight.telemetry_kind(cfg) if engine_proc is not None else None
             if kind == "nvml":
                 self.summary["notes"].append("NVML sampler not implemented yet (issue 5): sampled CPU instead")
                 kind = "cpu"
@@ -159,8 +168,8 @@ class Run:
             for i, value in enumerate(t.points):
                 spec = build_spec(
                     load_point=i, point_value=float(value), traffic=t, workload=w, items=items,
-                    base_url=plan.base_url, model=plan.served_model, extras=adapter.request_extras(),
-                    workdir=self.work,
+                    base_url=plan.base_url, model=plan.served_model, extras_for=adapter.request_extras,
+                    workdir=self.work, api_key_env=plan.api_key_env,
                 )  # fmt: skip
                 unit = "users" if spec["mode"] == "closed" else "req/s"
                 log.info(
@@ -302,6 +311,16 @@ class Run:
     def _finish(self) -> None:
         self.summary["finished_at_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
         self.save()
+
+
+def _auth_headers(plan: LaunchPlan) -> dict[str, str]:
+    """Authorization header from the variable named by plan.api_key_env (read now, never stored)."""
+    if not plan.api_key_env:
+        return {}
+    key = os.environ.get(plan.api_key_env)
+    if not key:
+        raise EngineError(f"environment variable {plan.api_key_env} (engine.api_key_env) is not set")
+    return {"Authorization": f"Bearer {key}"}
 
 
 def _nullable(t: pa.DataType) -> Any:

@@ -35,6 +35,13 @@ class EngineConfig:
     """How to start one serving engine. The adapter named by `name` turns this into argv."""
 
     name: str = "vllm"
+    # native: the engine's own command; docker: `docker run` of `image` (TGI)
+    launcher: str = "native"
+    image: str | None = None
+    # engine=endpoint only: base URL of an already-running OpenAI-compatible server, and the
+    # NAME of the environment variable holding its API key (the key is never written anywhere).
+    base_url: str | None = None
+    api_key_env: str | None = None
     # Interpreter that has the engine installed; null = discover (.venvs/<engine>[-cpu], then
     # the lab's own python). Lets each engine live in its own venv.
     python: str | None = None
@@ -51,6 +58,7 @@ class EngineConfig:
     gpu_memory_fraction: float | None = None  # share of GPU memory the engine may take; null = engine default
     prefix_caching: bool | None = None  # null = engine default
     chunked_prefill: bool | None = None  # null = engine default
+    continuous_batching: bool | None = None  # null = engine default; false only where the engine allows it
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
     enforce_eager: bool = False
     # CPU build only: GiB reserved for the KV cache (VLLM_CPU_KVCACHE_SPACE; 0 = engine default).
@@ -67,9 +75,10 @@ class QuantConfig:
     # Engine-neutral method: null (serve as stored) | fp8 | awq | gptq | int8 | int4
     method: str | None = None
     bits: int | None = None
-    # True: the method needs a checkpoint already quantized with it (AWQ, GPTQ, W8A8...); the
-    # model x quant pairing (conf/model_quant/<model>_<quant>.yaml) points model.path at it.
-    needs_prequantized: bool = False
+    # Whether a method needs a checkpoint already quantized with it depends on the engine
+    # (vLLM loads W8A8 checkpoints; TGI/transformers quantize INT8 at load time with
+    # bitsandbytes), so the adapter decides; conf/model_quant/<model>_<quant>.yaml points
+    # model.path at such a checkpoint.
     # Explicit engine kernel (e.g. vLLM awq_marlin). null = let the engine pick from the checkpoint,
     # which avoids forcing a slower kernel by accident.
     kernel: str | None = None

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,10 +36,16 @@ def build_spec(
     items: Sequence[WorkloadItem],
     base_url: str,
     model: str,
-    extras: dict[str, Any],
+    extras_for: Callable[[int], dict[str, Any]],
     workdir: Path,
+    api_key_env: str | None = None,
 ) -> dict[str, Any]:
-    """The complete, JSON-serialisable instruction for one load point. Pure."""
+    """The complete, JSON-serialisable instruction for one load point. Pure.
+
+    `extras_for(max_tokens)` gives the engine-specific request fields (e.g. ignore_eos).
+    Only the NAME of the API-key variable goes into the spec; the generator reads the key
+    from its environment, so it never lands in a file.
+    """
     common: dict[str, Any] = {
         "load_point": load_point,
         "point_value": point_value,
@@ -48,8 +54,8 @@ def build_spec(
         "model": model,
         "endpoint": workload.endpoint,
         "temperature": workload.temperature,
-        "extras": dict(extras),
-        "items": [it.to_dict() for it in items],
+        "items": [{**it.to_dict(), "extras": extras_for(it.max_tokens)} for it in items],
+        "api_key_env": api_key_env,
         "request_timeout_s": float(traffic.request_timeout_s),
         "drain_timeout_s": float(traffic.drain_timeout_s),
         "max_inflight": int(traffic.max_inflight),

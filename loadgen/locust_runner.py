@@ -78,6 +78,7 @@ class RecordSink:
 
 
 SINK: RecordSink | None = None
+HEADERS: dict[str, str] = {"Content-Type": "application/json"}
 POOLS: list[gevent.pool.Pool] = []  # open-loop request pools, cancelled at exit
 
 
@@ -128,7 +129,7 @@ class StreamingUser(FastHttpUser):
             t_scheduled_ns=t_sched_ns,
         )
         body = json.dumps(
-            request_body(item, spec["endpoint"], spec["model"], spec["temperature"], spec["extras"])
+            request_body(item, spec["endpoint"], spec["model"], spec["temperature"], item.get("extras") or {})
         ).encode()
         chat = spec["endpoint"] == "chat"
         chunks: list[int] = []
@@ -141,7 +142,7 @@ class StreamingUser(FastHttpUser):
                 with self.client.post(
                     ENDPOINT_PATHS[spec["endpoint"]],
                     data=body,
-                    headers={"Content-Type": "application/json"},
+                    headers=HEADERS,
                     stream=True,
                     catch_response=True,
                     name=spec["endpoint"],
@@ -292,6 +293,11 @@ def main(spec_path: str) -> int:
         except OSError as e:
             print(f"[loadgen] could not change priority by {spec['nice']}: {e}", flush=True)
     SINK = RecordSink(spec["records_path"])
+    if spec.get("api_key_env"):
+        key = os.environ.get(spec["api_key_env"])
+        if not key:
+            raise SystemExit(f"environment variable {spec['api_key_env']} (engine.api_key_env) is not set")
+        HEADERS["Authorization"] = f"Bearer {key}"
     user_cls: type[StreamingUser]
     if spec["mode"] == "open":
         user_cls, n_users = OpenLoopUser, 1

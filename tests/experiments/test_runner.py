@@ -100,3 +100,38 @@ def test_preflight_rejection(fake_engine, tiny_tokenizer_dir, tmp_path):
     s = json.loads((out / "run.json").read_text())
     assert s["status"] == "rejected" and "traffic.points is empty" in s["failure"]["reason"]
     assert s["engine"] is None  # nothing was launched
+
+
+def test_endpoint_engine_benchmarks_a_running_server_without_leaking_the_key(
+    timing_server, tiny_tokenizer_dir, tmp_path, monkeypatch
+):
+    key = "sk-servelab-test-7f3a9c0e51d24b6b"
+    url, _ = timing_server(ttft_ms=10, itl_ms=2, api_key=key)
+    monkeypatch.setenv("SERVELAB_TEST_KEY", key)
+    out = tmp_path / "run"
+    c = to_run_config(compose([
+        "engine=endpoint", f"engine.base_url={url}", "engine.api_key_env=SERVELAB_TEST_KEY", "engine.health_path=/v1/models",
+        f"model.path={tiny_tokenizer_dir}", "model.built_by=null", "model.served_name=m", "workload.prompt_tokens=20",
+        "workload.output_tokens=8", "traffic.points=[10]", "traffic.duration_s=1.5", "traffic.warmup_s=0.3",
+    ]))  # fmt: skip
+    assert run(c, out, ["engine=endpoint"]) == 0
+    s = json.loads((out / "run.json").read_text())
+    assert s["status"] == "ok" and s["engine"]["plan"]["api_key_env"] == "SERVELAB_TEST_KEY"
+    m = s["load_points"][0]["summary"]
+    assert m["requests"]["ok"] == m["requests"]["total"] > 0  # the key reached the server: no 401s
+    assert any("no engine process telemetry" in n for n in s["notes"])
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert key.encode() not in f.read_bytes(), f"API key written to {f}"
+
+
+def test_endpoint_without_the_key_variable_fails_clearly(timing_server, tiny_tokenizer_dir, tmp_path, monkeypatch):
+    url, _ = timing_server(api_key="k")
+    monkeypatch.delenv("SERVELAB_MISSING_KEY", raising=False)
+    c = to_run_config(compose([
+        "engine=endpoint", f"engine.base_url={url}", "engine.api_key_env=SERVELAB_MISSING_KEY",
+        f"model.path={tiny_tokenizer_dir}", "model.built_by=null", "workload.prompt_tokens=20",
+    ]))  # fmt: skip
+    assert run(c, tmp_path / "run") == 1
+    s = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert "SERVELAB_MISSING_KEY" in s["failure"]["reason"] and "not set" in s["failure"]["reason"]

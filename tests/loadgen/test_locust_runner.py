@@ -28,7 +28,7 @@ def traffic(**kw):
 
 def spec_for(url: str, tmp_path: Path, value: float, endpoint: str = "completions", **kw):
     return build_spec(load_point=0, point_value=value, traffic=traffic(**kw), workload=NS(endpoint=endpoint, temperature=0.0),
-                      items=ITEMS, base_url=url, model="m", extras={}, workdir=tmp_path)  # fmt: skip
+                      items=ITEMS, base_url=url, model="m", extras_for=lambda n: {}, workdir=tmp_path)  # fmt: skip
 
 
 @pytest.mark.parametrize("endpoint", ["completions", "chat"])

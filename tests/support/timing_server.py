@@ -37,7 +37,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:  # noqa: N802
-        if self.path == "/health":
+        if ARGS.api_key and self.path != "/health" and self.headers.get("Authorization") != f"Bearer {ARGS.api_key}":
+            self._plain(401, b"unauthorized")
+        elif self.path in ("/health", "/v1/models"):
             self._plain(200, b"")
         elif self.path == "/metrics":
             body = (
@@ -58,6 +60,9 @@ class Handler(BaseHTTPRequestHandler):
         req = json.loads(self.rfile.read(n) or b"{}")
         if self.path not in ("/v1/completions", "/v1/chat/completions"):
             self._plain(404, b"not found")
+            return
+        if ARGS.api_key and self.headers.get("Authorization") != f"Bearer {ARGS.api_key}":
+            self._plain(401, b'{"error": "bad or missing API key"}', "application/json")
             return
         if ARGS.fail_status:
             self._plain(ARGS.fail_status, json.dumps({"error": "injected failure"}).encode(), "application/json")
@@ -105,6 +110,7 @@ def main() -> None:
     ap.add_argument("--itl-ms", type=float, default=5.0)
     ap.add_argument("--fail-status", type=int, default=0, help="answer every POST with this HTTP status")
     ap.add_argument("--log", default=None)
+    ap.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` on every request")
     ARGS = ap.parse_args()
     ThreadingHTTPServer.daemon_threads = True
     srv = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
