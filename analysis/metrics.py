@@ -113,7 +113,8 @@ def summarize_point(
     summary: dict[str, Any] = {
         "kind": kind,
         "value": value,
-        "offered_rate_rps": float(value) if kind in ("poisson", "constant") else None,
+        # open loop: what the schedule actually offered in the measure window (shapes make it differ from `value`)
+        "offered_rate_rps": (len(m) / duration_s) if kind != "concurrency" and duration_s > 0 else None,
         "concurrency": int(value) if kind == "concurrency" else None,
         "requests": {"total": int(len(m)), **counts},
         "requests_all_phases": {"total": int(len(df)), **counts_all},

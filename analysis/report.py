@@ -39,7 +39,7 @@ def _png(fig: Any) -> str:
 
 def _point_label(summary: dict[str, Any], p: dict[str, Any]) -> str:
     kind = summary["config"]["traffic"]["kind"]
-    unit = "users" if kind == "concurrency" else "req/s"
+    unit = {"concurrency": "users", "trace": "x speed-up"}.get(kind, "req/s")
     return f"#{p['index']} · {p['value']:g} {unit}"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from engines import ADAPTERS
 from engines.base import EngineAdapter, HostFacts
 from experiments.schema import RunConfig
-from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS
+from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, SHAPES
 from loadgen.workload import ENDPOINT_PATHS
 
 TELEMETRY_SAMPLERS = ("auto", "cpu", "nvml", "off")
@@ -109,6 +109,24 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append(f"traffic.duration_s must be > 0, got {t.duration_s}")
     if t.warmup_s < 0:
         out.append(f"traffic.warmup_s must be >= 0, got {t.warmup_s}")
+    if t.kind == "trace" and not t.trace_path:
+        out.append("traffic.kind=trace needs traffic.trace_path (a JSONL or CSV trace)")
+    if t.kind == "gamma" and t.burstiness <= 0:
+        out.append(f"traffic.burstiness must be > 0, got {t.burstiness}")
+    if t.cooldown_s < 0 or t.think_time_s < 0:
+        out.append("traffic.cooldown_s and traffic.think_time_s must be >= 0")
+    sh = t.shape
+    if sh.kind is not None:
+        if sh.kind not in SHAPES:
+            out.append(f"traffic.shape.kind={sh.kind!r}: use one of {', '.join(SHAPES)} or null")
+        elif t.kind == "trace":
+            out.append("traffic.shape does not apply to a trace (its times are replayed); set traffic.shape.kind=null")
+        elif sh.kind == "steps" and sh.steps < 1:
+            out.append(f"traffic.shape.steps must be >= 1, got {sh.steps}")
+        elif sh.kind == "spike" and (sh.spike_factor <= 0 or not 0 <= sh.spike_at < 1 or sh.spike_width <= 0):
+            out.append("traffic.shape: spike_factor > 0, 0 <= spike_at < 1 and spike_width > 0 are needed")
+        elif sh.kind in ("ramp", "diurnal") and not 0 <= (sh.start_fraction if sh.kind == "ramp" else sh.min_fraction) <= 1:
+            out.append("traffic.shape: start_fraction / min_fraction must be within [0, 1]")
     if t.max_inflight < 1:
         out.append(f"traffic.max_inflight must be >= 1, got {t.max_inflight}")
 

@@ -44,6 +44,7 @@ from experiments.telemetry import SamplerProcess
 from loadgen.driver import LoadInterrupted, LoadPointOutput, build_spec, read_jsonl, run_load_point
 from loadgen.records import REQUEST_SCHEMA, to_table
 from loadgen.tokenizer import load_token_counter
+from loadgen.trace import load_trace, trace_items
 from loadgen.workload import synthetic_items
 
 log = logging.getLogger("servelab")
@@ -122,7 +123,13 @@ class Run:
             # The workload is built before the engine starts: a bad tokenizer costs no start-up time.
             counter = load_token_counter(cfg.model.tokenizer or cfg.model.path)
             w = cfg.workload
-            items = synthetic_items(counter, w.prompt_tokens, w.output_tokens, w.num_prompts, w.seed)
+            trace_times = None
+            if cfg.traffic.kind == "trace":
+                rows = load_trace(cfg.traffic.trace_path)  # type: ignore[arg-type]  # preflight checked it
+                items = trace_items(counter, rows, w.seed)
+                trace_times = [r.timestamp_s for r in rows]
+            else:
+                items = synthetic_items(counter, w.prompt_tokens, w.output_tokens, w.num_prompts, w.seed)
 
             port = cfg.engine.port or free_port(cfg.engine.host)
             plan = adapter.launch_plan(port, facts)
@@ -169,9 +176,9 @@ class Run:
                 spec = build_spec(
                     load_point=i, point_value=float(value), traffic=t, workload=w, items=items,
                     base_url=plan.base_url, model=plan.served_model, extras_for=adapter.request_extras,
-                    workdir=self.work, api_key_env=plan.api_key_env,
+                    workdir=self.work, api_key_env=plan.api_key_env, trace_times_s=trace_times,
                 )  # fmt: skip
-                unit = "users" if spec["mode"] == "closed" else "req/s"
+                unit = {"concurrency": "users", "trace": "x speed-up"}.get(t.kind, "req/s")
                 log.info(
                     "load point %d/%d: %s %g %s for %.0f s (+%.0f s warmup)",
                     i + 1, len(t.points), t.kind, value, unit, t.duration_s, t.warmup_s,

@@ -119,16 +119,35 @@ class WorkloadConfig:
 
 
 @dataclass
+class ShapeConfig:
+    """Time-varying load: multiplies each point's rate (open loop) or users (closed loop) by m(u),
+    u = elapsed / (warmup + duration + cooldown). Formulas in loadgen.arrivals.shape_multiplier."""
+
+    kind: str | None = None  # null | ramp | steps | spike | diurnal
+    start_fraction: float = 0.1  # ramp: m(0)
+    steps: int = 4  # steps: number of equal stairs up to the full value
+    spike_at: float = 0.5  # spike: start, as a fraction of the run
+    spike_width: float = 0.1  # spike: length, as a fraction of the run
+    spike_factor: float = 4.0  # spike: multiplier during the spike
+    min_fraction: float = 0.2  # diurnal: trough as a fraction of the peak
+
+
+@dataclass
 class TrafficConfig:
     """When requests are sent: the arrival process and the load points of one engine launch."""
 
     name: str = "poisson"
-    kind: str = "poisson"  # poisson | constant | concurrency
-    # One load point per entry: requests/s for poisson/constant, users for concurrency.
-    # All points run against the same engine launch, one after another.
+    kind: str = "poisson"  # poisson | constant | gamma | trace | concurrency
+    # One load point per entry: requests/s for poisson/constant/gamma, users for concurrency,
+    # speed-up factors for trace. All points run against the same engine launch, one after another.
     points: list[float] = field(default_factory=lambda: [4.0])
     duration_s: float = 60.0  # measured window per load point
     warmup_s: float = 5.0  # before the measured window; recorded with phase=warmup
+    cooldown_s: float = 0.0  # load continues after the measured window (phase=cooldown), so its tail is not an idle server
+    burstiness: float = 1.0  # gamma: shape k (1 = Poisson, < 1 burstier)
+    think_time_s: float = 0.0  # concurrency: pause of each user between its requests
+    shape: ShapeConfig = field(default_factory=ShapeConfig)
+    trace_path: str | None = None  # trace: JSONL/CSV with timestamp, input_tokens, output_tokens
     request_timeout_s: float = 300.0
     max_inflight: int = 1024  # open loop: requests beyond this are recorded as dropped, never delayed
     seed: int = 0

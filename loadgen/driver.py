@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, open_loop_schedule
+from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, open_loop_schedule, trace_schedule
 from loadgen.workload import WorkloadItem
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ def build_spec(
     extras_for: Callable[[int], dict[str, Any]],
     workdir: Path,
     api_key_env: str | None = None,
+    trace_times_s: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """The complete, JSON-serialisable instruction for one load point. Pure.
 
@@ -62,18 +63,29 @@ def build_spec(
         "nice": int(getattr(traffic, "loadgen_nice", 0)),
         "warmup_s": float(traffic.warmup_s),
         "duration_s": float(traffic.duration_s),
+        "cooldown_s": float(getattr(traffic, "cooldown_s", 0.0)),
+        "think_time_s": float(getattr(traffic, "think_time_s", 0.0)),
+        "shape": _shape_dict(getattr(traffic, "shape", None)),
         "records_path": str(workdir / f"requests.{load_point}.jsonl"),
         "lag_path": str(workdir / f"loadgen_lag.{load_point}.jsonl"),
         "meta_path": str(workdir / f"loadgen_meta.{load_point}.json"),
     }
-    if traffic.kind in OPEN_LOOP_KINDS:
+    if traffic.kind == "trace":
+        if trace_times_s is None:
+            raise ValueError("traffic.kind=trace needs the trace's arrival times")
+        sched = trace_schedule(trace_times_s, float(point_value), common["warmup_s"], common["duration_s"], common["cooldown_s"])
+        common.update(mode="open", schedule=[[a.offset_s, a.phase, a.prompt_idx] for a in sched])
+    elif traffic.kind in OPEN_LOOP_KINDS:
         sched = open_loop_schedule(
             traffic.kind,
             float(point_value),
-            float(traffic.warmup_s),
-            float(traffic.duration_s),
+            common["warmup_s"],
+            common["duration_s"],
             len(items),
             seed=int(traffic.seed) + load_point,  # each point its own stream, reproducible
+            cooldown_s=common["cooldown_s"],
+            burstiness=float(getattr(traffic, "burstiness", 1.0)),
+            shape=getattr(traffic, "shape", None),
         )
         common.update(mode="open", schedule=[[a.offset_s, a.phase, a.prompt_idx] for a in sched])
     elif traffic.kind in CLOSED_LOOP_KINDS:
@@ -86,6 +98,15 @@ def build_spec(
             f"unknown traffic.kind {traffic.kind!r} (known: {', '.join(OPEN_LOOP_KINDS + CLOSED_LOOP_KINDS)})"
         )
     return common
+
+
+def _shape_dict(shape: Any | None) -> dict[str, Any] | None:
+    """The shape as plain JSON for the generator (closed loop scales users with it)."""
+    if shape is None or not getattr(shape, "kind", None):
+        return None
+    import dataclasses
+
+    return dataclasses.asdict(shape) if dataclasses.is_dataclass(shape) else dict(vars(shape))
 
 
 @dataclass
@@ -130,7 +151,7 @@ def run_load_point(spec: dict[str, Any], workdir: Path, python: str = sys.execut
     if spec["mode"] == "open":
         budget = (spec["schedule"][-1][0] if spec["schedule"] else 0) + spec["drain_timeout_s"] + 90
     else:
-        budget = spec["warmup_s"] + spec["duration_s"] + spec["request_timeout_s"] + 90
+        budget = spec["warmup_s"] + spec["duration_s"] + spec["cooldown_s"] + spec["request_timeout_s"] + 90
     interrupted = False
     problems: list[str] = []
     with open(log_path, "ab") as lf:

@@ -28,23 +28,25 @@ import os
 import signal
 import sys
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import gevent
 import gevent.pool
 from gevent import GreenletExit
-from locust import FastHttpUser, constant, events, task
+from locust import FastHttpUser, LoadTestShape, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 
-from loadgen.records import CANCELLED, DROPPED, ERROR, MEASURE, OK, TIMEOUT, WARMUP, empty_record
+from loadgen.arrivals import phase_of, shape_multiplier
+from loadgen.records import CANCELLED, DROPPED, ERROR, OK, TIMEOUT, empty_record
 from loadgen.workload import ENDPOINT_PATHS, request_body
 
 now = time.monotonic_ns  # CLOCK_MONOTONIC: shared with the samplers in other processes
 
 SPEC: dict[str, Any] = {}
 STATE: dict[str, Any] = {
-    "t0_ns": 0, "stopping": False, "inflight": 0, "sent": 0, "done": 0, "dropped": 0, "users_stopped": 0,
+    "t0_ns": 0, "end_ns": 0, "stopping": False, "inflight": 0, "sent": 0, "done": 0, "dropped": 0, "users_stopped": 0,
 }  # fmt: skip
 
 
@@ -255,22 +257,38 @@ class OpenLoopUser(StreamingUser):
 
 
 class ClosedLoopUser(StreamingUser):
-    """One of N users: the next request leaves when the previous one finished."""
+    """One of N users: the next request leaves when the previous one finished (plus think time).
+
+    One request per task run, so Locust can stop a user gracefully between requests when a
+    shape lowers the user count (environment.stop_timeout is set)."""
 
     @task
-    def loop(self) -> None:
+    def one(self) -> None:
         spec = SPEC
-        t0 = STATE["t0_ns"]
-        warm_end = t0 + int(spec["warmup_s"] * 1e9)
-        end = warm_end + int(spec["duration_s"] * 1e9)
-        items = spec["items"]
-        while not STATE["stopping"]:
-            t = now()
-            if t >= end:
-                raise StopUser()
-            n = STATE["sent"]
-            phase = WARMUP if t < warm_end else MEASURE
-            self.send(items[n % len(items)], t, phase, f"{spec['load_point']}-{n}")
+        t = now()
+        if STATE["stopping"] or t >= STATE["end_ns"]:
+            raise StopUser()
+        n = STATE["sent"]
+        phase = phase_of((t - STATE["t0_ns"]) / 1e9, spec["warmup_s"], spec["duration_s"])
+        self.send(spec["items"][n % len(spec["items"])], t, phase, f"{spec['load_point']}-{n}")
+        if spec["think_time_s"] > 0:
+            gevent.sleep(spec["think_time_s"])
+
+
+class UsersShape(LoadTestShape):
+    """Closed-loop users over time: round(users x m(u)), at least 1 (Locust ticks about once a second)."""
+
+    def __init__(self, users: int, shape: dict[str, Any], total_s: float) -> None:
+        super().__init__()
+        self.users, self.total_s = users, total_s
+        self.m = shape_multiplier(SimpleNamespace(**shape))
+
+    def tick(self) -> tuple[int, float] | None:
+        u = min(max((now() - STATE["t0_ns"]) / 1e9, 0.0) / self.total_s, 1.0)
+        target = max(1, round(self.users * self.m(u)))
+        # Keep the last target after the end; the main loop decides when the point is over
+        # (returning None would make Locust kill users with requests in flight).
+        return target, float(max(target, 1) * 10)
 
 
 def finish(pool: gevent.pool.Pool) -> None:
@@ -311,7 +329,11 @@ def main(spec_path: str) -> int:
     # Each FastHttpUser has its own pool; the open-loop scheduler needs room for all in-flight requests.
     user_cls.concurrency = int(spec["max_inflight"]) if spec["mode"] == "open" else 1
 
-    env = Environment(user_classes=[user_cls], events=events, host=spec["base_url"])
+    total_s = spec["warmup_s"] + spec["duration_s"] + spec.get("cooldown_s", 0.0)
+    shape = UsersShape(n_users, spec["shape"], total_s) if spec["mode"] == "closed" and spec.get("shape") else None
+    env = Environment(user_classes=[user_cls], events=events, host=spec["base_url"], shape_class=shape)
+    # Users asked to stop (shape ramps down) finish their request first; bounded by the request timeout.
+    env.stop_timeout = float(spec["request_timeout_s"])
     runner = env.create_local_runner()
 
     def on_signal(*_: object) -> None:
@@ -324,16 +346,22 @@ def main(spec_path: str) -> int:
     # Everything is imported and allocated; start the clock a little ahead so that the
     # first scheduled request is not late because of spawning.
     STATE["t0_ns"] = now() + int(spec.get("start_delay_s", 0.2) * 1e9)
-    runner.start(n_users, spawn_rate=max(n_users, 1) * 1000)
+    STATE["end_ns"] = STATE["t0_ns"] + int(total_s * 1e9)
+    if shape is not None:
+        runner.start_shape()
+    else:
+        runner.start(n_users, spawn_rate=max(n_users, 1) * 1000)
     if spec["mode"] == "open":
         horizon = (spec["schedule"][-1][0] if spec["schedule"] else 0.0) + spec["drain_timeout_s"] + 30
     else:
-        horizon = spec["warmup_s"] + spec["duration_s"] + spec["request_timeout_s"] + 30
+        horizon = total_s + spec["request_timeout_s"] + 30
     deadline = time.monotonic() + horizon + spec.get("start_delay_s", 0.2)
     last_note = time.monotonic()
     while time.monotonic() < deadline and not STATE["stopping"]:
         gevent.sleep(0.2)
-        if STATE["users_stopped"] >= n_users and STATE["inflight"] == 0:
+        if spec["mode"] == "open" and STATE["users_stopped"] >= n_users and STATE["inflight"] == 0:
+            break
+        if spec["mode"] == "closed" and now() >= STATE["end_ns"] and STATE["inflight"] == 0:
             break
         if time.monotonic() - last_note >= 5:
             last_note = time.monotonic()

@@ -135,3 +135,28 @@ def test_endpoint_without_the_key_variable_fails_clearly(timing_server, tiny_tok
     assert run(c, tmp_path / "run") == 1
     s = json.loads((tmp_path / "run" / "run.json").read_text())
     assert "SERVELAB_MISSING_KEY" in s["failure"]["reason"] and "not set" in s["failure"]["reason"]
+
+
+def test_trace_replay_through_the_runner(fake_engine, tiny_tokenizer_dir, tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("".join(json.dumps({"timestamp": 10 + 0.2 * i, "input_tokens": 10 + i, "output_tokens": 3 + i % 4}) + "\n"
+                             for i in range(12)))  # fmt: skip
+    out = tmp_path / "run"
+    c = cfg(tiny_tokenizer_dir, "traffic=trace", f"traffic.trace_path={trace}", "traffic.points=[1,2]",
+            "traffic.duration_s=3", "traffic.warmup_s=0")  # fmt: skip
+    assert run(c, out) == 0
+    req = pd.read_parquet(out / "requests.parquet")
+    ok = req[req["status"] == "ok"]
+    assert len(req[req["load_point"] == 0]) == 12 and len(req[req["load_point"] == 1]) == 12
+    assert (ok["output_tokens"] == ok["max_tokens"]).all()
+    assert sorted(ok[ok["load_point"] == 0]["prompt_tokens_client"]) == list(range(10, 22))
+    # 2x speed-up: the whole trace leaves in half the time
+    span = {lp: (g["t_scheduled_ns"].max() - g["t_scheduled_ns"].min()) / 1e9 for lp, g in req.groupby("load_point")}
+    assert span[0] == pytest.approx(2.2, abs=0.01) and span[1] == pytest.approx(1.1, abs=0.01)
+
+
+def test_missing_trace_file_fails_with_the_path(fake_engine, tiny_tokenizer_dir, tmp_path):
+    out = tmp_path / "run"
+    assert run(cfg(tiny_tokenizer_dir, "traffic=trace", "traffic.trace_path=/nope/trace.jsonl"), out) == 1
+    s = json.loads((out / "run.json").read_text())
+    assert "/nope/trace.jsonl: trace file not found" in s["failure"]["reason"]
