@@ -175,6 +175,8 @@ class StreamingUser(FastHttpUser):
                             d = json.loads(payload)
                             if d.get("error"):
                                 raise RuntimeError(f"server error in stream: {d['error']}")
+                            if rec["response_id"] is None:
+                                rec["response_id"] = d.get("id")
                             choices = d.get("choices")
                             if choices:
                                 c0 = choices[0]

@@ -52,6 +52,7 @@ REQUEST_SCHEMA = pa.schema(
         pa.field("http_status", pa.int32()),
         pa.field("error", pa.string()),
         pa.field("finish_reason", pa.string()),
+        pa.field("response_id", pa.string()),  # the server's id of the completion (joins engine-side logs)
         pa.field("prompt_tokens", pa.int32()),  # from the server's usage
         pa.field("output_tokens", pa.int32()),  # from usage; else the number of content chunks
         pa.field("output_tokens_source", pa.string()),  # usage | chunks

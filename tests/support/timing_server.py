@@ -1,10 +1,14 @@
 """Test-only OpenAI-compatible streaming server with known timing (never used by a real run).
 
-Serves /v1/completions and /v1/chat/completions with SSE: the first content chunk after
-`--ttft-ms`, then one chunk (one token) every `--itl-ms`, `max_tokens` in all, then a usage
-chunk and ``data: [DONE]``. Also /health and a tiny Prometheus /metrics. With ``--log`` every
-request appends one JSON line with the server's own monotonic timestamps (arrival, each chunk
-write), which tests compare with what the client measured.
+Serves /v1/completions and /v1/chat/completions with SSE: the first content chunk `--ttft-ms`
+after the request arrived, then one chunk (one token) every `--itl-ms` on absolute deadlines,
+`max_tokens` in all, then a usage chunk and ``data: [DONE]``. Also /health, /v1/models and a
+tiny Prometheus /metrics. With ``--log`` every request appends one JSON line with the server's
+own CLOCK_MONOTONIC timestamps (arrival, each chunk write) and the response id, which tests and
+benchmarks compare with what the client measured.
+
+Built on a raw asyncio protocol (no framework) so one process streams >10k chunks/s and the
+client, not the server, is what a benchmark measures.
 
 Run: ``python tests/support/timing_server.py --port 8123 --ttft-ms 50 --itl-ms 10``.
 Side effects: listens on 127.0.0.1 only; appends to the --log file.
@@ -13,93 +17,108 @@ Side effects: listens on 127.0.0.1 only; appends to the --log file.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import itertools
 import json
-import threading
+import signal
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ARGS: argparse.Namespace
-LOG_LOCK = threading.Lock()
 STATS = {"running": 0, "total": 0}
+IDS = itertools.count()
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+def _resp(code: int, body: bytes, ctype: str = "application/json") -> bytes:
+    reason = {200: "OK", 401: "Unauthorized", 404: "Not Found"}.get(code, "Error")
+    return (f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
-    def log_message(self, *a: object) -> None:  # keep test output quiet
+
+def _chunk(payload: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(payload), payload)
+
+
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            t_arrival = time.monotonic_ns()
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+            body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+            authorized = not ARGS.api_key or headers.get("authorization") == f"Bearer {ARGS.api_key}"
+            if method == "GET":
+                if path == "/health":
+                    writer.write(_resp(200, b""))
+                elif not authorized:
+                    writer.write(_resp(401, b'{"error": "unauthorized"}'))
+                elif path == "/v1/models":
+                    writer.write(_resp(200, b'{"data": [{"id": "m"}]}'))
+                elif path == "/metrics":
+                    m = (f"# TYPE fake:num_requests_running gauge\nfake:num_requests_running {STATS['running']}\n"
+                         f"# TYPE fake:requests_total counter\nfake:requests_total {STATS['total']}\n")  # fmt: skip
+                    writer.write(_resp(200, m.encode(), "text/plain"))
+                else:
+                    writer.write(_resp(404, b"not found"))
+                await writer.drain()
+                continue
+            if path not in ("/v1/completions", "/v1/chat/completions"):
+                writer.write(_resp(404, b"not found"))
+            elif not authorized:
+                writer.write(_resp(401, b'{"error": "bad or missing API key"}'))
+            elif ARGS.fail_status:
+                writer.write(_resp(ARGS.fail_status, b'{"error": "injected failure"}'))
+            else:
+                await stream(writer, json.loads(body or b"{}"), path.endswith("chat/completions"), t_arrival)
+                continue
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
         pass
+    finally:
+        writer.close()
 
-    def _plain(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802
-        if ARGS.api_key and self.path != "/health" and self.headers.get("Authorization") != f"Bearer {ARGS.api_key}":
-            self._plain(401, b"unauthorized")
-        elif self.path in ("/health", "/v1/models"):
-            self._plain(200, b"")
-        elif self.path == "/metrics":
-            body = (
-                f"# TYPE fake:num_requests_running gauge\nfake:num_requests_running {STATS['running']}\n"
-                f"# TYPE fake:requests_total counter\nfake:requests_total {STATS['total']}\n"
-            ).encode()
-            self._plain(200, body)
-        else:
-            self._plain(404, b"not found")
+async def stream(writer: asyncio.StreamWriter, req: dict, chat: bool, t_arrival: int) -> None:
+    loop = asyncio.get_running_loop()
+    rid = f"cmpl-{next(IDS)}"
+    max_tokens = int(req.get("max_tokens", 16))
+    STATS["running"] += 1
+    STATS["total"] += 1
+    sends: list[int] = []
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+    # Deadlines on the loop's clock (CLOCK_MONOTONIC, in seconds), absolute so jitter does not add up.
+    t0 = loop.time() - (time.monotonic_ns() - t_arrival) / 1e9
+    try:
+        for i in range(max_tokens):
+            due = t0 + ARGS.ttft_ms / 1e3 + i * ARGS.itl_ms / 1e3
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            piece = f" tok{i}"
+            choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
+            choice["finish_reason"] = "length" if i == max_tokens - 1 else None
+            data = json.dumps({"id": rid, "choices": [choice]}).encode()
+            sends.append(time.monotonic_ns())
+            writer.write(_chunk(b"data: " + data + b"\n\n"))
+        usage = {"prompt_tokens": 7, "completion_tokens": max_tokens, "total_tokens": 7 + max_tokens}
+        writer.write(_chunk(b"data: " + json.dumps({"id": rid, "choices": [], "usage": usage}).encode() + b"\n\n"))
+        writer.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        await writer.drain()
+    finally:
+        STATS["running"] -= 1
+        if ARGS.log:
+            with open(ARGS.log, "a") as f:  # one small write per request: complete as soon as it ends
+                f.write(json.dumps({"id": rid, "arrival_ns": t_arrival, "send_ns": sends}) + "\n")
 
-    def _chunk(self, payload: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
-        self.wfile.flush()
 
-    def do_POST(self) -> None:  # noqa: N802
-        t_arrival = time.monotonic_ns()
-        n = int(self.headers.get("Content-Length", "0"))
-        req = json.loads(self.rfile.read(n) or b"{}")
-        if self.path not in ("/v1/completions", "/v1/chat/completions"):
-            self._plain(404, b"not found")
-            return
-        if ARGS.api_key and self.headers.get("Authorization") != f"Bearer {ARGS.api_key}":
-            self._plain(401, b'{"error": "bad or missing API key"}', "application/json")
-            return
-        if ARGS.fail_status:
-            self._plain(ARGS.fail_status, json.dumps({"error": "injected failure"}).encode(), "application/json")
-            return
-        chat = self.path.endswith("chat/completions")
-        max_tokens = int(req.get("max_tokens", 16))
-        STATS["running"] += 1
-        STATS["total"] += 1
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        sends: list[int] = []
-        try:
-            # Absolute deadlines, so server-side jitter does not accumulate.
-            t_first = t_arrival + int(ARGS.ttft_ms * 1e6)
-            for i in range(max_tokens):
-                due = t_first + int(i * ARGS.itl_ms * 1e6)
-                delay = (due - time.monotonic_ns()) / 1e9
-                if delay > 0:
-                    time.sleep(delay)
-                piece = f" tok{i}"
-                choice = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
-                choice["finish_reason"] = "length" if i == max_tokens - 1 else None
-                data = json.dumps({"id": "x", "choices": [choice]}).encode()
-                sends.append(time.monotonic_ns())
-                self._chunk(b"data: " + data + b"\n\n")
-            usage = {"prompt_tokens": 7, "completion_tokens": max_tokens, "total_tokens": 7 + max_tokens}
-            self._chunk(b"data: " + json.dumps({"id": "x", "choices": [], "usage": usage}).encode() + b"\n\n")
-            self._chunk(b"data: [DONE]\n\n")
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-        finally:
-            STATS["running"] -= 1
-            if ARGS.log:
-                with LOG_LOCK, open(ARGS.log, "a") as f:
-                    f.write(json.dumps({"arrival_ns": t_arrival, "send_ns": sends}) + "\n")
+async def main_async() -> None:
+    srv = await asyncio.start_server(handle, "127.0.0.1", ARGS.port, backlog=4096)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with srv:
+        await stop.wait()
 
 
 def main() -> None:
@@ -110,12 +129,9 @@ def main() -> None:
     ap.add_argument("--itl-ms", type=float, default=5.0)
     ap.add_argument("--fail-status", type=int, default=0, help="answer every POST with this HTTP status")
     ap.add_argument("--log", default=None)
-    ap.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` on every request")
+    ap.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (except on /health)")
     ARGS = ap.parse_args()
-    ThreadingHTTPServer.daemon_threads = True
-    srv = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
-    srv.handle_error = lambda *a: None  # clients that hang up mid-stream are expected in tests
-    srv.serve_forever()
+    asyncio.run(main_async())
 
 
 if __name__ == "__main__":
