@@ -9,6 +9,7 @@ from __future__ import annotations
 from engines import ADAPTERS
 from engines.base import EngineAdapter, HostFacts
 from experiments.schema import RunConfig
+from loadgen import workload
 from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, SHAPES
 from loadgen.workload import ENDPOINT_PATHS
 
@@ -82,16 +83,16 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
     w = cfg.workload
     if w.endpoint not in ENDPOINT_PATHS:
         out.append(f"workload.endpoint={w.endpoint!r}: use one of {', '.join(ENDPOINT_PATHS)}")
-    if w.kind != "synthetic":
-        out.append(f"workload.kind={w.kind!r}: only 'synthetic' exists so far")
-    if w.prompt_tokens < 1 or w.output_tokens < 1:
-        out.append("workload.prompt_tokens and workload.output_tokens must be >= 1")
-    limits = [x for x in (cfg.engine.max_model_len, m.max_context_tokens) if x]
-    limit = min(limits) if limits else None
-    if limit and w.prompt_tokens + w.output_tokens > limit:
+    wp = workload.config_problems(w)
+    out += wp
+    limit = context_limit(cfg)
+    prompt_hi, output_hi = workload.token_bounds(w) if not wp else (None, None)
+    # Unbounded lengths (normal/lognormal without a max, a ShareGPT file) are checked on the
+    # built items instead, by the runner, before the engine starts.
+    if limit and prompt_hi is not None and output_hi is not None and prompt_hi + output_hi > limit:
         out.append(
-            f"workload needs {w.prompt_tokens}+{w.output_tokens} tokens but the context limit is {limit}; "
-            "lower workload.prompt_tokens/output_tokens or raise engine.max_model_len"
+            f"workload needs up to {prompt_hi}+{output_hi} tokens but the context limit is {limit}; "
+            f"lower {workload.LENGTH_FIX[w.kind]} or raise engine.max_model_len"
         )
 
     t = cfg.traffic
@@ -138,6 +139,12 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
     return out
 
 
+def context_limit(cfg: RunConfig) -> int | None:
+    """The tightest context length the run is planned with (engine.max_model_len, model.max_context_tokens)."""
+    limits = [x for x in (cfg.engine.max_model_len, cfg.model.max_context_tokens) if x]
+    return min(limits) if limits else None
+
+
 def warnings(cfg: RunConfig, adapter: EngineAdapter | None) -> list[str]:
     """Things that do not stop the run but change what its numbers mean (recorded in run.json notes)."""
     out = []
@@ -146,6 +153,14 @@ def warnings(cfg: RunConfig, adapter: EngineAdapter | None) -> list[str]:
             f"engine={adapter.name} cannot force the output length (no ignore_eos): replies may stop at EOS "
             "before max_tokens; output_tokens records what was generated"
         )
+    w = cfg.workload
+    for f in ("prompt", "output"):
+        dist = getattr(w, f"{f}_dist")
+        ignored = w.kind != "synthetic" and (f == "prompt" or w.kind == "sharegpt")
+        if dist != "fixed" and ignored:
+            out.append(f"workload.{f}_dist={dist} has no effect with workload.kind={w.kind}; set it to fixed")
+        elif dist == "fixed" and getattr(w, f"{f}_spread"):
+            out.append(f"workload.{f}_spread is ignored because workload.{f}_dist=fixed")
     if adapter is not None and adapter.name == "endpoint" and cfg.telemetry.sampler != "off":
         out.append("engine=endpoint: the server runs elsewhere, so no engine process telemetry is sampled")
     return out

@@ -41,11 +41,12 @@ from experiments import discover, preflight
 from experiments.config import to_plain
 from experiments.schema import RunConfig
 from experiments.telemetry import SamplerProcess
+from loadgen.dataset import DatasetError, load_sharegpt
 from loadgen.driver import LoadInterrupted, LoadPointOutput, build_spec, read_jsonl, run_load_point
 from loadgen.records import REQUEST_SCHEMA, to_table
 from loadgen.tokenizer import load_token_counter
-from loadgen.trace import load_trace, trace_items
-from loadgen.workload import synthetic_items
+from loadgen.trace import TraceError, load_trace, trace_items
+from loadgen.workload import WorkloadError, build_items, context_problem
 
 log = logging.getLogger("servelab")
 
@@ -96,6 +97,12 @@ class Run:
         self.summary["status"] = status
         self.summary["failure"] = {"reason": reason, "log_tail": log_tail}
 
+    def _reject(self, problems: list[str]) -> int:
+        for p in problems:
+            log.error("preflight: %s", p)
+        self.fail("rejected", "; ".join(problems))
+        return EXIT["rejected"]
+
     # -- the run -------------------------------------------------------------------------------
     def execute(self) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -113,23 +120,27 @@ class Run:
             )
             problems = preflight.check(cfg, adapter, facts)
             if problems:
-                for p in problems:
-                    log.error("preflight: %s", p)
-                self.fail("rejected", "; ".join(problems))
-                return EXIT["rejected"]
+                return self._reject(problems)
             assert adapter is not None and facts is not None
             self.summary["notes"] += preflight.warnings(cfg, adapter)
 
-            # The workload is built before the engine starts: a bad tokenizer costs no start-up time.
+            # The workload is built before the engine starts: a bad tokenizer or dataset costs no
+            # start-up time, and is rejected like a preflight problem.
             counter = load_token_counter(cfg.model.tokenizer or cfg.model.path)
             w = cfg.workload
             trace_times = None
-            if cfg.traffic.kind == "trace":
-                rows = load_trace(cfg.traffic.trace_path)  # type: ignore[arg-type]  # preflight checked it
-                items = trace_items(counter, rows, w.seed)
-                trace_times = [r.timestamp_s for r in rows]
-            else:
-                items = synthetic_items(counter, w.prompt_tokens, w.output_tokens, w.num_prompts, w.seed)
+            try:
+                if cfg.traffic.kind == "trace":
+                    rows = load_trace(cfg.traffic.trace_path)  # type: ignore[arg-type]  # preflight checked it
+                    items = trace_items(counter, rows, w.seed)
+                    trace_times = [r.timestamp_s for r in rows]
+                else:
+                    dataset = load_sharegpt(w.dataset_path) if w.kind == "sharegpt" else None
+                    items = build_items(w, counter, dataset)
+            except (DatasetError, WorkloadError, TraceError) as e:
+                return self._reject([str(e)])
+            if too_long := context_problem(items, preflight.context_limit(cfg), w.kind):
+                return self._reject([too_long])
 
             port = cfg.engine.port or free_port(cfg.engine.host)
             plan = adapter.launch_plan(port, facts)

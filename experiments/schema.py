@@ -105,17 +105,46 @@ class ModelConfig:
 
 @dataclass
 class WorkloadConfig:
-    """What is sent: prompt and output lengths, endpoint."""
+    """What is sent: which prompts, how long, how many output tokens, which endpoint.
+
+    Built by loadgen.workload.build_items; lengths are counted with the model's tokenizer.
+    """
 
     name: str = "synthetic_fixed"
-    kind: str = "synthetic"
+    kind: str = "synthetic"  # synthetic | sharegpt | shared_prefix | paraphrase
     endpoint: str = "completions"  # completions | chat
+    # Prompt length (kind=synthetic): the fixed value, or the mean of prompt_dist.
     prompt_tokens: int = 128
-    output_tokens: int = 64  # sent as max_tokens with ignore_eos, so every reply has exactly this
+    prompt_dist: str = "fixed"  # fixed | uniform | normal | lognormal
+    # uniform: half-width; normal: standard deviation; lognormal: sigma of the underlying normal
+    # (its mu is set so the mean stays prompt_tokens). Ignored for fixed.
+    prompt_spread: float = 0.0
+    # Draws are clipped to prompt_min..prompt_max (null = no upper bound). kind=sharegpt: prompts
+    # outside these bounds are skipped (a prompt cannot be clipped).
+    prompt_min: int = 1
+    prompt_max: int | None = None
+    # Output length, sent as max_tokens with ignore_eos, so every reply has exactly this.
+    # kinds synthetic, shared_prefix, paraphrase: drawn like the prompt length, from these four.
+    # kind=sharegpt: the dataset reply's token count, clipped to output_min..output_max.
+    output_tokens: int = 64
+    output_dist: str = "fixed"
+    output_spread: float = 0.0
+    output_min: int = 1
+    output_max: int | None = None
     ignore_eos: bool = True
     temperature: float = 0.0
-    num_prompts: int = 256  # distinct prompts cycled through
+    num_prompts: int = 256  # distinct prompts cycled through (kind=paraphrase: num_clusters x paraphrases_per_cluster)
     seed: int = 0
+    # kind=sharegpt: a ShareGPT JSON file (list of {"conversations": [{"from", "value"}, ...]}).
+    dataset_path: str | None = None
+    # kind=shared_prefix: item i uses prefix group i % num_groups; prefix_tokens (specials
+    # included) are identical within a group, followed by a distinct suffix of suffix_tokens.
+    num_groups: int = 4
+    prefix_tokens: int = 512
+    suffix_tokens: int = 32
+    # kind=paraphrase: clusters of differently worded questions with one meaning (built-in topics).
+    num_clusters: int = 16
+    paraphrases_per_cluster: int = 4
 
 
 @dataclass

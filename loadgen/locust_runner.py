@@ -34,12 +34,13 @@ from typing import Any
 import gevent
 import gevent.pool
 from gevent import GreenletExit
-from locust import FastHttpUser, LoadTestShape, constant, events, task
+from locust import LoadTestShape, User, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
 
 from loadgen.arrivals import phase_of, shape_multiplier
 from loadgen.records import CANCELLED, DROPPED, ERROR, OK, TIMEOUT, empty_record
+from loadgen.sse_client import ConnectionPool, build_request
 from loadgen.workload import ENDPOINT_PATHS, request_body
 
 now = time.monotonic_ns  # CLOCK_MONOTONIC: shared with the samplers in other processes
@@ -80,7 +81,7 @@ class RecordSink:
 
 
 SINK: RecordSink | None = None
-HEADERS: dict[str, str] = {"Content-Type": "application/json"}
+RAW_REQUESTS: dict[int, bytes] = {}  # prompt_idx -> the exact request bytes, built before the load starts
 POOLS: list[gevent.pool.Pool] = []  # open-loop request pools, cancelled at exit
 
 
@@ -108,14 +109,18 @@ def loop_lag_monitor(path: str, period_s: float = 0.01, report_s: float = 1.0) -
                 window_start, cpu_start, lags = now(), cpu, []
 
 
-class StreamingUser(FastHttpUser):
+class StreamingUser(User):
     """Shared request logic: one streamed OpenAI-compatible request -> one raw record."""
 
     abstract = True
     wait_time = constant(0)
 
+    def on_start(self) -> None:
+        self.conns = ConnectionPool(SPEC["base_url"], connect_timeout_s=30.0, io_timeout_s=SPEC["request_timeout_s"])
+
     def on_stop(self) -> None:
         STATE["users_stopped"] += 1
+        self.conns.close()
 
     def send(self, item: dict[str, Any], t_sched_ns: int, phase: str, request_id: str) -> None:
         spec = SPEC
@@ -130,75 +135,59 @@ class StreamingUser(FastHttpUser):
             prompt_tokens_client=item["prompt_tokens_client"],
             t_scheduled_ns=t_sched_ns,
         )
-        body = json.dumps(
-            request_body(item, spec["endpoint"], spec["model"], spec["temperature"], item.get("extras") or {})
-        ).encode()
         chat = spec["endpoint"] == "chat"
         chunks: list[int] = []
         usage: dict[str, Any] | None = None
         STATE["inflight"] += 1
         STATE["sent"] += 1
-        rec["t_sent_ns"] = now()
+        exc: Exception | None = None
         try:
             with gevent.Timeout(spec["request_timeout_s"]):
-                with self.client.post(
-                    ENDPOINT_PATHS[spec["endpoint"]],
-                    data=body,
-                    headers=HEADERS,
-                    stream=True,
-                    catch_response=True,
-                    name=spec["endpoint"],
-                ) as r:
-                    rec["t_headers_ns"] = now()
-                    rec["http_status"] = int(r.status_code or 0)
-                    raw = getattr(r, "_response", None)
-                    if r.status_code != 200 or raw is None:
-                        try:
-                            detail = (r.content or b"")[:300].decode(errors="replace")
-                        except Exception:  # noqa: BLE001 - connection errors have no body
-                            detail = ""
-                        detail = detail or str(getattr(r, "error", "") or "")
-                        rec["status"] = ERROR
-                        rec["error"] = f"HTTP {r.status_code}: {detail}".strip()
-                        r.failure(rec["error"])
+                t_sent, resp, sock = self.conns.send(RAW_REQUESTS[item["prompt_idx"]])
+                rec["t_sent_ns"] = t_sent
+                rec["t_headers_ns"] = now()
+                rec["http_status"] = int(resp.status_code or 0)
+                if resp.status_code != 200:
+                    detail = resp.read()[:300].decode(errors="replace")
+                    rec["status"] = ERROR
+                    rec["error"] = f"HTTP {resp.status_code}: {detail}".strip()
+                else:
+                    while True:
+                        line = resp.readline(b"\n")
+                        t = now()  # stamp before parsing
+                        if not line:
+                            break
+                        if not line.startswith(b"data:"):
+                            continue
+                        payload = line[5:].strip()
+                        if payload == b"[DONE]":
+                            continue  # read on to the end of the chunked body, so the connection can be reused
+                        d = json.loads(payload)
+                        if d.get("error"):
+                            raise RuntimeError(f"server error in stream: {d['error']}")
+                        if rec["response_id"] is None:
+                            rec["response_id"] = d.get("id")
+                        choices = d.get("choices")
+                        if choices:
+                            c0 = choices[0]
+                            text = (c0.get("delta") or {}).get("content") if chat else c0.get("text")
+                            if text:
+                                chunks.append(t)
+                            if c0.get("finish_reason"):
+                                rec["finish_reason"] = c0["finish_reason"]
+                        if d.get("usage"):
+                            usage = d["usage"]
+                    rec["t_done_ns"] = now()
+                    if chunks:
+                        rec["status"] = OK
                     else:
-                        while True:
-                            line = raw.readline(b"\n")
-                            t = now()  # stamp before parsing
-                            if not line:
-                                break
-                            if not line.startswith(b"data:"):
-                                continue
-                            payload = line[5:].strip()
-                            if payload == b"[DONE]":
-                                break
-                            d = json.loads(payload)
-                            if d.get("error"):
-                                raise RuntimeError(f"server error in stream: {d['error']}")
-                            if rec["response_id"] is None:
-                                rec["response_id"] = d.get("id")
-                            choices = d.get("choices")
-                            if choices:
-                                c0 = choices[0]
-                                text = (c0.get("delta") or {}).get("content") if chat else c0.get("text")
-                                if text:
-                                    chunks.append(t)
-                                if c0.get("finish_reason"):
-                                    rec["finish_reason"] = c0["finish_reason"]
-                            if d.get("usage"):
-                                usage = d["usage"]
-                        rec["t_done_ns"] = now()
-                        r.request_meta["response_time"] = (rec["t_done_ns"] - rec["t_sent_ns"]) / 1e6
-                        if chunks:
-                            rec["status"] = OK
-                            r.success()
-                        else:
-                            rec["status"] = ERROR
-                            rec["error"] = "stream ended without generated text"
-                            r.failure(rec["error"])
-        except gevent.Timeout:
+                        rec["status"] = ERROR
+                        rec["error"] = "stream ended without generated text"
+                self.conns.release(sock, resp)
+        except gevent.Timeout as e:
             rec["status"] = TIMEOUT
             rec["error"] = f"no completion within {spec['request_timeout_s']} s"
+            exc = e
         except GreenletExit:
             rec["status"] = CANCELLED
             rec["error"] = "cancelled: load point stopped while in flight"
@@ -206,7 +195,10 @@ class StreamingUser(FastHttpUser):
         except Exception as e:  # noqa: BLE001 - any failure of one request is recorded, not fatal
             rec["status"] = ERROR
             rec["error"] = f"{type(e).__name__}: {e}"[:500]
+            exc = e
         finally:
+            if rec["t_sent_ns"] is None:
+                rec["t_sent_ns"] = now()  # failed before the bytes left (e.g. connection refused)
             if rec["t_done_ns"] is None:
                 rec["t_done_ns"] = now()
             rec["chunk_ns"] = chunks
@@ -223,6 +215,15 @@ class StreamingUser(FastHttpUser):
             STATE["done"] += 1
             assert SINK is not None
             SINK.add(rec)
+            # Locust's live table only (rounded); the record above is the measurement.
+            if rec["status"] == OK:
+                exc = None
+            elif exc is None:
+                exc = RuntimeError(rec["error"] or rec["status"])
+            self.environment.events.request.fire(
+                request_type="POST", name=spec["endpoint"], response_time=(rec["t_done_ns"] - rec["t_sent_ns"]) / 1e6,
+                response_length=len(chunks), exception=exc, context={},
+            )  # fmt: skip
 
 
 class OpenLoopUser(StreamingUser):
@@ -313,11 +314,17 @@ def main(spec_path: str) -> int:
         except OSError as e:
             print(f"[loadgen] could not change priority by {spec['nice']}: {e}", flush=True)
     SINK = RecordSink(spec["records_path"])
+    headers: dict[str, str] = {}
     if spec.get("api_key_env"):
         key = os.environ.get(spec["api_key_env"])
         if not key:
             raise SystemExit(f"environment variable {spec['api_key_env']} (engine.api_key_env) is not set")
-        HEADERS["Authorization"] = f"Bearer {key}"
+        headers["Authorization"] = f"Bearer {key}"
+    for item in spec["items"]:
+        body = request_body(item, spec["endpoint"], spec["model"], spec["temperature"], item.get("extras") or {})
+        RAW_REQUESTS[item["prompt_idx"]] = build_request(
+            spec["base_url"], ENDPOINT_PATHS[spec["endpoint"]], json.dumps(body).encode(), headers
+        )
     user_cls: type[StreamingUser]
     if spec["mode"] == "open":
         user_cls, n_users = OpenLoopUser, 1
@@ -326,11 +333,6 @@ def main(spec_path: str) -> int:
     else:
         raise SystemExit(f"unknown mode {spec['mode']!r}")
     user_cls.host = spec["base_url"]
-    user_cls.network_timeout = float(spec["request_timeout_s"])
-    user_cls.connection_timeout = 30.0
-    # Each FastHttpUser has its own pool; the open-loop scheduler needs room for all in-flight requests.
-    user_cls.concurrency = int(spec["max_inflight"]) if spec["mode"] == "open" else 1
-
     total_s = spec["warmup_s"] + spec["duration_s"] + spec.get("cooldown_s", 0.0)
     shape = UsersShape(n_users, spec["shape"], total_s) if spec["mode"] == "closed" and spec.get("shape") else None
     env = Environment(user_classes=[user_cls], events=events, host=spec["base_url"], shape_class=shape)

@@ -75,12 +75,40 @@ def test_preflight_accepts_the_default():
         (["traffic.duration_s=0"], "duration_s must be > 0"),
         (["workload.endpoint=embeddings"], "workload.endpoint"),
         (["workload.prompt_tokens=1000", "workload.output_tokens=100"], "raise engine.max_model_len"),
+        (["workload=sharegpt"], "workload.kind=sharegpt needs workload.dataset_path"),
+        (["workload.kind=chatlog"], "workload.kind='chatlog': use one of"),
+        (["workload.output_dist=zipf"], "workload.output_dist='zipf': use one of"),
+        (["workload=shared_prefix", "workload.num_groups=0"], "workload.num_groups must be >= 1"),
+        (["workload=paraphrase", "workload.num_clusters=0"], "workload.num_clusters must be 1.."),
+        (["workload.num_prompts=-1"], "workload.num_prompts must be >= 1"),
+        (["workload=synthetic_lognormal", "workload.prompt_max=900"], "needs up to 900+256 tokens"),
+        (["workload=shared_prefix", "workload.prefix_tokens=2000"], "lower workload.prefix_tokens/suffix_tokens"),
         (["telemetry.sampler=gpu"], "telemetry.sampler"),
         (["engine.name=nope"], "known engines"),
     ],
 )
 def test_preflight_problems_name_the_fix(overrides, needle):
     assert any(needle in p for p in problems(overrides)), problems(overrides)
+
+
+@pytest.mark.parametrize("option", options("workload"))
+def test_every_workload_option_passes_preflight(option):
+    extra = ["workload.dataset_path=tests/data/sharegpt_sample.json"] if option == "sharegpt" else []
+    assert problems([f"workload={option}", *extra]) == []
+
+
+def test_unbounded_lengths_are_left_to_the_built_items():
+    # no upper bound known before the items exist: the runner checks the built items instead
+    assert problems(["workload.prompt_dist=normal", "workload.prompt_spread=20"]) == []
+
+
+def test_settings_a_workload_kind_ignores_are_noted():
+    cfg = to_run_config(compose(["workload=paraphrase", "workload.prompt_dist=normal", "workload.output_spread=3"]))
+    notes = preflight.warnings(cfg, None)
+    assert notes == [
+        "workload.prompt_dist=normal has no effect with workload.kind=paraphrase; set it to fixed",
+        "workload.output_spread is ignored because workload.output_dist=fixed",
+    ]
 
 
 def test_missing_built_model_names_the_setup_command():

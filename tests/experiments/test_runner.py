@@ -157,6 +157,50 @@ def test_trace_replay_through_the_runner(fake_engine, tiny_tokenizer_dir, tmp_pa
 
 def test_missing_trace_file_fails_with_the_path(fake_engine, tiny_tokenizer_dir, tmp_path):
     out = tmp_path / "run"
-    assert run(cfg(tiny_tokenizer_dir, "traffic=trace", "traffic.trace_path=/nope/trace.jsonl"), out) == 1
+    assert run(cfg(tiny_tokenizer_dir, "traffic=trace", "traffic.trace_path=/nope/trace.jsonl"), out) == 2
     s = json.loads((out / "run.json").read_text())
-    assert "/nope/trace.jsonl: trace file not found" in s["failure"]["reason"]
+    assert s["status"] == "rejected" and "/nope/trace.jsonl: trace file not found" in s["failure"]["reason"]
+
+
+SAMPLE = "tests/data/sharegpt_sample.json"
+
+
+def test_sharegpt_workload_sends_each_reply_length_as_max_tokens(fake_engine, tiny_tokenizer_dir, tmp_path):
+    from loadgen.dataset import load_sharegpt
+    from loadgen.tokenizer import load_token_counter
+    from loadgen.workload import build_items
+    from tests.conftest import ROOT
+
+    c = cfg(tiny_tokenizer_dir, "workload=sharegpt", f"workload.dataset_path={ROOT / SAMPLE}", "workload.num_prompts=10",
+            "workload.output_max=100", "traffic.points=[8]", "traffic.duration_s=1.0")  # fmt: skip
+    out = tmp_path / "run"
+    assert run(c, out) == 0
+    items = build_items(c.workload, load_token_counter(str(tiny_tokenizer_dir)), load_sharegpt(c.workload.dataset_path))
+    req = pd.read_parquet(out / "requests.parquet")
+    assert (req["status"] == "ok").all() and len(req) > 5
+    want = {i.prompt_idx: (i.max_tokens, i.prompt_tokens_client) for i in items}
+    assert len({m for m, _ in want.values()}) > 3  # lengths really vary per item
+    for r in req.itertuples():
+        assert (r.max_tokens, r.prompt_tokens_client) == want[r.prompt_idx] and r.output_tokens == r.max_tokens
+
+
+def test_malformed_dataset_is_rejected_before_launch(fake_engine, tiny_tokenizer_dir, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('[\n  {"conversations": [\n    {"from": "human" "value": "hi"}\n  ]}\n]\n')
+    out = tmp_path / "run"
+    assert run(cfg(tiny_tokenizer_dir, "workload=sharegpt", f"workload.dataset_path={bad}"), out) == 2
+    s = json.loads((out / "run.json").read_text())
+    assert s["status"] == "rejected" and s["engine"] is None
+    assert s["failure"]["reason"].startswith(f"{bad}: line 3, column 22: invalid JSON")
+
+
+def test_items_longer_than_the_context_are_rejected_before_launch(fake_engine, tiny_tokenizer_dir, tmp_path):
+    from tests.conftest import ROOT
+
+    out = tmp_path / "run"
+    c = cfg(tiny_tokenizer_dir, "workload=sharegpt", f"workload.dataset_path={ROOT / SAMPLE}", "workload.num_prompts=10",
+            "workload.output_min=1010", "workload.output_max=null")  # fmt: skip
+    assert run(c, out) == 2
+    s = json.loads((out / "run.json").read_text())
+    assert s["status"] == "rejected" and s["engine"] is None
+    assert "10 workload item(s) need more than the context limit of 1024 tokens" in s["failure"]["reason"]
