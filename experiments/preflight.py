@@ -128,6 +128,13 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
             out.append("traffic.shape: spike_factor > 0, 0 <= spike_at < 1 and spike_width > 0 are needed")
         elif sh.kind in ("ramp", "diurnal") and not 0 <= (sh.start_fraction if sh.kind == "ramp" else sh.min_fraction) <= 1:
             out.append("traffic.shape: start_fraction / min_fraction must be within [0, 1]")
+    if t.workers < 1 or t.remote_workers < 0:
+        out.append("traffic.workers must be >= 1 and traffic.remote_workers >= 0")
+    if t.remote_workers > 0:
+        if t.master_port == 0:
+            out.append("traffic.remote_workers needs a fixed traffic.master_port that the other machines can reach")
+        if t.master_bind in ("127.0.0.1", "localhost", "::1"):
+            out.append("traffic.remote_workers: set traffic.master_bind to this machine's address (or 0.0.0.0)")
     if t.max_inflight < 1:
         out.append(f"traffic.max_inflight must be >= 1, got {t.max_inflight}")
 

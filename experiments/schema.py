@@ -177,6 +177,13 @@ class TrafficConfig:
     think_time_s: float = 0.0  # concurrency: pause of each user between its requests
     shape: ShapeConfig = field(default_factory=ShapeConfig)
     trace_path: str | None = None  # trace: JSONL/CSV with timestamp, input_tokens, output_tokens
+    # Distributed load: workers > 1 runs a Locust master plus this many local worker processes;
+    # remote_workers more may connect from other machines to master_bind:master_port with
+    # `python -m loadgen.locust_runner --role worker --master-host <this host> --master-port <port>`.
+    workers: int = 1
+    remote_workers: int = 0
+    master_bind: str = "127.0.0.1"  # set to this machine's address (or 0.0.0.0) for remote workers
+    master_port: int = 0  # 0 = a free port (local workers only)
     request_timeout_s: float = 300.0
     max_inflight: int = 1024  # open loop: requests beyond this are recorded as dropped, never delayed
     seed: int = 0

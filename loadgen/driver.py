@@ -61,6 +61,10 @@ def build_spec(
         "drain_timeout_s": float(traffic.drain_timeout_s),
         "max_inflight": int(traffic.max_inflight),
         "nice": int(getattr(traffic, "loadgen_nice", 0)),
+        "workers": int(getattr(traffic, "workers", 1)),
+        "remote_workers": int(getattr(traffic, "remote_workers", 0)),
+        "master_bind": getattr(traffic, "master_bind", "127.0.0.1"),
+        "master_port": int(getattr(traffic, "master_port", 0)),
         "warmup_s": float(traffic.warmup_s),
         "duration_s": float(traffic.duration_s),
         "cooldown_s": float(getattr(traffic, "cooldown_s", 0.0)),
@@ -154,10 +158,20 @@ def run_load_point(spec: dict[str, Any], workdir: Path, python: str = sys.execut
         budget = spec["warmup_s"] + spec["duration_s"] + spec["cooldown_s"] + spec["request_timeout_s"] + 90
     interrupted = False
     problems: list[str] = []
+    distributed = spec.get("workers", 1) > 1 or spec.get("remote_workers", 0) > 0
+    workers: list[subprocess.Popen[bytes]] = []
     with open(log_path, "ab") as lf:
         offset = lf.tell()
+        cmd = [python, "-m", "loadgen.locust_runner", str(spec_path)]
+        if distributed:
+            port = spec.get("master_port") or _free_port()
+            n_total = spec["workers"] + spec.get("remote_workers", 0)
+            cmd += ["--role", "master", "--master-bind", spec.get("master_bind", "127.0.0.1"), "--master-port", str(port),
+                    "--expect-workers", str(n_total)]  # fmt: skip
+            if spec.get("remote_workers"):
+                log.info("master waits on %s:%d for %d remote worker(s)", spec.get("master_bind"), port, spec["remote_workers"])
         proc = subprocess.Popen(
-            [python, "-m", "loadgen.locust_runner", str(spec_path)],
+            cmd,
             cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -165,6 +179,15 @@ def run_load_point(spec: dict[str, Any], workdir: Path, python: str = sys.execut
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the lab only; we stop the generator cleanly
         )
+        if distributed:
+            master_host = "127.0.0.1" if spec.get("master_bind") in ("0.0.0.0", "*", "", None) else spec["master_bind"]
+            for _ in range(spec["workers"]):
+                workers.append(subprocess.Popen(
+                    [python, "-m", "loadgen.locust_runner", "--role", "worker", "--master-host", master_host,
+                     "--master-port", str(port)],
+                    cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                ))  # fmt: skip
     deadline = time.monotonic() + budget
     try:
         while True:
@@ -185,11 +208,17 @@ def run_load_point(spec: dict[str, Any], workdir: Path, python: str = sys.execut
     finally:
         if proc.poll() is None:
             _stop(proc)
+        for w in workers:  # they exit when the master quits; make sure none is left
+            try:
+                w.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                _stop(w)
     records = read_jsonl(Path(spec["records_path"]))
     meta_path = Path(spec["meta_path"])
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     if proc.returncode not in (0, None) and not interrupted:
-        problems.append(f"load generator exited with code {proc.returncode} (see {log_path})")
+        why = {3: "not all workers connected", 4: "merged records do not match the workers' counts"}.get(proc.returncode, "")
+        problems.append(f"load generator exited with code {proc.returncode} {why} (see {log_path})".replace("  ", " "))
     out = LoadPointOutput(
         records=records,
         meta=meta,
@@ -209,6 +238,14 @@ class LoadInterrupted(KeyboardInterrupt):
     def __init__(self, output: LoadPointOutput) -> None:
         super().__init__("interrupted")
         self.output = output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _relay_progress(log_path: Path, offset: int) -> int:

@@ -32,6 +32,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import gevent
+import gevent.event
 import gevent.pool
 from gevent import GreenletExit
 from locust import LoadTestShape, User, constant, events, task
@@ -54,19 +55,27 @@ STATE: dict[str, Any] = {
 class RecordSink:
     """Buffers finished records and appends them as JSON lines every `interval_s`."""
 
-    def __init__(self, path: str, interval_s: float = 0.5) -> None:
+    def __init__(self, path: str, interval_s: float = 0.5, forward: Any = None) -> None:
         self._f = open(path, "a", buffering=1 << 16)  # noqa: SIM115 - closed in close()
         self._buf: list[str] = []
         self._interval_s = interval_s
+        self._forward = forward  # worker: also send each batch to the master
+        self.count = 0
         self._g = gevent.spawn(self._loop)
 
     def add(self, rec: dict[str, Any]) -> None:
         self._buf.append(json.dumps(rec, separators=(",", ":")))
 
+    def add_lines(self, lines: list[str]) -> None:
+        self._buf.extend(lines)
+
     def flush(self) -> None:
         if self._buf:
             lines, self._buf = self._buf, []
             self._f.write("\n".join(lines) + "\n")
+            self.count += len(lines)
+            if self._forward is not None:
+                self._forward(lines)
         self._f.flush()
 
     def _loop(self) -> None:
@@ -81,11 +90,12 @@ class RecordSink:
 
 
 SINK: RecordSink | None = None
+WORKER: dict[str, Any] = {"index": None, "count": 1}  # distributed: this worker's index and the number of workers
 RAW_REQUESTS: dict[int, bytes] = {}  # prompt_idx -> the exact request bytes, built before the load starts
 POOLS: list[gevent.pool.Pool] = []  # open-loop request pools, cancelled at exit
 
 
-def loop_lag_monitor(path: str, period_s: float = 0.01, report_s: float = 1.0) -> None:
+def loop_lag_monitor(path: str, period_s: float = 0.01, report_s: float = 1.0, forward: Any = None) -> None:
     """Measures how late a 10 ms gevent sleep wakes up (hub stalls delay every timestamp) and,
     once a second, appends {t_ns, lag_max_ms, lag_mean_ms, cpu_pct, inflight} to `path`."""
     with open(path, "a", buffering=1) as f:
@@ -99,13 +109,17 @@ def loop_lag_monitor(path: str, period_s: float = 0.01, report_s: float = 1.0) -
             elapsed = (now() - window_start) / 1e9
             if elapsed >= report_s:
                 cpu = sum(os.times()[:2])
-                f.write(json.dumps({
+                line = json.dumps({
                     "t_ns": now(),
                     "lag_max_ms": round(max(lags), 3),
                     "lag_mean_ms": round(sum(lags) / len(lags), 3),
                     "cpu_pct": round(100.0 * (cpu - cpu_start) / elapsed, 1),
                     "inflight": STATE["inflight"],
-                }) + "\n")  # fmt: skip
+                    "worker": WORKER["index"],
+                })  # fmt: skip
+                f.write(line + "\n")
+                if forward is not None:
+                    forward(line)
                 window_start, cpu_start, lags = now(), cpu, []
 
 
@@ -236,7 +250,10 @@ class OpenLoopUser(StreamingUser):
         POOLS.append(pool)
         items = spec["items"]
         t0 = STATE["t0_ns"]
+        mine, of = WORKER["index"] or 0, WORKER["count"]
         for i, (offset_s, phase, prompt_idx) in enumerate(spec["schedule"]):
+            if i % of != mine:
+                continue  # distributed: worker k sends every k-th arrival (a split Poisson stream is Poisson)
             t_sched = t0 + int(offset_s * 1e9)
             delay = (t_sched - now()) / 1e9
             if delay > 0:
@@ -273,7 +290,8 @@ class ClosedLoopUser(StreamingUser):
             raise StopUser()
         n = STATE["sent"]
         phase = phase_of((t - STATE["t0_ns"]) / 1e9, spec["warmup_s"], spec["duration_s"])
-        self.send(spec["items"][n % len(spec["items"])], t, phase, f"{spec['load_point']}-{n}")
+        tag = "" if WORKER["index"] is None else f"w{WORKER['index']}-"
+        self.send(spec["items"][n % len(spec["items"])], t, phase, f"{spec['load_point']}-{tag}{n}")
         if spec["think_time_s"] > 0:
             gevent.sleep(spec["think_time_s"])
 
@@ -301,11 +319,8 @@ def finish(pool: gevent.pool.Pool) -> None:
     pool.kill(block=True, timeout=5)
 
 
-def main(spec_path: str) -> int:
-    global SINK
-    with open(spec_path) as f:
-        SPEC.update(json.load(f))
-    spec = SPEC
+def prepare(spec: dict[str, Any]) -> tuple[type[StreamingUser], int, float]:
+    """Process-wide setup from the spec: priority, affinity, request bytes. Returns (user class, users, total_s)."""
     if spec.get("nice"):
         # On a small machine shared with the engine, a higher priority keeps engine CPU bursts
         # from delaying this process's timestamps; it needs CAP_SYS_NICE (root), else it is skipped.
@@ -313,7 +328,8 @@ def main(spec_path: str) -> int:
             os.nice(int(spec["nice"]))
         except OSError as e:
             print(f"[loadgen] could not change priority by {spec['nice']}: {e}", flush=True)
-    SINK = RecordSink(spec["records_path"])
+    if spec.get("cpu_affinity"):
+        os.sched_setaffinity(0, set(spec["cpu_affinity"]))  # benchmarks pin the generator away from the server
     headers: dict[str, str] = {}
     if spec.get("api_key_env"):
         key = os.environ.get(spec["api_key_env"])
@@ -325,28 +341,77 @@ def main(spec_path: str) -> int:
         RAW_REQUESTS[item["prompt_idx"]] = build_request(
             spec["base_url"], ENDPOINT_PATHS[spec["endpoint"]], json.dumps(body).encode(), headers
         )
-    user_cls: type[StreamingUser]
-    if spec["mode"] == "open":
-        user_cls, n_users = OpenLoopUser, 1
-    elif spec["mode"] == "closed":
-        user_cls, n_users = ClosedLoopUser, int(spec["users"])
-    else:
-        raise SystemExit(f"unknown mode {spec['mode']!r}")
-    user_cls.host = spec["base_url"]
     total_s = spec["warmup_s"] + spec["duration_s"] + spec.get("cooldown_s", 0.0)
-    shape = UsersShape(n_users, spec["shape"], total_s) if spec["mode"] == "closed" and spec.get("shape") else None
-    env = Environment(user_classes=[user_cls], events=events, host=spec["base_url"], shape_class=shape)
-    # Users asked to stop (shape ramps down) finish their request first; bounded by the request timeout.
-    env.stop_timeout = float(spec["request_timeout_s"])
-    runner = env.create_local_runner()
+    if spec["mode"] == "open":
+        return OpenLoopUser, 1, total_s
+    if spec["mode"] == "closed":
+        return ClosedLoopUser, int(spec["users"]), total_s
+    raise SystemExit(f"unknown mode {spec['mode']!r}")
 
+
+def finished(spec: dict[str, Any], n_local_users: int) -> bool:
+    """This process has nothing left to send or wait for."""
+    if STATE["inflight"]:
+        return False
+    if spec["mode"] == "open":
+        return STATE["users_stopped"] >= n_local_users
+    return now() >= STATE["end_ns"]
+
+
+def horizon_s(spec: dict[str, Any], total_s: float) -> float:
+    if spec["mode"] == "open":
+        return (spec["schedule"][-1][0] if spec["schedule"] else 0.0) + spec["drain_timeout_s"] + 30
+    return total_s + spec["request_timeout_s"] + 30
+
+
+def progress(spec: dict[str, Any], extra: str = "") -> None:
+    elapsed = (now() - STATE["t0_ns"]) / 1e9
+    print(
+        f"[loadgen] point {spec['load_point']}: t={elapsed:5.1f}s sent={STATE['sent']} done={STATE['done']} "
+        f"inflight={STATE['inflight']} dropped={STATE['dropped']}{extra}",
+        flush=True,
+    )
+
+
+def stop_everything(runner: Any) -> None:
+    """Cancel what is still in flight (GreenletExit -> records with status cancelled) and quit."""
+    STATE["stopping"] = True
+    for pool in POOLS:
+        pool.kill(block=True, timeout=5)
+    runner.quit()
+    runner.greenlet.join(timeout=10)
+
+
+def write_meta(spec: dict[str, Any], **extra: Any) -> None:
+    meta = {
+        "t0_ns": STATE["t0_ns"], "t_end_ns": now(), "pid": os.getpid(), "sent": STATE["sent"], "done": STATE["done"],
+        "dropped": STATE["dropped"], "inflight_at_exit": STATE["inflight"],
+        "locust_version": sys.modules["locust"].__version__, **extra,
+    }  # fmt: skip
+    with open(spec["meta_path"], "w") as f:
+        json.dump(meta, f)
+
+
+def install_signal_handlers() -> None:
     def on_signal(*_: object) -> None:
         STATE["stopping"] = True  # schedulers stop sending; in-flight requests are cancelled below
 
     gevent.signal_handler(signal.SIGTERM, on_signal)
     gevent.signal_handler(signal.SIGINT, on_signal)
-    lag_g = gevent.spawn(loop_lag_monitor, spec["lag_path"])
 
+
+def run_local(spec: dict[str, Any]) -> int:
+    """One process: Locust's local runner drives the whole load point."""
+    global SINK
+    user_cls, n_users, total_s = prepare(spec)
+    SINK = RecordSink(spec["records_path"])
+    shape = UsersShape(n_users, spec["shape"], total_s) if spec["mode"] == "closed" and spec.get("shape") else None
+    env = Environment(user_classes=[user_cls], events=events, host=spec["base_url"], shape_class=shape)
+    # Users asked to stop (shape ramps down) finish their request first; bounded by the request timeout.
+    env.stop_timeout = float(spec["request_timeout_s"])
+    runner = env.create_local_runner()
+    install_signal_handlers()
+    lag_g = gevent.spawn(loop_lag_monitor, spec["lag_path"])
     # Everything is imported and allocated; start the clock a little ahead so that the
     # first scheduled request is not late because of spawning.
     STATE["t0_ns"] = now() + int(spec.get("start_delay_s", 0.2) * 1e9)
@@ -355,49 +420,168 @@ def main(spec_path: str) -> int:
         runner.start_shape()
     else:
         runner.start(n_users, spawn_rate=max(n_users, 1) * 1000)
-    if spec["mode"] == "open":
-        horizon = (spec["schedule"][-1][0] if spec["schedule"] else 0.0) + spec["drain_timeout_s"] + 30
-    else:
-        horizon = total_s + spec["request_timeout_s"] + 30
-    deadline = time.monotonic() + horizon + spec.get("start_delay_s", 0.2)
+    deadline = time.monotonic() + horizon_s(spec, total_s) + spec.get("start_delay_s", 0.2)
     last_note = time.monotonic()
     while time.monotonic() < deadline and not STATE["stopping"]:
         gevent.sleep(0.2)
-        if spec["mode"] == "open" and STATE["users_stopped"] >= n_users and STATE["inflight"] == 0:
-            break
-        if spec["mode"] == "closed" and now() >= STATE["end_ns"] and STATE["inflight"] == 0:
+        if finished(spec, n_users):
             break
         if time.monotonic() - last_note >= 5:
             last_note = time.monotonic()
-            elapsed = (now() - STATE["t0_ns"]) / 1e9
-            print(
-                f"[loadgen] point {spec['load_point']}: t={elapsed:5.1f}s sent={STATE['sent']} done={STATE['done']} "
-                f"inflight={STATE['inflight']} dropped={STATE['dropped']}",
-                flush=True,
-            )
-    STATE["stopping"] = True
-    # Whatever is still in flight now (signal or horizon reached) is killed: GreenletExit
-    # inside send() records it as cancelled.
-    for pool in POOLS:
-        pool.kill(block=True, timeout=5)
-    runner.quit()
-    runner.greenlet.join(timeout=10)
+            progress(spec)
+    stop_everything(runner)
     lag_g.kill()
     SINK.close()
-    meta = {
-        "t0_ns": STATE["t0_ns"],
-        "t_end_ns": now(),
-        "pid": os.getpid(),
-        "sent": STATE["sent"],
-        "done": STATE["done"],
-        "dropped": STATE["dropped"],
-        "inflight_at_exit": STATE["inflight"],
-        "locust_version": sys.modules["locust"].__version__,
-    }
-    with open(spec["meta_path"], "w") as f:
-        json.dump(meta, f)
+    write_meta(spec)
     return 0
 
 
+def run_master(spec: dict[str, Any], bind_host: str, port: int, expect: int) -> int:
+    """Distributed: wait for `expect` workers, hand each the spec and a common start time, collect
+    their records as they stream in, and finish when every worker reported done with a count that
+    matches what arrived (nothing lost, nothing counted twice)."""
+    global SINK
+    user_cls, n_users, total_s = prepare(spec)
+    SINK = RecordSink(spec["records_path"])
+    lag_f = open(spec["lag_path"], "a", buffering=1)  # noqa: SIM115 - closed below
+    received: dict[str, int] = {}
+    done: dict[str, dict[str, Any]] = {}
+    shape = UsersShape(n_users, spec["shape"], total_s) if spec["mode"] == "closed" and spec.get("shape") else None
+    env = Environment(user_classes=[user_cls], events=events, host=spec["base_url"], shape_class=shape)
+    env.stop_timeout = float(spec["request_timeout_s"])
+    runner = env.create_master_runner(master_bind_host=bind_host, master_bind_port=port)
+
+    def on_records(environment: Any, msg: Any, **kw: Any) -> None:
+        SINK.add_lines(msg.data)
+        received[msg.node_id] = received.get(msg.node_id, 0) + len(msg.data)
+
+    def on_lag(environment: Any, msg: Any, **kw: Any) -> None:
+        lag_f.write(msg.data + "\n")
+
+    def on_done(environment: Any, msg: Any, **kw: Any) -> None:
+        done[msg.node_id] = msg.data
+
+    runner.register_message("records", on_records)
+    runner.register_message("lag", on_lag)
+    runner.register_message("done", on_done)
+    install_signal_handlers()
+    print(f"[loadgen] master on {bind_host}:{port} waiting for {expect} worker(s)", flush=True)
+    wait_until = time.monotonic() + float(spec.get("worker_connect_timeout_s", 60))
+    while len(runner.clients.ready) < expect and not STATE["stopping"]:
+        if time.monotonic() > wait_until:
+            print(f"[loadgen] only {len(runner.clients.ready)} of {expect} workers connected", flush=True)
+            runner.quit()
+            return 3
+        gevent.sleep(0.1)
+    start_at = time.time() + 1.0  # every worker starts its clock at this wall time
+    runner.send_message("spec", {"spec": spec, "start_at_wall": start_at, "workers": expect})
+    STATE["t0_ns"] = now() + int((start_at - time.time()) * 1e9)
+    STATE["end_ns"] = STATE["t0_ns"] + int(total_s * 1e9)
+    if shape is not None:
+        runner.start_shape()
+    else:
+        # open loop: one scheduler user per worker; Locust spreads users evenly over workers
+        runner.start(expect if spec["mode"] == "open" else n_users, spawn_rate=10_000)
+    deadline = time.monotonic() + horizon_s(spec, total_s) + 60
+    last_note = time.monotonic()
+    while time.monotonic() < deadline and not STATE["stopping"] and len(done) < expect:
+        gevent.sleep(0.2)
+        if time.monotonic() - last_note >= 5:
+            last_note = time.monotonic()
+            print(f"[loadgen] point {spec['load_point']}: records received {sum(received.values())} "
+                  f"from {len(received)} worker(s), {len(done)} done", flush=True)  # fmt: skip
+    if STATE["stopping"]:
+        runner.send_message("stop_now")
+        until = time.monotonic() + 20
+        while len(done) < expect and time.monotonic() < until:
+            gevent.sleep(0.1)
+    runner.quit()
+    gevent.sleep(0.5)
+    SINK.close()
+    lag_f.close()
+    merge_ok = len(done) == expect and all(received.get(w, 0) == d["records"] for w, d in done.items())
+    STATE["sent"] = sum(d["sent"] for d in done.values())
+    STATE["done"] = sum(d["done"] for d in done.values())
+    STATE["dropped"] = sum(d["dropped"] for d in done.values())
+    write_meta(spec, workers={w: {**d, "received": received.get(w, 0)} for w, d in done.items()},
+               merge_ok=merge_ok, records_received=sum(received.values()))  # fmt: skip
+    return 0 if merge_ok else 4
+
+
+def run_worker(spec_path: str | None, master_host: str, port: int) -> int:
+    """Distributed: connect to the master, take the spec and start time it sends, run this worker's
+    share, stream records (and keep a local copy) and report done with the count sent."""
+    global SINK
+    env = Environment(user_classes=[OpenLoopUser, ClosedLoopUser], events=events)
+    runner = env.create_worker_runner(master_host=master_host, master_port=port)
+    install_signal_handlers()
+    ready = gevent.event.Event()
+    box: dict[str, Any] = {}
+
+    def on_spec(environment: Any, msg: Any, **kw: Any) -> None:
+        box.update(msg.data)
+        ready.set()
+
+    def on_stop_now(environment: Any, msg: Any, **kw: Any) -> None:
+        STATE["stopping"] = True
+
+    runner.register_message("spec", on_spec)
+    runner.register_message("stop_now", on_stop_now)
+    while not ready.wait(timeout=0.5):
+        if STATE["stopping"] or runner.greenlet.dead:
+            return 0
+    SPEC.update(box["spec"])
+    spec = SPEC
+    WORKER["index"], WORKER["count"] = runner.worker_index, int(box["workers"])
+    user_cls, n_users, total_s = prepare(spec)
+    env.user_classes = [user_cls]
+    env.shape_class = None
+    env.stop_timeout = float(spec["request_timeout_s"])
+    local = f"{spec['records_path']}.worker{WORKER['index']}"
+    SINK = RecordSink(local, forward=lambda lines: runner.send_message("records", lines))
+    lag_g = gevent.spawn(loop_lag_monitor, f"{spec['lag_path']}.worker{WORKER['index']}",
+                         forward=lambda line: runner.send_message("lag", line))  # fmt: skip
+    STATE["t0_ns"] = now() + int((box["start_at_wall"] - time.time()) * 1e9)
+    STATE["end_ns"] = STATE["t0_ns"] + int(total_s * 1e9)
+    # Open loop: wait for our scheduler user; closed loop: for the end of the window.
+    deadline = time.monotonic() + horizon_s(spec, total_s) + 30
+    gevent.sleep(max((STATE["t0_ns"] - now()) / 1e9, 0) + 0.5)
+    while time.monotonic() < deadline and not STATE["stopping"]:
+        gevent.sleep(0.2)
+        if finished(spec, 1 if spec["mode"] == "open" else 0):
+            break
+    STATE["stopping"] = True
+    for pool in POOLS:
+        pool.kill(block=True, timeout=5)
+    runner.stop()  # our users end (cancelled records if any were in flight)
+    gevent.sleep(0.2)
+    lag_g.kill()
+    SINK.flush()
+    runner.send_message("done", {"sent": STATE["sent"], "done": STATE["done"], "dropped": STATE["dropped"], "records": SINK.count})
+    runner.greenlet.join(timeout=30)  # until the master says quit
+    SINK.close()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="servelab load generator (one load point)")
+    ap.add_argument("spec", nargs="?", help="spec JSON (local and master roles)")
+    ap.add_argument("--role", choices=("local", "master", "worker"), default="local")
+    ap.add_argument("--master-host", default="127.0.0.1")
+    ap.add_argument("--master-bind", default="127.0.0.1")
+    ap.add_argument("--master-port", type=int, default=5557)
+    ap.add_argument("--expect-workers", type=int, default=1)
+    a = ap.parse_args(argv)
+    if a.role == "worker":
+        return run_worker(a.spec, a.master_host, a.master_port)
+    with open(a.spec) as f:
+        SPEC.update(json.load(f))
+    if a.role == "master":
+        return run_master(SPEC, a.master_bind, a.master_port, a.expect_workers)
+    return run_local(SPEC)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))

