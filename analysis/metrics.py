@@ -144,6 +144,13 @@ def summarize_point(
         if len(drift)
         else 0.0,
     }
+    if "output_tokens_client" in ok.columns:
+        od = ok[ok["output_tokens_client"].notna() & (ok["output_tokens_source"] == "usage")
+                & (ok["output_tokens"] != ok["output_tokens_client"])]  # fmt: skip
+        summary["output_token_drift"] = {
+            "requests": int(len(od)),
+            "mean_server_minus_client": float((od["output_tokens"] - od["output_tokens_client"]).mean()) if len(od) else 0.0,
+        }
     summary["loadgen"] = loadgen_health(lag_samples, summary["sched_lag_ms"])
     return summary
 

@@ -44,7 +44,7 @@ from experiments.telemetry import SamplerProcess
 from loadgen.dataset import DatasetError, load_sharegpt
 from loadgen.driver import LoadInterrupted, LoadPointOutput, build_spec, read_jsonl, run_load_point
 from loadgen.records import REQUEST_SCHEMA, to_table
-from loadgen.tokenizer import load_token_counter
+from loadgen.tokenizer import annotate_client_counts, load_token_counter
 from loadgen.trace import TraceError, load_trace, trace_items
 from loadgen.workload import WorkloadError, build_items, context_problem
 
@@ -200,6 +200,7 @@ class Run:
                     self.outputs.append(e.output)
                     self.points.append({"index": i, "value": float(value), "spec_mode": spec["mode"]})
                     raise
+                annotate_client_counts(out.records, counter)
                 self.outputs.append(out)
                 self.points.append({"index": i, "value": float(value), "spec_mode": spec["mode"]})
                 for p in out.problems:

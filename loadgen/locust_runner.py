@@ -151,6 +151,7 @@ class StreamingUser(User):
         )
         chat = spec["endpoint"] == "chat"
         chunks: list[int] = []
+        texts: list[str] = []
         usage: dict[str, Any] | None = None
         STATE["inflight"] += 1
         STATE["sent"] += 1
@@ -187,6 +188,7 @@ class StreamingUser(User):
                             text = (c0.get("delta") or {}).get("content") if chat else c0.get("text")
                             if text:
                                 chunks.append(t)
+                                texts.append(text)
                             if c0.get("finish_reason"):
                                 rec["finish_reason"] = c0["finish_reason"]
                         if d.get("usage"):
@@ -216,6 +218,7 @@ class StreamingUser(User):
             if rec["t_done_ns"] is None:
                 rec["t_done_ns"] = now()
             rec["chunk_ns"] = chunks
+            rec["output_text"] = "".join(texts)
             if chunks:
                 rec["t_first_token_ns"], rec["t_last_token_ns"] = chunks[0], chunks[-1]
             if usage:

@@ -56,6 +56,10 @@ REQUEST_SCHEMA = pa.schema(
         pa.field("prompt_tokens", pa.int32()),  # from the server's usage
         pa.field("output_tokens", pa.int32()),  # from usage; else the number of content chunks
         pa.field("output_tokens_source", pa.string()),  # usage | chunks
+        pa.field("output_text", pa.string()),  # the generated text, as streamed
+        pa.field("output_tokens_client", pa.int32()),  # the model tokenizer's count of output_text (after the run)
+        # server and client token counts disagree (prompt or output): input lengths or usage are off
+        pa.field("token_drift", pa.bool_()),
     ]
 )
 

@@ -26,6 +26,10 @@ class HFTokenCounter:
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=True).ids
 
+    def count_text(self, text: str) -> int:
+        """Tokens of generated text (no special tokens added), to compare with usage.completion_tokens."""
+        return len(self._tok.encode(text, add_special_tokens=False).ids)
+
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=True)
 
@@ -45,3 +49,21 @@ def load_token_counter(name_or_path: str) -> HFTokenCounter:
             raise FileNotFoundError(f"{p} has no tokenizer.json; set model.tokenizer to a folder or hub id that has one")
         return HFTokenCounter(Tokenizer.from_file(str(f)))
     return HFTokenCounter(Tokenizer.from_pretrained(name_or_path))
+
+
+def annotate_client_counts(records: list[dict], counter: HFTokenCounter) -> None:
+    """Fill output_tokens_client and token_drift in place (run after a load point, never in the hot path).
+
+    token_drift is True when the server's prompt count differs from the client's, or its output
+    count differs from the client's count of the streamed text.
+    """
+    for r in records:
+        text = r.get("output_text")
+        if text:
+            r["output_tokens_client"] = counter.count_text(text)
+        drift = False
+        if r.get("prompt_tokens") is not None and r.get("prompt_tokens_client") is not None:
+            drift |= r["prompt_tokens"] != r["prompt_tokens_client"]
+        if r.get("output_tokens_source") == "usage" and r.get("output_tokens_client") is not None:
+            drift |= r["output_tokens"] != r["output_tokens_client"]
+        r["token_drift"] = drift if r.get("status") == "ok" else None

@@ -53,6 +53,10 @@ def test_pipeline_writes_every_artifact(fake_engine, tiny_tokenizer_dir, tmp_pat
     assert len(req) == sum(p["summary"]["requests_all_phases"]["total"] for p in s["load_points"])
     ok = req[req["status"] == "ok"]
     assert (ok["ttft_ms"] < ok["e2e_ms"]).all() and (ok["output_tokens"] == 8).all()
+    assert (ok["output_text"].str.len() > 0).all() and ok["output_tokens_client"].notna().all()
+    drifted = ok[ok["output_tokens"] != ok["output_tokens_client"]]
+    assert (ok["token_drift"] == (ok["output_tokens"] != ok["output_tokens_client"])).all()
+    assert sum(p["summary"]["output_token_drift"]["requests"] for p in s["load_points"]) == len(drifted[drifted["phase"] == "measure"])
     # every derived column can be recomputed from the raw timestamps
     assert ((ok["t_first_token_ns"] - ok["t_sent_ns"]) / 1e6 == ok["ttft_ms"]).all()
     tel = pd.read_parquet(out / "telemetry.parquet")

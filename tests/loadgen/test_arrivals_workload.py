@@ -78,3 +78,25 @@ def test_request_body_streams_with_usage():
     assert request_body(item, "chat", "m", 0.0, {})["messages"] == [{"role": "user", "content": "hi"}]
     with pytest.raises(ValueError, match="endpoint"):
         request_body(item, "embeddings", "m", 0.0, {})
+
+
+def test_client_token_counts_and_drift_flag():
+    from loadgen.tokenizer import annotate_client_counts
+
+    class Words:
+        def count_text(self, text: str) -> int:
+            return len(text.split())
+
+    recs = [
+        {"status": "ok", "output_text": "a b c", "output_tokens": 3, "output_tokens_source": "usage",
+         "prompt_tokens": 10, "prompt_tokens_client": 10},
+        {"status": "ok", "output_text": "a b", "output_tokens": 3, "output_tokens_source": "usage",
+         "prompt_tokens": 10, "prompt_tokens_client": 10},
+        {"status": "ok", "output_text": "a", "output_tokens": 1, "output_tokens_source": "usage",
+         "prompt_tokens": 12, "prompt_tokens_client": 10},
+        {"status": "error", "output_text": "", "output_tokens": None, "output_tokens_source": None,
+         "prompt_tokens": None, "prompt_tokens_client": 10},
+    ]  # fmt: skip
+    annotate_client_counts(recs, Words())
+    assert [r.get("output_tokens_client") for r in recs] == [3, 2, 1, None]
+    assert [r["token_drift"] for r in recs] == [False, True, True, None]
