@@ -7,7 +7,8 @@ Artifacts in the run folder (Hydra's output dir):
   run.json            run summary (status, provenance, engine, per-point summaries); written at the
                       start with status=running and rewritten at the end, atomically
   requests.parquet    one row per request, all load points (raw timestamps + derived columns)
-  telemetry.parquet   sampler rows (cpu or, later, nvml), same monotonic clock as the requests
+  telemetry.parquet   sampler rows (cpu or nvml), same monotonic clock as the requests
+  engine_metrics.parquet  raw samples of the engine's Prometheus /metrics (name, labels, value, t_ns)
   loadgen.parquet     the load generator's once-a-second self-check (loop lag, CPU %)
   report.html         self-contained report
   engine.log          engine stdout+stderr;  loadgen.log  load generator output
@@ -34,6 +35,7 @@ import pyarrow.parquet as pq
 
 from analysis.metrics import derive, summarize_cpu_telemetry, summarize_point
 from analysis.report import render_report
+from analysis.telemetry import energy_j, engine_series, scrape_gaps, summarize_engine_metrics, summarize_gpu
 from engines import ADAPTERS
 from engines.base import LaunchPlan
 from engines.process import EngineError, EngineProcess, free_port, wait_http_ready
@@ -84,6 +86,7 @@ class Run:
             "provenance": None,
             "engine": None,
             "telemetry": None,
+            "engine_metrics": None,
             "load_points": [],
             "notes": [],
             "artifacts": {},
@@ -110,7 +113,7 @@ class Run:
         self.save()
         cfg = self.cfg
         engine_proc: EngineProcess | None = None
-        sampler: SamplerProcess | None = None
+        samplers: dict[str, SamplerProcess] = {}
         try:
             self.summary["provenance"] = discover.provenance()
             adapter_cls = ADAPTERS.get(cfg.engine.name)
@@ -173,14 +176,20 @@ class Run:
             log.info("engine ready after %.1f s", ready_s)
 
             kind = preflight.telemetry_kind(cfg) if engine_proc is not None else None
-            if kind == "nvml":
-                self.summary["notes"].append("NVML sampler not implemented yet (issue 5): sampled CPU instead")
-                kind = "cpu"
             self.summary["telemetry"] = {"sampler": kind, "interval_s": cfg.telemetry.interval_s}
             if kind:
-                assert engine_proc.proc is not None
-                sampler = SamplerProcess(kind, engine_proc.proc.pid, self.work / "telemetry.jsonl", cfg.telemetry.interval_s)
-                sampler.start()
+                assert engine_proc is not None and engine_proc.proc is not None
+                samplers["telemetry"] = SamplerProcess(
+                    kind, engine_proc.proc.pid, self.work / "telemetry.jsonl", cfg.telemetry.interval_s
+                )
+            if cfg.telemetry.scrape_engine_metrics and plan.metrics_path and not plan.api_key_env:
+                url = plan.base_url + plan.metrics_path
+                self.summary["engine_metrics"] = {"url": url, "interval_s": cfg.telemetry.metrics_interval_s}
+                samplers["engine_metrics"] = SamplerProcess(
+                    "metrics", 0, self.work / "engine_metrics.jsonl", cfg.telemetry.metrics_interval_s, url=url
+                )
+            for sp in samplers.values():
+                sp.start()
 
             t = cfg.traffic
             for i, value in enumerate(t.points):
@@ -211,8 +220,12 @@ class Run:
                     i, s["requests"]["ok"], s["requests"]["total"], _fmt(s["ttft_ms"]["p50"]),
                     _fmt(s["tpot_ms"]["p50"]), _fmt(s["output_tok_per_s"]),
                 )  # fmt: skip
-                if sampler is not None and not sampler.alive():
-                    self.summary["notes"].append("telemetry sampler died during the run; samples after that are missing")
+                for name, sp in samplers.items():
+                    if not sp.alive() and f"{name} sampler died" not in " ".join(self.summary["notes"]):
+                        self.summary["notes"].append(
+                            f"{name} sampler died during the run (see {sp.out.with_suffix('.log').name}); "
+                            "samples after that are missing"
+                        )
             self.summary["status"] = "ok"
             return EXIT["ok"]
         except KeyboardInterrupt:
@@ -231,8 +244,8 @@ class Run:
         finally:
             # Teardown runs even if a second Ctrl-C arrives while it is running.
             with _shielded():
-                if sampler is not None:
-                    sampler.stop()
+                for sp in samplers.values():
+                    sp.stop()
                 if engine_proc is not None:
                     code = engine_proc.stop()
                     if self.summary["engine"] is not None:
@@ -280,8 +293,27 @@ class Run:
                 pq.write_table(pa.Table.from_pandas(tel, preserve_index=False), self.dir / "telemetry.parquet")
                 arts["telemetry"] = "telemetry.parquet"
                 self.summary["telemetry"].update(self._telemetry_summary(tel))
-            elif self.summary.get("telemetry"):
+            elif self.summary.get("telemetry") and self.summary["telemetry"].get("sampler"):
                 self.summary["telemetry"]["gaps"] = ["no telemetry samples were recorded"]
+
+            raw = pd.DataFrame(read_jsonl(self.work / "engine_metrics.jsonl"))
+            series = pd.DataFrame(columns=["t_ns"])
+            if not raw.empty:
+                pq.write_table(pa.Table.from_pandas(raw, preserve_index=False), self.dir / "engine_metrics.parquet")
+                arts["engine_metrics"] = "engine_metrics.parquet"
+                series = engine_series(raw[raw["name"].notna()], self.cfg.engine.name)
+                start, end = self._load_span()
+                em = self.summary["engine_metrics"]
+                em.update({
+                    "scrapes": int(raw["t_ns"].nunique()),
+                    "failed_scrapes": int(raw["error"].notna().sum()),
+                    "known_series": [c for c in series.columns if c != "t_ns"],
+                    "gaps": scrape_gaps(raw["t_ns"], self.cfg.telemetry.metrics_interval_s),
+                    "summary_during_load": summarize_engine_metrics(series, start, end),
+                })  # fmt: skip
+            elif self.summary.get("engine_metrics"):
+                self.summary["engine_metrics"]["gaps"] = ["no /metrics scrape was recorded"]
+            self._per_point_resources(df, tel, series)
 
             lag = pd.DataFrame(
                 [{"load_point": i, **s} for i, out in enumerate(self.outputs) for s in out.lag]
@@ -289,9 +321,9 @@ class Run:
             if not lag.empty:
                 pq.write_table(pa.Table.from_pandas(lag, preserve_index=False), self.dir / "loadgen.parquet")
                 arts["loadgen"] = "loadgen.parquet"
-            for name in ("engine.log", "loadgen.log"):
+            for name in ("engine.log", "loadgen.log", "telemetry.log", "engine_metrics.log"):
                 src = self.dir / name if name == "engine.log" else self.work / name
-                if src.exists():
+                if src.exists() and (name in ("engine.log", "loadgen.log") or src.stat().st_size > 0):
                     if src.parent != self.dir:
                         shutil.copyfile(src, self.dir / name)
                     arts[name.replace(".", "_")] = name
@@ -314,18 +346,41 @@ class Run:
             self.save()
         shutil.rmtree(self.work, ignore_errors=True)  # everything in it is now in the parquet files
 
+    def _load_span(self) -> tuple[int | None, int | None]:
+        pts = self.summary["load_points"]
+        start = min((p["t0_ns"] for p in pts if p.get("t0_ns")), default=None)
+        end = max((p["t_end_ns"] for p in pts if p.get("t_end_ns")), default=None)
+        return start, end
+
     def _telemetry_summary(self, tel: pd.DataFrame) -> dict[str, Any]:
-        interval = self.cfg.telemetry.interval_s
-        t = tel["t_ns"].to_numpy()
-        gaps = []
-        if len(t) > 1:
-            d = (t[1:] - t[:-1]) / 1e9
-            for k in (d > 3 * interval).nonzero()[0]:
-                gaps.append(f"no sample for {d[k]:.2f} s after t_ns={int(t[k])}")
-        measure = [p for p in self.summary["load_points"]]
-        start = min((p["t0_ns"] for p in measure if p.get("t0_ns")), default=None)
-        end = max((p["t_end_ns"] for p in measure if p.get("t_end_ns")), default=None)
-        return {"samples": int(len(tel)), "gaps": gaps, "summary_during_load": summarize_cpu_telemetry(tel, start, end)}
+        start, end = self._load_span()
+        kind = self.summary["telemetry"]["sampler"]
+        # gaps per device: NVML writes one row per GPU per round
+        times = tel[tel["gpu"] == tel["gpu"].min()]["t_ns"] if kind == "nvml" else tel["t_ns"]
+        during = summarize_gpu(tel, start, end) if kind == "nvml" else summarize_cpu_telemetry(tel, start, end)
+        out = {"samples": int(len(tel)), "gaps": scrape_gaps(times, self.cfg.telemetry.interval_s), "summary_during_load": during}
+        if kind == "nvml" and "errors" in tel and tel["errors"].notna().any():
+            out["errors"] = sorted(set(tel["errors"].dropna().tolist()))[:10]
+        return out
+
+    def _per_point_resources(self, df: pd.DataFrame, tel: pd.DataFrame, series: pd.DataFrame) -> None:
+        """Energy (J, J/output token) and engine metrics over each point's measure window."""
+        for p in self.summary["load_points"]:
+            m = df[(df["load_point"] == p["index"]) & (df["phase"] == "measure") & df["t_sent_ns"].notna()]
+            if m.empty:
+                continue
+            t0, t1 = int(m["t_sent_ns"].min()), int(m["t_done_ns"].max())
+            s = p["summary"]
+            if not tel.empty and self.summary["telemetry"].get("sampler") == "nvml":
+                e = energy_j(tel, t0, t1)
+                tokens = s.get("output_tokens") or 0
+                e["j_per_output_token"] = e["joules"] / tokens if e["joules"] is not None and tokens else None
+                s["energy"] = e
+                s["gpu"] = summarize_gpu(tel, t0, t1)
+            elif not tel.empty:
+                s["cpu"] = summarize_cpu_telemetry(tel, t0, t1)
+            if not series.empty:
+                s["engine_metrics"] = summarize_engine_metrics(series, t0, t1)
 
     def _finish(self) -> None:
         self.summary["finished_at_utc"] = datetime.now(UTC).isoformat(timespec="seconds")

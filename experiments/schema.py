@@ -232,6 +232,8 @@ class TelemetryConfig:
     name: str = "auto"
     sampler: str = "auto"  # auto | cpu | nvml | off  (auto: nvml when a GPU is planned, else cpu)
     interval_s: float = 0.2
+    scrape_engine_metrics: bool = True  # the engine's Prometheus /metrics, raw samples + known series
+    metrics_interval_s: float = 1.0
 
 
 @dataclass

@@ -1,16 +1,21 @@
 """Telemetry samplers, each in its own process, on the same monotonic clock as the request records.
 
 Samplers run as ``python -m experiments.telemetry <kind> --pid P --out FILE --interval S`` so
-that blocking calls (psutil, later NVML) never stall the load generator's timestamps. Each
+that blocking calls (psutil, NVML, HTTP) never stall the load generator's timestamps. Each
 sample is one JSON line with ``t_ns`` (time.monotonic_ns) and ``wall_s`` (time.time).
 
 Kinds:
 - ``cpu``: whole-machine CPU % and, for the engine's process tree rooted at --pid, the summed
   CPU % (100 = one core) and RSS. Clearly labelled ``sampler=cpu`` in every row.
-- ``nvml``: not implemented yet (issue 5); the seam is :data:`SAMPLERS`.
+- ``nvml``: one row per GPU per interval via nvidia-ml-py: GPU and memory utilisation, memory
+  used, power, the total-energy counter, SM and memory clocks, temperature, throttle reasons.
+  A call that fails leaves its field null and names the error in ``errors``.
+- ``metrics``: scrapes the engine's Prometheus endpoint (--url) and keeps every raw sample
+  (name, labels, value), parsed with prometheus_client's text parser.
 
 :class:`SamplerProcess` (used by the lab) starts and stops one sampler process.
-Side effects: reads /proc via psutil; appends to the output file; the class spawns a process.
+Side effects: reads /proc via psutil, NVML, or HTTP on loopback; appends to the output file;
+the class spawns a process.
 """
 
 from __future__ import annotations
@@ -74,13 +79,101 @@ def cpu_samples(root_pid: int, interval_s: float) -> Iterator[dict[str, Any]]:
         time.sleep(max(next_t - time.monotonic(), 0.0))
 
 
-SAMPLERS: dict[str, Callable[[int, float], Iterator[dict[str, Any]]]] = {"cpu": cpu_samples}
+def _nvml_text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _read_gpu(nvml: Any, h: Any, throttle: Callable[[Any], int]) -> dict[str, Any]:
+    """One GPU's readings; a failing call leaves its field None and is named in `errors`."""
+    row: dict[str, Any] = {}
+    errors: list[str] = []
+    calls: list[tuple[tuple[str, ...], Callable[[], Any]]] = [
+        (("gpu_util_pct", "mem_util_pct"), lambda: (lambda u: (u.gpu, u.memory))(nvml.nvmlDeviceGetUtilizationRates(h))),
+        (("mem_used_bytes",), lambda: (int(nvml.nvmlDeviceGetMemoryInfo(h).used),)),
+        (("power_w",), lambda: (nvml.nvmlDeviceGetPowerUsage(h) / 1000.0,)),
+        (("energy_j",), lambda: (nvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1000.0,)),
+        (("sm_clock_mhz",), lambda: (nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM),)),
+        (("mem_clock_mhz",), lambda: (nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM),)),
+        (("temp_c",), lambda: (nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU),)),
+        (("throttle_reasons",), lambda: (int(throttle(h)),)),
+    ]
+    for fields, fn in calls:
+        try:
+            row.update(zip(fields, fn(), strict=True))
+        except Exception as e:  # noqa: BLE001 - one failing call must not lose the others
+            row.update(dict.fromkeys(fields))
+            errors.append(f"{fields[0]}: {type(e).__name__}: {e}")
+    row["errors"] = "; ".join(errors) or None
+    return row
+
+
+def nvml_samples(root_pid: int, interval_s: float, nvml: Any = None) -> Iterator[dict[str, Any]]:
+    """One row per visible GPU every `interval_s` (`nvml` is injectable for tests; default pynvml).
+
+    Units: util in %, memory in bytes, power in W (NVML gives mW), energy in J since driver load
+    (NVML gives mJ), clocks in MHz, temperature in °C, throttle reasons as NVML's bit mask.
+    """
+    if nvml is None:
+        import pynvml as nvml
+    nvml.nvmlInit()
+    try:
+        handles = []
+        for i in range(nvml.nvmlDeviceGetCount()):
+            h = nvml.nvmlDeviceGetHandleByIndex(i)
+            handles.append((i, h, _nvml_text(nvml.nvmlDeviceGetName(h)), _nvml_text(nvml.nvmlDeviceGetUUID(h))))
+        if not handles:
+            raise RuntimeError("NVML sees no GPU")
+        throttle = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        next_t = time.monotonic()
+        while True:
+            for i, h, name, uuid in handles:
+                row: dict[str, Any] = {"t_ns": time.monotonic_ns(), "wall_s": time.time(), "sampler": "nvml",
+                                       "gpu": i, "gpu_name": name, "gpu_uuid": uuid}  # fmt: skip
+                row.update(_read_gpu(nvml, h, throttle))
+                yield row
+            next_t += interval_s
+            time.sleep(max(next_t - time.monotonic(), 0.0))
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def metrics_samples(url: str, interval_s: float) -> Iterator[dict[str, Any]]:
+    """Every sample of the Prometheus text at `url`, every `interval_s`: rows {t_ns, name, labels, value}.
+
+    A failed scrape yields one row with name=None and the error, so gaps are visible.
+    """
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    next_t = time.monotonic()
+    while True:
+        t_ns, wall = time.monotonic_ns(), time.time()
+        try:
+            with urllib.request.urlopen(url, timeout=max(interval_s, 1.0)) as r:  # noqa: S310 - engine URL
+                text = r.read().decode()
+            for fam in text_string_to_metric_families(text):
+                for smp in fam.samples:
+                    yield {"t_ns": t_ns, "wall_s": wall, "name": smp.name, "type": fam.type,
+                           "labels": json.dumps(smp.labels, sort_keys=True), "value": float(smp.value), "error": None}  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - a missed scrape is recorded, not fatal
+            yield {"t_ns": t_ns, "wall_s": wall, "name": None, "type": None, "labels": None, "value": None,
+                   "error": f"{type(e).__name__}: {e}"[:300]}  # fmt: skip
+        next_t += interval_s
+        time.sleep(max(next_t - time.monotonic(), 0.0))
+
+
+SAMPLERS: dict[str, Callable[[int, float], Iterator[dict[str, Any]]]] = {"cpu": cpu_samples, "nvml": nvml_samples}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="servelab telemetry sampler")
-    ap.add_argument("kind", choices=sorted(SAMPLERS))
-    ap.add_argument("--pid", type=int, required=True, help="root pid of the engine's process tree")
+    ap.add_argument("kind", choices=[*sorted(SAMPLERS), "metrics"])
+    ap.add_argument("--pid", type=int, default=0, help="root pid of the engine's process tree")
+    ap.add_argument("--url", default=None, help="metrics: the engine's Prometheus endpoint")
     ap.add_argument("--out", required=True)
     ap.add_argument("--interval", type=float, default=0.2)
     args = ap.parse_args(argv)
@@ -91,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    source = metrics_samples(args.url, args.interval) if args.kind == "metrics" else SAMPLERS[args.kind](args.pid, args.interval)
     with open(args.out, "a", buffering=1) as f:  # line-buffered: a crash loses at most one sample
-        for sample in SAMPLERS[args.kind](args.pid, args.interval):
+        for sample in source:
             f.write(json.dumps(sample) + "\n")
             if stop["now"]:
                 break
@@ -102,19 +196,23 @@ def main(argv: list[str] | None = None) -> int:
 class SamplerProcess:
     """Starts one sampler process for the engine tree at `pid`; stop() ends it. Context manager."""
 
-    def __init__(self, kind: str, pid: int, out: Path, interval_s: float) -> None:
-        self.kind, self.pid, self.out, self.interval_s = kind, pid, Path(out), interval_s
+    def __init__(self, kind: str, pid: int, out: Path, interval_s: float, url: str | None = None) -> None:
+        self.kind, self.pid, self.out, self.interval_s, self.url = kind, pid, Path(out), interval_s, url
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         root = Path(__file__).resolve().parent.parent
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "experiments.telemetry", self.kind, "--pid", str(self.pid),
-             "--out", str(self.out), "--interval", str(self.interval_s)],
-            cwd=root,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
+        extra = ["--url", self.url] if self.url else []
+        with open(self.out.with_suffix(".log"), "ab") as log_f:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "experiments.telemetry", self.kind, "--pid", str(self.pid),
+                 "--out", str(self.out), "--interval", str(self.interval_s), *extra],
+                cwd=root,
+                stdin=subprocess.DEVNULL,
+                stdout=log_f,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
 
     def stop(self) -> int | None:
         if self.proc is None:

@@ -54,6 +54,15 @@ def test_default_engine_end_to_end(tmp_path):
     assert m["requests"]["ok"] > 0 and m["output_tok_per_s"] > 0
     tel = pd.read_parquet(d / "telemetry.parquet")
     assert (tel["engine_cpu_pct"] > 0).any() and tel["engine_rss_bytes"].max() > 100e6
+    # the engine's own view, scraped from its /metrics on the requests' clock
+    raw = pd.read_parquet(d / "engine_metrics.parquet")
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"):
+        assert (raw["name"] == name).sum() >= 3, name
+    em = s["engine_metrics"]
+    assert {"running", "waiting", "kv_usage_frac"} <= set(em["known_series"]) and em["failed_scrapes"] == 0
+    assert em["summary_during_load"]["running_max"] >= 1  # requests were in flight while scraped
+    assert raw["t_ns"].min() < req["t_sent_ns"].min() < req["t_done_ns"].max() < raw["t_ns"].max()
+    assert "engine_metrics" in m and m["engine_metrics"]["scrapes"] > 0
 
 
 def test_fp8_kv_cache_runs_on_the_cpu_build(tmp_path):

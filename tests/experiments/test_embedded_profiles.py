@@ -47,7 +47,8 @@ CASES = {
     "steps": ["traffic=steps", "traffic.points=[4]", "traffic.duration_s=3"],
     "cooldown": ["traffic.cooldown_s=1"],
     "chat": ["workload.endpoint=chat"],
-    "lognormal": ["workload=synthetic_lognormal", "workload.prompt_max=256", "workload.output_max=64"],
+    "lognormal": ["workload=synthetic_lognormal", "workload.prompt_tokens=128", "workload.prompt_max=256",
+                  "workload.output_tokens=32", "workload.output_max=64"],
     "sharegpt": ["workload=sharegpt", "workload.dataset_path=tests/data/sharegpt_sample.json", "workload.num_prompts=10",
                  "workload.output_max=64"],
     "shared_prefix": ["workload=shared_prefix"],
@@ -60,7 +61,8 @@ def test_profile_or_workload_against_the_engine(vllm_url, tmp_path, case):
     overrides = ["engine=endpoint", f"engine.base_url={vllm_url}", "model.served_name=tiny", "model.built_by=null",
                  "telemetry=off", *SHORT, *CASES[case]]  # fmt: skip
     out = tmp_path / "run"
-    assert run(to_run_config(compose(overrides)), out) == 0, (out / "run.json").read_text()[-2000:]
+    code = run(to_run_config(compose(overrides)), out)
+    assert code == 0, json.loads((out / "run.json").read_text())["failure"]
     s = json.loads((out / "run.json").read_text())
     m = s["load_points"][0]["summary"]
     assert m["requests"]["ok"] > 0 and m["requests"]["ok"] == m["requests"]["total"] - m["requests"]["dropped"]

@@ -64,6 +64,10 @@ def test_pipeline_writes_every_artifact(fake_engine, tiny_tokenizer_dir, tmp_pat
     # telemetry and requests share one clock: samples overlap the requests in time
     assert tel["t_ns"].min() < req["t_sent_ns"].min() and tel["t_ns"].max() > req["t_sent_ns"].max()
 
+    raw = pd.read_parquet(out / "engine_metrics.parquet")
+    assert (raw["name"] == "fake:requests_total").sum() >= 2 and s["engine_metrics"]["failed_scrapes"] == 0
+    assert s["engine_metrics"]["known_series"] == []  # the fake engine's names map to no concept
+
     html = (out / "report.html").read_text()
     assert "<table>" in html and "data:image/png;base64," in html
     assert "http://" not in html.replace("http://127.0.0.1", "") and "https://" not in html  # opens offline

@@ -1,0 +1,141 @@
+"""Telemetry math: GPU summaries, energy per token, engine /metrics series. Pure: no I/O.
+
+Energy over a window [t0, t1] (all times monotonic ns, the requests' clock), per GPU, summed:
+  counter  E = energy_j(last sample ≤ t1) − energy_j(first sample ≥ t0)      (NVML total-energy counter)
+           the span between those two samples is reported as `span_s`
+  power    E = ∫ power_w dt by the trapezoidal rule over the samples in [t0, t1]   (when no counter)
+  j_per_output_token = E / Σ output tokens of the window's successful requests
+Energy cost = E / 3.6e6 kWh × pricing.usd_per_kwh × PUE (the decision layer applies it).
+
+Engine metrics: raw Prometheus samples are mapped to one name per concept per engine
+(:data:`ENGINE_METRICS`); counters are summarised as their increase over the window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# concept -> Prometheus sample name, per engine (vLLM 0.32/0.33, SGLang 0.5.x, TGI 3.x; docs/engine-flags.md)
+ENGINE_METRICS: dict[str, dict[str, str]] = {
+    "vllm": {
+        "running": "vllm:num_requests_running",
+        "waiting": "vllm:num_requests_waiting",
+        "kv_usage_frac": "vllm:kv_cache_usage_perc",  # a fraction despite the name
+        "preemptions_total": "vllm:num_preemptions_total",
+        "prefix_cache_hits_total": "vllm:prefix_cache_hits_total",
+        "prefix_cache_queries_total": "vllm:prefix_cache_queries_total",
+        "generation_tokens_total": "vllm:generation_tokens_total",
+    },
+    "sglang": {
+        "running": "sglang:num_running_reqs",
+        "waiting": "sglang:num_queue_reqs",
+        "kv_usage_frac": "sglang:token_usage",
+        "prefix_cache_hit_rate": "sglang:cache_hit_rate",
+        "generation_tokens_total": "sglang:generation_tokens_total",
+    },
+    "tgi": {
+        "running": "tgi_batch_current_size",
+        "waiting": "tgi_queue_size",
+    },
+}
+GAUGES = ("running", "waiting", "kv_usage_frac", "prefix_cache_hit_rate")
+
+
+def _window(df: pd.DataFrame, t0: int | None, t1: int | None) -> pd.DataFrame:
+    if t0 is not None:
+        df = df[df["t_ns"] >= t0]
+    if t1 is not None:
+        df = df[df["t_ns"] <= t1]
+    return df
+
+
+def energy_j(samples: pd.DataFrame, t0_ns: int, t1_ns: int) -> dict[str, Any]:
+    """Energy of all GPUs over [t0_ns, t1_ns]: from the energy counter where every GPU has one,
+    else by integrating power. Returns {joules, method, span_s} (joules None without samples)."""
+    w = _window(samples, t0_ns, t1_ns)
+    if w.empty:
+        return {"joules": None, "method": None, "span_s": None}
+    total, spans = 0.0, []
+    use_counter = "energy_j" in w and w.groupby("gpu")["energy_j"].apply(lambda s: s.notna().sum() >= 2).all()
+    for _, g in w.sort_values("t_ns").groupby("gpu"):
+        if use_counter:
+            g = g[g["energy_j"].notna()]
+            total += float(g["energy_j"].iloc[-1] - g["energy_j"].iloc[0])
+        else:
+            g = g[g["power_w"].notna()]
+            if len(g) < 2:
+                continue
+            t = g["t_ns"].to_numpy(dtype=float) / 1e9
+            p = g["power_w"].to_numpy(dtype=float)
+            total += float(np.sum((p[1:] + p[:-1]) / 2 * np.diff(t)))
+        spans.append((int(g["t_ns"].iloc[-1]) - int(g["t_ns"].iloc[0])) / 1e9)
+    if not spans:
+        return {"joules": None, "method": None, "span_s": None}
+    return {"joules": total, "method": "counter" if use_counter else "power", "span_s": max(spans)}
+
+
+def summarize_gpu(samples: pd.DataFrame, t0_ns: int | None = None, t1_ns: int | None = None) -> dict[str, Any]:
+    """Power (sum over GPUs per sampling round), memory, utilisation, temperature, throttling."""
+    w = _window(samples, t0_ns, t1_ns)
+    if w.empty:
+        return {"samples": 0}
+    # one sampling round = the same sample index across GPUs; round by order within each GPU
+    w = w.sort_values("t_ns").assign(_round=lambda d: d.groupby("gpu").cumcount())
+    power_rounds = w.groupby("_round")["power_w"].sum(min_count=1)
+    return {
+        "samples": int(len(w)),
+        "gpus": int(w["gpu"].nunique()),
+        "power_mean_w": float(power_rounds.mean()) if power_rounds.notna().any() else None,
+        "power_peak_w": float(power_rounds.max()) if power_rounds.notna().any() else None,
+        "mem_used_peak_gib": float(w["mem_used_bytes"].max() / 2**30) if w["mem_used_bytes"].notna().any() else None,
+        "gpu_util_mean_pct": float(w["gpu_util_pct"].mean()) if w["gpu_util_pct"].notna().any() else None,
+        "temp_max_c": float(w["temp_c"].max()) if w["temp_c"].notna().any() else None,
+        "throttled_samples": int((w["throttle_reasons"].fillna(0).astype(int) & ~1).astype(bool).sum()),  # bit 0 = idle
+        "sample_errors": int(w["errors"].notna().sum()) if "errors" in w else 0,
+    }
+
+
+def engine_series(raw: pd.DataFrame, engine: str) -> pd.DataFrame:
+    """Raw scrape rows -> one row per scrape time with a column per known concept (summed over labels)."""
+    names = ENGINE_METRICS.get(engine, {})
+    if raw.empty or not names:
+        return pd.DataFrame(columns=["t_ns"])
+    inv = {v: k for k, v in names.items()}
+    r = raw[raw["name"].isin(inv)]
+    if r.empty:
+        return pd.DataFrame(columns=["t_ns"])
+    wide = r.assign(concept=r["name"].map(inv)).pivot_table(index="t_ns", columns="concept", values="value", aggfunc="sum")
+    return wide.reset_index().rename_axis(columns=None)
+
+
+def summarize_engine_metrics(series: pd.DataFrame, t0_ns: int | None = None, t1_ns: int | None = None) -> dict[str, Any]:
+    """Peak/mean of gauges and the increase of counters over the window."""
+    w = _window(series, t0_ns, t1_ns)
+    if w.empty:
+        return {"scrapes": 0}
+    out: dict[str, Any] = {"scrapes": int(len(w))}
+    for c in w.columns:
+        if c == "t_ns":
+            continue
+        v = w[c].dropna()
+        if v.empty:
+            continue
+        if c in GAUGES:
+            out[f"{c}_mean"], out[f"{c}_max"] = float(v.mean()), float(v.max())
+        else:
+            out[f"{c}_increase"] = float(v.iloc[-1] - v.iloc[0])
+    if "kv_usage_frac_max" in out:
+        out["kv_usage_peak_pct"] = 100.0 * out["kv_usage_frac_max"]
+    return out
+
+
+def scrape_gaps(t_ns: Any, interval_s: float, factor: float = 3.0) -> list[str]:
+    """Descriptions of gaps longer than `factor` × interval between consecutive sample times."""
+    t = np.sort(np.unique(np.asarray(t_ns, dtype=np.int64)))
+    if t.size < 2:
+        return []
+    d = np.diff(t) / 1e9
+    return [f"no sample for {d[k]:.2f} s after t_ns={int(t[k])}" for k in np.nonzero(d > factor * interval_s)[0]]
