@@ -7,6 +7,7 @@ Artifacts in the run folder (Hydra's output dir):
   run.json            run summary (status, provenance, engine, per-point summaries); written at the
                       start with status=running and rewritten at the end, atomically
   requests.parquet    one row per request, all load points (raw timestamps + derived columns)
+  workload.parquet    the workload items sent (prompt, lengths, group/cluster), joined on prompt_idx
   telemetry.parquet   sampler rows (cpu or nvml), same monotonic clock as the requests
   engine_metrics.parquet  raw samples of the engine's Prometheus /metrics (name, labels, value, t_ns)
   loadgen.parquet     the load generator's once-a-second self-check (loop lag, CPU %)
@@ -144,6 +145,10 @@ class Run:
                 return self._reject([str(e)])
             if too_long := context_problem(items, preflight.context_limit(cfg), w.kind):
                 return self._reject([too_long])
+            # What was sent, per prompt_idx (prompt text, lengths, prefix group, paraphrase cluster):
+            # requests.parquet joins it on (prompt_idx), so cache studies need no re-run.
+            pq.write_table(pa.Table.from_pylist([it.to_dict() for it in items]), self.dir / "workload.parquet")
+            self.summary["artifacts"]["workload"] = "workload.parquet"
 
             port = cfg.engine.port or free_port(cfg.engine.host)
             plan = adapter.launch_plan(port, facts)
@@ -330,10 +335,10 @@ class Run:
         except Exception as e:  # noqa: BLE001 - keep work/ so nothing is lost, and say so
             log.error("could not write artifacts (raw JSONL kept in %s): %s", self.work, e)
             self.summary["notes"].append(f"artifact writing failed: {type(e).__name__}: {e}; raw data in work/")
-            self.summary["artifacts"] = arts
+            self.summary["artifacts"] = {**self.summary["artifacts"], **arts}
             self._finish()
             return
-        self.summary["artifacts"] = arts
+        self.summary["artifacts"] = {**self.summary["artifacts"], **arts}
         self._finish()
         try:
             html = render_report(self.summary, df, tel if not tel.empty else None)

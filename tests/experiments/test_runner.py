@@ -64,6 +64,9 @@ def test_pipeline_writes_every_artifact(fake_engine, tiny_tokenizer_dir, tmp_pat
     # telemetry and requests share one clock: samples overlap the requests in time
     assert tel["t_ns"].min() < req["t_sent_ns"].min() and tel["t_ns"].max() > req["t_sent_ns"].max()
 
+    items = pd.read_parquet(out / "workload.parquet")
+    assert len(items) == 4 and set(req["prompt_idx"]) <= set(items["prompt_idx"])
+    assert (items["prompt_tokens_client"] == 20).all() and s["artifacts"]["workload"] == "workload.parquet"
     raw = pd.read_parquet(out / "engine_metrics.parquet")
     assert (raw["name"] == "fake:requests_total").sum() >= 2 and s["engine_metrics"]["failed_scrapes"] == 0
     assert s["engine_metrics"]["known_series"] == []  # the fake engine's names map to no concept
