@@ -61,21 +61,26 @@ class ConnectionPool:
     def send(self, raw: bytes) -> tuple[int, HTTPSocketResponse, socket.socket]:
         """Send `raw`; returns (t_sent_ns, response with headers parsed, socket).
 
-        A kept-alive connection the server has closed meanwhile fails before any byte of the
-        response arrives; then the request is sent once more on a fresh connection.
+        A kept-alive connection the server has closed meanwhile (uvicorn closes idle ones after
+        5 s) fails before any byte of the response arrives. Then every idle connection is
+        presumed stale too (same idle timeout) and the request is sent once more on a fresh
+        connection; `t_sent` is the time of that second send.
         """
-        for attempt in (0, 1):
-            reused = bool(self._idle)
-            sock = self._idle.pop() if reused else self._connect()
-            t_sent = now()
-            try:
-                sock.sendall(raw)
-                return t_sent, HTTPSocketResponse(sock, method="POST"), sock
-            except (HTTPConnectionClosed, ConnectionError, BrokenPipeError):
-                sock.close()
-                if not reused or attempt == 1:
-                    raise
-        raise AssertionError("unreachable")
+        reused = bool(self._idle)
+        sock = self._idle.pop() if reused else self._connect()
+        t_sent = now()
+        try:
+            sock.sendall(raw)
+            return t_sent, HTTPSocketResponse(sock, method="POST"), sock
+        except (HTTPConnectionClosed, ConnectionError):
+            sock.close()
+            if not reused:
+                raise
+        self.close()
+        sock = self._connect()
+        t_sent = now()
+        sock.sendall(raw)
+        return t_sent, HTTPSocketResponse(sock, method="POST"), sock
 
     def release(self, sock: socket.socket, resp: HTTPSocketResponse) -> None:
         """Keep the connection for the next request if the response allows it, else close it."""

@@ -130,3 +130,17 @@ def test_ctrl_c_in_the_lab_stops_the_generator_and_keeps_records(timing_server, 
     out = ei.value.output
     assert out.interrupted and out.records
     assert {"ok", "cancelled"} <= {r["status"] for r in out.records}
+
+
+def test_connections_the_server_closed_while_idle_are_replaced(timing_server, tmp_path):
+    """Bursts of 3 with pauses longer than the server's keep-alive: every idle connection is stale
+    when the next burst starts, and no request may fail because of it."""
+    url, _ = timing_server(ttft_ms=30, itl_ms=2, keepalive_s=0.3)
+    tr = NS(kind="trace", request_timeout_s=20, drain_timeout_s=20, max_inflight=64, warmup_s=0.0, duration_s=5.0,
+            seed=0, loadgen_nice=0)  # fmt: skip
+    times = [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    spec = build_spec(load_point=0, point_value=1.0, traffic=tr, workload=NS(endpoint="completions", temperature=0.0),
+                      items=[WorkloadItem(i, f"p{i}", 3, 6) for i in range(9)], base_url=url, model="m",
+                      extras_for=lambda n: {}, workdir=tmp_path, trace_times_s=times)  # fmt: skip
+    out = run_load_point(spec, tmp_path)
+    assert len(out.records) == 9 and {r["status"] for r in out.records} == {"ok"}, [r["error"] for r in out.records]

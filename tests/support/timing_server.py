@@ -40,7 +40,8 @@ def _chunk(payload: bytes) -> bytes:
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
+            # Like uvicorn (5 s by default), close a kept-alive connection that stays idle too long.
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), ARGS.keepalive_s)
             t_arrival = time.monotonic_ns()
             lines = head.decode("latin-1").split("\r\n")
             method, path, _ = lines[0].split(" ", 2)
@@ -72,7 +73,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 await stream(writer, json.loads(body or b"{}"), path.endswith("chat/completions"), t_arrival)
                 continue
             await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
+    except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
         pass
     finally:
         writer.close()
@@ -129,6 +130,7 @@ def main() -> None:
     ap.add_argument("--itl-ms", type=float, default=5.0)
     ap.add_argument("--fail-status", type=int, default=0, help="answer every POST with this HTTP status")
     ap.add_argument("--log", default=None)
+    ap.add_argument("--keepalive-s", type=float, default=5.0, help="close connections idle this long")
     ap.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (except on /health)")
     ARGS = ap.parse_args()
     asyncio.run(main_async())
