@@ -124,6 +124,25 @@ class EngineAdapter(ABC):
     def launch_plan(self, port: int, facts: HostFacts) -> LaunchPlan:
         """The exact process to start. Pure."""
 
+    def make_plan(self, argv: list[str], env: dict[str, str], port: int, metrics_path: str | None = "") -> LaunchPlan:
+        """The plan for `argv`, with host, health path and timeouts from the engine config.
+
+        metrics_path "" = engine.metrics_path; None = the engine has no Prometheus endpoint.
+        """
+        e = self.engine
+        return LaunchPlan(
+            engine=self.name, argv=tuple(argv), env=env, host=e.host, port=port, health_path=e.health_path,
+            metrics_path=e.metrics_path if metrics_path == "" else metrics_path, served_model=self.served_model,
+            ready_timeout_s=float(e.ready_timeout_s), stop_timeout_s=float(e.stop_timeout_s),
+        )  # fmt: skip
+
+    def base_env(self, facts: HostFacts, **extra: str) -> dict[str, str]:
+        """Environment every local engine gets: offline hub for local models, no tokenizer thread
+        pools fighting the engine, then `extra`, then the user's engine.env (which wins)."""
+        env = {"HF_HUB_OFFLINE": "1" if facts.model_is_local else "0", "TOKENIZERS_PARALLELISM": "false", **extra}
+        env.update({str(k): str(v) for k, v in self.engine.env.items()})
+        return env
+
     def effective_quant(self, log_text: str) -> str | None:
         """What quantization/kernel the engine says it chose, parsed from its log; None if silent."""
         return None

@@ -78,13 +78,7 @@ class SglangAdapter(EngineAdapter):
         if q.kv_cache_dtype != "auto":
             argv += ["--kv-cache-dtype", _KV_DTYPES.get(q.kv_cache_dtype, q.kv_cache_dtype)]
         argv += list(e.extra_args)
-        env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1" if facts.model_is_local else "0"}
-        env.update({str(k): str(v) for k, v in e.env.items()})
-        return LaunchPlan(
-            engine=self.name, argv=tuple(argv), env=env, host=e.host, port=port, health_path="/health",
-            metrics_path="/metrics", served_model=self.served_model, ready_timeout_s=float(e.ready_timeout_s),
-            stop_timeout_s=float(e.stop_timeout_s),
-        )  # fmt: skip
+        return self.make_plan(argv, self.base_env(facts), port, metrics_path="/metrics")  # with --enable-metrics
 
     def effective_quant(self, log_text: str) -> str | None:
         m = _QUANT_IN_LOG.search(log_text)

@@ -97,8 +97,4 @@ class TgiAdapter(EngineAdapter):
             env = {}  # passed with -e above; the docker client itself needs none of it
         else:
             argv = ["text-generation-launcher", "--model-id", m.path, "--hostname", e.host, "--port", str(port), *args]
-        return LaunchPlan(
-            engine=self.name, argv=tuple(argv), env=env, host=e.host, port=port, health_path="/health",
-            metrics_path="/metrics", served_model=self.served_model, ready_timeout_s=float(e.ready_timeout_s),
-            stop_timeout_s=float(e.stop_timeout_s),
-        )  # fmt: skip
+        return self.make_plan(argv, env, port, metrics_path="/metrics")

@@ -78,16 +78,7 @@ class TransformersAdapter(EngineAdapter):
         if q.method in _BNB:
             argv += ["--quantization", _BNB[q.method]]
         argv += list(e.extra_args)
-        env = {
-            "HF_HUB_OFFLINE": "1" if facts.model_is_local else "0",
-            "TOKENIZERS_PARALLELISM": "false",
-        }
-        env.update({str(k): str(v) for k, v in e.env.items()})
-        return LaunchPlan(
-            engine=self.name, argv=tuple(argv), env=env, host=e.host, port=port, health_path="/health",
-            metrics_path=None, served_model=self.served_model, ready_timeout_s=float(e.ready_timeout_s),
-            stop_timeout_s=float(e.stop_timeout_s),
-        )  # fmt: skip
+        return self.make_plan(argv, self.base_env(facts), port, metrics_path=None)  # serve has no /metrics
 
     def request_extras(self, max_tokens: int) -> dict[str, Any]:
         if self.workload is None or not self.workload.ignore_eos:

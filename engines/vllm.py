@@ -94,28 +94,10 @@ class VllmAdapter(EngineAdapter):
         argv += self.quant_args()
         argv += list(e.extra_args)
 
-        env: dict[str, str] = {
-            "VLLM_NO_USAGE_STATS": "1",
-            "DO_NOT_TRACK": "1",
-            # Benchmarks must not depend on a hub; a local model never needs one.
-            "HF_HUB_OFFLINE": "1" if facts.model_is_local else "0",
-            "TOKENIZERS_PARALLELISM": "false",
-        }
+        extra = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
         if self.is_cpu_build(facts):
-            env["VLLM_CPU_KVCACHE_SPACE"] = str(e.cpu_kvcache_space_gib)
-        env.update({str(k): str(v) for k, v in e.env.items()})
-        return LaunchPlan(
-            engine=self.name,
-            argv=tuple(argv),
-            env=env,
-            host=e.host,
-            port=port,
-            health_path=e.health_path,
-            metrics_path=e.metrics_path,
-            served_model=self.served_model,
-            ready_timeout_s=float(e.ready_timeout_s),
-            stop_timeout_s=float(e.stop_timeout_s),
-        )
+            extra["VLLM_CPU_KVCACHE_SPACE"] = str(e.cpu_kvcache_space_gib)
+        return self.make_plan(argv, self.base_env(facts, **extra), port)
 
     def quant_args(self) -> list[str]:
         """--quantization/--kv-cache-dtype for the quant config.

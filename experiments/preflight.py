@@ -174,11 +174,7 @@ def warnings(cfg: RunConfig, adapter: EngineAdapter | None) -> list[str]:
 
 
 def telemetry_kind(cfg: RunConfig) -> str | None:
-    """The sampler that will run: nvml for a GPU plan, cpu otherwise (auto); None when off.
-
-    The NVML sampler arrives with issue 5; until then a GPU plan falls back to cpu, and the
-    run records that.
-    """
+    """The sampler that will run: nvml for a GPU plan, cpu otherwise (auto); None when off."""
     s = cfg.telemetry.sampler
     if s == "off":
         return None
