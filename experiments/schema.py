@@ -251,7 +251,8 @@ class RunConfig:
     telemetry: Any = None
     experiment_name: str = "default"
     results_dir: str = "results"
-    seed: int = 0
+    # 0-based repetition of the same (variant, point) measurement; sweeps that repeat a point set it.
+    repetition: int = 0
 
 
 GROUP_SCHEMAS: dict[str, type] = {

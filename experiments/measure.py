@@ -1,0 +1,121 @@
+"""Measuring one load point against a ready engine lease. Returns a typed :class:`PointResult`.
+
+A point is: build its spec (pure, loadgen.driver.build_spec), run it in the load-generator
+process (loadgen.driver.run_load_point) while the lease watches the engine, count the client
+side tokens of what came back (post-run annotation), and summarise it (analysis.metrics).
+
+Side effects: runs the load generator (a child of the run's supervisor) against the lease's
+engine over loopback HTTP; the records stream into `work/`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from analysis.metrics import summarize_point
+from experiments import identity
+from experiments.artifacts import PointRecord, load_unit, nullable_dtype
+from experiments.lease import EngineLease
+from loadgen.driver import LoadInterrupted, LoadPointOutput, build_spec, run_load_point
+from loadgen.records import to_table
+from loadgen.tokenizer import annotate_client_counts
+
+log = logging.getLogger("servelab")
+
+
+@dataclass
+class PointResult:
+    """One measured load point: its record in run.json and the raw output it came from."""
+
+    record: PointRecord
+    output: LoadPointOutput
+
+    @property
+    def index(self) -> int:
+        return self.record.index
+
+
+class PointInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM during a point; carries what was recorded up to then."""
+
+    def __init__(self, result: PointResult) -> None:
+        super().__init__("interrupted")
+        self.result = result
+
+
+@dataclass(frozen=True)
+class PointPlan:
+    """Which point to measure: its index in the run, load value and repetition."""
+
+    index: int
+    load_value: float
+    repetition: int = 0
+
+
+def measure_point(
+    lease: EngineLease,
+    point: PointPlan,
+    *,
+    items: list[Any],
+    counter: Any,
+    work: Path,
+    traffic: Any | None = None,
+    workload: Any | None = None,
+    trace_times_s: list[float] | None = None,
+) -> PointResult:
+    """Run `point` against the open `lease` and summarise it.
+
+    A crash of the engine stops the point at once (result.record.aborted says why); Ctrl-C
+    raises PointInterrupted carrying the records received so far.
+    """
+    t = traffic if traffic is not None else lease.cfg.traffic
+    w = workload if workload is not None else lease.cfg.workload
+    assert lease.adapter is not None and lease.plan is not None
+    spec = build_spec(
+        load_point=point.index, point_value=float(point.load_value), traffic=t, workload=w, items=items,
+        base_url=lease.plan.base_url, model=lease.plan.served_model, extras_for=lease.adapter.request_extras,
+        workdir=work, api_key_env=lease.plan.api_key_env, trace_times_s=trace_times_s,
+    )  # fmt: skip
+    rec = PointRecord(
+        index=point.index, point_id=identity.point_id(t, w, point.load_value), repetition=point.repetition,
+        load_value=float(point.load_value), load_unit=load_unit(t.kind),
+    )  # fmt: skip
+    log.info(
+        "load point %d: %s %g %s for %.0f s (+%.0f s warmup)",
+        point.index, t.kind, point.load_value, rec.load_unit, t.duration_s, t.warmup_s,
+    )  # fmt: skip
+    try:
+        out = run_load_point(spec, work, supervisor=lease.supervisor, abort=lease.failure_reason)
+    except LoadInterrupted as e:
+        rec.interrupted = True
+        res = _finish(rec, e.output, counter, t, w)
+        raise PointInterrupted(res) from None
+    res = _finish(rec, out, counter, t, w)
+    s = rec.summary
+    log.info(
+        "load point %d: ok %d/%d, TTFT p50 %s ms, TPOT p50 %s ms, %s output tok/s",
+        point.index, s["requests"]["ok"], s["requests"]["total"], _fmt(s["ttft_ms"]["p50"]),
+        _fmt(s["tpot_ms"]["p50"]), _fmt(s["output_tok_per_s"]),
+    )  # fmt: skip
+    return res
+
+
+def _finish(rec: PointRecord, out: LoadPointOutput, counter: Any, t: Any, w: Any) -> PointResult:
+    annotate_client_counts(out.records, counter)  # post-run annotation, never in the hot path
+    rec.t0_ns, rec.t_end_ns = out.meta.get("t0_ns"), out.meta.get("t_end_ns")
+    rec.aborted = getattr(out, "aborted", None)
+    rec.clock_offsets = out.meta.get("clock_offsets")
+    rec.problems = list(out.problems)
+    df = to_table(out.records).to_pandas(types_mapper=nullable_dtype)
+    rec.summary = summarize_point(
+        df, kind=t.kind, value=rec.load_value, warmup_s=t.warmup_s, duration_s=t.duration_s,
+        lag_samples=out.lag, ignore_eos=w.ignore_eos,
+    )  # fmt: skip
+    return PointResult(record=rec, output=out)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
