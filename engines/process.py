@@ -156,7 +156,7 @@ class Child:
         grace = self.stop_timeout_s if grace_s is None else grace_s
         pgid = self.pgid
         if group_alive(pgid):
-            log.info("stopping %s (pid %d)", self.name, self.pid)
+            log.log(logging.INFO if self.critical else logging.DEBUG, "stopping %s (pid %d)", self.name, self.pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGTERM)
             t0 = time.monotonic()
@@ -251,7 +251,8 @@ class Supervisor:
                           cpus=cpu_list, stop_timeout_s=stop_timeout_s)  # fmt: skip
             self.children.append(child)
             self._tell(f"add {child.pgid}")
-        log.info("started %s (pid %d%s): %s", name, child.pid, f", cpus {cpu_list}" if cpu_list else "", shlex.join(args))
+        log.log(logging.INFO if critical else logging.DEBUG, "started %s (pid %d%s): %s", name, child.pid,
+                f", cpus {cpu_list}" if cpu_list else "", shlex.join(args))  # fmt: skip
         return child
 
     # -- watching --------------------------------------------------------------------------
@@ -442,8 +443,10 @@ def _handlers(handler: Callable[[int, FrameType | None], None]) -> Iterator[None
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
-    old = {s: signal.getsignal(s) for s in _SIGNALS}
-    for s in _SIGNALS:
+    # A signal the lab was started with ignored (e.g. SIGINT for a background job of a script) stays
+    # ignored, as Python itself does at start-up.
+    old = {s: signal.getsignal(s) for s in _SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
+    for s in old:
         signal.signal(s, handler)
     try:
         yield
@@ -468,7 +471,7 @@ def shielded_teardown(supervisor: Supervisor | None) -> Iterator[Shield]:
         shield.signals.append(signum)
         if supervisor is not None:
             supervisor.hurry()
-        _say(f"servelab: {signal.Signals(signum).name} during teardown: finishing it with shorter grace periods\n")
+        _say(f"servelab: {signal.Signals(signum).name} while stopping: finishing with shorter grace periods\n")
 
     with _handlers(on_signal):
         yield shield

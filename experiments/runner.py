@@ -19,7 +19,6 @@ Exit codes: 0 ok, 1 failed, 2 rejected by preflight, 130 cancelled (Ctrl-C / SIG
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -39,7 +38,16 @@ from analysis.report import render_report
 from analysis.telemetry import energy_j, engine_series, scrape_gaps, summarize_engine_metrics, summarize_gpu
 from engines import ADAPTERS
 from engines.base import LaunchPlan
-from engines.process import EngineError, EngineProcess, free_port, wait_http_ready
+from engines.process import (
+    EngineCrashed,
+    EngineError,
+    EngineProcess,
+    Supervisor,
+    cancel_on_signal,
+    free_port,
+    shielded_teardown,
+    wait_http_ready,
+)
 from experiments import discover, preflight
 from experiments.config import to_plain
 from experiments.schema import RunConfig
@@ -72,6 +80,7 @@ class Run:
         self.work = self.dir / "work"
         self.points: list[dict[str, Any]] = []
         self.outputs: list[LoadPointOutput] = []
+        self.supervisor = Supervisor()  # every child of the run: engine, samplers, load generator
         self.summary: dict[str, Any] = {
             "schema_version": RUN_SCHEMA_VERSION,
             "run_id": self.dir.name,
@@ -109,6 +118,16 @@ class Run:
 
     # -- the run -------------------------------------------------------------------------------
     def execute(self) -> int:
+        code = self._execute()
+        # A signal during teardown turns an ok run into a cancelled one (see the finally below).
+        return EXIT.get(self.summary["status"], code)
+
+    def _engine_failure(self) -> str | None:
+        """Polled by the load generator's driver: why the point must stop now, if it must."""
+        c = self.supervisor.failed_critical()
+        return f"{c.name} exited with code {c.returncode}" if c is not None else None
+
+    def _execute(self) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(exist_ok=True)
         self.save()
@@ -171,7 +190,7 @@ class Run:
                 log.info("benchmarking the running server at %s", plan.base_url)
                 ready_s = wait_http_ready(plan.base_url + plan.health_path, plan.ready_timeout_s, _auth_headers(plan))
             else:
-                engine_proc = EngineProcess(plan, self.dir / "engine.log")
+                engine_proc = EngineProcess(plan, self.dir / "engine.log", supervisor=self.supervisor)
                 engine_proc.start()
                 assert engine_proc.proc is not None
                 self.summary["engine"]["pid"] = engine_proc.proc.pid  # also its process-group id
@@ -185,13 +204,15 @@ class Run:
             if kind:
                 assert engine_proc is not None and engine_proc.proc is not None
                 samplers["telemetry"] = SamplerProcess(
-                    kind, engine_proc.proc.pid, self.work / "telemetry.jsonl", cfg.telemetry.interval_s
+                    kind, engine_proc.proc.pid, self.work / "telemetry.jsonl", cfg.telemetry.interval_s,
+                    supervisor=self.supervisor,
                 )
             if cfg.telemetry.scrape_engine_metrics and plan.metrics_path and not plan.api_key_env:
                 url = plan.base_url + plan.metrics_path
                 self.summary["engine_metrics"] = {"url": url, "interval_s": cfg.telemetry.metrics_interval_s}
                 samplers["engine_metrics"] = SamplerProcess(
-                    "metrics", 0, self.work / "engine_metrics.jsonl", cfg.telemetry.metrics_interval_s, url=url
+                    "metrics", 0, self.work / "engine_metrics.jsonl", cfg.telemetry.metrics_interval_s, url=url,
+                    supervisor=self.supervisor,
                 )
             for sp in samplers.values():
                 sp.start()
@@ -209,7 +230,7 @@ class Run:
                     i + 1, len(t.points), t.kind, value, unit, t.duration_s, t.warmup_s,
                 )  # fmt: skip
                 try:
-                    out = run_load_point(spec, self.work)
+                    out = run_load_point(spec, self.work, supervisor=self.supervisor, abort=self._engine_failure)
                 except LoadInterrupted as e:
                     self.outputs.append(e.output)
                     self.points.append({"index": i, "value": float(value), "spec_mode": spec["mode"]})
@@ -217,6 +238,8 @@ class Run:
                 annotate_client_counts(out.records, counter)
                 self.outputs.append(out)
                 self.points.append({"index": i, "value": float(value), "spec_mode": spec["mode"]})
+                if out.aborted is not None and (crashed := self.supervisor.failed_critical()) is not None:
+                    raise EngineCrashed.of(crashed)  # the records up to the crash are kept in self.outputs
                 for p in out.problems:
                     self.summary["notes"].append(f"load point {i}: {p}")
                 s = self._summarize_point(i)
@@ -247,8 +270,9 @@ class Run:
             self.fail("failed", f"{type(e).__name__}: {e}", traceback.format_exc(limit=8))
             return EXIT["failed"]
         finally:
-            # Teardown runs even if a second Ctrl-C arrives while it is running.
-            with _shielded():
+            # Teardown runs to the end even if Ctrl-C / SIGTERM arrives while it runs: a signal now
+            # only shortens the grace periods, and marks an ok run cancelled.
+            with shielded_teardown(self.supervisor) as shield:
                 for sp in samplers.values():
                     sp.stop()
                 if engine_proc is not None:
@@ -256,6 +280,9 @@ class Run:
                     if self.summary["engine"] is not None:
                         self.summary["engine"]["exit_code"] = code
                         self.summary["engine"]["effective_quant"] = adapter.effective_quant(engine_proc.log_text())
+                self.supervisor.stop_all()
+                if shield.interrupted and self.summary["status"] in ("ok", "running"):
+                    self.fail("cancelled", "interrupted by Ctrl-C or SIGTERM during teardown")
                 self._write_artifacts()
 
     # -- artifacts -----------------------------------------------------------------------------
@@ -415,21 +442,14 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-@contextlib.contextmanager
-def _shielded():
-    """Ignore SIGINT while tearing down, so a second Ctrl-C cannot leave an orphan engine."""
-    import signal
-
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-
-
 def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None) -> int:
-    """Execute one run into `run_dir`; returns the exit code (see module doc)."""
-    return Run(cfg, run_dir, overrides).execute()
+    """Execute one run into `run_dir`; returns the exit code (see module doc).
+
+    The first SIGINT/SIGTERM cancels the run (KeyboardInterrupt); later ones only hurry its teardown.
+    """
+    r = Run(cfg, run_dir, overrides)
+    with cancel_on_signal(r.supervisor):
+        return r.execute()
 
 
 __all__ = ["EXIT", "REQUEST_SCHEMA", "run"]
