@@ -13,7 +13,8 @@ Kinds:
 - ``metrics``: scrapes the engine's Prometheus endpoint (--url) and keeps every raw sample
   (name, labels, value), parsed with prometheus_client's text parser.
 
-:class:`SamplerProcess` (used by the lab) starts and stops one sampler process.
+:class:`SamplerProcess` (used by the lab) starts and stops one sampler process through the
+run's :class:`engines.process.Supervisor`.
 Side effects: reads /proc via psutil, NVML, or HTTP on loopback; appends to the output file;
 the class spawns a process.
 """
@@ -23,14 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the sampler processes themselves need none of the lab's process code
+    from engines.process import Child, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -194,42 +196,42 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class SamplerProcess:
-    """Starts one sampler process for the engine tree at `pid`; stop() ends it. Context manager."""
+    """One sampler process for the engine tree at `pid`, started on `supervisor` (a private one when
+    none is given); stop() ends it. Context manager. Its output goes to ``<out stem>.log``."""
 
-    def __init__(self, kind: str, pid: int, out: Path, interval_s: float, url: str | None = None) -> None:
+    def __init__(self, kind: str, pid: int, out: Path, interval_s: float, url: str | None = None,
+                 supervisor: Supervisor | None = None, cpus: list[int] | None = None) -> None:  # fmt: skip
         self.kind, self.pid, self.out, self.interval_s, self.url = kind, pid, Path(out), interval_s, url
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.cpus = cpus  # cores the sampler may run on (experiments.placement), None = any
+        from engines.process import Supervisor
+
+        self._own = supervisor is None
+        self.supervisor = supervisor if supervisor is not None else Supervisor()
+        self.child: Child | None = None
 
     def start(self) -> None:
         root = Path(__file__).resolve().parent.parent
         extra = ["--url", self.url] if self.url else []
-        with open(self.out.with_suffix(".log"), "ab") as log_f:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "experiments.telemetry", self.kind, "--pid", str(self.pid),
-                 "--out", str(self.out), "--interval", str(self.interval_s), *extra],
-                cwd=root,
-                stdin=subprocess.DEVNULL,
-                stdout=log_f,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+        self.child = self.supervisor.spawn(
+            f"{self.kind} sampler",
+            [sys.executable, "-m", "experiments.telemetry", self.kind, "--pid", str(self.pid),
+             "--out", str(self.out), "--interval", str(self.interval_s), *extra],
+            log_path=self.out.with_suffix(".log"),
+            cwd=root,
+            stop_timeout_s=5.0,
+            cpus=self.cpus,
+        )  # fmt: skip
 
     def stop(self) -> int | None:
-        if self.proc is None:
+        if self.child is None:
             return None
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-            except ProcessLookupError:
-                pass
-        return self.proc.returncode
+        code = self.child.stop()
+        if self._own:
+            self.supervisor.stop_all()
+        return code
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.child is not None and self.child.alive()
 
     def __enter__(self) -> SamplerProcess:
         self.start()

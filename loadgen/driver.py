@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engines.process import Child, Supervisor, free_port, shielded_teardown
 from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, open_loop_schedule, trace_schedule
 from loadgen.workload import WorkloadItem
 
@@ -123,6 +122,7 @@ class LoadPointOutput:
     exit_code: int | None
     interrupted: bool = False
     problems: list[str] = field(default_factory=list)
+    aborted: str | None = None  # why abort() stopped the point early, if it did
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -140,10 +140,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def run_load_point(spec: dict[str, Any], workdir: Path, python: str = sys.executable) -> LoadPointOutput:
+def run_load_point(spec: dict[str, Any], workdir: Path, python: str = sys.executable, *,
+                   supervisor: Supervisor | None = None,
+                   abort: Callable[[], str | None] | None = None) -> LoadPointOutput:  # fmt: skip
     """Run one load point in a Locust subprocess and collect its raw output. Blocks until done.
 
-    KeyboardInterrupt is re-raised after the subprocess has flushed its records.
+    The Locust processes start on `supervisor` (a private one, stopped at the end, when None).
+    `abort()` is polled every 0.2 s; a reason it returns stops the point at once (the generator
+    flushes, in-flight requests are recorded cancelled) and lands in `out.aborted`.
+    KeyboardInterrupt is re-raised (as LoadInterrupted) after the subprocess has flushed its records.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path = workdir / f"loadgen_spec.{spec['load_point']}.json"
@@ -157,66 +162,63 @@ def run_load_point(spec: dict[str, Any], workdir: Path, python: str = sys.execut
     else:
         budget = spec["warmup_s"] + spec["duration_s"] + spec["cooldown_s"] + spec["request_timeout_s"] + 90
     interrupted = False
+    aborted: str | None = None
     problems: list[str] = []
     distributed = spec.get("workers", 1) > 1 or spec.get("remote_workers", 0) > 0
-    workers: list[subprocess.Popen[bytes]] = []
-    with open(log_path, "ab") as lf:
-        offset = lf.tell()
-        cmd = [python, "-m", "loadgen.locust_runner", str(spec_path)]
-        if distributed:
-            port = spec.get("master_port") or _free_port()
-            n_total = spec["workers"] + spec.get("remote_workers", 0)
-            cmd += ["--role", "master", "--master-bind", spec.get("master_bind", "127.0.0.1"), "--master-port", str(port),
-                    "--expect-workers", str(n_total)]  # fmt: skip
-            if spec.get("remote_workers"):
-                log.info("master waits on %s:%d for %d remote worker(s)", spec.get("master_bind"), port, spec["remote_workers"])
-        proc = subprocess.Popen(
-            cmd,
-            cwd=root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=lf,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the lab only; we stop the generator cleanly
-        )
+    own = supervisor is None
+    sup = supervisor if supervisor is not None else Supervisor()
+    lp = spec["load_point"]
+    workers: list[Child] = []
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    cmd = [python, "-m", "loadgen.locust_runner", str(spec_path)]
+    if distributed:
+        port = spec.get("master_port") or free_port()
+        n_total = spec["workers"] + spec.get("remote_workers", 0)
+        cmd += ["--role", "master", "--master-bind", spec.get("master_bind", "127.0.0.1"), "--master-port", str(port),
+                "--expect-workers", str(n_total)]  # fmt: skip
+        if spec.get("remote_workers"):
+            log.info("master waits on %s:%d for %d remote worker(s)", spec.get("master_bind"), port, spec["remote_workers"])
+    # Own process group (Supervisor): Ctrl-C reaches the lab only; we stop the generator cleanly.
+    proc = sup.spawn(f"loadgen {lp}", cmd, log_path=log_path, env=env, cwd=root)
+    try:
         if distributed:
             master_host = "127.0.0.1" if spec.get("master_bind") in ("0.0.0.0", "*", "", None) else spec["master_bind"]
-            for _ in range(spec["workers"]):
-                workers.append(subprocess.Popen(
+            for k in range(spec["workers"]):
+                workers.append(sup.spawn(
+                    f"loadgen {lp} worker {k}",
                     [python, "-m", "loadgen.locust_runner", "--role", "worker", "--master-host", master_host,
                      "--master-port", str(port)],
-                    cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT,
-                    start_new_session=True,
+                    log_path=log_path, env=env, cwd=root,
                 ))  # fmt: skip
-    deadline = time.monotonic() + budget
-    try:
-        while True:
-            try:
-                proc.wait(timeout=1.0)
-                offset = _relay_progress(log_path, offset)
+        deadline = time.monotonic() + budget
+        while proc.wait(0.2) is None:  # abort() is polled every 0.2 s
+            offset = _relay_progress(log_path, offset)
+            if abort is not None and (aborted := abort()) is not None:
+                log.warning("stopping the load point: %s", aborted)
+                problems.append(f"stopped early: {aborted}")
+                proc.stop()
                 break
-            except subprocess.TimeoutExpired:
-                offset = _relay_progress(log_path, offset)
-                if time.monotonic() > deadline:
-                    problems.append(f"load generator exceeded its time budget of {budget:.0f} s and was stopped")
-                    _stop(proc)
-                    break
+            if time.monotonic() > deadline:
+                problems.append(f"load generator exceeded its time budget of {budget:.0f} s and was stopped")
+                proc.stop()
+                break
+        offset = _relay_progress(log_path, offset)
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: stopping the load generator (in-flight requests are recorded as cancelled)")
-        _stop(proc)
     finally:
-        if proc.poll() is None:
-            _stop(proc)
-        for w in workers:  # they exit when the master quits; make sure none is left
-            try:
-                w.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                _stop(w)
+        with shielded_teardown(sup) as shield:  # a signal now only shortens the wait for the flush
+            proc.stop()
+            for w in workers:  # they exit when the master quits; make sure none is left
+                if w.wait(15) is None:
+                    w.stop()
+            if own:
+                sup.stop_all()
+        interrupted = interrupted or shield.interrupted  # a Ctrl-C during the stop still cancels
     records = read_jsonl(Path(spec["records_path"]))
     meta_path = Path(spec["meta_path"])
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    if proc.returncode not in (0, None) and not interrupted:
+    if proc.returncode not in (0, None) and not interrupted and aborted is None:
         why = {3: "not all workers connected", 4: "merged records do not match the workers' counts"}.get(proc.returncode, "")
         problems.append(f"load generator exited with code {proc.returncode} {why} (see {log_path})".replace("  ", " "))
     out = LoadPointOutput(
@@ -226,6 +228,7 @@ def run_load_point(spec: dict[str, Any], workdir: Path, python: str = sys.execut
         exit_code=proc.returncode,
         interrupted=interrupted,
         problems=problems,
+        aborted=aborted,
     )
     if interrupted:
         raise LoadInterrupted(out)
@@ -240,14 +243,6 @@ class LoadInterrupted(KeyboardInterrupt):
         self.output = output
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _relay_progress(log_path: Path, offset: int) -> int:
     """Log the generator's new `[loadgen]` progress lines; returns the new file offset."""
     with open(log_path, "rb") as f:
@@ -258,19 +253,3 @@ def _relay_progress(log_path: Path, offset: int) -> int:
         if line.startswith("[loadgen]"):
             log.info(line)
     return offset + end
-
-
-def _stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    """SIGTERM the generator's group (it flushes and exits), SIGKILL after `grace_s`."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=5)

@@ -1,0 +1,49 @@
+"""Test-only entry point: the real lab (`run.py`) with the fake engines registered.
+
+`python tests/support/lab_with_fakes.py [hydra overrides]` behaves exactly like `python run.py`
+but also knows `engine.name=timing` (tests/support/fake_adapter.py) and `engine.name=faulty`
+(tests/support/faulty_engine.py, configured through the environment variable
+SERVELAB_FAULTY_ARGS, e.g. "--crash-after-requests 15"). A lab started as a subprocess cannot
+see a test's monkeypatched ADAPTERS, hence this file. Never used by the lab itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from engines import ADAPTERS  # noqa: E402
+from engines.base import EngineAdapter, HostFacts, LaunchPlan  # noqa: E402
+from tests.support.fake_adapter import TimingServerAdapter  # noqa: E402
+
+SUPPORT = ROOT / "tests" / "support"
+
+
+class FaultyEngineAdapter(EngineAdapter):
+    """Launches tests/support/faulty_engine.py around the timing server."""
+
+    name = "faulty"
+
+    def launch_plan(self, port: int, facts: HostFacts) -> LaunchPlan:
+        extra = shlex.split(os.environ.get("SERVELAB_FAULTY_ARGS", ""))
+        argv = (sys.executable, str(SUPPORT / "faulty_engine.py"), *extra, "--",
+                "--port", str(port), "--ttft-ms", "15", "--itl-ms", "3")  # fmt: skip
+        stop_s = float(os.environ.get("SERVELAB_FAULTY_STOP_S", "5"))
+        return LaunchPlan(engine=self.name, argv=argv, host=self.engine.host, port=port, served_model=self.served_model,
+                          ready_timeout_s=60, stop_timeout_s=stop_s)  # fmt: skip
+
+
+ADAPTERS.setdefault("timing", TimingServerAdapter)
+ADAPTERS.setdefault("faulty", FaultyEngineAdapter)
+
+if __name__ == "__main__":
+    import runpy
+
+    # As `python run.py ...`: Hydra finds conf/ next to the script that runs as __main__.
+    sys.argv[0] = str(ROOT / "run.py")
+    runpy.run_path(sys.argv[0], run_name="__main__")
