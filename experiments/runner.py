@@ -34,9 +34,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.metrics import derive, summarize_cpu_telemetry, summarize_point
+from analysis.metrics import derive, summarize_point
 from analysis.report import render_report
-from analysis.telemetry import energy_j, engine_series, scrape_gaps, summarize_engine_metrics, summarize_gpu
+from analysis.run_summary import engine_metrics_summary, load_span, point_resources, telemetry_summary
 from engines import ADAPTERS
 from engines.base import LaunchPlan
 from engines.process import EngineError, EngineProcess, free_port, wait_http_ready
@@ -270,6 +270,8 @@ class Run:
         s = summarize_point(
             df, kind=cfg.traffic.kind, value=self.points[i]["value"], warmup_s=cfg.traffic.warmup_s,
             duration_s=cfg.traffic.duration_s, lag_samples=out.lag, ignore_eos=cfg.workload.ignore_eos,
+            t0_ns=out.meta.get("t0_ns"), t_end_ns=out.meta.get("t_end_ns"), cooldown_s=cfg.traffic.cooldown_s,
+            shape=cfg.traffic.shape,
         )  # fmt: skip
         entry = {
             "index": i,
@@ -294,31 +296,24 @@ class Run:
             arts["requests"] = "requests.parquet"
 
             tel = pd.DataFrame(read_jsonl(self.work / "telemetry.jsonl"))
+            kind = (self.summary.get("telemetry") or {}).get("sampler")
             if not tel.empty:
                 pq.write_table(pa.Table.from_pandas(tel, preserve_index=False), self.dir / "telemetry.parquet")
                 arts["telemetry"] = "telemetry.parquet"
-                self.summary["telemetry"].update(self._telemetry_summary(tel))
-            elif self.summary.get("telemetry") and self.summary["telemetry"].get("sampler"):
-                self.summary["telemetry"]["gaps"] = ["no telemetry samples were recorded"]
+            if not tel.empty or kind:
+                self.summary["telemetry"].update(telemetry_summary(
+                    tel, kind, self.cfg.telemetry.interval_s, load_span(self.summary["load_points"])))  # fmt: skip
 
             raw = pd.DataFrame(read_jsonl(self.work / "engine_metrics.jsonl"))
-            series = pd.DataFrame(columns=["t_ns"])
+            em, series = engine_metrics_summary(raw, self.cfg.engine.name, self.cfg.telemetry.metrics_interval_s,
+                                                load_span(self.summary["load_points"]))  # fmt: skip
             if not raw.empty:
                 pq.write_table(pa.Table.from_pandas(raw, preserve_index=False), self.dir / "engine_metrics.parquet")
                 arts["engine_metrics"] = "engine_metrics.parquet"
-                series = engine_series(raw[raw["name"].notna()], self.cfg.engine.name)
-                start, end = self._load_span()
-                em = self.summary["engine_metrics"]
-                em.update({
-                    "scrapes": int(raw["t_ns"].nunique()),
-                    "failed_scrapes": int(raw["error"].notna().sum()),
-                    "known_series": [c for c in series.columns if c != "t_ns"],
-                    "gaps": scrape_gaps(raw["t_ns"], self.cfg.telemetry.metrics_interval_s),
-                    "summary_during_load": summarize_engine_metrics(series, start, end),
-                })  # fmt: skip
-            elif self.summary.get("engine_metrics"):
-                self.summary["engine_metrics"]["gaps"] = ["no /metrics scrape was recorded"]
-            self._per_point_resources(df, tel, series)
+            if self.summary.get("engine_metrics"):
+                self.summary["engine_metrics"].update(em)
+            for p in self.summary["load_points"]:  # energy, J/token, cpu/gpu, engine metrics per point
+                p["summary"].update(point_resources(p["summary"], tel, kind, series))
 
             lag = pd.DataFrame(
                 [{"load_point": i, **s} for i, out in enumerate(self.outputs) for s in out.lag]
@@ -350,42 +345,6 @@ class Run:
             self.summary["notes"].append(f"report rendering failed: {type(e).__name__}: {e}")
             self.save()
         shutil.rmtree(self.work, ignore_errors=True)  # everything in it is now in the parquet files
-
-    def _load_span(self) -> tuple[int | None, int | None]:
-        pts = self.summary["load_points"]
-        start = min((p["t0_ns"] for p in pts if p.get("t0_ns")), default=None)
-        end = max((p["t_end_ns"] for p in pts if p.get("t_end_ns")), default=None)
-        return start, end
-
-    def _telemetry_summary(self, tel: pd.DataFrame) -> dict[str, Any]:
-        start, end = self._load_span()
-        kind = self.summary["telemetry"]["sampler"]
-        # gaps per device: NVML writes one row per GPU per round
-        times = tel[tel["gpu"] == tel["gpu"].min()]["t_ns"] if kind == "nvml" else tel["t_ns"]
-        during = summarize_gpu(tel, start, end) if kind == "nvml" else summarize_cpu_telemetry(tel, start, end)
-        out = {"samples": int(len(tel)), "gaps": scrape_gaps(times, self.cfg.telemetry.interval_s), "summary_during_load": during}
-        if kind == "nvml" and "errors" in tel and tel["errors"].notna().any():
-            out["errors"] = sorted(set(tel["errors"].dropna().tolist()))[:10]
-        return out
-
-    def _per_point_resources(self, df: pd.DataFrame, tel: pd.DataFrame, series: pd.DataFrame) -> None:
-        """Energy (J, J/output token) and engine metrics over each point's measure window."""
-        for p in self.summary["load_points"]:
-            m = df[(df["load_point"] == p["index"]) & (df["phase"] == "measure") & df["t_sent_ns"].notna()]
-            if m.empty:
-                continue
-            t0, t1 = int(m["t_sent_ns"].min()), int(m["t_done_ns"].max())
-            s = p["summary"]
-            if not tel.empty and self.summary["telemetry"].get("sampler") == "nvml":
-                e = energy_j(tel, t0, t1)
-                tokens = s.get("output_tokens") or 0
-                e["j_per_output_token"] = e["joules"] / tokens if e["joules"] is not None and tokens else None
-                s["energy"] = e
-                s["gpu"] = summarize_gpu(tel, t0, t1)
-            elif not tel.empty:
-                s["cpu"] = summarize_cpu_telemetry(tel, t0, t1)
-            if not series.empty:
-                s["engine_metrics"] = summarize_engine_metrics(series, t0, t1)
 
     def _finish(self) -> None:
         self.summary["finished_at_utc"] = datetime.now(UTC).isoformat(timespec="seconds")
