@@ -219,3 +219,18 @@ def test_loadgen_health_flags_saturation_with_structured_notes():
     cpu = bad["saturation_reasons"][0]
     assert (cpu["t0_ns"], cpu["t1_ns"]) == (4 * 10**9, 5 * 10**9) and cpu["message"].startswith("load generator CPU reached 75 %")
     assert math.isclose(bad["cpu_pct_mean"], 47.5) and bad["loop_lag_mean_ms"] == 2.0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 101])
+def test_itl_distribution_is_exact_for_small_counts(n):
+    gaps = [(k * 7919) % 13 + 1 for k in range(n)]  # repeated values, unsorted
+    chunks = [np.cumsum([0, *gaps]) * MS]
+    assert itl_distribution(chunks) == pytest.approx(distribution(np.asarray(gaps, dtype=float)), rel=1e-12)
+
+
+def test_itl_distribution_with_wide_gaps_uses_int64_exactly():
+    s = 10**9
+    chunks = [[0, 5 * s, 5 * s + 2 * MS], [0, 1 * MS, 4 * MS]]  # a 5 s gap: beyond uint32 ns
+    d = itl_distribution(chunks)
+    assert d["count"] == 4 and d["max"] == 5000.0 and d["min"] == 1.0
+    assert d["mean"] == pytest.approx((5000 + 2 + 1 + 3) / 4)
