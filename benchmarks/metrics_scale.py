@@ -3,7 +3,8 @@
 Writes synthetic records of N requests × C content chunks to a temporary requests.parquet (in
 batches, so generating them costs little memory), then, in a fresh child process so that its
 peak RSS is the pipeline's own, times:
-  read      requests.parquet -> a records frame (analysis.metrics.read_columns / requests_frame)
+  read      requests.parquet -> a records frame: the columns analysis.metrics.METRIC_COLUMNS names,
+            row group by row group, through analysis.metrics.requests_frame (chunk lists stay Arrow)
   derive    per-request metrics (analysis.metrics.derive)
   summary   one load point's summary (analysis.metrics.summarize_point: counts, window
             throughput, TTFT/TPOT/E2E/ITL distributions; ITL pools all N × (C − 1) gaps)
@@ -108,7 +109,10 @@ def measure(path: Path, duration_s: float) -> dict[str, float]:
     times: dict[str, float] = {}
     t = time.perf_counter()
     if hasattr(metrics, "requests_frame"):  # the vectorised reader: only the columns the metrics read
-        df = metrics.requests_frame(pq.read_table(path, columns=list(metrics.METRIC_COLUMNS)))
+        # row group by row group: the decoder's scratch memory is one row group's, not the file's
+        f = pq.ParquetFile(path)
+        cols = list(metrics.METRIC_COLUMNS)
+        df = metrics.requests_frame(pa.concat_tables(f.read_row_group(i, columns=cols) for i in range(f.num_row_groups)))
     else:  # before: the runner's way, every column to pandas
         from experiments.runner import _nullable
 
