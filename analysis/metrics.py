@@ -1,32 +1,42 @@
-"""Metrics derived from raw request records and telemetry samples. Pure: no I/O, no processes.
+"""Metrics derived from raw request records. Pure: no I/O, no processes.
 
 Notation for one request (all times `time.monotonic_ns()`, see loadgen.records):
   t_sched  intended send time      t_sent   request written      t_first  first content chunk
   t_last   last content chunk      t_done   stream finished      N        output tokens (server usage)
-Formulas (docs/metrics.md has the same table):
-  ttft_ms          = (t_first − t_sent) / 1e6
-  e2e_ms           = (t_done − t_sent) / 1e6
-  tpot_ms          = (t_last − t_first) / 1e6 / (N − 1)    [= (E2E − TTFT)/(N − 1) with E2E at the last token; N ≥ 2]
-  itl_ms           = every gap between consecutive content chunks, pooled over requests
-  sched_lag_ms     = (t_sent − t_sched) / 1e6              [how late the load generator sent it]
-  interactivity_tok_per_s = 1000 / tpot_ms                 [per-user decode speed]
-Throughput uses the measure window W = [min t_sent, max t_done] over measure-phase requests that were sent:
-  output_tok_per_s = Σ N (ok, measure) / W;  total_tok_per_s = Σ (prompt + N) (ok, measure) / W
-  achieved_rate_rps = count(ok, measure) / W
-Percentiles are numpy's linear interpolation over the measure-phase, status=ok requests.
+Per request (analysis.catalog has every formula; docs/metrics.md is generated from it):
+  ttft_ms = (t_first − t_sent)/1e6   e2e_ms = (t_done − t_sent)/1e6   sched_lag_ms = (t_sent − t_sched)/1e6
+  tpot_ms = (t_last − t_first)/1e6/(N − 1)  [N ≥ 2]        itl_ms = every gap between consecutive chunks, pooled
+Throughput is counted over the steady measure window W = [t0 + warmup_s, t0 + warmup_s + duration_s]
+(t0 = the point's start; :func:`measure_window`), not over [first send, last completion]: the
+latter includes the drain tail, when the server runs out of work, and made tok/s and J/token
+depend on how long the last requests took. Inside W, tokens are counted where they arrived: a
+successful request of any phase contributes N × (its chunks in W)/(its chunks), so a request
+straddling a boundary adds only its in-window part, and requests of the warmup keep the start
+of W loaded. Latency distributions stay per request over the measure phase's `ok` requests.
+
+Everything is vectorised over numpy/Arrow (the chunk lists are read as one flat int64 buffer
+with offsets; no per-request Python), so a point of 1 M requests × 128 chunks summarises in
+seconds (benchmarks/metrics_scale.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from analysis.notes import Note
+from loadgen.arrivals import shape_multiplier
 from loadgen.records import DROPPED, MEASURE, OK, STATUSES
 
 PERCENTILES = (50, 90, 95, 99)
+DISTRIBUTION_KEYS = ("count", "mean", "min", *(f"p{p}" for p in PERCENTILES), "max")
 
 # Flags from measurements of Locust on 2 cores (../shared/reference/locust.md): past these the
 # generator's TTFT/ITL percentiles stop being trustworthy.
@@ -34,54 +44,312 @@ LOADGEN_CPU_LIMIT_PCT = 60.0
 LOADGEN_LOOP_LAG_LIMIT_MS = 50.0
 SCHED_LAG_P99_LIMIT_MS = 10.0
 
+# The record fields the metrics read; a reader may load only these (output_text is never needed).
+METRIC_COLUMNS = (
+    "load_point", "phase", "status", "max_tokens", "prompt_tokens_client", "t_scheduled_ns", "t_sent_ns",
+    "t_first_token_ns", "t_last_token_ns", "t_done_ns", "chunk_ns", "prompt_tokens", "output_tokens",
+    "output_tokens_source", "output_tokens_client",
+)  # fmt: skip
+DERIVED_COLUMNS = ("ttft_ms", "e2e_ms", "tpot_ms", "sched_lag_ms", "n_chunks")
+LOAD_UNITS = {"concurrency": "users", "trace": "x speed-up"}  # every other kind: req/s
+_GAP_BLOCK = 1 << 22  # chunk timestamps differenced per block, so no full-size int64 temporary exists
 
-def distribution(values: Iterable[float]) -> dict[str, float | int | None]:
-    """count, mean, min, p50/p90/p95/p99, max of `values` (NaN dropped); None fields when empty."""
-    a = np.asarray([v for v in values if v is not None], dtype=float)
-    a = a[~np.isnan(a)]
-    out: dict[str, float | int | None] = {"count": int(a.size)}
+
+def _arrow_types(t: pa.DataType) -> Any:
+    """Arrow -> pandas: nullable ints and strings, lists kept as Arrow (one flat buffer, no objects)."""
+    if pa.types.is_integer(t):
+        return pd.Int64Dtype()
+    if pa.types.is_string(t):
+        return pd.StringDtype()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pd.ArrowDtype(t)
+    return None
+
+
+def requests_frame(table: pa.Table) -> pd.DataFrame:
+    """A requests table (requests.parquet, loadgen.records.to_table) as the frame the metrics take."""
+    return table.to_pandas(types_mapper=_arrow_types)
+
+
+# -- distributions ------------------------------------------------------------------------------
+def _empty_distribution() -> dict[str, float | int | None]:
+    return {"count": 0, "mean": None, "min": None, **{f"p{p}": None for p in PERCENTILES}, "max": None}
+
+
+def _floats(values: Any) -> np.ndarray:
+    if isinstance(values, pd.Series):
+        a = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    elif isinstance(values, np.ndarray):
+        a = values.astype(np.float64, copy=False)
+    else:
+        a = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    return a[~np.isnan(a)]
+
+
+def distribution(values: Any) -> dict[str, float | int | None]:
+    """count, mean, min, p50/p90/p95/p99, max of `values` (None/NaN dropped; numpy's linear percentiles)."""
+    a = _floats(values)
     if a.size == 0:
-        out.update({"mean": None, "min": None, **{f"p{p}": None for p in PERCENTILES}, "max": None})
-        return out
-    out["mean"] = float(a.mean())
-    out["min"] = float(a.min())
+        return _empty_distribution()
+    out: dict[str, float | int | None] = {"count": int(a.size), "mean": float(a.mean()), "min": float(a.min())}
     for p, v in zip(PERCENTILES, np.percentile(a, PERCENTILES), strict=True):
         out[f"p{p}"] = float(v)
     out["max"] = float(a.max())
     return out
 
 
-def _ms(a: pd.Series, b: pd.Series) -> pd.Series:
-    return (a.astype("Float64") - b.astype("Float64")) / 1e6
+def _distribution_inplace(a: np.ndarray, n: int, scale: float) -> dict[str, float | int | None]:
+    """Like :func:`distribution` of a[:n] / scale where a (owned, integer) holds n values and then
+    only sentinels larger than all of them, but selecting the order statistics in place instead
+    of sorting a float copy: the pooled ITL of a large point is 100 M+ values. One single-kth
+    partition per percentile, each on the part above the previous one (numpy's multi-kth
+    partition is several times slower than this on 10^8 values)."""
+    if n == 0:
+        return _empty_distribution()
+    sent = _sentinel(a.dtype)
+    if a.dtype == np.uint32:  # exact in uint64, then the sentinels taken off (Python ints)
+        total = int(a.sum(dtype=np.uint64)) - (int(a.size) - n) * sent
+    else:  # int64 sentinels would overflow the sum: leave them out
+        total = int(a.sum(where=a != sent))
+    out: dict[str, float | int | None] = {"count": n, "mean": total / n / scale, "min": float(a.min()) / scale}
+    start = 0
+    for p in (*PERCENTILES, 100):
+        h = (n - 1) * p / 100
+        lo = math.floor(h)
+        if lo >= start:
+            a[start:].partition(lo - start)
+            start = lo + 1
+        if p == 100:
+            out["max"] = float(a[lo]) / scale
+            break
+        t = h - lo
+        va = float(a[lo])
+        vb = float(a[lo + 1 :].min()) if lo + 1 < n else va
+        # numpy's linear interpolation, including its choice of end to interpolate from
+        out[f"p{p}"] = (va + (vb - va) * t if t < 0.5 else vb - (vb - va) * (1 - t)) / scale
+    out["max"] = out.pop("max")  # key order as in distribution()
+    return out
+
+
+# -- chunk lists -------------------------------------------------------------------------------
+def _list_chunks(chunks: Any) -> list[pa.Array]:
+    """The chunk timestamps as Arrow list arrays, from an Arrow column, an Arrow-backed or object
+    pandas column, or an iterable of sequences (None = no chunks)."""
+    typ = pa.list_(pa.int64())
+    if isinstance(chunks, pa.ChunkedArray):
+        return list(chunks.chunks)
+    if isinstance(chunks, pa.Array):
+        return [chunks]
+    if isinstance(chunks, pd.Series) and isinstance(chunks.dtype, pd.ArrowDtype):
+        return list(chunks.array.__arrow_array__().chunks)
+    seq = chunks.to_numpy(dtype=object) if isinstance(chunks, pd.Series) else list(chunks)
+    return [pa.array(seq, type=typ, from_pandas=True)]
+
+
+def _take(arrays: list[pa.Array], idx: np.ndarray) -> pa.Array:
+    """Rows `idx` (sorted) of the concatenation of `arrays`, taken chunk by chunk
+    (ChunkedArray.take would first concatenate every chunk: a copy of all values)."""
+    bounds = np.cumsum([0, *(len(a) for a in arrays)])
+    parts = []
+    for k, arr in enumerate(arrays):
+        local = idx[(idx >= bounds[k]) & (idx < bounds[k + 1])] - bounds[k]
+        if local.size:
+            parts.append(arr.take(pa.array(local)))
+    return pa.concat_arrays(parts) if parts else pa.array([], arrays[0].type if arrays else pa.list_(pa.int64()))
+
+
+def _lengths(chunks: Any) -> np.ndarray:
+    """Number of chunks per request (0 for null), as int64."""
+    parts = [pc.fill_null(pc.list_value_length(a), 0).to_numpy() for a in _list_chunks(chunks)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def _sentinel(dtype: np.dtype) -> int:
+    return int(np.iinfo(dtype).max)
+
+
+def _padded_gaps_ns(chunks: Any, select: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """(buffer, n): the pooled gaps (ns) between consecutive chunks of the selected requests, as
+    the n smallest values of a buffer whose other entries are a sentinel (the dtype's max).
+
+    Gap j of the flat value buffer is value j − value j−1; it is a real gap when value j is not
+    the first of its request and its request is selected, else it becomes the sentinel. So the
+    gaps are computed by one subtraction per block straight into the output, with no per-request
+    work and no compaction. uint32 when every selected request's chunk span fits (< 4.29 s;
+    half the memory of int64), else int64. chunk_ns is non-decreasing per request (one
+    monotonic clock), so no gap is negative.
+    """
+    arrays = _list_chunks(chunks)
+    prepared, size, n, row, wide = [], 0, 0, 0, False
+    for arr in arrays:
+        off = np.asarray(arr.offsets, dtype=np.int64)
+        lens = np.diff(off)
+        keep = (lens >= 2) & ~np.asarray(arr.is_null(), dtype=bool)
+        if select is not None:
+            keep &= select[row : row + len(arr)]
+        row += len(arr)
+        if keep.any():
+            v = arr.values.to_numpy()
+            span = v[off[1:][keep] - 1] - v[off[:-1][keep]]
+            wide |= bool(span.max() >= _sentinel(np.uint32))
+            prepared.append((v[off[0] : off[-1]], off - off[0], lens, keep))
+            size += int(off[-1] - off[0]) - 1
+            n += int((lens[keep] - 1).sum())
+    out = np.empty(max(size, 0), dtype=np.int64 if wide else np.uint32)
+    sent, pos = _sentinel(out.dtype), 0
+    for v, off, lens, keep in prepared:
+        m = len(v) - 1
+        block = out[pos : pos + m]
+        for s in range(0, m, _GAP_BLOCK):
+            e = min(s + _GAP_BLOCK, m)
+            np.subtract(v[s + 1 : e + 1], v[s:e], out=block[s:e], casting="unsafe")
+        real = np.repeat(keep, lens)[1:]  # gap j-1 ends at value j
+        real[off[1:-1][lens[1:] > 0] - 1] = False  # the gap into a request's first chunk
+        np.putmask(block, ~real, sent)
+        pos += m
+    return out, n
+
+
+def itl_ms(chunk_lists: Any, select: np.ndarray | None = None) -> np.ndarray:
+    """Pooled gaps (ms) between consecutive content chunks of each request (in request order);
+    TTFT excluded. `select` (a mask over requests) keeps only those requests' gaps."""
+    buf, _ = _padded_gaps_ns(chunk_lists, select)
+    return buf[buf != _sentinel(buf.dtype)].astype(np.float64) / 1e6
+
+
+def itl_distribution(chunk_lists: Any, select: np.ndarray | None = None) -> dict[str, float | int | None]:
+    """:func:`distribution` of :func:`itl_ms`, computed without a float copy of every gap."""
+    buf, n = _padded_gaps_ns(chunk_lists, select)
+    return _distribution_inplace(buf, n, 1e6)
+
+
+# -- per request -------------------------------------------------------------------------------
+def _ints(df: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values as int64 with 0 for missing, valid mask) of a nullable integer column."""
+    s = df[col]
+    return s.to_numpy(dtype=np.int64, na_value=0), s.notna().to_numpy(dtype=bool)
+
+
+def _float_col(values: np.ndarray, valid: np.ndarray) -> pd.arrays.FloatingArray:
+    return pd.arrays.FloatingArray(np.where(valid, values, 0.0), ~valid)
+
+
+def _ms_between(df: pd.DataFrame, end: str, start: str) -> tuple[np.ndarray, np.ndarray]:
+    # difference in int64 first: monotonic ns are ~1e15+, beyond float64's exact integers
+    a, va = _ints(df, end)
+    b, vb = _ints(df, start)
+    return (a - b).astype(np.float64) / 1e6, va & vb
 
 
 def derive(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy of the records with per-request metric columns added (formulas in the module doc).
+    """The records with per-request metric columns added (formulas in analysis.catalog).
 
     Columns: ttft_ms, e2e_ms, tpot_ms, sched_lag_ms, n_chunks. Undefined values are <NA>
     (e.g. TPOT of a one-token reply, TTFT of a failed request).
     """
-    out = df.copy()
-    out["ttft_ms"] = _ms(out["t_first_token_ns"], out["t_sent_ns"])
-    out["e2e_ms"] = _ms(out["t_done_ns"], out["t_sent_ns"])
-    n = out["output_tokens"].astype("Float64")
-    decode_ms = _ms(out["t_last_token_ns"], out["t_first_token_ns"])
-    out["tpot_ms"] = (decode_ms / (n - 1)).where(n >= 2)
-    out["sched_lag_ms"] = _ms(out["t_sent_ns"], out["t_scheduled_ns"])
-    out["n_chunks"] = out["chunk_ns"].map(lambda c: 0 if c is None else len(c)).astype("Int64")
+    out = df.copy(deep=False)
+    ttft, v = _ms_between(df, "t_first_token_ns", "t_sent_ns")
+    out["ttft_ms"] = _float_col(ttft, v)
+    e2e, v = _ms_between(df, "t_done_ns", "t_sent_ns")
+    out["e2e_ms"] = _float_col(e2e, v)
+    decode, v = _ms_between(df, "t_last_token_ns", "t_first_token_ns")
+    n, vn = _ints(df, "output_tokens")
+    v &= vn & (n >= 2)
+    out["tpot_ms"] = _float_col(decode / np.where(v, n - 1, 1), v)
+    lag, v = _ms_between(df, "t_sent_ns", "t_scheduled_ns")
+    out["sched_lag_ms"] = _float_col(lag, v)
+    out["n_chunks"] = pd.array(_lengths(df["chunk_ns"]), dtype="Int64")
     return out
 
 
-def itl_ms(chunk_lists: Iterable[Sequence[int] | None]) -> np.ndarray:
-    """Pooled gaps (ms) between consecutive content chunks of each request; TTFT excluded."""
-    gaps = [np.diff(np.asarray(c, dtype=np.int64)) / 1e6 for c in chunk_lists if c is not None and len(c) >= 2]
-    return np.concatenate(gaps) if gaps else np.zeros(0)
+# -- windows and rates ---------------------------------------------------------------------------
+def measure_window(
+    records: pd.DataFrame,
+    *,
+    t0_ns: int | None,
+    warmup_s: float,
+    duration_s: float,
+    t_end_ns: int | None = None,
+) -> tuple[int, int] | None:
+    """The steady measure window [a, b) in monotonic ns: the schedule's measure span
+    [t0 + warmup_s, t0 + warmup_s + duration_s), cut at `t_end_ns` when the point stopped early.
+
+    Without t0 (an interrupted point whose generator reported nothing), a = the earliest intended
+    send time of a measure-phase request. None when the window is empty.
+    """
+    if t0_ns is not None:
+        a = int(t0_ns) + round(warmup_s * 1e9)
+    else:
+        phase = _is(records, "phase", MEASURE)
+        sched, valid = _ints(records, "t_scheduled_ns")
+        if not (phase & valid).any():
+            return None
+        a = int(sched[phase & valid].min())
+    b = a + round(duration_s * 1e9)
+    if t_end_ns is not None:
+        b = min(b, int(t_end_ns))
+    return (a, b) if b > a else None
 
 
-def _col(df: pd.DataFrame, name: str) -> list[float]:
-    return [float(v) for v in df[name].dropna().tolist()]
+def _shape_ns(shape: Any) -> Any:
+    return SimpleNamespace(**shape) if isinstance(shape, Mapping) else shape
 
 
+def offered_rate_rps(
+    kind: str, value: float, *, warmup_s: float, duration_s: float, cooldown_s: float = 0.0, shape: Any = None
+) -> float | None:
+    """The configured rate (open loop), integrated over the measure window when a shape scales it:
+    value × (1/duration) ∫ m(t / (warmup + duration + cooldown)) dt over [warmup, warmup + duration].
+
+    None for closed loop (users, not a rate) and trace replay (the trace is the schedule; see
+    scheduled_rate_rps). The integral uses the midpoint rule on 100 000 steps.
+    """
+    if kind in LOAD_UNITS or duration_s <= 0:
+        return None
+    shape = _shape_ns(shape)
+    if shape is None or not getattr(shape, "kind", None):
+        return float(value)
+    total = warmup_s + duration_s + cooldown_s
+    m = shape_multiplier(shape)
+    steps = 100_000
+    u = (warmup_s + (np.arange(steps) + 0.5) * duration_s / steps) / total
+    return float(value) * float(np.mean([max(m(x), 0.0) for x in u]))
+
+
+def _is(df: pd.DataFrame, col: str, value: str) -> np.ndarray:
+    return (df[col] == value).fillna(False).to_numpy(dtype=bool)
+
+
+def _window_counts(df: pd.DataFrame, ok: np.ndarray, a: int, b: int) -> tuple[float, int, int]:
+    """(output tokens, prompt tokens, completions) of `ok` requests inside [a, b).
+
+    A request's N tokens are spread over its chunks: it adds N × (chunks in W)/(chunks). Only
+    requests with chunks on both sides of a boundary need their chunk lists (few: those in flight
+    at a or b). Its prompt counts when its first token arrived in W; a completion when t_done is in W.
+    """
+    first, vf = _ints(df, "t_first_token_ns")
+    last, vl = _ints(df, "t_last_token_ns")
+    done, vd = _ints(df, "t_done_ns")
+    n, vn = _ints(df, "output_tokens")
+    prompt, _ = _ints(df, "prompt_tokens")
+    lens = df["n_chunks"].to_numpy(dtype=np.int64, na_value=0) if "n_chunks" in df else _lengths(df["chunk_ns"])
+    has = ok & vf & vl & vn & (lens > 0)
+    inside = has & (first >= a) & (last < b)
+    straddle = has & ~inside & (last >= a) & (first < b)
+    tokens = float(n[inside].sum())
+    idx = np.nonzero(straddle)[0]
+    if idx.size:
+        sub = _take(_list_chunks(df["chunk_ns"]), idx)
+        flat = pc.list_flatten(sub).to_numpy()
+        parent = pc.list_parent_indices(sub).to_numpy()
+        in_w = np.bincount(parent, weights=(flat >= a) & (flat < b), minlength=idx.size)
+        tokens += float((n[idx] * in_w / lens[idx]).sum())
+    prompts = int(prompt[ok & vf & (first >= a) & (first < b)].sum())
+    completions = int((ok & vd & (done >= a) & (done < b)).sum())
+    return tokens, prompts, completions
+
+
+# -- one load point ----------------------------------------------------------------------------
 def summarize_point(
     records: pd.DataFrame,
     *,
@@ -89,109 +357,125 @@ def summarize_point(
     value: float,
     warmup_s: float,
     duration_s: float,
+    t0_ns: int | None = None,
+    t_end_ns: int | None = None,
+    cooldown_s: float = 0.0,
+    shape: Any = None,
     lag_samples: Sequence[dict[str, Any]] = (),
     ignore_eos: bool = True,
 ) -> dict[str, Any]:
-    """Summary of one load point from its raw records (all phases; only `measure` is summarised).
+    """Summary of one load point from its raw records (all phases; formulas in analysis.catalog).
 
-    `lag_samples` are the load generator's once-a-second self-measurements (loop lag, CPU %).
+    `t0_ns` is the point's start on the requests' clock (the generator's meta), `t_end_ns` when it
+    stopped; `shape` the traffic shape (for offered_rate_rps). `lag_samples` are the load
+    generator's once-a-second self-measurements (loop lag, CPU %).
     """
-    df = derive(records) if "ttft_ms" not in records.columns else records
-    counts_all = {s: int((df["status"] == s).sum()) for s in STATUSES}
-    m = df[df["phase"] == MEASURE]
-    counts = {s: int((m["status"] == s).sum()) for s in STATUSES}
-    ok = m[m["status"] == OK]
-    sent = m[m["status"] != DROPPED]
+    df = records if "ttft_ms" in records.columns else derive(records)
+    status = {s: _is(df, "status", s) for s in STATUSES}
+    measure = _is(df, "phase", MEASURE)
+    counts_all = {s: int(v.sum()) for s, v in status.items()}
+    counts = {s: int((v & measure).sum()) for s, v in status.items()}
+    n_measure = int(measure.sum())
+    ok = measure & status[OK]
+    sent = measure & ~status[DROPPED]
 
-    window_s = None
-    if len(sent) and sent["t_sent_ns"].notna().any():
-        window_s = (int(sent["t_done_ns"].max()) - int(sent["t_sent_ns"].min())) / 1e9
-    out_tokens = int(ok["output_tokens"].fillna(0).sum())
-    prompt_tokens = int(ok["prompt_tokens"].fillna(0).sum())
+    sent_ns, v_sent = _ints(df, "t_sent_ns")
+    done_ns, v_done = _ints(df, "t_done_ns")
+    drain_s = None
+    if (sent & v_sent).any() and (sent & v_done).any():
+        drain_s = (int(done_ns[sent & v_done].max()) - int(sent_ns[sent & v_sent].min())) / 1e9
+    window = measure_window(df, t0_ns=t0_ns, warmup_s=warmup_s, duration_s=duration_s, t_end_ns=t_end_ns)
+    w_s = w_tokens = w_prompt = w_done = None
+    if window is not None:
+        w_s = (window[1] - window[0]) / 1e9
+        w_tokens, w_prompt, w_done = _window_counts(df, status[OK], *window)
 
-    tpot = distribution(_col(ok, "tpot_ms"))
+    out_n, v_out = _ints(df, "output_tokens")
+    prompt_n, v_prompt = _ints(df, "prompt_tokens")
+    tpot = distribution(df["tpot_ms"][ok])
     summary: dict[str, Any] = {
         "kind": kind,
-        "value": value,
-        # open loop: what the schedule actually offered in the measure window (shapes make it differ from `value`)
-        "offered_rate_rps": (len(m) / duration_s) if kind != "concurrency" and duration_s > 0 else None,
+        "load_value": value,
+        "load_unit": LOAD_UNITS.get(kind, "req/s"),
+        "offered_rate_rps": offered_rate_rps(kind, value, warmup_s=warmup_s, duration_s=duration_s,
+                                             cooldown_s=cooldown_s, shape=shape),  # fmt: skip
+        "scheduled_rate_rps": (n_measure / duration_s) if duration_s > 0 else None,
         "concurrency": int(value) if kind == "concurrency" else None,
-        "requests": {"total": int(len(m)), **counts},
+        "requests": {"total": n_measure, **counts},
         "requests_all_phases": {"total": int(len(df)), **counts_all},
-        "error_rate": (len(m) - counts[OK]) / len(m) if len(m) else None,
-        "measure_window_s": window_s,
-        "scheduled_rate_rps": (len(m) / duration_s) if duration_s > 0 else None,
-        "achieved_rate_rps": (counts[OK] / window_s) if window_s else None,
-        "output_tokens": out_tokens,
-        "prompt_tokens": prompt_tokens,
-        "output_tok_per_s": (out_tokens / window_s) if window_s else None,
-        "total_tok_per_s": ((out_tokens + prompt_tokens) / window_s) if window_s else None,
-        "ttft_ms": distribution(_col(ok, "ttft_ms")),
+        "error_rate": (n_measure - counts[OK]) / n_measure if n_measure else None,
+        "measure_window_s": w_s,
+        "measure_window_t0_ns": window[0] if window else None,
+        "measure_window_t1_ns": window[1] if window else None,
+        "drain_window_s": drain_s,
+        "achieved_rate_rps": (w_done / w_s) if w_s else None,
+        "generated_tokens": int(out_n[ok & v_out].sum()),
+        "processed_prompt_tokens": int(prompt_n[ok & v_prompt].sum()),
+        "window_generated_tokens": w_tokens,
+        "window_prompt_tokens": w_prompt,
+        "output_tok_per_s": (w_tokens / w_s) if w_s else None,
+        "total_tok_per_s": ((w_tokens + w_prompt) / w_s) if w_s else None,
+        "ttft_ms": distribution(df["ttft_ms"][ok]),
         "tpot_ms": tpot,
-        "itl_ms": distribution(itl_ms(ok["chunk_ns"].tolist()).tolist()),
-        "e2e_ms": distribution(_col(ok, "e2e_ms")),
-        "sched_lag_ms": distribution(_col(sent, "sched_lag_ms")),
+        "itl_ms": itl_distribution(df["chunk_ns"], ok),
+        "e2e_ms": distribution(df["e2e_ms"][ok]),
+        "sched_lag_ms": distribution(df["sched_lag_ms"][sent]),
         "interactivity_tok_per_s": (1000.0 / tpot["mean"]) if tpot["mean"] else None,
-        "output_tokens_source": sorted(set(ok["output_tokens_source"].dropna().tolist())),
+        "output_tokens_source": sorted(df["output_tokens_source"][ok].dropna().unique().tolist()),
     }
     if ignore_eos:
-        wrong = ok[ok["output_tokens"].astype("Float64") != ok["max_tokens"].astype("Float64")]
-        summary["output_length_mismatches"] = int(len(wrong))
-    drift = ok[ok["prompt_tokens"].notna() & (ok["prompt_tokens"] != ok["prompt_tokens_client"])]
+        max_n, v_max = _ints(df, "max_tokens")
+        summary["output_length_mismatches"] = int((ok & ~(v_out & v_max & (out_n == max_n))).sum())
+    client, v_client = _ints(df, "prompt_tokens_client")
+    drift = ok & v_prompt & v_client & (prompt_n != client)
     summary["prompt_token_drift"] = {
-        "requests": int(len(drift)),
-        "mean_server_minus_client": float((drift["prompt_tokens"] - drift["prompt_tokens_client"]).mean())
-        if len(drift)
-        else 0.0,
+        "requests": int(drift.sum()),
+        "mean_server_minus_client": float((prompt_n - client)[drift].mean()) if drift.any() else 0.0,
     }
-    if "output_tokens_client" in ok.columns:
-        od = ok[ok["output_tokens_client"].notna() & (ok["output_tokens_source"] == "usage")
-                & (ok["output_tokens"] != ok["output_tokens_client"])]  # fmt: skip
+    if "output_tokens_client" in df.columns:
+        oc, v_oc = _ints(df, "output_tokens_client")
+        od = ok & v_out & v_oc & _is(df, "output_tokens_source", "usage") & (out_n != oc)
         summary["output_token_drift"] = {
-            "requests": int(len(od)),
-            "mean_server_minus_client": float((od["output_tokens"] - od["output_tokens_client"]).mean()) if len(od) else 0.0,
+            "requests": int(od.sum()),
+            "mean_server_minus_client": float((out_n - oc)[od].mean()) if od.any() else 0.0,
         }
     summary["loadgen"] = loadgen_health(lag_samples, summary["sched_lag_ms"])
     return summary
 
 
+def _peak(samples: Sequence[dict[str, Any]], key: str) -> tuple[float | None, int | None]:
+    best = max((s for s in samples if s.get(key) is not None), key=lambda s: s[key], default=None)
+    return (None, None) if best is None else (float(best[key]), best.get("t_ns"))
+
+
 def loadgen_health(lag_samples: Sequence[dict[str, Any]], sched_lag: dict[str, Any]) -> dict[str, Any]:
-    """Whether the load generator kept up: CPU, event-loop lag and schedule lag against limits."""
+    """Whether the load generator kept up: CPU, event-loop lag and schedule lag against limits.
+
+    `saturation_reasons` are Note dicts; CPU and stall notes cover the second that peaked (each
+    sample reports the second before its t_ns)."""
     cpu = [s["cpu_pct"] for s in lag_samples if s.get("cpu_pct") is not None]
-    lag = [s["lag_max_ms"] for s in lag_samples if s.get("lag_max_ms") is not None]
-    reasons = []
-    cpu_max = max(cpu) if cpu else None
-    lag_max = max(lag) if lag else None
+    cpu_max, cpu_t = _peak(lag_samples, "cpu_pct")
+    lag_max, lag_t = _peak(lag_samples, "lag_max_ms")
+    reasons: list[Note] = []
+
+    def span(t: int | None) -> dict[str, int | None]:
+        return {"t0_ns": None if t is None else int(t) - 1_000_000_000, "t1_ns": t}
+
     if cpu_max is not None and cpu_max > LOADGEN_CPU_LIMIT_PCT:
-        reasons.append(f"load generator CPU reached {cpu_max:.0f} % (> {LOADGEN_CPU_LIMIT_PCT:.0f} %)")
+        reasons.append(Note("loadgen", "cpu_saturated",
+                            f"load generator CPU reached {cpu_max:.0f} % (> {LOADGEN_CPU_LIMIT_PCT:.0f} %)", **span(cpu_t)))  # fmt: skip
     if lag_max is not None and lag_max > LOADGEN_LOOP_LAG_LIMIT_MS:
-        reasons.append(f"event-loop stall of {lag_max:.0f} ms (> {LOADGEN_LOOP_LAG_LIMIT_MS:.0f} ms)")
+        reasons.append(Note("loadgen", "loop_stall",
+                            f"event-loop stall of {lag_max:.0f} ms (> {LOADGEN_LOOP_LAG_LIMIT_MS:.0f} ms)", **span(lag_t)))  # fmt: skip
     p99 = sched_lag.get("p99")
     if p99 is not None and p99 > SCHED_LAG_P99_LIMIT_MS:
-        reasons.append(f"schedule lag p99 {p99:.1f} ms (> {SCHED_LAG_P99_LIMIT_MS:.0f} ms)")
+        reasons.append(Note("loadgen", "sched_lag", f"schedule lag p99 {p99:.1f} ms (> {SCHED_LAG_P99_LIMIT_MS:.0f} ms)"))
+    means = [s["lag_mean_ms"] for s in lag_samples if s.get("lag_mean_ms") is not None]
     return {
         "cpu_pct_mean": float(np.mean(cpu)) if cpu else None,
         "cpu_pct_max": cpu_max,
         "loop_lag_max_ms": lag_max,
-        "loop_lag_mean_ms": float(np.mean([s["lag_mean_ms"] for s in lag_samples])) if lag_samples else None,
+        "loop_lag_mean_ms": float(np.mean(means)) if means else None,
         "saturated": bool(reasons),
-        "saturation_reasons": reasons,
-    }
-
-
-def summarize_cpu_telemetry(samples: pd.DataFrame, t_start_ns: int | None = None, t_end_ns: int | None = None) -> dict[str, Any]:
-    """Mean/peak CPU % and peak RSS of the engine's process tree within [t_start_ns, t_end_ns]."""
-    s = samples
-    if t_start_ns is not None:
-        s = s[s["t_ns"] >= t_start_ns]
-    if t_end_ns is not None:
-        s = s[s["t_ns"] <= t_end_ns]
-    if s.empty:
-        return {"samples": 0}
-    return {
-        "samples": int(len(s)),
-        "engine_cpu_pct_mean": float(s["engine_cpu_pct"].mean()),
-        "engine_cpu_pct_max": float(s["engine_cpu_pct"].max()),
-        "engine_rss_peak_gib": float(s["engine_rss_bytes"].max() / 2**30),
-        "system_cpu_pct_mean": float(s["system_cpu_pct"].mean()),
+        "saturation_reasons": [r.to_dict() for r in reasons],
     }

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.notes import note_text
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
@@ -40,7 +42,8 @@ def _png(fig: Any) -> str:
 def _point_label(summary: dict[str, Any], p: dict[str, Any]) -> str:
     kind = summary["config"]["traffic"]["kind"]
     unit = {"concurrency": "users", "trace": "x speed-up"}.get(kind, "req/s")
-    return f"#{p['index']} · {p['value']:g} {unit}"
+    value = p.get("load_value", p.get("value"))  # run.json v2 names it load_value (v1: value)
+    return f"#{p['index']} · {value:g} {unit}"
 
 
 def latency_cdf_plot(df: pd.DataFrame, labels: dict[int, str]) -> str:
@@ -110,6 +113,7 @@ def render_report(summary: dict[str, Any], requests: pd.DataFrame, telemetry: pd
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    env.filters["note_text"] = note_text  # notes are Note dicts (v2) or free text (v1 run.json)
     points = sorted(summary.get("load_points", []), key=lambda p: p["index"])
     for p in points:
         p["label"] = _point_label(summary, p)
@@ -121,5 +125,5 @@ def render_report(summary: dict[str, Any], requests: pd.DataFrame, telemetry: pd
         plots.append(("Timeline: requests and engine resources", timeline_plot(requests, telemetry, t0)))
     tel_summary = ((summary.get("telemetry") or {}).get("summary_during_load")) or None
     return env.get_template("report.html.j2").render(
-        s=summary, points=points, plots=plots, telemetry=tel_summary, fmt=fmt
+        s=summary, points=points, plots=plots, telemetry=tel_summary, fmt=fmt, note_text=note_text
     )

@@ -9,6 +9,8 @@ Energy cost = E / 3.6e6 kWh × pricing.usd_per_kwh × PUE (the decision layer ap
 
 Engine metrics: raw Prometheus samples are mapped to one name per concept per engine
 (:data:`ENGINE_METRICS`); counters are summarised as their increase over the window.
+Gaps (no sample for more than 3 intervals) are :class:`analysis.notes.Note`s with their interval.
+analysis.catalog lists every value these functions emit.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.notes import Note
+
 # concept -> Prometheus sample name, per engine (vLLM 0.32/0.33, SGLang 0.5.x, TGI 3.x; docs/engine-flags.md)
 ENGINE_METRICS: dict[str, dict[str, str]] = {
     "vllm": {
         "running": "vllm:num_requests_running",
         "waiting": "vllm:num_requests_waiting",
-        "kv_usage_frac": "vllm:kv_cache_usage_perc",  # a fraction despite the name
+        "kv_usage_frac": "vllm:kv_cache_usage_perc",  # a fraction in [0, 1] despite the name
         "preemptions_total": "vllm:num_preemptions_total",
         "prefix_cache_hits_total": "vllm:prefix_cache_hits_total",
         "prefix_cache_queries_total": "vllm:prefix_cache_queries_total",
@@ -127,15 +131,31 @@ def summarize_engine_metrics(series: pd.DataFrame, t0_ns: int | None = None, t1_
             out[f"{c}_mean"], out[f"{c}_max"] = float(v.mean()), float(v.max())
         else:
             out[f"{c}_increase"] = float(v.iloc[-1] - v.iloc[0])
-    if "kv_usage_frac_max" in out:
-        out["kv_usage_peak_pct"] = 100.0 * out["kv_usage_frac_max"]
     return out
 
 
-def scrape_gaps(t_ns: Any, interval_s: float, factor: float = 3.0) -> list[str]:
-    """Descriptions of gaps longer than `factor` × interval between consecutive sample times."""
+def scrape_gaps(t_ns: Any, interval_s: float, *, source: str, factor: float = 3.0) -> list[Note]:
+    """Gaps longer than `factor` × interval between consecutive sample times, as notes spanning
+    [the sample before, the sample after]."""
     t = np.sort(np.unique(np.asarray(t_ns, dtype=np.int64)))
     if t.size < 2:
         return []
     d = np.diff(t) / 1e9
-    return [f"no sample for {d[k]:.2f} s after t_ns={int(t[k])}" for k in np.nonzero(d > factor * interval_s)[0]]
+    return [
+        Note(source, "gap", f"no sample for {d[k]:.2f} s after t_ns={int(t[k])}", t0_ns=int(t[k]), t1_ns=int(t[k + 1]))
+        for k in np.nonzero(d > factor * interval_s)[0]
+    ]
+
+
+def summarize_cpu_telemetry(samples: pd.DataFrame, t_start_ns: int | None = None, t_end_ns: int | None = None) -> dict[str, Any]:
+    """Mean/peak CPU % and peak RSS of the engine's process tree within [t_start_ns, t_end_ns]."""
+    s = _window(samples, t_start_ns, t_end_ns)
+    if s.empty:
+        return {"samples": 0}
+    return {
+        "samples": int(len(s)),
+        "engine_cpu_pct_mean": float(s["engine_cpu_pct"].mean()),
+        "engine_cpu_pct_max": float(s["engine_cpu_pct"].max()),
+        "engine_rss_peak_gib": float(s["engine_rss_bytes"].max() / 2**30),
+        "system_cpu_pct_mean": float(s["system_cpu_pct"].mean()),
+    }

@@ -270,11 +270,11 @@ def nullable_dtype(t: pa.DataType) -> Any:
 def write_artifacts(record: RunRecord, results: list[Any], run_dir: Path, work: Path, cfg: Any) -> pd.DataFrame:
     """Write requests/telemetry/engine_metrics/loadgen parquet, logs and report.html; finish run.json.
 
-    Never raises: a failure is noted in run.json and work/ is kept, so nothing recorded is lost.
-    Returns the requests frame (derived columns included).
+    The summaries come from analysis.run_summary (pure); this function only reads the raw JSONL
+    and writes files. Never raises: a failure is noted in run.json and work/ is kept, so nothing
+    recorded is lost. Returns the requests frame (derived columns included).
     """
-    from analysis.metrics import summarize_cpu_telemetry
-    from analysis.telemetry import energy_j, engine_series, scrape_gaps, summarize_engine_metrics, summarize_gpu
+    from analysis.run_summary import engine_metrics_summary, point_resources, telemetry_summary
     from loadgen.driver import read_jsonl
 
     arts: dict[str, str] = {}
@@ -291,51 +291,18 @@ def write_artifacts(record: RunRecord, results: list[Any], run_dir: Path, work: 
         if not tel.empty:
             write_parquet(_timed_identity(tel, record), run_dir / "telemetry.parquet")
             arts["telemetry"] = "telemetry.parquet"
-            # gaps per device: NVML writes one row per GPU per round
-            times = tel[tel["gpu"] == tel["gpu"].min()]["t_ns"] if kind == "nvml" else tel["t_ns"]
-            during = summarize_gpu(tel, *span) if kind == "nvml" else summarize_cpu_telemetry(tel, *span)
-            assert record.telemetry is not None
-            record.telemetry.update(
-                samples=int(len(tel)), gaps=scrape_gaps(times, cfg.telemetry.interval_s), summary_during_load=during
-            )
-            if kind == "nvml" and "errors" in tel and tel["errors"].notna().any():
-                record.telemetry["errors"] = sorted(set(tel["errors"].dropna().tolist()))[:10]
-        elif kind:
-            assert record.telemetry is not None
-            record.telemetry["gaps"] = ["no telemetry samples were recorded"]
+        if record.telemetry is not None and (kind or not tel.empty):
+            record.telemetry.update(telemetry_summary(tel, kind, cfg.telemetry.interval_s, span))
 
         raw = pd.DataFrame(read_jsonl(work / "engine_metrics.jsonl"))
-        series = pd.DataFrame(columns=["t_ns"])
+        em, series = engine_metrics_summary(raw, cfg.engine.name, cfg.telemetry.metrics_interval_s, span)
         if not raw.empty:
             write_parquet(_timed_identity(raw, record), run_dir / "engine_metrics.parquet")
             arts["engine_metrics"] = "engine_metrics.parquet"
-            series = engine_series(raw[raw["name"].notna()], cfg.engine.name)
-            assert record.engine_metrics is not None
-            record.engine_metrics.update(
-                scrapes=int(raw["t_ns"].nunique()), failed_scrapes=int(raw["error"].notna().sum()),
-                known_series=[c for c in series.columns if c != "t_ns"],
-                gaps=scrape_gaps(raw["t_ns"], cfg.telemetry.metrics_interval_s),
-                summary_during_load=summarize_engine_metrics(series, *span),
-            )  # fmt: skip
-        elif record.engine_metrics is not None:
-            record.engine_metrics["gaps"] = ["no /metrics scrape was recorded"]
-
-        for p in record.load_points:
-            m = df[(df["load_point"] == p.index) & (df["phase"] == "measure") & df["t_sent_ns"].notna()]
-            if m.empty:
-                continue
-            t0, t1 = int(m["t_sent_ns"].min()), int(m["t_done_ns"].max())
-            s = p.summary
-            if not tel.empty and kind == "nvml":
-                e = energy_j(tel, t0, t1)
-                tokens = s.get("output_tokens") or 0
-                e["j_per_output_token"] = e["joules"] / tokens if e["joules"] is not None and tokens else None
-                s["energy"] = e
-                s["gpu"] = summarize_gpu(tel, t0, t1)
-            elif not tel.empty:
-                s["cpu"] = summarize_cpu_telemetry(tel, t0, t1)
-            if not series.empty:
-                s["engine_metrics"] = summarize_engine_metrics(series, t0, t1)
+        if record.engine_metrics is not None:
+            record.engine_metrics.update(em)
+        for p in record.load_points:  # energy, J/token, cpu/gpu, engine metrics over each point's window
+            p.summary.update(point_resources(p.summary, tel, kind, series))
 
         lag = pd.DataFrame([{"load_point": r.index, **s} for r in results for s in r.output.lag])
         if not lag.empty:

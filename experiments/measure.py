@@ -112,6 +112,7 @@ def _finish(rec: PointRecord, out: LoadPointOutput, counter: Any, t: Any, w: Any
     df = to_table(out.records).to_pandas(types_mapper=nullable_dtype)
     rec.summary = summarize_point(
         df, kind=t.kind, value=rec.load_value, warmup_s=t.warmup_s, duration_s=t.duration_s,
+        t0_ns=rec.t0_ns, t_end_ns=rec.t_end_ns, cooldown_s=t.cooldown_s, shape=t.shape,
         lag_samples=out.lag, ignore_eos=w.ignore_eos,
     )  # fmt: skip
     return PointResult(record=rec, output=out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from analysis.notes import Note
 from analysis.telemetry import energy_j, engine_series, scrape_gaps, summarize_engine_metrics, summarize_gpu
 
 S = 1_000_000_000  # ns per s
@@ -66,10 +67,13 @@ def test_engine_series_and_summary():
     s = summarize_engine_metrics(series, 1 * S, 3 * S)
     assert s["scrapes"] == 3 and s["running_max"] == 4.0 and s["waiting_max"] == 2.0
     assert s["running_mean"] == pytest.approx(8 / 3)
-    assert s["kv_usage_peak_pct"] == 50.0 and s["preemptions_total_increase"] == 3.0
+    assert s["kv_usage_frac_max"] == 0.5 and s["preemptions_total_increase"] == 3.0
+    assert "kv_usage_peak_pct" not in s  # one concept, one name: the fraction
     assert engine_series(raw_scrapes(), "endpoint").empty
 
 
-def test_scrape_gaps():
-    assert scrape_gaps([0, 1 * S, 2 * S, 7 * S], 1.0) == ["no sample for 5.00 s after t_ns=2000000000"]
-    assert scrape_gaps([0], 1.0) == []
+def test_scrape_gaps_are_notes_spanning_the_gap():
+    (gap,) = scrape_gaps([0, 1 * S, 2 * S, 7 * S], 1.0, source="telemetry")
+    assert gap == Note("telemetry", "gap", "no sample for 5.00 s after t_ns=2000000000", t0_ns=2 * S, t1_ns=7 * S)
+    assert Note.from_dict(gap.to_dict()) == gap
+    assert scrape_gaps([0], 1.0, source="telemetry") == []

@@ -1,0 +1,77 @@
+"""The HTML report rendered from a hand-built summary and records: key numbers, notes, escaping."""
+
+from __future__ import annotations
+
+import re
+
+from analysis.metrics import derive
+from analysis.notes import Note
+from analysis.report import fmt, render_report
+from analysis.run_summary import point_resources
+from tests.analysis.test_catalog import cpu_rows
+from tests.analysis.test_metrics import POINT, frame, point_records
+
+SAT = [{"t_ns": 2 * 10**9, "cpu_pct": 75.0, "lag_max_ms": 1.0, "lag_mean_ms": 0.5}]
+
+
+def summary_and_records():
+    from analysis.metrics import summarize_point
+
+    records = derive(frame(point_records()))
+    point = summarize_point(records, **POINT, lag_samples=SAT)
+    point.update(point_resources(point, cpu_rows(), "cpu", records.iloc[0:0]))
+    summary = {
+        "experiment": "exp<script>alert(1)</script>", "run_id": "run-1", "status": "ok", "failure": None,
+        "started_at_utc": "2026-12-01T17:00:00+00:00", "finished_at_utc": "2026-12-01T17:01:00+00:00",
+        "notes": [Note("preflight", "warning", "engine <b>flag</b> ignored").to_dict(), "a v1 free-text note"],
+        "config": {
+            "engine": {"name": "vllm"}, "model": {"name": "tiny", "path": "models/tiny"}, "quant": {"name": "none"},
+            "gpu": {"name": "cpu", "count": 0},
+            "workload": {"name": "fixed", "prompt_tokens": 10, "output_tokens": 4, "endpoint": "completions"},
+            "traffic": {"kind": "poisson", "points": [2.0], "duration_s": 2.0, "warmup_s": 1.0},
+        },
+        "engine": None, "provenance": None, "engine_metrics": None,
+        "telemetry": {"sampler": "cpu", "interval_s": 0.5, "samples": 10,
+                      "gaps": [Note("telemetry", "gap", "no sample for 2.00 s after t_ns=5", t0_ns=5, t1_ns=7).to_dict()],
+                      "summary_during_load": {"samples": 10, "engine_cpu_pct_mean": 150.0}},
+        "load_points": [{"index": 0, "value": 2.0, "t0_ns": 0, "t_end_ns": 4 * 10**9, "summary": point}],
+    }  # fmt: skip
+    return summary, records
+
+
+def row_cells(html: str, label: str) -> list[str]:
+    row = re.search(rf"<tr><td class=\"l\">{re.escape(label)}</td>(.*?)</tr>", html, re.S)
+    assert row, f"no table row for {label!r}"
+    return [c.strip() for c in re.findall(r"<td>(.*?)</td>", row.group(1), re.S)]
+
+
+def test_report_shows_the_point_numbers():
+    summary, records = summary_and_records()
+    html = render_report(summary, records, cpu_rows())
+    cells = row_cells(html, "#0 · 2 req/s")
+    p = summary["load_points"][0]["summary"]
+    # ok / sent, err %, offered / scheduled, achieved, output tok/s, TTFT p50 p90 p99, ...
+    assert cells[0] == "3 / 4"
+    assert cells[1] == "40.0"
+    assert cells[2] == "2.00 / 2.50"
+    assert cells[3] == "1.50" and cells[4] == fmt(6.5, 0)
+    assert cells[5] == "30.0" and cells[6] == fmt(p["ttft_ms"]["p90"]) and cells[7] == fmt(p["ttft_ms"]["p99"])
+    assert cells[10] == "10.0"  # ITL p50
+    assert "data:image/png;base64," in html and "https://" not in html
+
+
+def test_report_renders_structured_and_v1_notes_and_escapes_text():
+    summary, records = summary_and_records()
+    html = render_report(summary, records, None)
+    assert "<script>alert(1)</script>" not in html and "exp&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "engine &lt;b&gt;flag&lt;/b&gt; ignored" in html and "a v1 free-text note" in html
+    assert "load generator CPU reached 75 %" in html  # a saturation Note, by its message
+    assert "Telemetry gaps: no sample for 2.00 s after t_ns=5" in html
+    assert "'source'" not in html  # no dict repr leaks into the page
+
+
+def test_report_of_a_failed_run_without_points():
+    summary, records = summary_and_records()
+    summary.update(status="failed", load_points=[], failure={"reason": "engine exited <1>", "log_tail": "x < y"})
+    html = render_report(summary, records.iloc[0:0], None)
+    assert "engine exited &lt;1&gt;" in html and "x &lt; y" in html and "Latency and throughput" not in html
