@@ -49,7 +49,7 @@ from loadgen.driver import LoadInterrupted, LoadPointOutput, build_spec, read_js
 from loadgen.records import REQUEST_SCHEMA, to_table
 from loadgen.tokenizer import annotate_client_counts, load_token_counter
 from loadgen.trace import TraceError, load_trace, trace_items
-from loadgen.workload import WorkloadError, build_items, context_problem
+from loadgen.workload import WorkloadError, build_items
 
 log = logging.getLogger("servelab")
 
@@ -143,8 +143,8 @@ class Run:
                     items = build_items(w, counter, dataset)
             except (DatasetError, WorkloadError, TraceError) as e:
                 return self._reject([str(e)])
-            if too_long := context_problem(items, preflight.context_limit(cfg), w.kind):
-                return self._reject([too_long])
+            if too_long := preflight.context_problems(cfg, items):
+                return self._reject(too_long)
             # What was sent, per prompt_idx (prompt text, lengths, prefix group, paraphrase cluster):
             # requests.parquet joins it on (prompt_idx), so cache studies need no re-run.
             pq.write_table(pa.Table.from_pylist([it.to_dict() for it in items]), self.dir / "workload.parquet")
