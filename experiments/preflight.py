@@ -143,6 +143,9 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
             f"set workload.endpoint={adapter.usage_endpoints[0]}"
         )
 
+    if cfg.gpu.count < 0:
+        out.append(f"gpu.count must be >= 0 (0 = CPU only), got {cfg.gpu.count}")
+
     m = cfg.model
     if not m.path.strip():
         out.append("model.path is empty: give a local folder or a hub id")
@@ -241,8 +244,6 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
     for name in ("interval_s", "metrics_interval_s"):
         if not _positive(getattr(tel, name)):
             out.append(f"telemetry.{name} must be > 0 (seconds), got {getattr(tel, name)}")
-    if cfg.gpu.count < 0:
-        out.append(f"gpu.count must be >= 0 (0 = CPU only), got {cfg.gpu.count}")
     return out
 
 
