@@ -112,12 +112,19 @@ def visible_gpus() -> int:
 
 
 def port_in_use(host: str, port: int) -> bool:
-    """Whether something already accepts connections on host:port (0 = pick later: never in use)."""
-    if not port:
+    """Whether something already accepts connections on host:port (0 = pick later: never in use).
+
+    A port or host that cannot be probed (out of range, unresolvable) counts as not in use:
+    preflight reports the setting itself, with its fix, instead of a socket error here.
+    """
+    if not isinstance(port, int) or not 0 < port <= 65535:
         return False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
+        try:
+            return s.connect_ex((host, port)) == 0
+        except (OSError, OverflowError, UnicodeError):
+            return False
 
 
 def host_facts(adapter: EngineAdapter, engine: Any, gpu_count: int, model_path: str) -> HostFacts:

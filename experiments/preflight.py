@@ -6,16 +6,28 @@ Side effects: none (all machine facts arrive in `facts`).
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
 from engines import ADAPTERS
 from engines.base import EngineAdapter, HostFacts
 from experiments.schema import RunConfig
 from loadgen import workload
 from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, SHAPES
-from loadgen.workload import ENDPOINT_PATHS
+from loadgen.workload import ENDPOINT_PATHS, WorkloadItem
 
 TELEMETRY_SAMPLERS = ("auto", "cpu", "nvml", "off")
 QUANT_METHODS = (None, "fp8", "awq", "gptq", "int8", "int4")
 SPECULATIVE_METHODS = (None, "ngram", "draft")
+LAUNCHERS = ("native", "docker")
+# Weight dtypes every adapter can pass on (vLLM's --dtype choices; the others accept a subset or ignore it).
+DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+# Flags the lab sets itself from engine.host/engine.port: a second copy in extra_args would make the
+# engine listen where the lab does not look.
+LAB_FLAGS = ("--host", "--hostname", "--port")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Checkpoint formats that satisfy a method that needs a pre-quantized checkpoint.
 CHECKPOINTS_FOR = {
     "awq": ("awq",),
@@ -30,12 +42,99 @@ def _looks_like_path(p: str) -> bool:
     return p.startswith(("/", "./", "../", "~"))
 
 
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _positive(x: Any) -> bool:
+    return _number(x) and x > 0
+
+
+def _at_least(x: Any, lo: float) -> bool:
+    return _number(x) and x >= lo
+
+
+def engine_problems(cfg: RunConfig, adapter: EngineAdapter | None = None) -> list[str]:
+    """Range and form of every engine.* option, one line each naming the fix ([] = fine). Pure.
+
+    What any engine needs; which options an engine does not support is its adapter's `problems`.
+    """
+    e, out = cfg.engine, []
+    if e.launcher not in LAUNCHERS:
+        out.append(f"engine.launcher={e.launcher!r}: use native or docker")
+    elif e.launcher == "docker" and adapter is not None and "docker" not in adapter.binaries:
+        out.append(f"engine.launcher=docker: engine={adapter.name} has no docker launcher; use engine.launcher=native")
+    if e.image is not None and not e.image.strip():
+        out.append("engine.image is empty: name an image or set it to null (the engine's default image)")
+    if e.api_key_env is not None and not _ENV_NAME.fullmatch(e.api_key_env):
+        # The value is not echoed: it may be the key itself, pasted by mistake.
+        out.append("engine.api_key_env must be the NAME of an environment variable (letters, digits, _), not the key")
+    if e.python is not None and not e.python.strip():
+        out.append("engine.python is empty: give the engine's interpreter or null (discover it)")
+    if not e.host.strip() or "://" in e.host or any(c.isspace() for c in e.host):
+        out.append(f"engine.host={e.host!r} must be a host name or address, e.g. 127.0.0.1 (a URL goes in engine.base_url)")
+    if not (isinstance(e.port, int) and 0 <= e.port <= 65535):
+        out.append(f"engine.port must be 0..65535 (0 = a free port), got {e.port}")
+    for name in ("ready_timeout_s", "stop_timeout_s"):
+        if not _positive(getattr(e, name)):
+            out.append(f"engine.{name} must be > 0 (seconds), got {getattr(e, name)}")
+    if not e.health_path.startswith("/"):
+        out.append(f"engine.health_path must start with '/', e.g. /health, got {e.health_path!r}")
+    if e.metrics_path is not None and not e.metrics_path.startswith("/"):
+        out.append(f"engine.metrics_path must start with '/' (or be null: no scrape), got {e.metrics_path!r}")
+    if e.dtype not in DTYPES:
+        out.append(f"engine.dtype={e.dtype!r}: use one of {', '.join(DTYPES)}")
+    if e.max_model_len is not None:
+        if e.max_model_len < 1:
+            out.append(f"engine.max_model_len must be >= 1 or null (the model's own limit), got {e.max_model_len}")
+        elif cfg.model.max_context_tokens >= 1 and e.max_model_len > cfg.model.max_context_tokens:
+            out.append(
+                f"engine.max_model_len={e.max_model_len} is above model.max_context_tokens="
+                f"{cfg.model.max_context_tokens}; lower it (or raise model.max_context_tokens if the model allows more)"
+            )
+    if e.max_num_seqs is not None and e.max_num_seqs < 1:
+        out.append(f"engine.max_num_seqs must be >= 1 or null (the engine's default), got {e.max_num_seqs}")
+    if e.tensor_parallel_size < 1:
+        out.append(f"engine.tensor_parallel_size must be >= 1, got {e.tensor_parallel_size}")
+    elif cfg.gpu.count > 0 and e.tensor_parallel_size > cfg.gpu.count:
+        out.append(
+            f"engine.tensor_parallel_size={e.tensor_parallel_size} is larger than gpu.count={cfg.gpu.count}; "
+            "lower it or plan more GPUs"
+        )
+    if e.gpu_memory_fraction is not None and not (_number(e.gpu_memory_fraction) and 0 < e.gpu_memory_fraction <= 1):
+        out.append(f"engine.gpu_memory_fraction must be in (0, 1] or null, got {e.gpu_memory_fraction}")
+    sp = e.speculative
+    if sp.method not in SPECULATIVE_METHODS:
+        out.append(f"engine.speculative.method={sp.method!r}: use ngram, draft or null")
+    elif sp.method == "draft" and not sp.draft_model:
+        out.append("engine.speculative.method=draft needs engine.speculative.draft_model (a path or hub id)")
+    if sp.method and sp.num_tokens < 1:
+        out.append(f"engine.speculative.num_tokens must be >= 1, got {sp.num_tokens}")
+    lookup = {n: getattr(sp, n) for n in ("prompt_lookup_min", "prompt_lookup_max")}
+    for n, v in lookup.items():
+        if v is not None and v < 1:
+            out.append(f"engine.speculative.{n} must be >= 1 or null (the engine's default), got {v}")
+    lo, hi = lookup.values()
+    if lo is not None and hi is not None and 1 <= hi < lo:
+        out.append(f"engine.speculative.prompt_lookup_min={lo} is above prompt_lookup_max={hi}; swap or lower it")
+    if not _at_least(e.cpu_kvcache_space_gib, 0):
+        out.append(f"engine.cpu_kvcache_space_gib must be >= 0 (0 = the engine's default), got {e.cpu_kvcache_space_gib}")
+    for arg in e.extra_args:
+        if (flag := arg.split("=", 1)[0]) in LAB_FLAGS:
+            out.append(f"engine.extra_args sets {flag}, which the lab sets itself: use engine.host/engine.port instead")
+    if bad := [k for k in e.env if not _ENV_NAME.fullmatch(k)]:
+        out.append(f"engine.env: {', '.join(map(repr, bad))} is not an environment variable name (letters, digits, _)")
+    return out
+
+
 def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None) -> list[str]:
+    """Every problem of the planned run, one line each naming the fix ([] = it may start). Pure."""
     out: list[str] = []
     if cfg.engine.name not in ADAPTERS:
         out.append(f"engine={cfg.engine.name}: no adapter; known engines: {', '.join(sorted(ADAPTERS))}")
+    out += engine_problems(cfg, adapter)
     if adapter is not None and facts is not None:
-        out += adapter.problems(facts)
+        out += [p for p in adapter.problems(facts) if p not in out]  # an adapter may repeat a range line
         if facts.port_in_use:
             out.append(f"engine.port={cfg.engine.port} is already in use on {cfg.engine.host}; pick another or 0 (a free port)")
     if adapter is not None and cfg.workload.endpoint not in adapter.usage_endpoints:
@@ -44,7 +143,18 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
             f"set workload.endpoint={adapter.usage_endpoints[0]}"
         )
 
+    if cfg.gpu.count < 0:
+        out.append(f"gpu.count must be >= 0 (0 = CPU only), got {cfg.gpu.count}")
+
     m = cfg.model
+    if not m.path.strip():
+        out.append("model.path is empty: give a local folder or a hub id")
+    if m.served_name is not None and not m.served_name.strip():
+        out.append("model.served_name is empty: give the name the API should expose or null (model.name)")
+    if not (isinstance(m.max_context_tokens, int) and m.max_context_tokens >= 1):
+        out.append(f"model.max_context_tokens must be >= 1 (the model's context length), got {m.max_context_tokens}")
+    if m.params_b is not None and not _positive(m.params_b):
+        out.append(f"model.params_b must be > 0 (billions of parameters) or null, got {m.params_b}")
     if facts is not None and not facts.model_is_local:
         if m.built_by:
             out.append(f"model={m.name}: folder {m.path} is missing; build it with `{m.built_by}`")
@@ -54,6 +164,8 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
     q = cfg.quant
     if q.method not in QUANT_METHODS:
         out.append(f"quant.method={q.method!r}: use one of {', '.join(str(x) for x in QUANT_METHODS)}")
+    if q.bits is not None and not 1 <= q.bits <= 16:
+        out.append(f"quant.bits must be 1..16 or null, got {q.bits}")
     if adapter is not None and adapter.needs_checkpoint():
         ok = CHECKPOINTS_FOR.get(q.method or "", (q.method,))
         if m.checkpoint_quant not in ok:
@@ -62,38 +174,13 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
                 f"quant={q.name} needs a {q.method} checkpoint of model={m.name}, but {m.path} is {stored}: "
                 f"add conf/model_quant/{m.name}_{q.name}.yaml setting model.path and model.checkpoint_quant"
             )
-    e = cfg.engine
-    if e.tensor_parallel_size < 1:
-        out.append(f"engine.tensor_parallel_size must be >= 1, got {e.tensor_parallel_size}")
-    elif cfg.gpu.count > 0 and e.tensor_parallel_size > cfg.gpu.count:
-        out.append(
-            f"engine.tensor_parallel_size={e.tensor_parallel_size} is larger than gpu.count={cfg.gpu.count}; "
-            "lower it or plan more GPUs"
-        )
-    if e.gpu_memory_fraction is not None and not 0 < e.gpu_memory_fraction <= 1:
-        out.append(f"engine.gpu_memory_fraction must be in (0, 1], got {e.gpu_memory_fraction}")
-    sp = e.speculative
-    if sp.method not in SPECULATIVE_METHODS:
-        out.append(f"engine.speculative.method={sp.method!r}: use ngram, draft or null")
-    elif sp.method == "draft" and not sp.draft_model:
-        out.append("engine.speculative.method=draft needs engine.speculative.draft_model (a path or hub id)")
-    if sp.method and sp.num_tokens < 1:
-        out.append(f"engine.speculative.num_tokens must be >= 1, got {sp.num_tokens}")
-
     w = cfg.workload
     if w.endpoint not in ENDPOINT_PATHS:
         out.append(f"workload.endpoint={w.endpoint!r}: use one of {', '.join(ENDPOINT_PATHS)}")
-    wp = workload.config_problems(w)
-    out += wp
-    limit = context_limit(cfg)
-    prompt_hi, output_hi = workload.token_bounds(w) if not wp else (None, None)
-    # Unbounded lengths (normal/lognormal without a max, a ShareGPT file) are checked on the
-    # built items instead, by the runner, before the engine starts.
-    if limit and prompt_hi is not None and output_hi is not None and prompt_hi + output_hi > limit:
-        out.append(
-            f"workload needs up to {prompt_hi}+{output_hi} tokens but the context limit is {limit}; "
-            f"lower {workload.LENGTH_FIX[w.kind]} or raise engine.max_model_len"
-        )
+    out += workload.config_problems(w)
+    if w.temperature < 0:
+        out.append(f"workload.temperature must be >= 0 (0 = greedy), got {w.temperature}")
+    out += context_problems(cfg)
 
     t = cfg.traffic
     kinds = OPEN_LOOP_KINDS + CLOSED_LOOP_KINDS
@@ -102,20 +189,20 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
     if not t.points:
         out.append("traffic.points is empty: give at least one load point, e.g. traffic.points=[4]")
     for v in t.points:
-        if v <= 0:
-            out.append(f"traffic.points: {v} is not > 0")
+        if not _positive(v):
+            out.append(f"traffic.points: {v} is not > 0 (each point is a finite rate, user count or speed-up)")
         elif t.kind in CLOSED_LOOP_KINDS and float(v) != int(v):
             out.append(f"traffic.points: {v} is not a whole number of users (traffic.kind={t.kind})")
-    if t.duration_s <= 0:
-        out.append(f"traffic.duration_s must be > 0, got {t.duration_s}")
-    if t.warmup_s < 0:
-        out.append(f"traffic.warmup_s must be >= 0, got {t.warmup_s}")
+    for name in ("duration_s", "request_timeout_s", "drain_timeout_s"):
+        if not _positive(getattr(t, name)):
+            out.append(f"traffic.{name} must be > 0 (seconds), got {getattr(t, name)}")
+    for name in ("warmup_s", "cooldown_s", "think_time_s"):
+        if not _at_least(getattr(t, name), 0):
+            out.append(f"traffic.{name} must be >= 0 (seconds), got {getattr(t, name)}")
     if t.kind == "trace" and not t.trace_path:
         out.append("traffic.kind=trace needs traffic.trace_path (a JSONL or CSV trace)")
-    if t.kind == "gamma" and t.burstiness <= 0:
-        out.append(f"traffic.burstiness must be > 0, got {t.burstiness}")
-    if t.cooldown_s < 0 or t.think_time_s < 0:
-        out.append("traffic.cooldown_s and traffic.think_time_s must be >= 0")
+    if t.kind == "gamma" and not _positive(t.burstiness):
+        out.append(f"traffic.burstiness must be > 0 (1 = Poisson, < 1 burstier), got {t.burstiness}")
     sh = t.shape
     if sh.kind is not None:
         if sh.kind not in SHAPES:
@@ -124,12 +211,25 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
             out.append("traffic.shape does not apply to a trace (its times are replayed); set traffic.shape.kind=null")
         elif sh.kind == "steps" and sh.steps < 1:
             out.append(f"traffic.shape.steps must be >= 1, got {sh.steps}")
-        elif sh.kind == "spike" and (sh.spike_factor <= 0 or not 0 <= sh.spike_at < 1 or sh.spike_width <= 0):
-            out.append("traffic.shape: spike_factor > 0, 0 <= spike_at < 1 and spike_width > 0 are needed")
-        elif sh.kind in ("ramp", "diurnal") and not 0 <= (sh.start_fraction if sh.kind == "ramp" else sh.min_fraction) <= 1:
-            out.append("traffic.shape: start_fraction / min_fraction must be within [0, 1]")
-    if t.workers < 1 or t.remote_workers < 0:
-        out.append("traffic.workers must be >= 1 and traffic.remote_workers >= 0")
+        elif sh.kind == "spike":
+            if not _positive(sh.spike_factor):
+                out.append(f"traffic.shape.spike_factor must be > 0, got {sh.spike_factor}")
+            if not (_number(sh.spike_at) and 0 <= sh.spike_at < 1):
+                out.append(f"traffic.shape.spike_at must be in [0, 1) (a fraction of the run), got {sh.spike_at}")
+            if not (_number(sh.spike_width) and 0 < sh.spike_width <= 1):
+                out.append(f"traffic.shape.spike_width must be in (0, 1] (a fraction of the run), got {sh.spike_width}")
+        elif sh.kind in ("ramp", "diurnal"):
+            name = "start_fraction" if sh.kind == "ramp" else "min_fraction"
+            if not (_number(v := getattr(sh, name)) and 0 <= v <= 1):
+                out.append(f"traffic.shape.{name} must be within [0, 1], got {v}")
+    if t.workers < 1:
+        out.append(f"traffic.workers must be >= 1, got {t.workers}")
+    if t.remote_workers < 0:
+        out.append(f"traffic.remote_workers must be >= 0, got {t.remote_workers}")
+    if not 0 <= t.master_port <= 65535:
+        out.append(f"traffic.master_port must be 0..65535 (0 = a free port), got {t.master_port}")
+    if not -20 <= t.loadgen_nice <= 19:
+        out.append(f"traffic.loadgen_nice must be -20..19 (os.nice; negative needs root), got {t.loadgen_nice}")
     if t.remote_workers > 0:
         if t.master_port == 0:
             out.append("traffic.remote_workers needs a fixed traffic.master_port that the other machines can reach")
@@ -141,14 +241,56 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
     tel = cfg.telemetry
     if tel.sampler not in TELEMETRY_SAMPLERS:
         out.append(f"telemetry.sampler={tel.sampler!r}: use one of {', '.join(TELEMETRY_SAMPLERS)}")
-    if tel.interval_s <= 0:
-        out.append(f"telemetry.interval_s must be > 0, got {tel.interval_s}")
+    for name in ("interval_s", "metrics_interval_s"):
+        if not _positive(getattr(tel, name)):
+            out.append(f"telemetry.{name} must be > 0 (seconds), got {getattr(tel, name)}")
     return out
+
+
+def context_problems(cfg: RunConfig, items: Sequence[WorkloadItem] | None = None) -> list[str]:
+    """The one context-length rule: a request's prompt + max_tokens must fit the context limit.
+
+    Called twice with the same rule and wording: by :func:`check` without `items` (the workload's
+    configured upper bounds; nothing is said when they are not known before building: normal or
+    lognormal lengths without a max, ShareGPT without prompt_max, a trace), and by the runner
+    with the built items, before the engine starts. Pure; [] = everything fits.
+    """
+    limit = context_limit(cfg)
+    if not limit:
+        return []
+    if items is None:
+        # A trace sends its own lengths, not the workload's; bad workload settings are reported by check().
+        if cfg.traffic.kind == "trace" or workload.config_problems(cfg.workload):
+            return []
+        prompt_hi, output_hi = workload.token_bounds(cfg.workload)
+        if prompt_hi is None or output_hi is None or prompt_hi + output_hi <= limit:
+            return []
+        return [f"workload needs up to {prompt_hi}+{output_hi} tokens but the context limit is {limit}; {_context_fix(cfg)}"]
+    too_long = [it for it in items if it.prompt_tokens_client + it.max_tokens > limit]
+    if not too_long:
+        return []
+    worst = max(too_long, key=lambda it: it.prompt_tokens_client + it.max_tokens)
+    return [
+        f"{len(too_long)} workload item(s) need more than the context limit of {limit} tokens (item {worst.prompt_idx}: "
+        f"{worst.prompt_tokens_client}+{worst.max_tokens}); {_context_fix(cfg)}"
+    ]
+
+
+def _context_fix(cfg: RunConfig) -> str:
+    """How to make requests fit: shorter requests, or a longer context where the model allows it."""
+    lengths = (
+        "the trace's input_tokens/output_tokens" if cfg.traffic.kind == "trace"
+        else workload.LENGTH_FIX.get(cfg.workload.kind, "the workload lengths")
+    )  # fmt: skip
+    e, model_limit = cfg.engine.max_model_len, cfg.model.max_context_tokens
+    if e and (model_limit < 1 or e < model_limit):
+        return f"lower {lengths} or raise engine.max_model_len"
+    return f"lower {lengths} (model.max_context_tokens={model_limit} is the model's own limit)"
 
 
 def context_limit(cfg: RunConfig) -> int | None:
     """The tightest context length the run is planned with (engine.max_model_len, model.max_context_tokens)."""
-    limits = [x for x in (cfg.engine.max_model_len, cfg.model.max_context_tokens) if x]
+    limits = [x for x in (cfg.engine.max_model_len, cfg.model.max_context_tokens) if x and x > 0]
     return min(limits) if limits else None
 
 

@@ -31,7 +31,7 @@ from experiments.schema import RunConfig
 from loadgen.dataset import DatasetError, load_sharegpt
 from loadgen.tokenizer import load_token_counter
 from loadgen.trace import TraceError, load_trace, trace_items
-from loadgen.workload import WorkloadError, build_items, context_problem
+from loadgen.workload import WorkloadError, build_items
 
 log = logging.getLogger("servelab")
 
@@ -53,8 +53,8 @@ class Workload:
                 self.items = build_items(w, self.counter, dataset)
         except (DatasetError, WorkloadError, TraceError) as e:
             raise Rejected([str(e)]) from None
-        if too_long := context_problem(self.items, preflight.context_limit(cfg), w.kind):
-            raise Rejected([too_long])
+        if too_long := preflight.context_problems(cfg, self.items):
+            raise Rejected(too_long)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame([it.to_dict() for it in self.items])

@@ -4,9 +4,6 @@ run.json, report, Ctrl-C, failures."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
 
 import pandas as pd
 import pytest
@@ -17,6 +14,7 @@ from experiments.config import to_run_config
 from experiments.runner import run
 from tests.conftest import compose
 from tests.support.fake_adapter import TimingServerAdapter
+from tests.support.signals import ctrl_c_when, ok_record_in
 
 
 @pytest.fixture
@@ -79,9 +77,8 @@ def test_pipeline_writes_every_artifact(fake_engine, tiny_tokenizer_dir, tmp_pat
 def test_ctrl_c_saves_records_and_stops_the_engine(fake_engine, tiny_tokenizer_dir, tmp_path):
     out = tmp_path / "run"
     c = cfg(tiny_tokenizer_dir, "traffic.points=[10]", "traffic.duration_s=20")
-    timer = threading.Timer(4.0, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
-    assert run(c, out) == 130
+    with ctrl_c_when(ok_record_in(out)):
+        assert run(c, out) == 130
     s = json.loads((out / "run.json").read_text())
     assert s["status"] == "cancelled" and not group_alive(s["engine"]["pid"])
     req = pd.read_parquet(out / "requests.parquet")

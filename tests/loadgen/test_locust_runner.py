@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from statistics import median
@@ -16,6 +14,7 @@ import pytest
 
 from loadgen.driver import LoadInterrupted, build_spec, read_jsonl, run_load_point
 from loadgen.workload import WorkloadItem
+from tests.support.signals import ctrl_c_when, ok_record_in
 
 ITEMS = [WorkloadItem(i, f"prompt {i}", 3, 12) for i in range(4)]
 
@@ -123,9 +122,7 @@ def test_sigterm_cancels_in_flight_and_flushes(timing_server, tmp_path):
 def test_ctrl_c_in_the_lab_stops_the_generator_and_keeps_records(timing_server, tmp_path):
     url, _ = timing_server(ttft_ms=50, itl_ms=100)
     spec = spec_for(url, tmp_path, 10.0, kind="constant", duration_s=6.0, warmup_s=0)
-    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
-    with pytest.raises(LoadInterrupted) as ei:
+    with ctrl_c_when(ok_record_in(tmp_path)), pytest.raises(LoadInterrupted) as ei:
         run_load_point(spec, tmp_path)
     out = ei.value.output
     assert out.interrupted and out.records
