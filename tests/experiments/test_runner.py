@@ -38,6 +38,7 @@ def test_pipeline_writes_every_artifact(fake_engine, tiny_tokenizer_dir, tmp_pat
     assert {"requests", "telemetry", "loadgen", "engine_log", "loadgen_log", "report"} <= set(s["artifacts"])
     assert not (out / "work").exists()  # raw JSONL folded into parquet
     assert [p["index"] for p in s["load_points"]] == [0, 1]
+    _check_identity(out, s)
     for p in s["load_points"]:
         m = p["summary"]
         assert m["requests"]["ok"] == m["requests"]["total"] > 0
@@ -72,6 +73,24 @@ def test_pipeline_writes_every_artifact(fake_engine, tiny_tokenizer_dir, tmp_pat
     html = (out / "report.html").read_text()
     assert "<table>" in html and "data:image/png;base64," in html
     assert "http://" not in html.replace("http://127.0.0.1", "") and "https://" not in html  # opens offline
+
+
+def _check_identity(out, s):
+    """run.json and every parquet row carry run_id, variant_id (and point_id, repetition per point)."""
+    from experiments import identity
+
+    assert s["schema_version"] == 2 and s["run_id"] == out.name
+    assert s["variant_id"] == identity.stable_hash(s["launch_fields"])
+    pids = {p["index"]: p["point_id"] for p in s["load_points"]}
+    assert len(set(pids.values())) == len(pids) and all(p["repetition"] == 0 for p in s["load_points"])
+    for name in ("requests", "workload", "telemetry", "engine_metrics", "loadgen"):
+        df = pd.read_parquet(out / f"{name}.parquet")
+        assert (df["run_id"] == s["run_id"]).all() and (df["variant_id"] == s["variant_id"]).all(), name
+        if name in ("requests", "loadgen"):
+            assert (df["point_id"] == df["load_point"].map(pids)).all() and (df["repetition"] == 0).all(), name
+        elif name != "workload":  # sampled on the run's clock: the point whose window holds the sample
+            inside = df[df["point_id"].notna()]
+            assert len(inside) and (inside["point_id"] == inside["load_point"].map(pids)).all(), name
 
 
 def test_ctrl_c_saves_records_and_stops_the_engine(fake_engine, tiny_tokenizer_dir, tmp_path):
@@ -127,7 +146,7 @@ def test_endpoint_engine_benchmarks_a_running_server_without_leaking_the_key(
     assert s["status"] == "ok" and s["engine"]["plan"]["api_key_env"] == "SERVELAB_TEST_KEY"
     m = s["load_points"][0]["summary"]
     assert m["requests"]["ok"] == m["requests"]["total"] > 0  # the key reached the server: no 401s
-    assert any("no engine process telemetry" in n for n in s["notes"])
+    assert any("no engine process telemetry" in n["message"] and n["source"] == "preflight" for n in s["notes"])
     for f in out.rglob("*"):
         if f.is_file():
             assert key.encode() not in f.read_bytes(), f"API key written to {f}"
