@@ -163,13 +163,12 @@ class EngineLease:
         if c is None:
             return None
         code = c.poll()
-        return None if code is None else f"{c.name} exited with code {code} while serving (log: {c.log_path})"
+        return None if code is None else f"{c.name} exited with code {code} during the run (log: {c.log_path})"
 
     def crash_error(self) -> EngineCrashed:
-        c = self.engine_child
-        assert c is not None
-        code = c.poll()
-        return EngineCrashed(self.failure_reason() or f"{c.name} stopped", log_tail=c.log_tail(), exit_code=code)
+        """The error a run fails with when the engine died mid-point (exit code + log tail)."""
+        assert self.engine_child is not None
+        return EngineCrashed.of(self.engine_child)
 
     def dead_samplers(self) -> list[str]:
         """Names of samplers that have exited while the lease is open."""

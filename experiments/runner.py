@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import traceback
 from pathlib import Path
+
 import pandas as pd
 
 from engines.process import EngineError, Supervisor, cancel_on_signal, shielded_teardown
