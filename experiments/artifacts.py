@@ -108,6 +108,8 @@ class RunRecord:
     provenance: dict[str, Any] | None = None
     engine: EngineRecord | None = None
     placement: dict[str, Any] | None = None
+    # CPU plans: the host's measured memory bandwidth (experiments.hostbench), the roofline's input
+    host_bandwidth: dict[str, Any] | None = None
     telemetry: dict[str, Any] | None = None
     engine_metrics: dict[str, Any] | None = None
     load_points: list[PointRecord] = field(default_factory=list)
@@ -196,6 +198,7 @@ def upgrade_v1(d: dict[str, Any]) -> dict[str, Any]:
     if out.get("failure"):
         out["failure"] = {"phase": None, "exit_code": None, **out["failure"]}
     out.setdefault("placement", None)
+    out.setdefault("host_bandwidth", None)
     return out
 
 

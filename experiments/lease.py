@@ -90,6 +90,10 @@ class EngineLease:
             self.placement = _plan_placement(cfg)
         return self._prepared
 
+    def plan_is_external(self) -> bool:
+        """Whether this lease benchmarks a server the lab does not start (engine=endpoint)."""
+        return self.adapter is not None and self.adapter.name == "endpoint"
+
     # -- launch ------------------------------------------------------------------------------
     def __enter__(self) -> EngineLease:
         problems = self.prepare()

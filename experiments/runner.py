@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from engines.process import EngineError, Supervisor, cancel_on_signal, shielded_teardown
-from experiments import discover, identity, preflight
+from experiments import discover, hostbench, identity, preflight
 from experiments.artifacts import EXIT, RunRecord, with_identity, write_artifacts, write_parquet
 from experiments.config import to_plain
 from experiments.lease import EngineLease, Rejected
@@ -85,6 +85,10 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None) -> in
             for w in lease.warnings:
                 record.note("preflight", "warning", w)
             workload = Workload(cfg)
+            if cfg.gpu.count == 0 and not lease.plan_is_external():
+                # The CPU roofline needs the host's memory bandwidth: measured now, before the engine
+                # competes for it, and recorded (never guessed).
+                record.host_bandwidth = hostbench.copy_bandwidth()
             # What was sent, per prompt_idx: requests.parquet joins it on (run_id, prompt_idx).
             write_parquet(with_identity(workload.frame(), record.identity()), run_dir / "workload.parquet")
             record.artifacts["workload"] = "workload.parquet"
