@@ -11,7 +11,7 @@ from engines.base import EngineAdapter, HostFacts
 from experiments.schema import RunConfig
 from loadgen import workload
 from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, SHAPES
-from loadgen.workload import ENDPOINT_PATHS
+from loadgen.openai_api import ENDPOINT_PATHS
 
 TELEMETRY_SAMPLERS = ("auto", "cpu", "nvml", "off")
 QUANT_METHODS = (None, "fp8", "awq", "gptq", "int8", "int4")

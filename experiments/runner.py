@@ -199,7 +199,7 @@ class Run:
             t = cfg.traffic
             for i, value in enumerate(t.points):
                 spec = build_spec(
-                    load_point=i, point_value=float(value), traffic=t, workload=w, items=items,
+                    load_point=i, load_value=float(value), traffic=t, workload=w, items=items,
                     base_url=plan.base_url, model=plan.served_model, extras_for=adapter.request_extras,
                     workdir=self.work, api_key_env=plan.api_key_env, trace_times_s=trace_times,
                 )  # fmt: skip
@@ -212,11 +212,11 @@ class Run:
                     out = run_load_point(spec, self.work)
                 except LoadInterrupted as e:
                     self.outputs.append(e.output)
-                    self.points.append({"index": i, "value": float(value), "spec_mode": spec["mode"]})
+                    self.points.append({"index": i, "value": float(value), "spec_mode": spec.loop})
                     raise
                 annotate_client_counts(out.records, counter)
                 self.outputs.append(out)
-                self.points.append({"index": i, "value": float(value), "spec_mode": spec["mode"]})
+                self.points.append({"index": i, "value": float(value), "spec_mode": spec.loop})
                 for p in out.problems:
                     self.summary["notes"].append(f"load point {i}: {p}")
                 s = self._summarize_point(i)

@@ -3,10 +3,9 @@ workers' own records, with nothing lost and nothing counted twice."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace as NS
-
 import pytest
 
+from experiments.schema import TrafficConfig, WorkloadConfig
 from loadgen.driver import build_spec, read_jsonl, run_load_point
 from loadgen.workload import WorkloadItem
 
@@ -14,9 +13,9 @@ ITEMS = [WorkloadItem(i, f"p{i}", 3, 10) for i in range(8)]
 
 
 def spec_for(url, tmp_path, kind, value, workers):
-    tr = NS(kind=kind, request_timeout_s=20, drain_timeout_s=20, max_inflight=64, warmup_s=0.5, duration_s=2.0, seed=0,
-            cooldown_s=0.0, think_time_s=0.0, shape=None, workers=workers)  # fmt: skip
-    return build_spec(load_point=0, point_value=value, traffic=tr, workload=NS(endpoint="completions", temperature=0.0),
+    tr = TrafficConfig(kind=kind, request_timeout_s=20, drain_timeout_s=20, max_inflight=64, warmup_s=0.5, duration_s=2.0,
+                       workers=workers)  # fmt: skip
+    return build_spec(load_point=0, load_value=value, traffic=tr, workload=WorkloadConfig(),
                       items=ITEMS, base_url=url, model="m", extras_for=lambda n: {}, workdir=tmp_path)  # fmt: skip
 
 
@@ -35,9 +34,9 @@ def test_master_merges_exactly_the_workers_records(timing_server, tmp_path, kind
     assert len(read_jsonl(server_log)) == len(out.records)  # the server saw exactly these requests
     assert len({r["worker"] for r in out.records}) == 2
     if kind == "poisson":
-        assert len(out.records) == len(spec["schedule"])  # every scheduled arrival, once
+        assert len(out.records) == len(spec.schedule)  # every scheduled arrival, once
         sent_at = sorted(r["t_scheduled_ns"] for r in out.records)
-        offsets = sorted(a[0] for a in spec["schedule"])
+        offsets = sorted(a.offset_s for a in spec.schedule)
         t0 = sent_at[0] - int(offsets[0] * 1e9)
         assert all(abs((s - t0) / 1e9 - o) < 0.005 for s, o in zip(sent_at, offsets, strict=True))  # one shared clock
     assert out.lag and {s["worker"] for s in out.lag} == {0, 1}
