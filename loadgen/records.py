@@ -11,7 +11,9 @@ Two schemas, kept apart on purpose:
 
 All `t_*_ns` fields are absolute `time.monotonic_ns()` values (CLOCK_MONOTONIC on Linux), the
 same clock the telemetry samplers use in other processes, so records and samples join by time.
-`run.json` stores one (monotonic, wall) anchor pair to convert them to wall time.
+`run.json` stores one (monotonic, wall) anchor pair to convert them to wall time. A Locust
+worker on another machine has its own monotonic clock: the master moves its records onto the
+master's clock as they arrive (loadgen.clock; offsets and uncertainties in the point's meta).
 Every metric (TTFT, TPOT, ITL, E2E, schedule lag) is derived from these fields by
 :mod:`analysis.metrics` and can be recomputed from `requests.parquet` at any time.
 

@@ -1,7 +1,7 @@
 """Worker role (distributed): measure the clock offset to the master, take the spec, run this
 worker's share, stream the records (and keep a local copy), report done with the count sent.
 
-Clock rounds (loadgen.clock): at connect and every CLOCK_ROUND_PERIOD_S while the point runs,
+Clock rounds (loadgen.clock): at connect, every CLOCK_ROUND_PERIOD_S while the point runs and at its end,
 the worker sends PINGS_PER_ROUND pings stamped t1, the master answers with t2/t3, the worker
 stamps t4 on receipt and keeps the ping with the smallest RTT; it reports that round to the
 master, which shifts this worker's records with it. The worker itself uses its latest offset to
@@ -126,6 +126,7 @@ def run_worker(master_host: str, port: int) -> int:
     gevent.sleep(0.2)
     box["lag"].kill()
     clock_g.kill()
+    clock_round()  # one more at the end: the rounds bracket the point (drift, worst uncertainty)
     assert gen.sink is not None
     gen.sink.flush()
     runner.send_message("done", {"sent": gen.sent, "done": gen.done, "dropped": gen.dropped,
