@@ -9,8 +9,10 @@ its workers. Nothing else crosses that boundary.
 
 Names are the config's names (experiments.schema.TrafficConfig / WorkloadConfig): `kind`,
 `loadgen_nice`, `workers`, ... One load point's entry of `traffic.points` is its `load_value`
-(requests/s, users or trace speed-up, by `kind`). Defaults live only in the schema: no field here
-has a default, so every value is read from a config object once, in :func:`build_spec`.
+(requests/s, users or trace speed-up, by `kind`). Defaults live only in the schema: no setting
+here has a default (only the layout's `version` has), so every value is read from a config
+object once, in :func:`build_spec`. Settings that only shape the schedule (`seed`, `burstiness`,
+the trace's times) are consumed there: the spec carries their result, the schedule.
 
 `loop` ("open" | "closed") is derived from `kind`, never stored: open loop sends at scheduled
 times whatever the server does (poisson, constant, gamma, trace), closed loop keeps `users`
