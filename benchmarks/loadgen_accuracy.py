@@ -30,13 +30,13 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from types import SimpleNamespace as NS
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from experiments.schema import TrafficConfig, WorkloadConfig  # noqa: E402
 from loadgen.driver import build_spec, read_jsonl, run_load_point  # noqa: E402
 from loadgen.workload import WorkloadItem  # noqa: E402
 
@@ -73,14 +73,13 @@ def level(args, conc: int, tmp: Path) -> dict:
     log = tmp / f"server_{conc}.jsonl"
     srv = start_server(port, args.ttft_ms, args.itl_ms, log, args.pin)
     try:
-        tr = NS(kind="concurrency", request_timeout_s=60, drain_timeout_s=30, max_inflight=4096, warmup_s=args.warmup_s,
-                duration_s=args.duration_s, seed=0, cooldown_s=0.0, think_time_s=0.0, shape=None, workers=args.workers)  # fmt: skip
+        tr = TrafficConfig(kind="concurrency", request_timeout_s=60, drain_timeout_s=30, max_inflight=4096,
+                           warmup_s=args.warmup_s, duration_s=args.duration_s, workers=args.workers)  # fmt: skip
         items = [WorkloadItem(i, f"p{i}", 3, args.tokens) for i in range(64)]
         work = tmp / f"c{conc}"
-        spec = build_spec(load_point=0, point_value=conc, traffic=tr, workload=NS(endpoint="completions", temperature=0.0),
-                          items=items, base_url=f"http://127.0.0.1:{port}", model="m", extras_for=lambda n: {}, workdir=work)  # fmt: skip
-        if args.pin and (os.cpu_count() or 1) > 1:
-            spec["cpu_affinity"] = list(range(1, os.cpu_count() or 2))
+        cpus = list(range(1, os.cpu_count() or 2)) if args.pin and (os.cpu_count() or 1) > 1 else None
+        spec = build_spec(load_point=0, load_value=conc, traffic=tr, workload=WorkloadConfig(), items=items,
+                          base_url=f"http://127.0.0.1:{port}", model="m", extras_for=lambda n: {}, workdir=work, cpus=cpus)  # fmt: skip
         out = run_load_point(spec, work)
     finally:
         srv.terminate()

@@ -75,7 +75,7 @@ def measure_point(
     w = workload if workload is not None else lease.cfg.workload
     assert lease.adapter is not None and lease.plan is not None
     spec = build_spec(
-        load_point=point.index, point_value=float(point.load_value), traffic=t, workload=w, items=items,
+        load_point=point.index, load_value=float(point.load_value), traffic=t, workload=w, items=items,
         base_url=lease.plan.base_url, model=lease.plan.served_model, extras_for=lease.adapter.request_extras,
         workdir=work, api_key_env=lease.plan.api_key_env, trace_times_s=trace_times_s,
     )  # fmt: skip

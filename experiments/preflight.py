@@ -16,7 +16,8 @@ from engines.base import EngineAdapter, HostFacts
 from experiments.schema import PRICE_TIERS, RunConfig
 from loadgen import workload
 from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, SHAPES
-from loadgen.workload import ENDPOINT_PATHS, WorkloadItem
+from loadgen.openai_api import ENDPOINT_PATHS
+from loadgen.workload import WorkloadItem
 
 TELEMETRY_SAMPLERS = ("auto", "cpu", "nvml", "off")
 QUANT_METHODS = (None, "fp8", "awq", "gptq", "int8", "int4")

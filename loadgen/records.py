@@ -1,8 +1,19 @@
 """The per-request record: raw monotonic timestamps and what the server said, nothing derived.
 
+Two schemas, kept apart on purpose:
+- :data:`REQUEST_SCHEMA` is the RAW record the load generator writes while the point runs
+  (timestamps, server answers, the streamed text). Nothing in it is computed from other fields.
+- :data:`ANNOTATION_SCHEMA` lists the POST-RUN annotations the lab adds to each record after a
+  load point (today: the model tokenizer's count of the streamed text and the drift flag that
+  compares it with the server's counts, :func:`loadgen.tokenizer.annotate_client_counts`).
+  They are derived, never written by the generator, and :func:`empty_record` refuses them.
+:data:`TABLE_SCHEMA` (raw, then annotations) is what :func:`to_table` and requests.parquet use.
+
 All `t_*_ns` fields are absolute `time.monotonic_ns()` values (CLOCK_MONOTONIC on Linux), the
 same clock the telemetry samplers use in other processes, so records and samples join by time.
-`run.json` stores one (monotonic, wall) anchor pair to convert them to wall time.
+`run.json` stores one (monotonic, wall) anchor pair to convert them to wall time. A Locust
+worker on another machine has its own monotonic clock: the master moves its records onto the
+master's clock as they arrive (loadgen.clock; offsets and uncertainties in the point's meta).
 Every metric (TTFT, TPOT, ITL, E2E, schedule lag) is derived from these fields by
 :mod:`analysis.metrics` and can be recomputed from `requests.parquet` at any time.
 
@@ -57,17 +68,27 @@ REQUEST_SCHEMA = pa.schema(
         pa.field("output_tokens", pa.int32()),  # from usage; else the number of content chunks
         pa.field("output_tokens_source", pa.string()),  # usage | chunks
         pa.field("output_text", pa.string()),  # the generated text, as streamed
-        pa.field("output_tokens_client", pa.int32()),  # the model tokenizer's count of output_text (after the run)
+    ]
+)
+
+# Post-run annotations (derived; added by the lab after the point, not by the generator).
+ANNOTATION_SCHEMA = pa.schema(
+    [
+        pa.field("output_tokens_client", pa.int32()),  # the model tokenizer's count of output_text
         # server and client token counts disagree (prompt or output): input lengths or usage are off
         pa.field("token_drift", pa.bool_()),
     ]
 )
 
-FIELDS = tuple(REQUEST_SCHEMA.names)
+TABLE_SCHEMA = pa.schema(list(REQUEST_SCHEMA) + list(ANNOTATION_SCHEMA))
+
+FIELDS = tuple(REQUEST_SCHEMA.names)  # the raw record's fields
+ANNOTATION_FIELDS = tuple(ANNOTATION_SCHEMA.names)
+TABLE_FIELDS = tuple(TABLE_SCHEMA.names)
 
 
 def empty_record(**values: Any) -> dict[str, Any]:
-    """A record dict with every field present (None where unknown), then `values` applied."""
+    """A raw record dict with every raw field present (None where unknown), then `values` applied."""
     rec: dict[str, Any] = dict.fromkeys(FIELDS)
     rec["schema_version"] = RECORD_SCHEMA_VERSION
     rec["chunk_ns"] = []
@@ -79,6 +100,6 @@ def empty_record(**values: Any) -> dict[str, Any]:
 
 
 def to_table(records: list[dict[str, Any]]) -> pa.Table:
-    """Records -> an Arrow table with the fixed schema (missing keys become null)."""
-    cols = {name: [r.get(name) for r in records] for name in FIELDS}
-    return pa.table(cols, schema=REQUEST_SCHEMA)
+    """Records (raw, optionally annotated) -> an Arrow table with TABLE_SCHEMA (missing keys become null)."""
+    cols = {name: [r.get(name) for r in records] for name in TABLE_FIELDS}
+    return pa.table(cols, schema=TABLE_SCHEMA)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
 from urllib.parse import urlsplit
 
 import gevent.socket
 from geventhttpclient.response import HTTPConnectionClosed, HTTPSocketResponse
 
-now = time.monotonic_ns
+from loadgen import clock
+
+now = clock.now  # CLOCK_MONOTONIC (bound at import, after a test-only offset may have been installed)
 
 
 def build_request(base_url: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:

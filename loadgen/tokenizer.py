@@ -52,7 +52,8 @@ def load_token_counter(name_or_path: str) -> HFTokenCounter:
 
 
 def annotate_client_counts(records: list[dict], counter: HFTokenCounter) -> None:
-    """Fill output_tokens_client and token_drift in place (run after a load point, never in the hot path).
+    """Fill the post-run annotations (loadgen.records.ANNOTATION_FIELDS: output_tokens_client and
+    token_drift) in place; run after a load point, never in the hot path.
 
     token_drift is True when the server's prompt count differs from the client's, or its output
     count differs from the client's count of the streamed text.

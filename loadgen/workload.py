@@ -13,15 +13,20 @@ tokenizer runs in the load generator's hot path. :func:`build_items` is the one 
 - ``paraphrase``: ``num_clusters`` clusters of differently worded questions with the same meaning.
 
 Same config + same tokenizer (+ same dataset) = the same items, always.
-Side effects: none (dataset files are read by :mod:`loadgen.dataset`).
+The paraphrase templates are data (loadgen/data/paraphrase.json); the request wire format lives
+in :mod:`loadgen.openai_api`.
+Side effects: reads the packaged paraphrase data once at import (dataset files are read by
+:mod:`loadgen.dataset`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -212,68 +217,16 @@ def synthetic_items(tok: TokenCounter, prompt_tokens: int, output_tokens: int, n
 
 # -- paraphrase clusters -----------------------------------------------------------------------
 
+def _load_paraphrase_data() -> tuple[dict[str, tuple[tuple[str, ...], tuple[str, ...]]], tuple[str, ...]]:
+    """The built-in paraphrase topics and lead-ins from loadgen/data/paraphrase.json (package data)."""
+    raw = json.loads(resources.files("loadgen").joinpath("data/paraphrase.json").read_text(encoding="utf-8"))
+    topics = {name: (tuple(t["templates"]), tuple(t["entities"])) for name, t in raw["topics"].items()}
+    return topics, tuple(raw["leadins"])
+
+
 # Each topic: question templates that all mean the same for one entity `{x}`, and its entities.
-# Templates that start with `{x}` are only used where every entity is capitalised.
-PARAPHRASE_TOPICS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "capital": (
-        (
-            "What is the capital of {x}?",
-            "Which city is {x}'s capital?",
-            "Name the capital city of {x}.",
-            "What city is the capital of {x}?",
-            "Tell me the capital of {x}.",
-            "{x} has which city as its capital?",
-        ),
-        ("France", "Japan", "Kenya", "Peru", "Canada", "Norway", "Egypt", "Vietnam", "Chile", "Poland"),
-    ),
-    "author": (
-        (
-            "Who wrote {x}?",
-            "Who is the author of {x}?",
-            "Which writer wrote {x}?",
-            "Name the author of {x}.",
-            "{x} was written by whom?",
-            "Who was {x} written by?",
-        ),
-        ("Pride and Prejudice", "Moby-Dick", "War and Peace", "Don Quixote", "Hamlet", "Frankenstein",
-         "Dracula", "Jane Eyre"),
-    ),  # fmt: skip
-    "french": (
-        (
-            "How do you say '{x}' in French?",
-            "What is the French word for '{x}'?",
-            "Translate '{x}' into French.",
-            "What is '{x}' in French?",
-            "Give me the French translation of '{x}'.",
-            "In French, how is '{x}' said?",
-        ),
-        ("apple", "house", "dog", "water", "book", "bread", "moon", "friend", "tree", "window"),
-    ),
-    "boiling": (
-        (
-            "What is the boiling point of {x}?",
-            "At what temperature does {x} boil?",
-            "Tell me the boiling point of {x}.",
-            "What temperature makes {x} boil?",
-            "At which temperature does {x} start to boil?",
-            "How hot does {x} have to be to boil?",
-        ),
-        ("water", "ethanol", "mercury", "nitrogen", "acetone", "methanol", "benzene", "ammonia"),
-    ),
-    "meaning": (
-        (
-            "What does the word '{x}' mean?",
-            "What is the meaning of '{x}'?",
-            "Define the word '{x}'.",
-            "What is the definition of '{x}'?",
-            "Explain what '{x}' means.",
-            "Give me the meaning of the word '{x}'.",
-        ),
-        ("ephemeral", "ubiquitous", "candid", "frugal", "meticulous", "resilient", "verbose", "benevolent"),
-    ),
-}
-# Synonymous lead-ins, combined with every template ("" = the bare question).
-PARAPHRASE_LEADINS = ("", "Quick question: ", "Please answer this: ", "I'm curious. ")
+# Lead-ins are synonymous prefixes combined with every template ("" = the bare question).
+PARAPHRASE_TOPICS, PARAPHRASE_LEADINS = _load_paraphrase_data()
 MAX_CLUSTERS = sum(len(ents) for _, ents in PARAPHRASE_TOPICS.values())
 MAX_PARAPHRASES = min(len(t) for t, _ in PARAPHRASE_TOPICS.values()) * len(PARAPHRASE_LEADINS)
 
@@ -489,25 +442,3 @@ def _shared_prefix_items(tok: TokenCounter, w: Any, max_tokens: Sequence[int], t
         seen.add(prompt)
         items.append(WorkloadItem(i, prompt, len(enc), max_tokens[i], group=g))
     return items
-
-
-def request_body(item: dict[str, Any], endpoint: str, model: str, temperature: float, extras: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAI-compatible JSON body for one workload item (streaming, usage requested)."""
-    body: dict[str, Any] = {
-        "model": model,
-        "max_tokens": item["max_tokens"],
-        "temperature": temperature,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    if endpoint == "chat":
-        body["messages"] = [{"role": "user", "content": item["prompt"]}]
-    elif endpoint == "completions":
-        body["prompt"] = item["prompt"]
-    else:
-        raise ValueError(f"workload.endpoint must be 'completions' or 'chat', got {endpoint!r}")
-    body.update(extras)
-    return body
-
-
-ENDPOINT_PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}

@@ -7,20 +7,20 @@ issue's bound: median TTFT bias at most 1 ms with 8 concurrent streams.
 from __future__ import annotations
 
 from statistics import median
-from types import SimpleNamespace as NS
 
 import numpy as np
 
+from experiments.schema import TrafficConfig, WorkloadConfig
 from loadgen.driver import build_spec, read_jsonl, run_load_point
 from loadgen.workload import WorkloadItem
 
 
 def test_ttft_and_itl_match_the_server_with_8_streams(timing_server, tmp_path):
     url, server_log = timing_server(ttft_ms=50, itl_ms=10)
-    tr = NS(kind="concurrency", request_timeout_s=20, drain_timeout_s=20, max_inflight=64, warmup_s=0.5, duration_s=3.0,
-            seed=0, cooldown_s=0.0, think_time_s=0.0, shape=None)  # fmt: skip
+    tr = TrafficConfig(kind="concurrency", request_timeout_s=20, drain_timeout_s=20, max_inflight=64, warmup_s=0.5,
+                       duration_s=3.0)  # fmt: skip
     items = [WorkloadItem(i, f"p{i}", 3, 20) for i in range(8)]
-    spec = build_spec(load_point=0, point_value=8, traffic=tr, workload=NS(endpoint="completions", temperature=0.0),
+    spec = build_spec(load_point=0, load_value=8, traffic=tr, workload=WorkloadConfig(),
                       items=items, base_url=url, model="m", extras_for=lambda n: {}, workdir=tmp_path)  # fmt: skip
     out = run_load_point(spec, tmp_path)
     server = {s["id"]: s for s in read_jsonl(server_log)}

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import pytest
 
 from loadgen.arrivals import arrival_offsets, open_loop_schedule
-from loadgen.workload import fixed_length_prompt, request_body, synthetic_items
+from loadgen.openai_api import choice_text, request_body, sse_payload
+from loadgen.workload import fixed_length_prompt, synthetic_items
 
 
 def test_constant_is_evenly_spaced():
@@ -71,13 +72,22 @@ def test_synthetic_items_with_a_real_bpe_tokenizer(tiny_tokenizer_dir):
 
 
 def test_request_body_streams_with_usage():
-    item = {"prompt": "hi", "max_tokens": 4}
-    b = request_body(item, "completions", "m", 0.0, {"ignore_eos": True})
+    b = request_body("hi", 4, "completions", "m", 0.0, {"ignore_eos": True})
     assert b == {"model": "m", "max_tokens": 4, "temperature": 0.0, "stream": True,
                  "stream_options": {"include_usage": True}, "prompt": "hi", "ignore_eos": True}  # fmt: skip
-    assert request_body(item, "chat", "m", 0.0, {})["messages"] == [{"role": "user", "content": "hi"}]
+    assert request_body("hi", 4, "chat", "m", 0.0, {})["messages"] == [{"role": "user", "content": "hi"}]
     with pytest.raises(ValueError, match="endpoint"):
-        request_body(item, "embeddings", "m", 0.0, {})
+        request_body("hi", 4, "embeddings", "m", 0.0, {})
+
+
+def test_sse_helpers_read_data_lines_and_both_chunk_kinds():
+    assert sse_payload(b'data: {"a": 1}\r\n') == b'{"a": 1}'
+    assert sse_payload(b"data:[DONE]\n") == b"[DONE]"
+    assert sse_payload(b"\n") is None and sse_payload(b": keep-alive\n") is None and sse_payload(b"event: x\n") is None
+    assert choice_text({"text": "hi"}, chat=False) == "hi"
+    assert choice_text({"delta": {"content": "hi"}}, chat=True) == "hi"
+    assert choice_text({"delta": {"role": "assistant"}}, chat=True) is None  # role-only first chat chunk
+    assert choice_text({"delta": None}, chat=True) is None
 
 
 def test_client_token_counts_and_drift_flag():

@@ -3,20 +3,26 @@ workers' own records, with nothing lost and nothing counted twice."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace as NS
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 
+from experiments.schema import TrafficConfig, WorkloadConfig
 from loadgen.driver import build_spec, read_jsonl, run_load_point
 from loadgen.workload import WorkloadItem
+from tests.conftest import free_port
 
+ROOT = Path(__file__).resolve().parents[2]
 ITEMS = [WorkloadItem(i, f"p{i}", 3, 10) for i in range(8)]
 
 
 def spec_for(url, tmp_path, kind, value, workers):
-    tr = NS(kind=kind, request_timeout_s=20, drain_timeout_s=20, max_inflight=64, warmup_s=0.5, duration_s=2.0, seed=0,
-            cooldown_s=0.0, think_time_s=0.0, shape=None, workers=workers)  # fmt: skip
-    return build_spec(load_point=0, point_value=value, traffic=tr, workload=NS(endpoint="completions", temperature=0.0),
+    tr = TrafficConfig(kind=kind, request_timeout_s=20, drain_timeout_s=20, max_inflight=64, warmup_s=0.5, duration_s=2.0,
+                       workers=workers)  # fmt: skip
+    return build_spec(load_point=0, load_value=value, traffic=tr, workload=WorkloadConfig(),
                       items=ITEMS, base_url=url, model="m", extras_for=lambda n: {}, workdir=tmp_path)  # fmt: skip
 
 
@@ -35,9 +41,68 @@ def test_master_merges_exactly_the_workers_records(timing_server, tmp_path, kind
     assert len(read_jsonl(server_log)) == len(out.records)  # the server saw exactly these requests
     assert len({r["worker"] for r in out.records}) == 2
     if kind == "poisson":
-        assert len(out.records) == len(spec["schedule"])  # every scheduled arrival, once
+        assert len(out.records) == len(spec.schedule)  # every scheduled arrival, once
         sent_at = sorted(r["t_scheduled_ns"] for r in out.records)
-        offsets = sorted(a[0] for a in spec["schedule"])
+        offsets = sorted(a.offset_s for a in spec.schedule)
         t0 = sent_at[0] - int(offsets[0] * 1e9)
         assert all(abs((s - t0) / 1e9 - o) < 0.005 for s, o in zip(sent_at, offsets, strict=True))  # one shared clock
     assert out.lag and {s["worker"] for s in out.lag} == {0, 1}
+
+
+def test_a_worker_with_another_clock_is_put_on_the_masters_clock(timing_server, tmp_path):
+    """One local worker (the master's clock) and one 'remote' worker whose clock reads 7 s ahead
+    (test-only offset, as on another machine): the master measures the offset within its
+    uncertainty and every merged timestamp lands on its own clock (the timing server's, too)."""
+    x = 7_000_000_000
+    url, server_log = timing_server(ttft_ms=20, itl_ms=5)
+    port = free_port()
+    tr = TrafficConfig(kind="poisson", request_timeout_s=20, drain_timeout_s=20, max_inflight=64, warmup_s=0.5,
+                       duration_s=2.0, workers=1, remote_workers=1, master_port=port)  # fmt: skip
+    spec = build_spec(load_point=0, load_value=20.0, traffic=tr, workload=WorkloadConfig(), items=ITEMS, base_url=url,
+                      model="m", extras_for=lambda n: {}, workdir=tmp_path)  # fmt: skip
+    box: dict = {}
+    th = threading.Thread(target=lambda: box.update(out=run_load_point(spec, tmp_path)))
+    th.start()
+    with open(tmp_path / "remote.log", "wb") as log:
+        remote = subprocess.Popen(
+            [sys.executable, "-m", "loadgen.locust_runner", "--role", "worker", "--master-host", "127.0.0.1",
+             "--master-port", str(port), "--test-only-clock-offset-ns", str(x)],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            th.join(timeout=120)
+            assert remote.wait(timeout=30) == 0
+        finally:
+            if remote.poll() is None:
+                remote.kill()
+    out = box["out"]
+    assert out.problems == [] and out.meta["merge_ok"] is True
+    offsets = out.meta["clock_offsets"]
+    (far_idx, far), = [(k, o) for k, o in offsets.items() if not o["same_clock"]]
+    (near_idx, near), = [(k, o) for k, o in offsets.items() if o["same_clock"]]
+    # master - worker = -x, within the RTT/2 bound of every round
+    unc = far["uncertainty_ns"]
+    assert far["applied"] and abs(far["offset_ns"] + x) <= far["best_uncertainty_ns"] and far["samples"] >= 16
+    assert len(far["rounds"]) >= 2 and len(near["rounds"]) >= 2  # at connect and at the end (more in a long point)
+    assert all(abs(r["offset_ns"] + x) <= r["uncertainty_ns"] for r in far["rounds"])
+    assert near["offset_ns"] == 0 and not near["applied"] and abs(near["measured_offset_ns"]) <= near["uncertainty_ns"]
+
+    t0, t_end = out.meta["t0_ns"], out.meta["t_end_ns"]
+    by_id = {r["request_id"]: r for r in out.records}
+    assert len(by_id) == len(spec.schedule) and {r["status"] for r in out.records} == {"ok"}
+    far_pid = far["pid"]
+    assert {r["worker"] for r in out.records} == {far_pid, near["pid"]}
+    for i, a in enumerate(spec.schedule):
+        r = by_id[f"0-{i}"]
+        bound = 2 * unc + 1000 if r["worker"] == far_pid else 1000  # two estimates (start, shift) vs one clock
+        assert abs(r["t_scheduled_ns"] - (t0 + a.offset_s * 1e9)) <= bound
+        assert t0 - bound <= r["t_sent_ns"] <= r["t_done_ns"] <= t_end + bound  # inside the master's window
+    # chunk times against the server's own send times (the server reads the master's clock)
+    server = {s["id"]: s for s in read_jsonl(server_log)}
+    for r in out.records:
+        lag = [c - s for c, s in zip(r["chunk_ns"], server[r["response_id"]]["send_ns"], strict=True)]
+        slack = unc if r["worker"] == far_pid else 0
+        assert min(lag) >= -slack and sorted(lag)[len(lag) // 2] < 50e6
+    far_lag = [s for s in out.lag if str(s["worker"]) == far_idx]
+    assert far_lag and all(t0 - 2e9 <= s["t_ns"] <= t_end + unc for s in far_lag)
+    assert {str(s["worker"]) for s in out.lag} == {far_idx, near_idx}

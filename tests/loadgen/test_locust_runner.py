@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 from statistics import median
-from types import SimpleNamespace as NS
 
 import pytest
 
+from experiments.schema import TrafficConfig, WorkloadConfig
 from loadgen.driver import LoadInterrupted, build_spec, read_jsonl, run_load_point
 from loadgen.workload import WorkloadItem
 from tests.support.signals import ctrl_c_when, ok_record_in
@@ -20,13 +20,12 @@ ITEMS = [WorkloadItem(i, f"prompt {i}", 3, 12) for i in range(4)]
 
 
 def traffic(**kw):
-    base = dict(kind="poisson", request_timeout_s=20, drain_timeout_s=20, max_inflight=64, warmup_s=0.5,
-                duration_s=2.0, seed=0, loadgen_nice=0)  # fmt: skip
-    return NS(**{**base, **kw})
+    base = dict(kind="poisson", request_timeout_s=20, drain_timeout_s=20, max_inflight=64, warmup_s=0.5, duration_s=2.0)
+    return TrafficConfig(**{**base, **kw})
 
 
 def spec_for(url: str, tmp_path: Path, value: float, endpoint: str = "completions", **kw):
-    return build_spec(load_point=0, point_value=value, traffic=traffic(**kw), workload=NS(endpoint=endpoint, temperature=0.0),
+    return build_spec(load_point=0, load_value=value, traffic=traffic(**kw), workload=WorkloadConfig(endpoint=endpoint),
                       items=ITEMS, base_url=url, model="m", extras_for=lambda n: {}, workdir=tmp_path)  # fmt: skip
 
 
@@ -37,12 +36,12 @@ def test_open_loop_records_match_the_server(timing_server, tmp_path, endpoint):
     out = run_load_point(spec, tmp_path)
     assert out.problems == [] and out.exit_code == 0
     recs = out.records
-    assert len(recs) == len(spec["schedule"]) > 5  # one record per scheduled request, nothing lost
+    assert len(recs) == len(spec.schedule) > 5  # one record per scheduled request, nothing lost
     assert {r["status"] for r in recs} == {"ok"}
     assert all(r["output_tokens"] == 12 and r["output_tokens_source"] == "usage" for r in recs)
     assert all(len(r["chunk_ns"]) == 12 for r in recs)
     assert all(r["t_scheduled_ns"] <= r["t_sent_ns"] < r["t_first_token_ns"] <= r["t_last_token_ns"] <= r["t_done_ns"] for r in recs)
-    assert [r["phase"] for r in recs] == [p for _, p, _ in spec["schedule"]]
+    assert [r["phase"] for r in recs] == [a.phase for a in spec.schedule]
     # The client's TTFT is at least the server's (30 ms) and close to it: same clock on both sides.
     server = read_jsonl(server_log)
     srv_first = sorted(s["send_ns"][0] for s in server)
@@ -105,18 +104,18 @@ def test_sigterm_cancels_in_flight_and_flushes(timing_server, tmp_path):
     url, _ = timing_server(ttft_ms=100, itl_ms=100)  # 12 tokens: ~1.2 s per request
     spec = spec_for(url, tmp_path, 10.0, kind="constant", duration_s=5.0, warmup_s=0)
     spec_path = tmp_path / "spec.json"
-    import json
-
-    spec_path.write_text(json.dumps(spec))
+    spec_path.write_text(spec.to_json())
     root = Path(__file__).resolve().parents[2]
     p = subprocess.Popen([sys.executable, "-m", "loadgen.locust_runner", str(spec_path)], cwd=root)
-    time.sleep(3.5)
+    until = time.monotonic() + 30  # signal once a request has finished (start-up time depends on the machine)
+    while time.monotonic() < until and not any(r["status"] == "ok" for r in read_jsonl(Path(spec.paths.records))):
+        time.sleep(0.1)
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=20) == 0
-    recs = read_jsonl(Path(spec["records_path"]))
+    recs = read_jsonl(Path(spec.paths.records))
     st = [r["status"] for r in recs]
     assert "cancelled" in st and "ok" in st
-    assert len(recs) < len(spec["schedule"])  # it stopped scheduling
+    assert len(recs) < len(spec.schedule)  # it stopped scheduling
 
 
 def test_ctrl_c_in_the_lab_stops_the_generator_and_keeps_records(timing_server, tmp_path):
@@ -133,10 +132,9 @@ def test_connections_the_server_closed_while_idle_are_replaced(timing_server, tm
     """Bursts of 3 with pauses longer than the server's keep-alive: every idle connection is stale
     when the next burst starts, and no request may fail because of it."""
     url, _ = timing_server(ttft_ms=30, itl_ms=2, keepalive_s=0.3)
-    tr = NS(kind="trace", request_timeout_s=20, drain_timeout_s=20, max_inflight=64, warmup_s=0.0, duration_s=5.0,
-            seed=0, loadgen_nice=0)  # fmt: skip
+    tr = traffic(kind="trace", warmup_s=0.0, duration_s=5.0)
     times = [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
-    spec = build_spec(load_point=0, point_value=1.0, traffic=tr, workload=NS(endpoint="completions", temperature=0.0),
+    spec = build_spec(load_point=0, load_value=1.0, traffic=tr, workload=WorkloadConfig(),
                       items=[WorkloadItem(i, f"p{i}", 3, 6) for i in range(9)], base_url=url, model="m",
                       extras_for=lambda n: {}, workdir=tmp_path, trace_times_s=times)  # fmt: skip
     out = run_load_point(spec, tmp_path)

@@ -8,6 +8,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 
+from experiments.schema import ShapeConfig, TrafficConfig, WorkloadConfig
 from loadgen.arrivals import arrival_offsets, open_loop_schedule, shape_multiplier, trace_schedule
 from loadgen.driver import build_spec, run_load_point
 from loadgen.trace import TraceError, load_trace, trace_items
@@ -106,10 +107,9 @@ ITEMS = [WorkloadItem(i, f"p{i}", 3, 6) for i in range(3)]
 
 
 def closed_spec(url, tmp_path, users, **kw):
-    tr = dict(kind="concurrency", request_timeout_s=20, drain_timeout_s=20, max_inflight=64, warmup_s=0.5, duration_s=2.0,
-              seed=0, loadgen_nice=0, cooldown_s=0.0, think_time_s=0.0, shape=None)  # fmt: skip
+    tr = dict(kind="concurrency", request_timeout_s=20, drain_timeout_s=20, max_inflight=64, warmup_s=0.5, duration_s=2.0)
     tr.update(kw)
-    return build_spec(load_point=0, point_value=users, traffic=NS(**tr), workload=NS(endpoint="completions", temperature=0.0),
+    return build_spec(load_point=0, load_value=users, traffic=TrafficConfig(**tr), workload=WorkloadConfig(),
                       items=ITEMS, base_url=url, model="m", extras_for=lambda n: {}, workdir=tmp_path)  # fmt: skip
 
 
@@ -125,8 +125,8 @@ def test_closed_loop_think_time_and_cooldown(timing_server, tmp_path):
 
 def test_closed_loop_steps_shape_raises_users_over_time(timing_server, tmp_path):
     url, _ = timing_server(ttft_ms=20, itl_ms=20)  # ~120 ms per request
-    shp = {"kind": "steps", "steps": 2, "start_fraction": 0.1, "spike_at": 0.5, "spike_width": 0.1, "spike_factor": 4.0, "min_fraction": 0.2}
-    out = run_load_point(closed_spec(url, tmp_path, 4, warmup_s=0.0, duration_s=4.0, shape=None) | {"shape": shp}, tmp_path)
+    out = run_load_point(closed_spec(url, tmp_path, 4, warmup_s=0.0, duration_s=4.0, shape=ShapeConfig(kind="steps", steps=2)),
+                         tmp_path)  # fmt: skip
     recs = out.records
     t0 = min(r["t_sent_ns"] for r in recs)
 
