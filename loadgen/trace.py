@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ def _row(d: dict[str, Any], where: str) -> TraceRow:
                 ts = float(d[k]) * scale
             except (TypeError, ValueError):
                 raise TraceError(f"{where}: {k}={d[k]!r} is not a number") from None
+            if not math.isfinite(ts):  # NaN/inf would break the schedule's ordering
+                raise TraceError(f"{where}: {k}={d[k]!r} is not a finite number")
             break
     if ts is None:
         raise TraceError(f"{where}: missing timestamp (one of {', '.join(k for k, _ in _TIME_KEYS)})")
@@ -52,9 +55,12 @@ def _row(d: dict[str, Any], where: str) -> TraceRow:
         for k in keys:
             if d.get(k) not in (None, ""):
                 try:
-                    v = int(float(d[k]))
+                    f = float(d[k])
                 except (TypeError, ValueError):
                     raise TraceError(f"{where}: {k}={d[k]!r} is not a whole number") from None
+                if not f.is_integer():  # a fraction of a token is an error in the trace, not something to round
+                    raise TraceError(f"{where}: {k}={d[k]!r} is not a whole number")
+                v = int(f)
                 if v < 1:
                     raise TraceError(f"{where}: {k}={v} must be >= 1")
                 return v
@@ -71,8 +77,9 @@ def load_trace(path: str | Path) -> list[TraceRow]:
     rows: list[TraceRow] = []
     if p.suffix.lower() == ".csv":
         with open(p, newline="") as f:
-            for i, d in enumerate(csv.DictReader(f), start=2):  # line 1 is the header
-                rows.append(_row(d, f"{p}:{i}"))
+            reader = csv.DictReader(f)
+            for d in reader:  # line_num counts physical lines (blank ones too), so errors point at the line
+                rows.append(_row(d, f"{p}:{reader.line_num}"))
     else:
         with open(p) as f:
             for i, line in enumerate(f, start=1):

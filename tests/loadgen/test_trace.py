@@ -104,22 +104,18 @@ def test_malformed_csv_names_file_and_line(tmp_path, text, where, needle):
     assert str(e.value).startswith(f"{p}{where} ") and needle in str(e.value)
 
 
-@pytest.mark.xfail(strict=True, reason="loadgen/trace.py numbers CSV records, not lines: after a blank line the "
-                   "reported line is one too low (fix: use the csv reader's line_num)")  # fmt: skip
 def test_csv_line_numbers_count_blank_lines(tmp_path):
     p = write(tmp_path, "bad.csv", "timestamp,input_tokens,output_tokens\n0,4,4\n\n1,x,2\n")
     with pytest.raises(TraceError, match=r"bad\.csv:4: "):
         load_trace(p)
 
 
-@pytest.mark.xfail(strict=True, reason="loadgen/trace.py accepts NaN/inf timestamps, which break the schedule")
 def test_a_non_finite_timestamp_is_refused(tmp_path):
     p = write(tmp_path, "bad.jsonl", '{"timestamp": NaN, "input_tokens": 3, "output_tokens": 2}\n')
     with pytest.raises(TraceError, match=r"bad\.jsonl:1: "):
         load_trace(p)
 
 
-@pytest.mark.xfail(strict=True, reason="loadgen/trace.py truncates 2.5 tokens to 2 instead of refusing a fraction")
 def test_a_fractional_length_is_refused(tmp_path):
     p = write(tmp_path, "bad.jsonl", '{"timestamp": 1, "input_tokens": 2.5, "output_tokens": 2}\n')
     with pytest.raises(TraceError, match="not a whole number"):
