@@ -114,7 +114,7 @@ def measure(path: Path, duration_s: float) -> dict[str, float]:
         cols = list(metrics.METRIC_COLUMNS)
         df = metrics.requests_frame(pa.concat_tables(f.read_row_group(i, columns=cols) for i in range(f.num_row_groups)))
     else:  # before: the runner's way, every column to pandas
-        from experiments.runner import _nullable
+        from experiments.artifacts import nullable_dtype as _nullable
 
         df = pq.read_table(path).to_pandas(types_mapper=_nullable)
     times["read_s"] = time.perf_counter() - t

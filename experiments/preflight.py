@@ -146,6 +146,8 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
 
     if cfg.gpu.count < 0:
         out.append(f"gpu.count must be >= 0 (0 = CPU only), got {cfg.gpu.count}")
+    if cfg.repetition < 0:
+        out.append(f"repetition must be >= 0 (0 = the first measurement of a point), got {cfg.repetition}")
 
     m = cfg.model
     if not m.path.strip():

@@ -25,6 +25,6 @@ def rec(i, *, phase="measure", status="ok", sent=0, chunks=(), out=None, prompt=
 
 
 def frame(records) -> pd.DataFrame:
-    from experiments.runner import _nullable
+    from experiments.artifacts import nullable_dtype as _nullable
 
     return to_table(records).to_pandas(types_mapper=_nullable)

@@ -46,7 +46,7 @@ def frame(records):
 
 def object_frame(records):
     """The frame the way the v1 runner builds it: chunk lists as Python objects."""
-    from experiments.runner import _nullable
+    from experiments.artifacts import nullable_dtype as _nullable
 
     return to_table(records).to_pandas(types_mapper=_nullable)
 

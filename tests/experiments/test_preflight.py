@@ -61,6 +61,7 @@ def problems(cfg: RunConfig, adapter_cls=VllmAdapter, facts: HostFacts = FACTS) 
 # field -> (settings that make only that field bad, text of the fix). Settings other than the
 # field itself select the mode in which the field is used (e.g. a spike shape for spike_at).
 BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
+    "repetition": ({"repetition": -1}, "repetition must be >= 0"),
     # engine
     "engine.launcher": ({"engine.launcher": "podman"}, "use native or docker"),
     "engine.image": ({"engine.image": " "}, "set it to null"),
@@ -148,7 +149,6 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
 UNCHECKED = {
     "workload.seed": "any integer seeds random.Random",
     "traffic.seed": "any integer seeds random.Random",
-    "seed": "any integer (RunConfig.seed is not used by the core)",
 }
 
 # The groups whose ranges preflight.check owns. gpu (beyond count), slo and pricing are the decision
