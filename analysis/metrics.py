@@ -204,7 +204,8 @@ def _padded_gaps_ns(chunks: Any, select: np.ndarray | None = None) -> tuple[np.n
             e = min(s + _GAP_BLOCK, m)
             np.subtract(v[s + 1 : e + 1], v[s:e], out=block[s:e], casting="unsafe")
         real = np.repeat(keep, lens)[1:]  # gap j-1 ends at value j
-        real[off[1:-1][lens[1:] > 0] - 1] = False  # the gap into a request's first chunk
+        starts = off[1:-1][lens[1:] > 0]
+        real[starts[starts > 0] - 1] = False  # the gap into a request's first chunk (value 0 has none)
         np.putmask(block, ~real, sent)
         pos += m
     return out, n
@@ -320,8 +321,11 @@ def _is(df: pd.DataFrame, col: str, value: str) -> np.ndarray:
     return (df[col] == value).fillna(False).to_numpy(dtype=bool)
 
 
-def _window_counts(df: pd.DataFrame, ok: np.ndarray, a: int, b: int) -> tuple[float, int, int]:
-    """(output tokens, prompt tokens, completions) of `ok` requests inside [a, b).
+def window_counts(df: pd.DataFrame, ok: np.ndarray, a: int, b: int) -> tuple[float, int, int]:
+    """(output tokens, prompt tokens, completions) of the `ok`-masked requests inside [a, b) ns.
+
+    What output_tok_per_s, total_tok_per_s and achieved_rate_rps count over W; usable for any
+    sub-window too (e.g. the two halves of W, to check that a point was steady).
 
     A request's N tokens are spread over its chunks: it adds N × (chunks in W)/(chunks). Only
     requests with chunks on both sides of a boundary need their chunk lists (few: those in flight
@@ -388,7 +392,7 @@ def summarize_point(
     w_s = w_tokens = w_prompt = w_done = None
     if window is not None:
         w_s = (window[1] - window[0]) / 1e9
-        w_tokens, w_prompt, w_done = _window_counts(df, status[OK], *window)
+        w_tokens, w_prompt, w_done = window_counts(df, status[OK], *window)
 
     out_n, v_out = _ints(df, "output_tokens")
     prompt_n, v_prompt = _ints(df, "prompt_tokens")

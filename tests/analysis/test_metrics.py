@@ -234,3 +234,27 @@ def test_itl_distribution_with_wide_gaps_uses_int64_exactly():
     d = itl_distribution(chunks)
     assert d["count"] == 4 and d["max"] == 5000.0 and d["min"] == 1.0
     assert d["mean"] == pytest.approx((5000 + 2 + 1 + 3) / 4)
+
+
+def test_window_counts_of_the_two_halves_add_up_to_the_window():
+    from analysis.metrics import window_counts
+
+    df = derive(frame(point_records()))
+    ok = (df["status"] == "ok").to_numpy(dtype=bool)
+    first, second = window_counts(df, ok, 1000 * MS, 2000 * MS), window_counts(df, ok, 2000 * MS, 3000 * MS)
+    assert first == (pytest.approx(11.0), 22, 3) and second == (pytest.approx(2.0), 10, 0)
+
+
+def test_a_frame_of_several_arrow_chunks_summarises_like_one():
+    recs = point_records()
+    one = summarize_point(frame(recs), **POINT)
+    # row groups become chunks: the boundary falls between the straddling requests 0 and 5
+    many = requests_frame(pa.concat_tables([to_table(recs[:1]), to_table(recs[1:4]), to_table(recs[4:])]))
+    assert many["chunk_ns"].array.__arrow_array__().num_chunks == 3
+    assert summarize_point(many, **POINT) == one
+
+
+def test_itl_when_the_first_requests_have_no_chunks():
+    # empty lists before the first one with chunks: its first value starts the flat buffer
+    assert itl_ms([[], None, [0, 3 * MS, 4 * MS], [9 * MS, 11 * MS]]).tolist() == [3.0, 1.0, 2.0]
+    assert itl_distribution([[], [0, 3 * MS, 4 * MS]])["mean"] == 2.0
