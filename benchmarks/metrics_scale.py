@@ -103,11 +103,22 @@ def generate(path: Path, total: int, chunks: int, duration_s: float, batch: int 
             w.write_table(_batch(start, min(batch, total - start), total, chunks, duration_s, rng))
 
 
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def measure(path: Path, duration_s: float) -> dict[str, float]:
+    """Wall and CPU seconds per stage (CPU time does not grow when other work shares the cores;
+    on an idle machine wall ≈ CPU for these mostly single-threaded stages), and peak RSS."""
     from analysis import metrics
 
     times: dict[str, float] = {}
-    t = time.perf_counter()
+
+    def stage(name: str, t: float, c: float) -> None:
+        times[f"{name}_s"], times[f"{name}_cpu_s"] = time.perf_counter() - t, _cpu_s() - c
+
+    t, c = time.perf_counter(), _cpu_s()
     if hasattr(metrics, "requests_frame"):  # the vectorised reader: only the columns the metrics read
         # row group by row group: the decoder's scratch memory is one row group's, not the file's
         f = pq.ParquetFile(path)
@@ -117,18 +128,19 @@ def measure(path: Path, duration_s: float) -> dict[str, float]:
         from experiments.runner import _nullable
 
         df = pq.read_table(path).to_pandas(types_mapper=_nullable)
-    times["read_s"] = time.perf_counter() - t
+    stage("read", t, c)
     times["read_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu_s()
     d = metrics.derive(df)
-    times["derive_s"] = time.perf_counter() - t
-    t = time.perf_counter()
+    stage("derive", t, c)
+    t, c = time.perf_counter(), _cpu_s()
     kw = {"kind": "poisson", "value": 1.0, "warmup_s": WARMUP_S, "duration_s": duration_s}
     if "t0_ns" in inspect.signature(metrics.summarize_point).parameters:
         kw["t0_ns"] = 0
     s = metrics.summarize_point(d, **kw)
-    times["summary_s"] = time.perf_counter() - t
-    times["total_s"] = times["read_s"] + times["derive_s"] + times["summary_s"]
+    stage("summary", t, c)
+    for k in ("", "_cpu"):
+        times[f"total{k}_s"] = times[f"read{k}_s"] + times[f"derive{k}_s"] + times[f"summary{k}_s"]
     times["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     times["itl_count"] = s["itl_ms"]["count"]
     times["itl_p99_ms"] = s["itl_ms"]["p99"]
@@ -156,10 +168,11 @@ def main() -> None:
         if out.returncode != 0:
             sys.exit(out.stderr)
         r = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"read {r['read_s']:.2f} s · derive {r['derive_s']:.2f} s · summary {r['summary_s']:.2f} s · "
-          f"total {r['total_s']:.2f} s · peak RSS {r['peak_rss_gib']:.2f} GiB (after reading {r['read_rss_gib']:.2f}) "
-          f"(ITL gaps pooled: {r['itl_count']:,}, p99 {r['itl_p99_ms']:.3f} ms)")  # fmt: skip
-
+    for k, what in (("", "wall"), ("_cpu", "CPU")):
+        print(f"{what:>4}: read {r[f'read{k}_s']:.2f} s · derive {r[f'derive{k}_s']:.2f} s · "
+              f"summary {r[f'summary{k}_s']:.2f} s · total {r[f'total{k}_s']:.2f} s")  # fmt: skip
+    print(f"peak RSS {r['peak_rss_gib']:.2f} GiB (after reading {r['read_rss_gib']:.2f}); "
+          f"ITL gaps pooled: {r['itl_count']:,}, p99 {r['itl_p99_ms']:.3f} ms")  # fmt: skip
 
 if __name__ == "__main__":
     main()
