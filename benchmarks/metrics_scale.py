@@ -16,6 +16,7 @@ metrics never read it).
 Run:
   .venv/bin/python benchmarks/metrics_scale.py                    # 1e6 requests × 128 chunks
   .venv/bin/python benchmarks/metrics_scale.py --requests 100000  # smaller
+  .venv/bin/python benchmarks/metrics_scale.py --plain-chunks      # chunk_ns stored plain
 Side effects: writes one parquet file into a temporary folder (removed at the end); starts one
 child Python process.
 """
@@ -96,9 +97,12 @@ def _batch(start: int, n: int, total: int, chunks: int, duration_s: float, rng: 
     return pa.Table.from_arrays(arrays, schema=REQUEST_SCHEMA)
 
 
-def generate(path: Path, total: int, chunks: int, duration_s: float, batch: int = 50_000) -> None:
+def generate(path: Path, total: int, chunks: int, duration_s: float, batch: int = 50_000, plain_chunks: bool = False) -> None:
     rng = np.random.default_rng(0)
-    with pq.ParquetWriter(path, REQUEST_SCHEMA) as w:
+    # plain_chunks: chunk_ns without dictionary or compression (decodes ~3x faster, file ~25 % larger)
+    opts = {"use_dictionary": [f for f in REQUEST_SCHEMA.names if f != "chunk_ns"],
+            "compression": {f: "none" if f == "chunk_ns" else "snappy" for f in REQUEST_SCHEMA.names}} if plain_chunks else {}  # fmt: skip
+    with pq.ParquetWriter(path, REQUEST_SCHEMA, **opts) as w:
         for start in range(0, total, batch):
             w.write_table(_batch(start, min(batch, total - start), total, chunks, duration_s, rng))
 
@@ -152,6 +156,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1_000_000)
     ap.add_argument("--chunks", type=int, default=128)
     ap.add_argument("--duration-s", type=float, default=86_400.0, help="measured window of the synthetic point")
+    ap.add_argument("--plain-chunks", action="store_true",
+                    help="write chunk_ns without dictionary and compression (what requests.parquet could use)")
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # child mode: measure this file
     a = ap.parse_args()
     if a.measure:
@@ -160,7 +166,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "requests.parquet"
         t = time.perf_counter()
-        generate(path, a.requests, a.chunks, a.duration_s)
+        generate(path, a.requests, a.chunks, a.duration_s, plain_chunks=a.plain_chunks)
         print(f"generated {a.requests:,} requests × {a.chunks} chunks in {time.perf_counter() - t:.1f} s "
               f"({path.stat().st_size / 2**20:.0f} MiB parquet)")  # fmt: skip
         out = subprocess.run([sys.executable, __file__, "--measure", str(path), "--duration-s", str(a.duration_s)],
