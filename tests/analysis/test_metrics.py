@@ -45,10 +45,12 @@ def frame(records):
 
 
 def object_frame(records):
-    """The frame the way the v1 runner builds it: chunk lists as Python objects."""
-    from experiments.runner import _nullable
+    """The frame the way the v1 runner built it: nullable ints and strings, chunk lists as Python objects."""
 
-    return to_table(records).to_pandas(types_mapper=_nullable)
+    def v1(t):
+        return pd.Int64Dtype() if pa.types.is_integer(t) else pd.StringDtype() if pa.types.is_string(t) else None
+
+    return to_table(records).to_pandas(types_mapper=v1)
 
 
 def test_per_request_formulas():
