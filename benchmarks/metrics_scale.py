@@ -40,7 +40,10 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from loadgen.records import REQUEST_SCHEMA  # noqa: E402
+from loadgen import records  # noqa: E402
+
+# raw fields plus the post-run annotations, as in requests.parquet (older trees: one schema)
+REQUEST_SCHEMA = getattr(records, "TABLE_SCHEMA", records.REQUEST_SCHEMA)
 
 MS = 1_000_000
 WARMUP_S = 5.0
