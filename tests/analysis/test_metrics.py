@@ -260,3 +260,14 @@ def test_itl_when_the_first_requests_have_no_chunks():
     # empty lists before the first one with chunks: its first value starts the flat buffer
     assert itl_ms([[], None, [0, 3 * MS, 4 * MS], [9 * MS, 11 * MS]]).tolist() == [3.0, 1.0, 2.0]
     assert itl_distribution([[], [0, 3 * MS, 4 * MS]])["mean"] == 2.0
+
+
+def test_itl_distribution_is_exact_when_gaps_crowd_into_few_bins():
+    # one 5 s gap makes each histogram bin 8.192 µs wide; the other gaps sit within 20 µs of 10 ms
+    rng = np.random.default_rng(7)
+    lists = [np.cumsum(10 * MS + rng.integers(0, 20_000, 50)).tolist() for _ in range(400)]
+    lists.append([0, 5 * 10**9])
+    want, got = distribution(itl_ms(lists)), itl_distribution(lists)
+    assert got["count"] == want["count"] == 400 * 49 + 1
+    for k in ("mean", "min", "p50", "p90", "p95", "p99", "max"):
+        assert got[k] == pytest.approx(want[k], rel=1e-12), k
