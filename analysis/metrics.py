@@ -15,8 +15,9 @@ straddling a boundary adds only its in-window part, and requests of the warmup k
 of W loaded. Latency distributions stay per request over the measure phase's `ok` requests.
 
 Everything is vectorised over numpy/Arrow (the chunk lists are read as one flat int64 buffer
-with offsets; no per-request Python), so a point of 1 M requests × 128 chunks summarises in
-seconds (benchmarks/metrics_scale.py).
+with offsets; no per-request Python), and the pooled ITL's exact percentiles come from two
+histogram passes instead of a copy of every gap, so a point of 1 M requests × 128 chunks
+summarises in about 2 s of CPU and little memory beyond the records (benchmarks/metrics_scale.py).
 """
 
 from __future__ import annotations
@@ -98,36 +99,23 @@ def distribution(values: Any) -> dict[str, float | int | None]:
     return out
 
 
-def _distribution_inplace(a: np.ndarray, n: int, scale: float) -> dict[str, float | int | None]:
-    """Like :func:`distribution` of a[:n] / scale where a (owned, integer) holds n values and then
-    only sentinels larger than all of them, but selecting the order statistics in place instead
-    of sorting a float copy: the pooled ITL of a large point is 100 M+ values. One single-kth
-    partition per percentile, each on the part above the previous one (numpy's multi-kth
-    partition is several times slower than this on 10^8 values)."""
-    if n == 0:
-        return _empty_distribution()
-    sent = _sentinel(a.dtype)
-    if a.dtype == np.uint32:  # exact in uint64, then the sentinels taken off (Python ints)
-        total = int(a.sum(dtype=np.uint64)) - (int(a.size) - n) * sent
-    else:  # int64 sentinels would overflow the sum: leave them out
-        total = int(a.sum(where=a != sent))
-    out: dict[str, float | int | None] = {"count": n, "mean": total / n / scale, "min": float(a.min()) / scale}
-    start = 0
-    for p in (*PERCENTILES, 100):
+def _ranks(n: int) -> list[int]:
+    """The order statistics (0-based ranks) that count/mean/min/percentiles/max of n values need."""
+    pos = [(n - 1) * p / 100 for p in PERCENTILES]
+    return sorted({0, n - 1, *(math.floor(h) for h in pos), *(min(math.floor(h) + 1, n - 1) for h in pos)})
+
+
+def _from_order_stats(n: int, stat: Mapping[int, int], total: int, scale: float) -> dict[str, float | int | None]:
+    """:func:`distribution`'s dict from the order statistics `stat` (rank -> value) and the exact sum."""
+    out: dict[str, float | int | None] = {"count": n, "mean": total / n / scale, "min": stat[0] / scale}
+    for p in PERCENTILES:
         h = (n - 1) * p / 100
         lo = math.floor(h)
-        if lo >= start:
-            a[start:].partition(lo - start)
-            start = lo + 1
-        if p == 100:
-            out["max"] = float(a[lo]) / scale
-            break
         t = h - lo
-        va = float(a[lo])
-        vb = float(a[lo + 1 :].min()) if lo + 1 < n else va
+        va, vb = float(stat[lo]), float(stat[min(lo + 1, n - 1)])
         # numpy's linear interpolation, including its choice of end to interpolate from
         out[f"p{p}"] = (va + (vb - va) * t if t < 0.5 else vb - (vb - va) * (1 - t)) / scale
-    out["max"] = out.pop("max")  # key order as in distribution()
+    out["max"] = stat[n - 1] / scale
     return out
 
 
@@ -164,24 +152,15 @@ def _lengths(chunks: Any) -> np.ndarray:
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
-def _sentinel(dtype: np.dtype) -> int:
-    return int(np.iinfo(dtype).max)
+_HIST_BITS = 20  # pass 1 histogram: at most 2^20 bins (8 MiB of counts)
 
 
-def _padded_gaps_ns(chunks: Any, select: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """(buffer, n): the pooled gaps (ns) between consecutive chunks of the selected requests, as
-    the n smallest values of a buffer whose other entries are a sentinel (the dtype's max).
-
-    Gap j of the flat value buffer is value j − value j−1; it is a real gap when value j is not
-    the first of its request and its request is selected, else it becomes the sentinel. So the
-    gaps are computed by one subtraction per block straight into the output, with no per-request
-    work and no compaction. uint32 when every selected request's chunk span fits (< 4.29 s;
-    half the memory of int64), else int64. chunk_ns is non-decreasing per request (one
-    monotonic clock), so no gap is negative.
-    """
-    arrays = _list_chunks(chunks)
-    prepared, size, n, row, wide = [], 0, 0, 0, False
-    for arr in arrays:
+def _prepare(chunks: Any, select: np.ndarray | None) -> tuple[list[tuple[np.ndarray, ...]], int, int, int]:
+    """Per Arrow chunk with a selected request of ≥ 2 chunks: (values, offsets from 0, lengths,
+    selected); plus the number of gaps, the largest and the summed span (last − first) of those
+    requests. Σ of a request's gaps telescopes to its span, so the sum needs no gap at all."""
+    parts, n, span_max, span_sum, row = [], 0, 0, 0, 0
+    for arr in _list_chunks(chunks):
         off = np.asarray(arr.offsets, dtype=np.int64)
         lens = np.diff(off)
         keep = (lens >= 2) & ~np.asarray(arr.is_null(), dtype=bool)
@@ -191,36 +170,69 @@ def _padded_gaps_ns(chunks: Any, select: np.ndarray | None = None) -> tuple[np.n
         if keep.any():
             v = arr.values.to_numpy()
             span = v[off[1:][keep] - 1] - v[off[:-1][keep]]
-            wide |= bool(span.max() >= _sentinel(np.uint32))
-            prepared.append((v[off[0] : off[-1]], off - off[0], lens, keep))
-            size += int(off[-1] - off[0]) - 1
+            span_max, span_sum = max(span_max, int(span.max())), span_sum + int(span.sum())
+            parts.append((v[off[0] : off[-1]], off - off[0], lens, keep))
             n += int((lens[keep] - 1).sum())
-    out = np.empty(max(size, 0), dtype=np.int64 if wide else np.uint32)
-    sent, pos = _sentinel(out.dtype), 0
-    for v, off, lens, keep in prepared:
-        m = len(v) - 1
-        block = out[pos : pos + m]
-        for s in range(0, m, _GAP_BLOCK):
-            e = min(s + _GAP_BLOCK, m)
-            np.subtract(v[s + 1 : e + 1], v[s:e], out=block[s:e], casting="unsafe")
-        real = np.repeat(keep, lens)[1:]  # gap j-1 ends at value j
-        real[off[1:-1][lens[1:] > 0] - 1] = False  # the gap into a request's first chunk
-        np.putmask(block, ~real, sent)
-        pos += m
-    return out, n
+    return parts, n, span_max, span_sum
+
+
+def _gap_blocks(parts: list[tuple[np.ndarray, ...]]) -> Any:
+    """(gaps, real) block by block: gaps[j] = value j+1 − value j of the flat buffer (int64, into
+    one reused buffer), real[j] when both values belong to one selected request. No per-request
+    work and no compaction; memory is one block, not one value per gap."""
+    buf = np.empty(_GAP_BLOCK, dtype=np.int64)
+    for v, off, lens, keep in parts:
+        real = np.repeat(keep, lens)[1:]  # gap j ends at value j + 1
+        starts = off[1:-1][lens[1:] > 0]
+        real[starts[starts > 0] - 1] = False  # the gap into a request's first chunk (value 0 has none)
+        for s in range(0, len(v) - 1, _GAP_BLOCK):
+            e = min(s + _GAP_BLOCK, len(v) - 1)
+            g = buf[: e - s]
+            np.subtract(v[s + 1 : e + 1], v[s:e], out=g)
+            yield g, real[s:e]
 
 
 def itl_ms(chunk_lists: Any, select: np.ndarray | None = None) -> np.ndarray:
     """Pooled gaps (ms) between consecutive content chunks of each request (in request order);
     TTFT excluded. `select` (a mask over requests) keeps only those requests' gaps."""
-    buf, _ = _padded_gaps_ns(chunk_lists, select)
-    return buf[buf != _sentinel(buf.dtype)].astype(np.float64) / 1e6
+    parts, _, _, _ = _prepare(chunk_lists, select)
+    gaps = [g[real] for g, real in _gap_blocks(parts)]  # copies: g is a reused buffer
+    return np.concatenate(gaps).astype(np.float64) / 1e6 if gaps else np.zeros(0)
 
 
 def itl_distribution(chunk_lists: Any, select: np.ndarray | None = None) -> dict[str, float | int | None]:
-    """:func:`distribution` of :func:`itl_ms`, computed without a float copy of every gap."""
-    buf, n = _padded_gaps_ns(chunk_lists, select)
-    return _distribution_inplace(buf, n, 1e6)
+    """:func:`distribution` of :func:`itl_ms`, exact, without holding every gap: a large point
+    pools 10^8 gaps. Pass 1 counts the gaps in ≤ 2^20 bins of equal width (a power of two ns);
+    the bins holding the needed ranks are then known, pass 2 keeps only the gaps in those bins,
+    and sorting those few gives the exact order statistics. chunk_ns is non-decreasing per
+    request (one monotonic clock), so every gap is ≥ 0."""
+    parts, n, span_max, span_sum = _prepare(chunk_lists, select)
+    if n == 0:
+        return _empty_distribution()
+    shift = max(span_max.bit_length() - _HIST_BITS, 0)
+    nbins = (span_max >> shift) + 1
+    idx = np.empty(_GAP_BLOCK, dtype=np.int64)
+    hist = np.zeros(nbins + 1, dtype=np.int64)  # the last bin takes the gaps that are not real
+    for g, real in _gap_blocks(parts):
+        b = np.right_shift(g, shift, out=idx[: g.size])
+        np.putmask(b, ~real, nbins)
+        hist += np.bincount(b, minlength=nbins + 1)
+    cum = np.cumsum(hist[:nbins])
+    ranks = _ranks(n)
+    rank_bins = np.searchsorted(cum, ranks, side="right")
+    wanted = np.zeros(nbins + 1, dtype=bool)
+    wanted[rank_bins] = True
+    picked = []
+    for g, real in _gap_blocks(parts):
+        b = np.right_shift(g, shift, out=idx[: g.size])
+        np.putmask(b, ~real, nbins)
+        picked.append(g[wanted[b]])
+    cand = np.sort(np.concatenate(picked))
+    # rank r sits in bin k at position r − (gaps below bin k); cand holds the wanted bins in order
+    below = np.concatenate([[0], cum])[rank_bins]
+    first_in_cand = {int(k): int(np.searchsorted(cand, int(k) << shift)) for k in np.unique(rank_bins)}
+    stat = {r: int(cand[first_in_cand[int(k)] + r - int(lo)]) for r, k, lo in zip(ranks, rank_bins, below, strict=True)}
+    return _from_order_stats(n, stat, span_sum, 1e6)
 
 
 # -- per request -------------------------------------------------------------------------------
@@ -320,8 +332,11 @@ def _is(df: pd.DataFrame, col: str, value: str) -> np.ndarray:
     return (df[col] == value).fillna(False).to_numpy(dtype=bool)
 
 
-def _window_counts(df: pd.DataFrame, ok: np.ndarray, a: int, b: int) -> tuple[float, int, int]:
-    """(output tokens, prompt tokens, completions) of `ok` requests inside [a, b).
+def window_counts(df: pd.DataFrame, ok: np.ndarray, a: int, b: int) -> tuple[float, int, int]:
+    """(output tokens, prompt tokens, completions) of the `ok`-masked requests inside [a, b) ns.
+
+    What output_tok_per_s, total_tok_per_s and achieved_rate_rps count over W; usable for any
+    sub-window too (e.g. the two halves of W, to check that a point was steady).
 
     A request's N tokens are spread over its chunks: it adds N × (chunks in W)/(chunks). Only
     requests with chunks on both sides of a boundary need their chunk lists (few: those in flight
@@ -388,7 +403,7 @@ def summarize_point(
     w_s = w_tokens = w_prompt = w_done = None
     if window is not None:
         w_s = (window[1] - window[0]) / 1e9
-        w_tokens, w_prompt, w_done = _window_counts(df, status[OK], *window)
+        w_tokens, w_prompt, w_done = window_counts(df, status[OK], *window)
 
     out_n, v_out = _ints(df, "output_tokens")
     prompt_n, v_prompt = _ints(df, "prompt_tokens")

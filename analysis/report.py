@@ -65,7 +65,8 @@ def latency_cdf_plot(df: pd.DataFrame, labels: dict[int, str]) -> str:
         ax.set_ylim(0, 1.01)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("fraction of requests ≤ x")
-    axes[0].legend(fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:  # no measured ok request (e.g. cancelled in warmup): no legend
+        axes[0].legend(fontsize=8)
     return _png(fig)
 
 

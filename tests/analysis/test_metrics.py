@@ -45,10 +45,12 @@ def frame(records):
 
 
 def object_frame(records):
-    """The frame the way the v1 runner builds it: chunk lists as Python objects."""
-    from experiments.artifacts import nullable_dtype as _nullable
+    """The frame the way the v1 runner built it: nullable ints and strings, chunk lists as Python objects."""
 
-    return to_table(records).to_pandas(types_mapper=_nullable)
+    def v1(t):
+        return pd.Int64Dtype() if pa.types.is_integer(t) else pd.StringDtype() if pa.types.is_string(t) else None
+
+    return to_table(records).to_pandas(types_mapper=v1)
 
 
 def test_per_request_formulas():
@@ -91,9 +93,9 @@ def test_itl_pools_chunk_gaps_and_excludes_ttft():
     assert itl_ms([[0, 2 * MS, 5 * MS], [10 * MS, 11 * MS]], np.array([False, True])).tolist() == [1.0]
 
 
-def test_itl_of_a_sliced_arrow_column_and_gaps_beyond_uint32():
+def test_itl_of_a_sliced_arrow_column():
     arr = pa.array([[0, 1], [0, 5 * 10**9, 5 * 10**9 + 2 * MS], [3, 4]], pa.list_(pa.int64())).slice(1, 1)
-    assert itl_ms(arr).tolist() == [5000.0, 2.0]  # a 5 s gap does not fit uint32 ns: kept exact in int64
+    assert itl_ms(arr).tolist() == [5000.0, 2.0]  # a slice: offsets point into the whole values buffer
 
 
 def test_itl_distribution_matches_numpys_percentiles():
@@ -228,9 +230,44 @@ def test_itl_distribution_is_exact_for_small_counts(n):
     assert itl_distribution(chunks) == pytest.approx(distribution(np.asarray(gaps, dtype=float)), rel=1e-12)
 
 
-def test_itl_distribution_with_wide_gaps_uses_int64_exactly():
+def test_itl_distribution_is_exact_with_gaps_of_seconds():
     s = 10**9
-    chunks = [[0, 5 * s, 5 * s + 2 * MS], [0, 1 * MS, 4 * MS]]  # a 5 s gap: beyond uint32 ns
+    chunks = [[0, 5 * s, 5 * s + 2 * MS], [0, 1 * MS, 4 * MS]]  # a 5 s gap among ms ones: the histogram bins get wide, the ranks stay exact
     d = itl_distribution(chunks)
     assert d["count"] == 4 and d["max"] == 5000.0 and d["min"] == 1.0
     assert d["mean"] == pytest.approx((5000 + 2 + 1 + 3) / 4)
+
+
+def test_window_counts_of_the_two_halves_add_up_to_the_window():
+    from analysis.metrics import window_counts
+
+    df = derive(frame(point_records()))
+    ok = (df["status"] == "ok").to_numpy(dtype=bool)
+    first, second = window_counts(df, ok, 1000 * MS, 2000 * MS), window_counts(df, ok, 2000 * MS, 3000 * MS)
+    assert first == (pytest.approx(11.0), 22, 3) and second == (pytest.approx(2.0), 10, 0)
+
+
+def test_a_frame_of_several_arrow_chunks_summarises_like_one():
+    recs = point_records()
+    one = summarize_point(frame(recs), **POINT)
+    # row groups become chunks: the boundary falls between the straddling requests 0 and 5
+    many = requests_frame(pa.concat_tables([to_table(recs[:1]), to_table(recs[1:4]), to_table(recs[4:])]))
+    assert many["chunk_ns"].array.__arrow_array__().num_chunks == 3
+    assert summarize_point(many, **POINT) == one
+
+
+def test_itl_when_the_first_requests_have_no_chunks():
+    # empty lists before the first one with chunks: its first value starts the flat buffer
+    assert itl_ms([[], None, [0, 3 * MS, 4 * MS], [9 * MS, 11 * MS]]).tolist() == [3.0, 1.0, 2.0]
+    assert itl_distribution([[], [0, 3 * MS, 4 * MS]])["mean"] == 2.0
+
+
+def test_itl_distribution_is_exact_when_gaps_crowd_into_few_bins():
+    # one 5 s gap makes each histogram bin 8.192 µs wide; the other gaps sit within 20 µs of 10 ms
+    rng = np.random.default_rng(7)
+    lists = [np.cumsum(10 * MS + rng.integers(0, 20_000, 50)).tolist() for _ in range(400)]
+    lists.append([0, 5 * 10**9])
+    want, got = distribution(itl_ms(lists)), itl_distribution(lists)
+    assert got["count"] == want["count"] == 400 * 49 + 1
+    for k in ("mean", "min", "p50", "p90", "p95", "p99", "max"):
+        assert got[k] == pytest.approx(want[k], rel=1e-12), k

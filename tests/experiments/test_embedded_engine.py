@@ -62,7 +62,7 @@ def test_default_engine_end_to_end(tmp_path):
     assert {"running", "waiting", "kv_usage_frac"} <= set(em["known_series"]) and em["failed_scrapes"] == 0
     # the engine counted the tokens it generated for us while it was being scraped
     assert em["summary_during_load"]["generation_tokens_total_increase"] > 0
-    assert "running_max" in em["summary_during_load"] and "kv_usage_peak_pct" in em["summary_during_load"]
+    assert "running_max" in em["summary_during_load"] and "kv_usage_frac_max" in em["summary_during_load"]
     assert raw["t_ns"].min() < req["t_sent_ns"].min() < req["t_done_ns"].max() < raw["t_ns"].max()
     assert "engine_metrics" in m and m["engine_metrics"]["scrapes"] > 0
 
