@@ -1,0 +1,333 @@
+"""Reading a results folder into the per-point table the decision works on (analysis.points).
+
+A results folder is results/<experiment> (every run.json below it) or one run folder. For each
+run with status ok and each of its load points, the point's rows of requests.parquet go
+through the per-point functions: analysis.slo.evaluate_point (attainment, goodput, feasible),
+analysis.cost (price, $/1M, phase split, energy), analysis.confidence.goodput_ci (seeded
+bootstrap of goodput and $/1M) and analysis.verdict (valid | warn | invalid). This module only
+reads files and assembles; the math lives in those modules.
+
+run.json v1 (experiments/runner.py) has no identity fields; they are derived (docs/decision.md):
+  variant_id  first 12 hex of SHA-256 over canonical JSON of the launch fields of run.json
+              `config`: engine (less port, host, timeouts, python, health/metrics paths), model
+              (less built_by, params_b), quant, gpu name + count, placement (the rules of
+              experiments.identity.launch_key)
+  point_id    "<load point index>@<value>" of the run's traffic.points
+  repetition  0-based order of runs with the same (variant_id, point_id) by started_at_utc
+run.json v2 (schema_version >= 2) carries variant_id at the top and point_id / repetition per
+load point; they are used as written.
+
+Side effects: reads run.json, requests.parquet, engine_metrics.parquet and telemetry.parquet;
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# requests.parquet columns the decision needs (the rest, e.g. output_text, is never read)
+REQUEST_COLUMNS = (
+    "load_point", "phase", "status", "http_status", "t_sent_ns", "t_first_token_ns", "t_last_token_ns",
+    "t_done_ns", "chunk_ns", "prompt_tokens", "output_tokens", "ttft_ms", "tpot_ms", "e2e_ms",
+)  # fmt: skip
+LOAD_UNITS = {"concurrency": "users", "trace": "x speed-up"}
+_ENGINE_NOT_IN_KEY = frozenset({"port", "host", "ready_timeout_s", "stop_timeout_s", "python", "health_path", "metrics_path"})
+_MODEL_NOT_IN_KEY = frozenset({"built_by", "params_b"})
+
+
+class ResultsError(ValueError):
+    """The folder cannot be decided on (one clear line)."""
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    summary: dict[str, Any]
+    variant_id: str
+    variant_label: str = ""
+    skipped: str | None = None
+
+    @property
+    def run_id(self) -> str:
+        return str(self.summary.get("run_id") or self.path.name)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.summary.get("config") or {}
+
+
+@dataclass
+class Table:
+    points: pd.DataFrame
+    runs: list[RunInfo]
+    problems: list[str] = field(default_factory=list)  # per-point issues that did not stop the build
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)  # (run_id/point_id) -> slo, cost, verdict dicts
+
+
+def _stable_hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def v1_variant_id(config: dict[str, Any]) -> str:
+    """variant_id of a v1 run.json `config` (module doc)."""
+    engine = {k: v for k, v in (config.get("engine") or {}).items() if k not in _ENGINE_NOT_IN_KEY}
+    model = {k: v for k, v in (config.get("model") or {}).items() if k not in _MODEL_NOT_IN_KEY}
+    gpu = config.get("gpu") or {}
+    return _stable_hash({"engine": engine, "model": model, "quant": config.get("quant"),
+                         "gpu": {"name": gpu.get("name"), "count": gpu.get("count")},
+                         "placement": config.get("placement")})  # fmt: skip
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """Run folders under `folder` (itself if it holds run.json), sorted by path."""
+    folder = Path(folder)
+    if (folder / "run.json").is_file():
+        return [folder]
+    return sorted(p.parent for p in folder.rglob("run.json") if "work" not in p.parent.parts[-1:])
+
+
+def load_runs(folder: Path) -> list[RunInfo]:
+    """Every run.json under `folder`, with identity derived for v1; non-ok runs are marked skipped."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ResultsError(f"results folder {folder} does not exist")
+    paths = find_runs(folder)
+    if not paths:
+        raise ResultsError(f"no runs in {folder}: no run.json below it")
+    runs = []
+    for p in paths:
+        try:
+            s = json.loads((p / "run.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            runs.append(RunInfo(p, {}, "", skipped=f"unreadable run.json: {e}"))
+            continue
+        vid = s.get("variant_id") if int(s.get("schema_version") or 1) >= 2 else None
+        info = RunInfo(p, s, str(vid or v1_variant_id(s.get("config") or {})))
+        if s.get("status") != "ok":
+            info.skipped = f"status {s.get('status')}" + (f": {s['failure'].get('reason')}" if s.get("failure") else "")
+        elif not s.get("load_points"):
+            info.skipped = "no load points"
+        elif not (p / "requests.parquet").is_file():
+            info.skipped = "no requests.parquet"
+        runs.append(info)
+    _label(runs)
+    if not any(r.skipped is None for r in runs):
+        raise ResultsError(f"no usable runs in {folder}: " + "; ".join(f"{r.path.name}: {r.skipped}" for r in runs))
+    return runs
+
+
+def _label(runs: list[RunInfo]) -> None:
+    """variant_label = engine/quant, extended by model, gpu and then the id where labels collide."""
+    cfgs = {r.variant_id: r.config for r in runs if r.variant_id}
+
+    def base(c: dict[str, Any], level: int, vid: str) -> str:
+        parts = [f"{(c.get('engine') or {}).get('name', '?')}/{(c.get('quant') or {}).get('name', '?')}"]
+        if level >= 1:
+            parts.append(str((c.get("model") or {}).get("name", "?")))
+        if level >= 2:
+            g = c.get("gpu") or {}
+            parts.append(f"{g.get('name', '?')}x{g.get('count', 0)}")
+        if level >= 3:
+            parts.append(vid[:6])
+        return " ".join(parts)
+
+    labels: dict[str, str] = {}
+    for level in range(4):
+        labels = {vid: base(c, level, vid) for vid, c in cfgs.items()}
+        if len(set(labels.values())) == len(labels):
+            break
+    for r in runs:
+        r.variant_label = labels.get(r.variant_id, r.variant_id)
+
+
+def read_requests(path: Path, columns: tuple[str, ...] | None = REQUEST_COLUMNS) -> pd.DataFrame:
+    """requests.parquet as pandas (nullable ints and strings), only `columns` that exist (None = all)."""
+    from experiments.runner import _nullable
+
+    names = pq.read_schema(path).names
+    cols = None if columns is None else [c for c in columns if c in names]
+    return pq.read_table(path, columns=cols).to_pandas(types_mapper=_nullable)
+
+
+def _read_optional(path: Path, columns: list[str]) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    names = pq.read_schema(path).names
+    return pq.read_table(path, columns=[c for c in columns if c in names]).to_pandas()
+
+
+def gpu_of(config: dict[str, Any], catalog: dict[str, Any] | None = None) -> SimpleNamespace:
+    """The run's GPU (name, count from its config; spec figures from the catalog entry when given)."""
+    g = dict(config.get("gpu") or {"name": "cpu", "count": 0})
+    cat = catalog or {}
+    for k in ("tdp_w", "memory_gib", "memory_bandwidth_gb_per_s"):
+        if g.get(k) is None and cat.get(k) is not None:
+            g[k] = cat[k]
+    g.setdefault("tdp_w", None)
+    return SimpleNamespace(**g)
+
+
+def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, dict[str, Any]] | None = None,
+                n_boot: int = 1000, seed: int = 0) -> Table:  # fmt: skip
+    """The per-point table (analysis.points.REQUIRED + optional columns) of every usable run."""
+    from analysis import confidence, cost
+    from analysis import slo as slo_mod
+    from analysis import verdict as verdict_mod
+    from analysis.metrics import derive
+
+    runs = load_runs(folder)
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    details: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        if run.skipped:
+            continue
+        cfg = run.config
+        traffic = cfg.get("traffic") or {}
+        kind = str(traffic.get("kind") or "poisson")
+        gpu = gpu_of(cfg, (gpu_catalog or {}).get((cfg.get("gpu") or {}).get("name", "cpu")))
+        price = cost.price_for(pricing, gpu)  # PriceMissing is a bad input: the caller refuses
+        units = cost.billed_units(gpu)
+        req = read_requests(run.path / "requests.parquet")
+        if "ttft_ms" not in req.columns:
+            req = derive(req)
+        em = _read_optional(run.path / "engine_metrics.parquet", ["name", "value", "t_ns"])
+        tel = _read_optional(run.path / "telemetry.parquet", ["t_ns"])
+        engine_name = str((cfg.get("engine") or {}).get("name") or "")
+        ready = (run.summary.get("engine") or {}).get("time_to_ready_s")
+        by_point = dict(tuple(req.groupby("load_point", sort=True))) if len(req) else {}
+        for lp in run.summary.get("load_points") or []:
+            i = int(lp["index"])
+            s = lp.get("summary") or {}
+            pdf = by_point.get(i)
+            if pdf is None or pdf.empty:
+                problems.append(f"{run.run_id} point {i}: no request records")
+                continue
+            pid = str(lp.get("point_id") or f"{i}@{float(lp['value']):g}")
+            m = pdf[pdf["phase"] == "measure"]
+            sent = m[m["t_sent_ns"].notna()]
+            t0 = int(sent["t_sent_ns"].min()) if len(sent) else None
+            t1 = int(sent["t_done_ns"].max()) if len(sent) and sent["t_done_ns"].notna().any() else None
+            window_s = s.get("measure_window_s")
+            res = slo_mod.evaluate_point(pdf, slo, window_s=window_s)
+            split = cost.phase_split(pdf, engine_metrics=em, engine=engine_name, t0_ns=t0, t1_ns=t1)
+            energy_j = (s.get("energy") or {}).get("joules")
+            pc = cost.point_cost(
+                price=price, window_s=res.window_s, output_tokens=int(s.get("output_tokens") or 0),
+                prompt_tokens=int(s.get("prompt_tokens") or 0), goodput_output_tokens=res.goodput_output_tokens,
+                split=split, energy_j=energy_j, tdp_w=gpu.tdp_w, devices=int(gpu.count),
+            )  # fmt: skip
+            mm = m.reset_index(drop=True)
+            meets, _per, _vals = slo_mod.meets_mask(mm, slo)
+            ok = (mm["status"] == "ok").to_numpy(dtype=bool)
+            tok = np.where(ok, mm["output_tokens"].astype("Float64").fillna(0).to_numpy(dtype=float), 0).astype(np.int64)
+            ci = confidence.goodput_ci([{"meets": meets, "output_tokens": tok, "window_s": res.window_s}],
+                                       usd_per_hour=price.usd_per_hour, n=n_boot, seed=seed)  # fmt: skip
+            v = verdict_mod.verdict(
+                s, requests=pdf, window=(t0, t1) if t0 is not None and t1 is not None else None,
+                telemetry_t_ns=None if tel is None else tel["t_ns"].to_numpy(),
+                telemetry_interval_s=(run.summary.get("telemetry") or {}).get("interval_s"),
+                scrape_t_ns=None if em is None else em["t_ns"].to_numpy(),
+                scrape_interval_s=(run.summary.get("engine_metrics") or {}).get("interval_s"),
+                warmup_s=traffic.get("warmup_s"), interrupted=bool(lp.get("interrupted")),
+            )  # fmt: skip
+            n_req = res.requests or 0
+            goodput_boot = ci["goodput_rps"].get("replicates")
+            att_boot = (np.asarray(goodput_boot) * res.window_s / n_req) if goodput_boot is not None and n_req and res.window_s else None
+            out_tok = _f(s.get("output_tok_per_s"))
+            ok_n = int((s.get("requests") or {}).get("ok") or 0)
+            row = {
+                "variant_id": run.variant_id, "variant_label": run.variant_label, "run_id": run.run_id,
+                "point_id": pid, "repetition": lp.get("repetition"), "load_value": float(lp["value"]),
+                "load_unit": LOAD_UNITS.get(kind, "req/s"),
+                "offered_rate_rps": _f(s.get("offered_rate_rps")) or _f(s.get("achieved_rate_rps")),
+                "gpu_name": gpu.name, "gpu_count": int(gpu.count), "verdict": v.status,
+                "verdict_reasons": list(v.reasons), "feasible": bool(res.feasible), "attainment": res.attainment,
+                "goodput_rps": res.goodput_rps, "output_tok_per_s": out_tok,
+                "goodput_output_tok_per_s": res.goodput_output_tok_per_s,
+                "tok_per_s_per_gpu": out_tok / units if out_tok is not None else None,
+                "tok_per_s_per_user": _f(s.get("interactivity_tok_per_s")),
+                "usd_per_1m_output": pc["usd_per_1m_output"], "usd_per_1m_output_lo": ci["usd_per_1m_output"]["lo"],
+                "usd_per_1m_output_hi": ci["usd_per_1m_output"]["hi"],
+                "usd_per_1m_output_boot": ci["usd_per_1m_output"].get("replicates"),
+                "usd_per_1m_goodput": pc["usd_per_1m_goodput"], "usd_per_1m_goodput_lo": ci["usd_per_1m_goodput"]["lo"],
+                "usd_per_1m_goodput_hi": ci["usd_per_1m_goodput"]["hi"],
+                "usd_per_1m_goodput_boot": ci["usd_per_1m_goodput"].get("replicates"),
+                "ttft_ms_p99": _p(s, "ttft_ms"), "tpot_ms_p99": _p(s, "tpot_ms"), "e2e_ms_p99": _p(s, "e2e_ms"),
+                "time_to_ready_s": _f(ready),
+                # optional columns (analysis.points)
+                "attainment_boot": att_boot,
+                "prefill_time_share": split.get("prefill_share"), "split_method": split.get("method"),
+                "prompt_tokens_mean": (s.get("prompt_tokens") or 0) / ok_n if ok_n else None,
+                "output_tokens_mean": (s.get("output_tokens") or 0) / ok_n if ok_n else None,
+                "usd_per_hour": price.usd_per_hour, "price_source": price.source, "price_as_of": price.as_of,
+                "usd_per_1m_total": pc["usd_per_1m_total"],
+                "usd_per_1m_input_split": pc["split"]["usd_per_1m_input_split"],
+                "usd_per_1m_output_split": pc["split"]["usd_per_1m_output_split"],
+                "j_per_output_token": pc["energy"].get("j_per_output_token"), "energy_method": pc["energy"].get("method"),
+                "usd_energy_per_1m_output": pc["energy"].get("usd_energy_per_1m_output"),
+                "feasibility_reasons": list(res.reasons), "requests": n_req, "started_at_utc": run.summary.get("started_at_utc"),
+            }  # fmt: skip
+            for t in res.thresholds:
+                row[f"slo_{t.metric}"] = t.value_ms
+            rows.append(row)
+            details[f"{run.run_id}/{pid}"] = {"slo": res.to_dict(), "verdict": v.to_dict(),
+                                              "cost": {k: v_ for k, v_ in pc.items() if k != "price"}}  # fmt: skip
+    df = pd.DataFrame(rows)
+    if df.empty:
+        raise ResultsError(f"no load points with request records in {folder}")
+    if df["repetition"].isna().any():  # v1: order of runs per (variant, point)
+        order = df.sort_values(["started_at_utc", "run_id"]).groupby(["variant_id", "point_id"]).cumcount()
+        df["repetition"] = df["repetition"].fillna(order).astype(int)
+    return Table(points=df, runs=runs, problems=problems, details=details)
+
+
+def _p(s: dict[str, Any], metric: str) -> float | None:
+    return _f((s.get(metric) or {}).get("p99"))
+
+
+def _f(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def table_for_json(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The table's rows as JSON-ready dicts (bootstrap replicates left out: they are large)."""
+    drop = [c for c in df.columns if c.endswith("_boot")]
+    out = []
+    for r in df.drop(columns=drop).to_dict(orient="records"):
+        out.append({k: _jsonable(v) for k, v in r.items()})
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return None if math.isnan(float(v)) else float(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, pa.Scalar):
+        return v.as_py()
+    return v
