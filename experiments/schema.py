@@ -194,35 +194,95 @@ class TrafficConfig:
 
 
 @dataclass
+class FigureSource:
+    """Where one catalog number comes from: the document or measurement, and its date."""
+
+    source: str = ""
+    as_of: str = ""  # ISO date of the source (or of reading it, when the source is undated)
+
+
+@dataclass
 class GpuConfig:
-    """The accelerator the run is planned for. count 0 = CPU only."""
+    """The accelerator the run is planned for. count 0 = CPU only.
+
+    The spec figures feed the roofline (memory bandwidth), the energy estimate when no power
+    is measured (TDP) and the compute ridge (BF16). `sources` names the origin and date of each
+    figure, keyed by field name. For `cpu` the memory bandwidth is measured on the host by
+    experiments.hostbench, never taken from here.
+    """
 
     name: str = "cpu"
     count: int = 0
-    memory_gib: float | None = None
-    tdp_w: float | None = None
+    memory_gib: float | None = None  # per device
+    tdp_w: float | None = None  # board power limit per device
+    label: str = ""  # the product, e.g. "NVIDIA H100 SXM5 80GB"
+    memory_bandwidth_gb_per_s: float | None = None  # spec peak per device, 1 GB = 1e9 bytes
+    bf16_dense_tflops: float | None = None  # dense (no sparsity) BF16 tensor peak per device
+    sources: dict[str, FigureSource] = field(default_factory=dict)
 
 
 @dataclass
 class SloConfig:
-    """Latency objectives, per request; null = not constrained."""
+    """Latency objectives per request, each at its own percentile; null threshold = not constrained.
+
+    A request meets the SLO when it succeeded and meets every set threshold (DistServe's
+    attainment); a point is feasible when the share of such requests is >= attainment_target
+    and each metric's percentile is within its threshold (analysis.slo).
+    """
 
     name: str = "interactive"
     ttft_ms: float | None = None
     tpot_ms: float | None = None
+    itl_ms: float | None = None  # per request: at most (100 - itl_percentile) % of its gaps above it
     e2e_ms: float | None = None
-    percentile: float = 99.0
+    percentile: float = 99.0  # default for every threshold without its own percentile
+    ttft_percentile: float | None = None
+    tpot_percentile: float | None = None
+    itl_percentile: float | None = None
+    e2e_percentile: float | None = None
+    attainment_target: float = 0.9  # share of measured requests that must meet every threshold
+
+
+@dataclass
+class GpuPrice:
+    """$ per GPU-hour (per instance-hour for cpu) of one GPU type in one price book; null = not offered/known."""
+
+    on_demand: float | None = None
+    spot: float | None = None
+    reserved_1y: float | None = None
+    reserved_3y: float | None = None
+    owned: float | None = None  # total cost of ownership per hour (owned or colocated hardware)
+    source: str = ""
+    as_of: str = ""
+
+
+PRICE_TIERS = ("on_demand", "spot", "reserved_1y", "reserved_3y", "owned")
 
 
 @dataclass
 class PricingConfig:
-    """Prices for the decision layer (not used by the measurement core yet)."""
+    """A price book: $/GPU-hour per GPU type (keyed by gpu option name) and tier, plus energy prices.
+
+    `energy_included`: cloud prices already pay for power, so energy $ is reported beside the
+    cost, never added; an owned/colocated book that prices hardware only sets it false and
+    energy $ is added. `usd_per_hour`, when set, overrides the book for whatever GPU is
+    planned (a quick re-price: `pricing.usd_per_hour=2.5`).
+    """
 
     name: str = "cpu_vm"
-    usd_per_hour: float = 0.0  # per instance (GPU or VM) hour
+    provider: str = ""
+    tier: str = "on_demand"  # which column of `gpus` prices the run (PRICE_TIERS)
+    usd_per_hour: float | None = None  # override, per GPU (per instance for cpu) hour
+    gpus: dict[str, GpuPrice] = field(default_factory=dict)
+    spot_interruptions_per_hour: float | None = None
+    spot_interruptions_source: str = ""
+    energy_included: bool = True
     usd_per_kwh: float = 0.15
-    pue: float = 1.3
-    source: str = ""
+    usd_per_kwh_source: str = ""
+    pue: float = 1.3  # facility power / IT power
+    pue_source: str = ""
+    source: str = ""  # the book as a whole
+    as_of: str = ""
 
 
 @dataclass

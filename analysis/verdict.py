@@ -1,0 +1,216 @@
+"""Validity verdict of one load point: valid | warn | invalid, with every reason in one place. Pure: no I/O.
+
+A verdict says whether the MEASUREMENT can be trusted, not whether the server did well: an
+overloaded server (queues, timeouts, SLO misses) is a result and makes the point infeasible
+(analysis.slo), never invalid. Checks, each giving a reason with a severity:
+  loadgen_saturated   load generator CPU / event-loop stall / schedule lag over their limits
+                      (analysis.metrics.loadgen_health)                                  invalid
+  interrupted         the point was cut short (Ctrl-C, abort)                            invalid
+  client_errors       requests refused by the server as malformed (HTTP 4xx other than 408/429),
+                      share > client_error_limit: the request, not the load, is wrong    invalid
+  error_rate          any other failed requests (timeouts, 5xx, 429, cancelled): recorded, and
+                      counted as SLO misses                                              warn
+  client_drops        requests dropped by the client at traffic.max_inflight             warn
+  token_drift         server and client token counts disagree, or replies shorter than
+                      max_tokens under ignore_eos, for > token_drift_limit of requests  warn
+  telemetry_gap / scrape_gap  samples missing for > gap_limit (5 %) of the window        warn
+  not_steady          output tok/s of the window's first and second half differ by > 10 %
+                      and the completion counts differ significantly (|z| > 1.96, Poisson), or a
+                      linear trend over `trend_bins` bins changes throughput by > 10 % with
+                      |t| > 2                                                             warn
+  too_few_samples     fewer than min_ok_invalid successful requests                     invalid
+                      fewer than 100 (a p99 needs 100)                                   warn
+  no_warmup           no warmup requests were excluded before the window                 warn
+  warmup_excluded     how many warmup requests were excluded                            info
+Status = the worst severity found (info does not count).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loadgen.records import CANCELLED, DROPPED, ERROR, MEASURE, OK, TIMEOUT, WARMUP
+
+VALID, WARN, INVALID, INFO = "valid", "warn", "invalid", "info"
+_RANK = {INFO: 0, VALID: 0, WARN: 1, INVALID: 2}
+
+
+@dataclass(frozen=True)
+class VerdictLimits:
+    client_error_limit: float = 0.01  # share of measure requests
+    token_drift_limit: float = 0.01
+    gap_limit: float = 0.05  # share of the window without samples
+    gap_factor: float = 3.0  # a gap is a pause longer than this many sampling intervals
+    steady_limit: float = 0.10  # relative throughput change
+    steady_z: float = 1.96
+    trend_bins: int = 10
+    trend_t: float = 2.0
+    min_ok_warn: int = 100
+    min_ok_invalid: int = 10
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # valid | warn | invalid
+    reasons: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "reasons": list(self.reasons)}
+
+
+def _reason(kind: str, severity: str, message: str, source: str = "verdict", **extra: Any) -> dict[str, Any]:
+    """A Note-like dict (source, kind, message) plus severity and the numbers behind it."""
+    return {"source": source, "kind": kind, "severity": severity, "message": message, **extra}
+
+
+def gap_share(t_ns: Any, t0_ns: int, t1_ns: int, interval_s: float, factor: float = 3.0) -> float:
+    """Share of [t0, t1] inside sampling gaps: every pause d > factor × interval between consecutive
+    samples (window edges included) counts d − interval as missing."""
+    span = (t1_ns - t0_ns) / 1e9
+    if span <= 0:
+        return 0.0
+    t = np.unique(np.asarray(t_ns, dtype=np.int64))
+    t = t[(t >= t0_ns) & (t <= t1_ns)]
+    edges = np.concatenate([[t0_ns], t, [t1_ns]]).astype(np.int64)
+    d = np.diff(edges) / 1e9
+    missing = np.where(d > factor * interval_s, d - interval_s, 0.0).sum()
+    return float(min(missing / span, 1.0))
+
+
+def steadiness(done_ns: np.ndarray, tokens: np.ndarray, t0_ns: int, t1_ns: int, bins: int = 10) -> dict[str, Any]:
+    """First-vs-second-half throughput and a least-squares trend over `bins` equal bins of the window,
+    from the completion time and output tokens of the window's successful requests."""
+    span = t1_ns - t0_ns
+    if span <= 0 or len(done_ns) == 0:
+        return {"halves_change": None, "halves_z": None, "trend_change": None, "trend_t": None}
+    rel = (np.asarray(done_ns, dtype=np.int64) - t0_ns) / span
+    tok = np.asarray(tokens, dtype=float)
+    inside = (rel >= 0) & (rel <= 1)
+    rel, tok = rel[inside], tok[inside]
+    first = rel < 0.5
+    a, b = tok[first].sum(), tok[~first].sum()
+    ca, cb = int(first.sum()), int((~first).sum())
+    halves_change = (b - a) / ((a + b) / 2) if a + b > 0 else None
+    z = (cb - ca) / np.sqrt(ca + cb) if ca + cb > 0 else None
+    idx = np.minimum((rel * bins).astype(int), bins - 1)
+    y = np.bincount(idx, weights=tok, minlength=bins)
+    x = (np.arange(bins) + 0.5) / bins
+    trend_change = trend_t = None
+    if y.mean() > 0:
+        xc = x - x.mean()
+        slope = float((xc * (y - y.mean())).sum() / (xc**2).sum())
+        resid = y - (y.mean() + slope * xc)
+        se = np.sqrt((resid**2).sum() / (bins - 2) / (xc**2).sum())
+        trend_change = slope / y.mean()  # change over the whole window, relative to the mean
+        trend_t = float(slope / se) if se > 0 else (np.inf if slope else 0.0)
+    return {"halves_change": halves_change, "halves_z": z, "trend_change": trend_change, "trend_t": trend_t}
+
+
+def verdict(
+    summary: dict[str, Any],
+    *,
+    requests: pd.DataFrame | None = None,
+    window: tuple[int, int] | None = None,
+    telemetry_t_ns: Any = None,
+    telemetry_interval_s: float | None = None,
+    scrape_t_ns: Any = None,
+    scrape_interval_s: float | None = None,
+    warmup_s: float | None = None,
+    interrupted: bool = False,
+    limits: VerdictLimits | None = None,
+) -> Verdict:
+    """The verdict of one point from its summary (run.json load_points[i].summary) and, where given,
+    its request records, its window [t0_ns, t1_ns] and the sample times of telemetry and of the
+    engine /metrics scrapes (checks in the module doc)."""
+    lim = limits or VerdictLimits()
+    reasons: list[dict[str, Any]] = []
+    req = summary.get("requests") or {}
+    total = int(req.get("total") or 0)
+    ok = int(req.get(OK) or 0)
+
+    lg = summary.get("loadgen") or {}
+    if lg.get("saturated"):
+        reasons.append(_reason("loadgen_saturated", INVALID, "load generator saturated: " + "; ".join(lg.get("saturation_reasons") or []),
+                               source="loadgen", cpu_pct_max=lg.get("cpu_pct_max"), loop_lag_max_ms=lg.get("loop_lag_max_ms"),
+                               sched_lag_p99_ms=(summary.get("sched_lag_ms") or {}).get("p99")))  # fmt: skip
+    if interrupted:
+        reasons.append(_reason("interrupted", INVALID, "the load point was interrupted before its window ended", source="loadgen"))
+
+    failed = {s: int(req.get(s) or 0) for s in (ERROR, TIMEOUT, CANCELLED)}
+    client_errors = 0
+    if requests is not None and len(requests) and "http_status" in requests.columns:
+        m = requests[(requests["phase"] == MEASURE) & (requests["status"] == ERROR)]
+        code = m["http_status"].astype("Float64")
+        client_errors = int(((code >= 400) & (code < 500) & ~code.isin([408, 429])).fillna(False).sum())
+    if total and client_errors / total > lim.client_error_limit:
+        reasons.append(_reason("client_errors", INVALID,
+                               f"{client_errors} of {total} requests refused as malformed (HTTP 4xx): check the workload and endpoint",
+                               value=client_errors / total, limit=lim.client_error_limit))  # fmt: skip
+    n_failed = sum(failed.values())
+    if total and n_failed > client_errors:
+        share = n_failed / total
+        detail = ", ".join(f"{v} {k}" for k, v in failed.items() if v)
+        reasons.append(_reason("error_rate", WARN, f"{share:.1%} of requests failed ({detail}); counted as SLO misses",
+                               value=share, **failed))  # fmt: skip
+    drops = int(req.get(DROPPED) or 0)
+    if drops:
+        reasons.append(_reason("client_drops", WARN,
+                               f"{drops} of {total} requests dropped at traffic.max_inflight (counted as SLO misses); "
+                               "the offered load was capped by the client", source="loadgen", value=drops / total if total else None))  # fmt: skip
+
+    drift = {
+        "prompt": int((summary.get("prompt_token_drift") or {}).get("requests") or 0),
+        "output": int((summary.get("output_token_drift") or {}).get("requests") or 0),
+        "length": int(summary.get("output_length_mismatches") or 0),
+    }
+    if ok and max(drift.values()) / ok > lim.token_drift_limit:
+        reasons.append(_reason("token_drift", WARN,
+                               f"token counts disagree on {drift['prompt']} prompts and {drift['output']} outputs, "
+                               f"{drift['length']} replies shorter/longer than max_tokens (of {ok} ok): lengths are not as planned",
+                               value=max(drift.values()) / ok, limit=lim.token_drift_limit))  # fmt: skip
+
+    if window is not None:
+        t0, t1 = window
+        for kind, times, interval, source in (("telemetry_gap", telemetry_t_ns, telemetry_interval_s, "telemetry"),
+                                              ("scrape_gap", scrape_t_ns, scrape_interval_s, "engine_metrics")):  # fmt: skip
+            if times is None or not interval:
+                continue
+            share = gap_share(times, t0, t1, interval, lim.gap_factor)
+            if share > lim.gap_limit:
+                reasons.append(_reason(kind, WARN, f"{source} samples missing for {share:.0%} of the window (> {lim.gap_limit:.0%})",
+                                       source=source, value=share, limit=lim.gap_limit, t0_ns=t0, t1_ns=t1))  # fmt: skip
+        if requests is not None and len(requests):
+            m = requests[(requests["phase"] == MEASURE) & (requests["status"] == OK) & requests["t_done_ns"].notna()]
+            st = steadiness(m["t_done_ns"].to_numpy(dtype=np.int64), m["output_tokens"].astype("Float64").fillna(0).to_numpy(dtype=float),
+                            t0, t1, lim.trend_bins)  # fmt: skip
+            hc, z, tc, tt = st["halves_change"], st["halves_z"], st["trend_change"], st["trend_t"]
+            if hc is not None and abs(hc) > lim.steady_limit and z is not None and abs(z) > lim.steady_z:
+                reasons.append(_reason("not_steady", WARN, f"output tok/s changed {hc:+.0%} from the first to the second half of the window",
+                                       value=hc, limit=lim.steady_limit, z=z))  # fmt: skip
+            elif tc is not None and abs(tc) > lim.steady_limit and tt is not None and abs(tt) > lim.trend_t:
+                reasons.append(_reason("not_steady", WARN, f"output tok/s trends {tc:+.0%} over the window (t = {tt:.1f})",
+                                       value=tc, limit=lim.steady_limit, t=tt))  # fmt: skip
+
+    if ok < lim.min_ok_invalid:
+        reasons.append(_reason("too_few_samples", INVALID, f"only {ok} successful requests (< {lim.min_ok_invalid})", value=ok))
+    elif ok < lim.min_ok_warn:
+        reasons.append(_reason("too_few_samples", WARN, f"only {ok} successful requests: p99 needs >= {lim.min_ok_warn}", value=ok))
+
+    all_phases = summary.get("requests_all_phases") or {}
+    warm = None
+    if requests is not None and len(requests):
+        warm = int((requests["phase"] == WARMUP).sum())
+    elif all_phases:
+        warm = max(int(all_phases.get("total") or 0) - total, 0)  # warmup + cooldown; an upper bound
+    if (warmup_s is not None and warmup_s <= 0) or warm == 0:
+        reasons.append(_reason("no_warmup", WARN, "no warmup requests were excluded: cold-start effects are in the window"))
+    elif warm is not None:
+        reasons.append(_reason("warmup_excluded", INFO, f"{warm} warmup requests excluded from the window", value=warm))
+
+    worst = max((_RANK[r["severity"]] for r in reasons), default=0)
+    status = {0: VALID, 1: WARN, 2: INVALID}[worst]
+    return Verdict(status, tuple(reasons))
