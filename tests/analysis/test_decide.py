@@ -1,0 +1,143 @@
+"""`python -m analysis.decide` end to end on a tiny hand-built results folder, and its bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from analysis import decide, results
+from analysis.metrics import derive, summarize_point
+from experiments.runner import _nullable
+from loadgen.records import empty_record, to_table
+
+MS = 1_000_000
+TOKENS = 8  # output tokens per request: 8 chunks 20 ms apart
+N = 120  # measured requests per point
+
+
+def point_records(i: int, rate: float, ttft_ms: list[float]) -> list[dict]:
+    """5 warmup then N measured requests at `rate` req/s, request k with TTFT ttft_ms[k % len]."""
+    recs = []
+    for k in range(-5, N):
+        sent = int((k + 5) / rate * 1e9) + 10**12
+        ttft = ttft_ms[k % len(ttft_ms)]
+        chunks = [sent + int(ttft * MS) + j * 20 * MS for j in range(TOKENS)]
+        recs.append(empty_record(
+            load_point=i, request_id=f"{i}-{k}", worker=1, phase="warmup" if k < 0 else "measure", prompt_idx=k % 4,
+            endpoint="completions", max_tokens=TOKENS, prompt_tokens_client=16, t_scheduled_ns=sent, t_sent_ns=sent,
+            t_headers_ns=sent, t_first_token_ns=chunks[0], t_last_token_ns=chunks[-1], t_done_ns=chunks[-1] + MS,
+            chunk_ns=chunks, status="ok", http_status=200, prompt_tokens=16, output_tokens=TOKENS,
+            output_tokens_source="usage", output_tokens_client=TOKENS,
+        ))  # fmt: skip
+    return recs
+
+
+def write_run(root, name, quant, points, started="2026-12-01T10:00:00+00:00", status="ok", ready_s=20.0):
+    """A v1 run folder: run.json (summaries from analysis.metrics) + requests.parquet."""
+    d = root / name
+    d.mkdir(parents=True)
+    recs, lps = [], []
+    for i, (rate, ttft) in enumerate(points):
+        pr = point_records(i, rate, ttft)
+        recs += pr
+        df = to_table(pr).to_pandas(types_mapper=_nullable)
+        s = summarize_point(df, kind="poisson", value=rate, warmup_s=5 / rate, duration_s=N / rate)
+        lps.append({"index": i, "value": rate, "interrupted": False, "summary": s})
+    pq.write_table(pa.Table.from_pandas(derive(to_table(recs).to_pandas(types_mapper=_nullable)), preserve_index=False),
+                   d / "requests.parquet")  # fmt: skip
+    cfg = {
+        "engine": {"name": "vllm", "port": 0, "max_num_seqs": None}, "quant": {"name": quant, "method": quant},
+        "model": {"name": "tiny_llama", "path": "models/tiny-llama"}, "gpu": {"name": "cpu", "count": 0},
+        "traffic": {"kind": "poisson", "points": [p[0] for p in points], "warmup_s": 5.0, "duration_s": 30.0},
+        "workload": {"name": "synthetic_fixed"},
+    }  # fmt: skip
+    run = {"schema_version": 1, "run_id": name, "experiment": "exp", "status": status, "started_at_utc": started,
+           "config": cfg, "engine": {"name": "vllm", "time_to_ready_s": ready_s}, "load_points": lps,
+           "telemetry": {"sampler": None}, "engine_metrics": None}  # fmt: skip
+    (d / "run.json").write_text(json.dumps(run))
+    return d
+
+
+@pytest.fixture
+def folder(tmp_path):
+    exp = tmp_path / "exp"
+    # none: TTFT 100 ms at 1 req/s, 300 at 2, 30 % of requests at 700 (> 500 ms) at 4 -> knee bracketed [2, 4]
+    write_run(exp, "r1_vllm_none", "none", [(1.0, [100]), (2.0, [300]), (4.0, [700, 100, 100, 700, 100, 100, 700, 100, 100, 100])])
+    # awq: meets the SLO at every load: knee not reached, at least 4 req/s -> cheaper $/1M there
+    write_run(exp, "r2_vllm_awq", "awq", [(1.0, [100]), (2.0, [120]), (4.0, [150])])
+    write_run(exp, "r3_vllm_gptq", "gptq", [(1.0, [100])], status="failed")
+    return exp
+
+
+def test_v1_identity_and_table(folder):
+    runs = results.load_runs(folder)
+    assert [r.run_id for r in runs] == ["r1_vllm_none", "r2_vllm_awq", "r3_vllm_gptq"]
+    assert runs[2].skipped.startswith("status failed")
+    assert len({r.variant_id for r in runs}) == 3 and all(len(r.variant_id) == 12 for r in runs)
+    assert [r.variant_label for r in runs] == ["vllm/none", "vllm/awq", "vllm/gptq"]
+    # the launch key ignores the port, like experiments.identity
+    c = json.loads((folder / "r1_vllm_none" / "run.json").read_text())["config"]
+    assert results.v1_variant_id(c) == results.v1_variant_id({**c, "engine": {**c["engine"], "port": 8123}})
+
+
+def test_decide_end_to_end(folder, capsys):
+    code = decide.main([str(folder), "capacity.peak_rps=10", "n_boot=200"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    d = json.loads((folder / "decision.json").read_text())
+    assert d["schema_version"] == 1 and d["kind"] == "servelab.decision"
+    assert d["overrides"] == ["capacity.peak_rps=10", "n_boot=200"]
+    assert len(d["points"]) == 6 and {p["point_id"] for p in d["points"]} == {"0@1", "1@2", "2@4"}
+    kn = {k["variant_label"]: k for k in d["knees"]}
+    assert kn["vllm/none"]["status"] == "bracketed" and (kn["vllm/none"]["knee_load"], kn["vllm/none"]["above_load"]) == (2.0, 4.0)
+    assert kn["vllm/awq"]["status"] == "all_feasible" and kn["vllm/awq"]["knee_load"] == 4.0
+    sel = d["selection"]
+    assert sel["chosen"]["variant_label"] == "vllm/awq" and sel["chosen"]["load_value"] == 4.0
+    assert sel["runner_up"]["variant_label"] == "vllm/none"
+    # cpu_vm: $0.10 per host-hour; goodput 8 tokens x 120 requests over the window
+    # W = last done - first sent = 124/4 s... measured: (119 / 4 s + 150 ms + 7 * 20 ms + 1 ms)
+    w = 119 / 4 + 0.150 + 0.140 + 0.001
+    assert sel["chosen"]["usd"] == pytest.approx(0.10 * w / 3600 / (N * TOKENS) * 1e6)
+    assert [e["variant_label"] for e in sel["excluded"]] == []  # gptq's run failed: skipped, not a variant
+    assert [r["skipped"] is not None for r in d["runs"]] == [False, False, True]
+    plan = d["capacity"]["plans"][0]
+    # knee not reached at 4 req/s: 10 / (4 * 0.85) = 2.94 -> 3 replicas
+    assert plan["variant_label"] == "vllm/awq" and plan["replicas_peak"] == 3 and plan["mu_rps"] == 4.0
+    assert plan["monthly_usd"]["static_peak"] == pytest.approx(3 * 0.10 * 730)
+    assert "usd_per_1m_goodput" in d["formulas"] and d["assumptions"]
+    assert "vllm/awq" in out and "runner-up" in out and "3 replicas" in out
+
+
+def test_single_run_folder_writes_next_to_it(folder, capsys):
+    run = folder / "r1_vllm_none"
+    assert decide.main([str(run), "n_boot=50"]) == 0
+    d = json.loads((run / "decision.json").read_text())
+    assert d["selection"]["chosen"]["load_value"] == 2.0 and d["capacity"] is None
+    assert "no plan" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("pricing.usd_per_hour=-1", "usd_per_hour"),
+        ("slo.ttft_ms=-1", "ttft_ms"),
+        ("slo.percentile=150", "percentile"),
+        ("pricing=aws_on_demand", "cpu"),  # the runs' gpu=cpu has no price in that book
+        ("capacity.plan=true", "capacity: a plan needs a peak"),
+        ("capacity.rho_max=0", "rho_max"),
+        ("slo=nonexistent", "invalid configuration"),
+    ],
+)
+def test_bad_inputs_one_line_each_exit_2(folder, capsys, override, needle):
+    assert decide.main([str(folder), override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("decide: ") and needle in err[0], err
+    assert not (folder / "decision.json").exists()
+
+
+def test_no_runs(tmp_path, capsys):
+    assert decide.main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"decide: no runs in {tmp_path}: no run.json below it"
