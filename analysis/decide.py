@@ -191,7 +191,8 @@ def _limits(table, slo) -> dict[str, float]:
 def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
     """Everything the command does short of printing; returns (decision, path written)."""
     from analysis import capacity as cap_mod
-    from analysis import cost, knee, pareto, results as res_mod, selection, sensitivity
+    from analysis import cost, knee, pareto, selection, sensitivity
+    from analysis import results as res_mod
     from analysis.points import pool_repetitions
     from experiments.config import to_plain
 

@@ -41,6 +41,11 @@ REQUEST_COLUMNS = (
     "load_point", "phase", "status", "http_status", "t_sent_ns", "t_first_token_ns", "t_last_token_ns",
     "t_done_ns", "chunk_ns", "prompt_tokens", "output_tokens", "ttft_ms", "tpot_ms", "e2e_ms",
 )  # fmt: skip
+# ... and what re-deriving the per-request metrics and re-summarising a point needs (analysis.metrics)
+SUMMARY_COLUMNS = (
+    *REQUEST_COLUMNS, "t_scheduled_ns", "max_tokens", "prompt_tokens_client", "output_tokens_source",
+    "output_tokens_client",
+)  # fmt: skip
 LOAD_UNITS = {"concurrency": "users", "trace": "x speed-up"}
 _ENGINE_NOT_IN_KEY = frozenset({"port", "host", "ready_timeout_s", "stop_timeout_s", "python", "health_path", "metrics_path"})
 _MODEL_NOT_IN_KEY = frozenset({"built_by", "params_b"})
@@ -179,12 +184,97 @@ def gpu_of(config: dict[str, Any], catalog: dict[str, Any] | None = None) -> Sim
     return SimpleNamespace(**g)
 
 
-def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, dict[str, Any]] | None = None,
-                n_boot: int = 1000, seed: int = 0) -> Table:  # fmt: skip
-    """The per-point table (analysis.points.REQUIRED + optional columns) of every usable run."""
+def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu: Any, ident: dict[str, Any],
+              engine_metrics: pd.DataFrame | None = None, telemetry: pd.DataFrame | None = None, engine: str = "",
+              run_summary: dict[str, Any] | None = None, traffic: dict[str, Any] | None = None,
+              interrupted: bool = False, n_boot: int = 1000, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """(table row, details) of one load point: its request rows `pdf` (derived columns present) and
+    its run.json summary `s` through analysis.slo, cost, confidence and verdict.
+
+    `ident`: variant_id, variant_label, run_id, point_id, repetition, load_value, load_unit,
+    time_to_ready_s, started_at_utc. No I/O.
+    """
     from analysis import confidence, cost
     from analysis import slo as slo_mod
     from analysis import verdict as verdict_mod
+
+    rs = run_summary or {}
+    units = cost.billed_units(gpu)
+    m = pdf[pdf["phase"] == "measure"].reset_index(drop=True)
+    sent = m[m["t_sent_ns"].notna()]
+    t0 = int(sent["t_sent_ns"].min()) if len(sent) else None
+    t1 = int(sent["t_done_ns"].max()) if len(sent) and sent["t_done_ns"].notna().any() else None
+    res = slo_mod.evaluate_point(pdf, slo, window_s=s.get("measure_window_s"))
+    split = cost.phase_split(pdf, engine_metrics=engine_metrics, engine=engine, t0_ns=t0, t1_ns=t1)
+    pc = cost.point_cost(
+        price=price, window_s=res.window_s, output_tokens=int(s.get("output_tokens") or 0),
+        prompt_tokens=int(s.get("prompt_tokens") or 0), goodput_output_tokens=res.goodput_output_tokens,
+        split=split, energy_j=(s.get("energy") or {}).get("joules"), tdp_w=getattr(gpu, "tdp_w", None),
+        devices=int(gpu.count),
+    )  # fmt: skip
+    meets, _per, values = slo_mod.meets_mask(m, slo)
+    ok = (m["status"] == "ok").to_numpy(dtype=bool)
+    tok = np.where(ok, m["output_tokens"].astype("Float64").fillna(0).to_numpy(dtype=float), 0).astype(np.int64)
+    ci = confidence.goodput_ci([{"meets": meets, "output_tokens": tok, "window_s": res.window_s}],
+                               usd_per_hour=price.usd_per_hour, n=n_boot, seed=seed)  # fmt: skip
+    lat = {name: m.loc[ok, name].astype("Float64").dropna().to_numpy(dtype=float) for name in ("ttft_ms", "tpot_ms", "e2e_ms")}
+    lat_ci = confidence.latency_cis([lat], n=n_boot, seed=seed)
+    v = verdict_mod.verdict(
+        s, requests=pdf, window=(t0, t1) if t0 is not None and t1 is not None else None,
+        telemetry_t_ns=None if telemetry is None else telemetry["t_ns"].to_numpy(),
+        telemetry_interval_s=(rs.get("telemetry") or {}).get("interval_s"),
+        scrape_t_ns=None if engine_metrics is None else engine_metrics["t_ns"].to_numpy(),
+        scrape_interval_s=(rs.get("engine_metrics") or {}).get("interval_s"),
+        warmup_s=(traffic or {}).get("warmup_s"), interrupted=interrupted,
+    )  # fmt: skip
+    n_req = res.requests or 0
+    goodput_boot = ci["goodput_rps"].get("replicates")
+    att_boot = (np.asarray(goodput_boot) * res.window_s / n_req) if goodput_boot is not None and n_req and res.window_s else None
+    out_tok = _f(s.get("output_tok_per_s"))
+    ok_n = int((s.get("requests") or {}).get("ok") or 0)
+    row = {
+        **{k: ident.get(k) for k in ("variant_id", "variant_label", "run_id", "point_id", "repetition", "load_value",
+                                     "load_unit")},
+        "offered_rate_rps": _f(s.get("offered_rate_rps")) or _f(s.get("achieved_rate_rps")),
+        "gpu_name": gpu.name, "gpu_count": int(gpu.count), "verdict": v.status,
+        "verdict_reasons": list(v.reasons), "feasible": bool(res.feasible), "attainment": res.attainment,
+        "goodput_rps": res.goodput_rps, "output_tok_per_s": out_tok,
+        "goodput_output_tok_per_s": res.goodput_output_tok_per_s,
+        "tok_per_s_per_gpu": out_tok / units if out_tok is not None else None,
+        "tok_per_s_per_user": _f(s.get("interactivity_tok_per_s")),
+        "usd_per_1m_output": pc["usd_per_1m_output"], "usd_per_1m_output_lo": ci["usd_per_1m_output"]["lo"],
+        "usd_per_1m_output_hi": ci["usd_per_1m_output"]["hi"],
+        "usd_per_1m_output_boot": ci["usd_per_1m_output"].get("replicates"),
+        "usd_per_1m_goodput": pc["usd_per_1m_goodput"], "usd_per_1m_goodput_lo": ci["usd_per_1m_goodput"]["lo"],
+        "usd_per_1m_goodput_hi": ci["usd_per_1m_goodput"]["hi"],
+        "usd_per_1m_goodput_boot": ci["usd_per_1m_goodput"].get("replicates"),
+        "ttft_ms_p99": _p(s, "ttft_ms"), "tpot_ms_p99": _p(s, "tpot_ms"), "e2e_ms_p99": _p(s, "e2e_ms"),
+        "time_to_ready_s": _f(ident.get("time_to_ready_s")),
+        # optional columns (analysis.points)
+        "attainment_boot": att_boot,
+        "prefill_time_share": split.get("prefill_share"), "split_method": split.get("method"),
+        "prompt_tokens_mean": (s.get("prompt_tokens") or 0) / ok_n if ok_n else None,
+        "output_tokens_mean": (s.get("output_tokens") or 0) / ok_n if ok_n else None,
+        "usd_per_hour": price.usd_per_hour, "price_source": price.source, "price_as_of": price.as_of,
+        "usd_per_1m_total": pc["usd_per_1m_total"],
+        "usd_per_1m_input_split": pc["split"]["usd_per_1m_input_split"],
+        "usd_per_1m_output_split": pc["split"]["usd_per_1m_output_split"],
+        "j_per_output_token": pc["energy"].get("j_per_output_token"), "energy_method": pc["energy"].get("method"),
+        "usd_energy_per_1m_output": pc["energy"].get("usd_energy_per_1m_output"),
+        "feasibility_reasons": list(res.reasons), "requests": n_req, "started_at_utc": ident.get("started_at_utc"),
+    }  # fmt: skip
+    for t in res.thresholds:
+        row[f"slo_{t.metric}"] = t.value_ms
+    ci_out = {k: {kk: vv for kk, vv in c.items() if kk != "replicates"} for k, c in ci.items()}
+    details = {"slo": res.to_dict(), "verdict": v.to_dict(), "cost": {k: v_ for k, v_ in pc.items() if k != "price"},
+               "price": pc["price"], "split": split, "goodput_ci": ci_out, "latency_ci": lat_ci}  # fmt: skip
+    return row, details
+
+
+def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, dict[str, Any]] | None = None,
+                n_boot: int = 1000, seed: int = 0) -> Table:  # fmt: skip
+    """The per-point table (analysis.points.REQUIRED + optional columns) of every usable run."""
+    from analysis import cost
     from analysis.metrics import derive
 
     runs = load_runs(folder)
@@ -199,92 +289,36 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
         kind = str(traffic.get("kind") or "poisson")
         gpu = gpu_of(cfg, (gpu_catalog or {}).get((cfg.get("gpu") or {}).get("name", "cpu")))
         price = cost.price_for(pricing, gpu)  # PriceMissing is a bad input: the caller refuses
-        units = cost.billed_units(gpu)
-        req = read_requests(run.path / "requests.parquet")
-        if "ttft_ms" not in req.columns:
-            req = derive(req)
+        path = run.path / "requests.parquet"
+        names = set(pq.read_schema(path).names)
+        if "ttft_ms" in names:
+            # chunk_ns (the largest column) only when an ITL threshold needs the gaps
+            cols = tuple(c for c in REQUEST_COLUMNS if c != "chunk_ns" or getattr(slo, "itl_ms", None) is not None)
+            req = read_requests(path, cols)
+        else:  # records without derived metrics: derive them
+            req = derive(read_requests(path, SUMMARY_COLUMNS))
         em = _read_optional(run.path / "engine_metrics.parquet", ["name", "value", "t_ns"])
         tel = _read_optional(run.path / "telemetry.parquet", ["t_ns"])
-        engine_name = str((cfg.get("engine") or {}).get("name") or "")
-        ready = (run.summary.get("engine") or {}).get("time_to_ready_s")
         by_point = dict(tuple(req.groupby("load_point", sort=True))) if len(req) else {}
         for lp in run.summary.get("load_points") or []:
             i = int(lp["index"])
-            s = lp.get("summary") or {}
             pdf = by_point.get(i)
             if pdf is None or pdf.empty:
                 problems.append(f"{run.run_id} point {i}: no request records")
                 continue
             pid = str(lp.get("point_id") or f"{i}@{float(lp['value']):g}")
-            m = pdf[pdf["phase"] == "measure"]
-            sent = m[m["t_sent_ns"].notna()]
-            t0 = int(sent["t_sent_ns"].min()) if len(sent) else None
-            t1 = int(sent["t_done_ns"].max()) if len(sent) and sent["t_done_ns"].notna().any() else None
-            window_s = s.get("measure_window_s")
-            res = slo_mod.evaluate_point(pdf, slo, window_s=window_s)
-            split = cost.phase_split(pdf, engine_metrics=em, engine=engine_name, t0_ns=t0, t1_ns=t1)
-            energy_j = (s.get("energy") or {}).get("joules")
-            pc = cost.point_cost(
-                price=price, window_s=res.window_s, output_tokens=int(s.get("output_tokens") or 0),
-                prompt_tokens=int(s.get("prompt_tokens") or 0), goodput_output_tokens=res.goodput_output_tokens,
-                split=split, energy_j=energy_j, tdp_w=gpu.tdp_w, devices=int(gpu.count),
+            ident = {"variant_id": run.variant_id, "variant_label": run.variant_label, "run_id": run.run_id,
+                     "point_id": pid, "repetition": lp.get("repetition"), "load_value": float(lp["value"]),
+                     "load_unit": LOAD_UNITS.get(kind, "req/s"),
+                     "time_to_ready_s": (run.summary.get("engine") or {}).get("time_to_ready_s"),
+                     "started_at_utc": run.summary.get("started_at_utc")}  # fmt: skip
+            row, det = point_row(
+                pdf, lp.get("summary") or {}, slo=slo, price=price, gpu=gpu, ident=ident, engine_metrics=em,
+                telemetry=tel, engine=str((cfg.get("engine") or {}).get("name") or ""), run_summary=run.summary,
+                traffic=traffic, interrupted=bool(lp.get("interrupted")), n_boot=n_boot, seed=seed,
             )  # fmt: skip
-            mm = m.reset_index(drop=True)
-            meets, _per, _vals = slo_mod.meets_mask(mm, slo)
-            ok = (mm["status"] == "ok").to_numpy(dtype=bool)
-            tok = np.where(ok, mm["output_tokens"].astype("Float64").fillna(0).to_numpy(dtype=float), 0).astype(np.int64)
-            ci = confidence.goodput_ci([{"meets": meets, "output_tokens": tok, "window_s": res.window_s}],
-                                       usd_per_hour=price.usd_per_hour, n=n_boot, seed=seed)  # fmt: skip
-            v = verdict_mod.verdict(
-                s, requests=pdf, window=(t0, t1) if t0 is not None and t1 is not None else None,
-                telemetry_t_ns=None if tel is None else tel["t_ns"].to_numpy(),
-                telemetry_interval_s=(run.summary.get("telemetry") or {}).get("interval_s"),
-                scrape_t_ns=None if em is None else em["t_ns"].to_numpy(),
-                scrape_interval_s=(run.summary.get("engine_metrics") or {}).get("interval_s"),
-                warmup_s=traffic.get("warmup_s"), interrupted=bool(lp.get("interrupted")),
-            )  # fmt: skip
-            n_req = res.requests or 0
-            goodput_boot = ci["goodput_rps"].get("replicates")
-            att_boot = (np.asarray(goodput_boot) * res.window_s / n_req) if goodput_boot is not None and n_req and res.window_s else None
-            out_tok = _f(s.get("output_tok_per_s"))
-            ok_n = int((s.get("requests") or {}).get("ok") or 0)
-            row = {
-                "variant_id": run.variant_id, "variant_label": run.variant_label, "run_id": run.run_id,
-                "point_id": pid, "repetition": lp.get("repetition"), "load_value": float(lp["value"]),
-                "load_unit": LOAD_UNITS.get(kind, "req/s"),
-                "offered_rate_rps": _f(s.get("offered_rate_rps")) or _f(s.get("achieved_rate_rps")),
-                "gpu_name": gpu.name, "gpu_count": int(gpu.count), "verdict": v.status,
-                "verdict_reasons": list(v.reasons), "feasible": bool(res.feasible), "attainment": res.attainment,
-                "goodput_rps": res.goodput_rps, "output_tok_per_s": out_tok,
-                "goodput_output_tok_per_s": res.goodput_output_tok_per_s,
-                "tok_per_s_per_gpu": out_tok / units if out_tok is not None else None,
-                "tok_per_s_per_user": _f(s.get("interactivity_tok_per_s")),
-                "usd_per_1m_output": pc["usd_per_1m_output"], "usd_per_1m_output_lo": ci["usd_per_1m_output"]["lo"],
-                "usd_per_1m_output_hi": ci["usd_per_1m_output"]["hi"],
-                "usd_per_1m_output_boot": ci["usd_per_1m_output"].get("replicates"),
-                "usd_per_1m_goodput": pc["usd_per_1m_goodput"], "usd_per_1m_goodput_lo": ci["usd_per_1m_goodput"]["lo"],
-                "usd_per_1m_goodput_hi": ci["usd_per_1m_goodput"]["hi"],
-                "usd_per_1m_goodput_boot": ci["usd_per_1m_goodput"].get("replicates"),
-                "ttft_ms_p99": _p(s, "ttft_ms"), "tpot_ms_p99": _p(s, "tpot_ms"), "e2e_ms_p99": _p(s, "e2e_ms"),
-                "time_to_ready_s": _f(ready),
-                # optional columns (analysis.points)
-                "attainment_boot": att_boot,
-                "prefill_time_share": split.get("prefill_share"), "split_method": split.get("method"),
-                "prompt_tokens_mean": (s.get("prompt_tokens") or 0) / ok_n if ok_n else None,
-                "output_tokens_mean": (s.get("output_tokens") or 0) / ok_n if ok_n else None,
-                "usd_per_hour": price.usd_per_hour, "price_source": price.source, "price_as_of": price.as_of,
-                "usd_per_1m_total": pc["usd_per_1m_total"],
-                "usd_per_1m_input_split": pc["split"]["usd_per_1m_input_split"],
-                "usd_per_1m_output_split": pc["split"]["usd_per_1m_output_split"],
-                "j_per_output_token": pc["energy"].get("j_per_output_token"), "energy_method": pc["energy"].get("method"),
-                "usd_energy_per_1m_output": pc["energy"].get("usd_energy_per_1m_output"),
-                "feasibility_reasons": list(res.reasons), "requests": n_req, "started_at_utc": run.summary.get("started_at_utc"),
-            }  # fmt: skip
-            for t in res.thresholds:
-                row[f"slo_{t.metric}"] = t.value_ms
             rows.append(row)
-            details[f"{run.run_id}/{pid}"] = {"slo": res.to_dict(), "verdict": v.to_dict(),
-                                              "cost": {k: v_ for k, v_ in pc.items() if k != "price"}}  # fmt: skip
+            details[f"{run.run_id}/{pid}"] = det
     df = pd.DataFrame(rows)
     if df.empty:
         raise ResultsError(f"no load points with request records in {folder}")

@@ -205,7 +205,7 @@ def pipeline_stages(path: Path):
     from analysis import results
 
     def read(st):
-        st["df"] = results.read_requests(path)
+        st["df"] = results.read_requests(path, results.SUMMARY_COLUMNS)
         return f"{len(st['df']):,} rows, columns {len(st['df'].columns)}"
 
     def metrics(st):
@@ -221,10 +221,51 @@ def pipeline_stages(path: Path):
         return f"ITL p99 {st['summary']['itl_ms']['p99']:.1f} ms"
 
     def bootstrap(st):
-        return results.benchmark_point_row(st, stage="bootstrap")
+        # SLO evaluation, cost, verdict and every seeded bootstrap (goodput, $/1M, TTFT/TPOT/E2E
+        # p50/p90/p99) of the point, as analysis.results does for each point of a results folder
+        from types import SimpleNamespace
+
+        from analysis import cost
+        from experiments.schema import PricingConfig, SloConfig
+
+        slo = SloConfig(name="interactive", ttft_ms=500.0, tpot_ms=50.0, percentile=99.0)
+        pricing = PricingConfig(name="bench", usd_per_hour=8.6)
+        gpu = SimpleNamespace(name="h100_sxm_80g", count=1, tdp_w=700.0)
+        ident = {"variant_id": "bench", "variant_label": "vllm/none", "run_id": "bench", "point_id": "0@12",
+                 "repetition": 0, "load_value": 12.0, "load_unit": "req/s", "time_to_ready_s": 60.0}  # fmt: skip
+        row, det = results.point_row(st["df"], st["summary"], slo=slo, price=cost.price_for(pricing, gpu), gpu=gpu,
+                                     ident=ident, engine="vllm")  # fmt: skip
+        st["row"], st["slo"] = row, slo
+        return (f"attainment {row['attainment']:.3f}, $/1M goodput {row['usd_per_1m_goodput']:.3f} "
+                f"[{row['usd_per_1m_goodput_lo']:.3f}, {row['usd_per_1m_goodput_hi']:.3f}]")  # fmt: skip
 
     def decision(st):
-        return results.benchmark_point_row(st, stage="decision")
+        # knee, Pareto, selection, sensitivity and a capacity plan over three variants built from
+        # the point (the across-runs half; its cost is independent of the request count)
+        import pandas as pd
+
+        from analysis import capacity, knee, pareto, selection, sensitivity
+
+        rows = []
+        for j, (vid, f) in enumerate((("a", 1.0), ("b", 1.1), ("c", 0.8))):
+            for x, att in ((6.0, 1.0), (12.0, st["row"]["attainment"]), (24.0, 0.5)):
+                r = dict(st["row"], variant_id=vid, variant_label=f"vllm/{vid}", point_id=f"{vid}@{x:g}", load_value=x,
+                         attainment=att, feasible=att >= 0.9, gpu_name=["h100", "h200", "l40s"][j])  # fmt: skip
+                for c in ("usd_per_1m_goodput", "usd_per_1m_goodput_lo", "usd_per_1m_goodput_hi"):
+                    r[c] = r[c] * f / x * 12
+                r["usd_per_1m_goodput_boot"] = r["usd_per_1m_goodput_boot"] * f / x * 12
+                r["attainment_boot"] = r["attainment_boot"] - st["row"]["attainment"] + att
+                rows.append(r)
+        t = pd.DataFrame(rows)
+        kn = knee.knees(t, 0.9)
+        pareto.pareto_frontier(t)
+        sel = selection.select(t, target=0.9, knee_by_variant=kn)
+        sensitivity.tornado(sel, sensitivity.price_scenarios(sel))
+        k = kn[sel.chosen.variant_id]
+        p = capacity.plan(variant_id=k.variant_id, variant_label=k.variant_label, knee_rps=k.conservative_load(),
+                          demand=capacity.demand(None, [12.0] * 24, 3600), prices=capacity.ReplicaPrices(8.6, 3.8, 6.0, 0.0002),
+                          gpus_per_replica=1, engine_start_s=60.0, provisioning_s=300.0, measured_output_tokens=128.0)  # fmt: skip
+        return f"chosen {sel.chosen.variant_label}, knee {k.estimate:.2f} req/s, {p.replicas_peak} replicas"
 
     return [("read", read), ("metrics", metrics), ("summary", summary), ("bootstrap", bootstrap), ("decision", decision)]
 
