@@ -159,11 +159,21 @@ def _label(runs: list[RunInfo]) -> None:
 
 def read_requests(path: Path, columns: tuple[str, ...] | None = REQUEST_COLUMNS) -> pd.DataFrame:
     """requests.parquet as pandas (nullable ints and strings), only `columns` that exist (None = all)."""
-    from experiments.runner import _nullable
-
     names = pq.read_schema(path).names
     cols = None if columns is None else [c for c in columns if c in names]
-    return pq.read_table(path, columns=cols).to_pandas(types_mapper=_nullable)
+    return pq.read_table(path, columns=cols).to_pandas(types_mapper=_pandas_type)
+
+
+def _pandas_type(t: pa.DataType) -> Any:
+    """Arrow -> pandas: nullable ints and strings; list columns (chunk_ns) stay Arrow-backed (one
+    flat buffer, not a Python object per request)."""
+    if pa.types.is_integer(t):
+        return pd.Int64Dtype()
+    if pa.types.is_string(t):
+        return pd.StringDtype()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pd.ArrowDtype(t)
+    return None
 
 
 def _read_optional(path: Path, columns: list[str]) -> pd.DataFrame | None:
