@@ -286,8 +286,6 @@ def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
                 benchmark_usd_per_1m=cand.usd,
             ).to_dict() | {"prices_usd_per_replica_hour": vars(prices)})  # fmt: skip
         capacity = {"demand": vars(dem), "plans": plans, "skipped": skipped}
-    elif c.plan is not False:
-        capacity = None
 
     decision = {
         "schema_version": DECISION_SCHEMA_VERSION,
@@ -365,9 +363,11 @@ def summary_text(d: dict[str, Any], path: Path) -> str:
         pl = next((p for p in cap["plans"] if p["variant_id"] == ch["variant_id"]), None)
         if pl:
             m = pl["monthly_usd"]
-            lines.append(f"capacity:  peak {pl['peak_rps']:g} req/s -> {pl['replicas_peak']} replicas "
-                         f"({pl['gpus_peak']} GPUs), mu {pl['mu_rps']:.3g} req/s/replica at rho {pl['rho_max']:g}")  # fmt: skip
-            lines.append("monthly:   " + ", ".join(f"{k} {_usd(v)}" for k, v in m.items()))
+            hw = f"{pl['gpus_peak']} GPUs" if pl["gpus_per_replica"] else f"{pl['replicas_peak']} hosts"
+            lines.append(f"capacity:  peak {pl['peak_rps']:g} req/s -> {pl['replicas_peak']} replicas ({hw}), "
+                         f"mu {pl['mu_rps']:.3g} req/s per replica at rho_max {pl['rho_max']:g}")  # fmt: skip
+            lines.append("monthly:   " + ", ".join(f"{k} {_usd(v) if v is not None else 'n/a (no price)'}"
+                                                for k, v in m.items()))  # fmt: skip
             lines.append(f"           realised $/1M (autoscaled) {_usd(pl['realised_usd_per_1m']['autoscaled'])} vs benchmark "
                          f"{_usd(pl['benchmark_usd_per_1m'])}; SLO-miss {pl['slo_miss_minutes_per_month']:.0f} min/month")  # fmt: skip
     elif ch is not None:

@@ -197,12 +197,15 @@ def gpu_of(config: dict[str, Any], catalog: dict[str, Any] | None = None) -> Sim
 def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu: Any, ident: dict[str, Any],
               engine_metrics: pd.DataFrame | None = None, telemetry: pd.DataFrame | None = None, engine: str = "",
               run_summary: dict[str, Any] | None = None, traffic: dict[str, Any] | None = None,
-              interrupted: bool = False, n_boot: int = 1000, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+              interrupted: bool = False, n_boot: int = 1000, seed: int = 0, model_config: dict[str, Any] | None = None,
+              quant: dict[str, Any] | None = None, bandwidth: tuple[float | None, str] = (None, "")
+              ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     """(table row, details) of one load point: its request rows `pdf` (derived columns present) and
     its run.json summary `s` through analysis.slo, cost, confidence and verdict.
 
     `ident`: variant_id, variant_label, run_id, point_id, repetition, load_value, load_unit,
-    time_to_ready_s, started_at_utc. No I/O.
+    time_to_ready_s, started_at_utc. `model_config`: the model's parsed config.json (roofline;
+    None = no roofline); `bandwidth`: (GB/s, where it comes from). No I/O.
     """
     from analysis import confidence, cost
     from analysis import slo as slo_mod
@@ -275,10 +278,60 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
     }  # fmt: skip
     for t in res.thresholds:
         row[f"slo_{t.metric}"] = t.value_ms
+    roof = _roofline(model_config, quant or {}, bandwidth, out_tok, split, res.window_s, row, int(gpu.count))
+    row["decode_bound_tok_per_s"], row["mbu"] = roof.get("tok_per_s_bound"), roof.get("mbu")
     ci_out = {k: {kk: vv for kk, vv in c.items() if kk != "replicates"} for k, c in ci.items()}
     details = {"slo": res.to_dict(), "verdict": v.to_dict(), "cost": {k: v_ for k, v_ in pc.items() if k != "price"},
-               "price": pc["price"], "split": split, "goodput_ci": ci_out, "latency_ci": lat_ci}  # fmt: skip
+               "price": pc["price"], "split": split, "goodput_ci": ci_out, "latency_ci": lat_ci, "roofline": roof}  # fmt: skip
     return row, details
+
+
+def _roofline(model_config, quant, bandwidth, out_tok, split, window_s, row, devices) -> dict[str, Any]:
+    """analysis.roofline for one point: batch by Little's law over decode time (phase split),
+    context = mean prompt + half the mean output."""
+    from analysis import roofline
+
+    if not model_config:
+        return {"mbu": None, "why_missing": "no config.json for the model"}
+    try:
+        shape = roofline.model_shape(model_config)
+    except (KeyError, TypeError, ValueError) as e:
+        return {"mbu": None, "why_missing": f"config.json not understood: {e}"}
+    decode_s = split.get("decode_s")
+    batch = roofline.decode_batch_from_records(decode_s, window_s) if decode_s and window_s else None
+    ctx = (row.get("prompt_tokens_mean") or 0.0) + (row.get("output_tokens_mean") or 0.0) / 2
+    method = "sum of decode time / window (Little's law; " + str(split.get("method")) + ")"
+    return roofline.point_roofline(
+        shape, bandwidth[0], output_tok_per_s=out_tok, batch=batch, context_tokens=ctx, batch_method=method,
+        bandwidth_source=bandwidth[1], quant_method=quant.get("method"), quant_bits=quant.get("bits"),
+        kv_cache_dtype=str(quant.get("kv_cache_dtype") or "auto"), devices=max(devices, 1),
+    )  # fmt: skip
+
+
+def model_config_of(config: dict[str, Any], base: Path) -> dict[str, Any] | None:
+    """The parsed config.json at the run's model.path (relative paths: cwd, then the project root)."""
+    mp = (config.get("model") or {}).get("path")
+    if not mp:
+        return None
+    for root in (Path.cwd(), base):
+        f = (root / mp / "config.json") if not Path(mp).is_absolute() else Path(mp) / "config.json"
+        if f.is_file():
+            try:
+                return json.loads(f.read_text())
+            except (OSError, json.JSONDecodeError):
+                return None
+    return None
+
+
+def bandwidth_of(run_summary: dict[str, Any], gpu: Any) -> tuple[float | None, str]:
+    """Memory bandwidth for the roofline: the host measurement recorded in run.json (`host_bandwidth`,
+    experiments.hostbench) for cpu, else the GPU catalog's spec figure."""
+    hb = run_summary.get("host_bandwidth") or {}
+    if int(getattr(gpu, "count", 0) or 0) == 0:
+        v = _f(hb.get("memory_bandwidth_gb_per_s"))
+        return (v, f"measured: {hb.get('method')}") if v else (None, "no host bandwidth recorded in run.json")
+    v = _f(getattr(gpu, "memory_bandwidth_gb_per_s", None))
+    return (v, "spec (conf/gpu)") if v else (None, "no memory bandwidth in conf/gpu")
 
 
 def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, dict[str, Any]] | None = None,
@@ -310,6 +363,8 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
         em = _read_optional(run.path / "engine_metrics.parquet", ["name", "value", "t_ns"])
         tel = _read_optional(run.path / "telemetry.parquet", ["t_ns"])
         by_point = dict(tuple(req.groupby("load_point", sort=True))) if len(req) else {}
+        mcfg = model_config_of(cfg, Path(__file__).resolve().parent.parent)
+        bw = bandwidth_of(run.summary, gpu)
         for lp in run.summary.get("load_points") or []:
             i = int(lp["index"])
             pdf = by_point.get(i)
@@ -326,6 +381,7 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
                 pdf, lp.get("summary") or {}, slo=slo, price=price, gpu=gpu, ident=ident, engine_metrics=em,
                 telemetry=tel, engine=str((cfg.get("engine") or {}).get("name") or ""), run_summary=run.summary,
                 traffic=traffic, interrupted=bool(lp.get("interrupted")), n_boot=n_boot, seed=seed,
+                model_config=mcfg, quant=cfg.get("quant") or {}, bandwidth=bw,
             )  # fmt: skip
             rows.append(row)
             details[f"{run.run_id}/{pid}"] = det
