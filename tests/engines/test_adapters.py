@@ -13,7 +13,7 @@ from experiments import preflight
 from experiments.config import to_run_config
 from tests.conftest import ROOT, compose
 
-GPU = ["gpu=h100_sxm_80g", "model.path=org/model", "model.built_by=null", "model.served_name=m"]
+GPU = ["gpu=h100_sxm_80g", "pricing=aws_on_demand", "model.path=org/model", "model.built_by=null", "model.served_name=m"]
 
 
 def make(engine: str, overrides: list[str] = ()):

@@ -1,0 +1,115 @@
+"""Each verdict reason from hand-built summaries, records and sample times."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.verdict import INFO, INVALID, VALID, WARN, gap_share, steadiness, verdict
+from tests.analysis.decision_records import MS, frame, rec
+
+S = 1_000_000_000
+
+
+def summary(ok=200, **kw):
+    base = {
+        "requests": {"total": ok, "ok": ok, "error": 0, "timeout": 0, "cancelled": 0, "dropped": 0},
+        "requests_all_phases": {"total": ok + 20},
+        "loadgen": {"saturated": False, "saturation_reasons": []},
+        "sched_lag_ms": {"p99": 1.0},
+        "prompt_token_drift": {"requests": 0},
+        "output_token_drift": {"requests": 0},
+        "output_length_mismatches": 0,
+    }
+    for k, v in kw.items():
+        base[k] = {**base[k], **v} if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return base
+
+
+def kinds(v):
+    return {r["kind"]: r["severity"] for r in v.reasons}
+
+
+def test_clean_point_is_valid_and_notes_the_excluded_warmup():
+    v = verdict(summary())
+    assert v.status == VALID and kinds(v) == {"warmup_excluded": INFO}
+    assert v.reasons[0]["message"] == "20 warmup requests excluded from the window"
+
+
+def test_saturated_load_generator_is_invalid():
+    v = verdict(summary(loadgen={"saturated": True, "saturation_reasons": ["load generator CPU reached 80 % (> 60 %)"]}))
+    assert v.status == INVALID and kinds(v)["loadgen_saturated"] == INVALID
+    assert "CPU reached 80 %" in v.reasons[0]["message"] and v.reasons[0]["source"] == "loadgen"
+
+
+def test_overload_is_a_result_not_invalid():
+    v = verdict(summary(ok=140, requests={"total": 200, "ok": 140, "timeout": 50, "error": 10}))
+    assert v.status == WARN and kinds(v)["error_rate"] == WARN
+    r = next(r for r in v.reasons if r["kind"] == "error_rate")
+    assert r["value"] == pytest.approx(0.3) and "10 error, 50 timeout" in r["message"]
+
+
+def test_malformed_requests_are_invalid():
+    recs = [rec(i, sent=i, chunks=(1, 2)) for i in range(100)] + [rec(100 + i, sent=i, status="error", http=400) for i in range(5)]
+    v = verdict(summary(ok=100, requests={"total": 105, "ok": 100, "error": 5}), requests=frame(recs))
+    assert kinds(v)["client_errors"] == INVALID and "error_rate" not in kinds(v)
+
+
+def test_client_drops_warn():
+    v = verdict(summary(requests={"total": 210, "dropped": 10}))
+    assert kinds(v)["client_drops"] == WARN and "traffic.max_inflight" in v.reasons[0]["message"]
+
+
+def test_token_drift_warns():
+    v = verdict(summary(prompt_token_drift={"requests": 10}))
+    assert kinds(v)["token_drift"] == WARN
+    assert verdict(summary(output_length_mismatches=1)).status == VALID  # 1 of 200 is under the 1 % limit
+
+
+def test_telemetry_gap_over_five_percent_of_the_window():
+    t = np.concatenate([np.arange(0, 2.01, 0.2), np.arange(3.0, 10.01, 0.2)]) * S  # 1 s pause at 0.2 s sampling
+    assert gap_share(t, 0, 10 * S, 0.2) == pytest.approx(0.08)  # (1.0 − 0.2) / 10
+    v = verdict(summary(), window=(0, 10 * S), telemetry_t_ns=t, telemetry_interval_s=0.2,
+                scrape_t_ns=np.arange(0, 11) * S, scrape_interval_s=1.0)  # fmt: skip
+    assert kinds(v) == {"telemetry_gap": WARN, "warmup_excluded": INFO}
+    assert gap_share(np.arange(0, 11) * S, 0, 10 * S, 1.0) == 0.0
+
+
+def test_not_steady_when_the_halves_differ_significantly():
+    fast = [rec(i, sent=i * 20, chunks=(5, 10)) for i in range(100)]  # 100 done in the first 2 s
+    slow = [rec(100 + i, sent=2000 + i * 40, chunks=(5, 10)) for i in range(50)]  # 50 in the second 2 s
+    df = frame(fast + slow)
+    st = steadiness(df["t_done_ns"].to_numpy(dtype=np.int64), df["output_tokens"].to_numpy(dtype=float), 0, 4000 * MS)
+    assert st["halves_change"] == pytest.approx((100 - 200) / 150)
+    assert st["halves_z"] == pytest.approx((50 - 100) / np.sqrt(150))
+    v = verdict(summary(ok=150), requests=df, window=(0, 4000 * MS))
+    assert kinds(v)["not_steady"] == WARN and "-67%" in next(r for r in v.reasons if r["kind"] == "not_steady")["message"]
+    even = frame([rec(i, sent=i * 20, chunks=(5, 10)) for i in range(200)])
+    assert "not_steady" not in kinds(verdict(summary(), requests=even, window=(0, 4000 * MS)))
+
+
+def test_a_ramp_is_a_significant_trend():
+    # linear ramp of tokens per completion: halves differ, trend strongly significant
+    recs = [rec(i, sent=i * 10, chunks=(1, 2), out=1 + i // 40) for i in range(400)]
+    df = frame(recs)
+    st = steadiness(df["t_done_ns"].to_numpy(dtype=np.int64), df["output_tokens"].to_numpy(dtype=float), 0, 4000 * MS)
+    assert st["trend_change"] > 0.5 and st["trend_t"] > 2
+
+
+def test_too_few_samples():
+    assert kinds(verdict(summary(ok=5)))["too_few_samples"] == INVALID
+    v = verdict(summary(ok=50))
+    assert kinds(v)["too_few_samples"] == WARN and v.status == WARN
+
+
+def test_no_warmup_warns():
+    v = verdict(summary(requests_all_phases={"total": 200}))
+    assert kinds(v)["no_warmup"] == WARN
+    assert kinds(verdict(summary(), warmup_s=0))["no_warmup"] == WARN
+
+
+def test_interrupted_point_is_invalid_and_all_reasons_are_kept():
+    v = verdict(summary(ok=5, requests={"total": 8, "timeout": 3}), interrupted=True)
+    assert v.status == INVALID
+    assert set(kinds(v)) == {"interrupted", "error_rate", "too_few_samples", "warmup_excluded"}
+    assert v.to_dict()["status"] == INVALID and all({"source", "kind", "message", "severity"} <= set(r) for r in v.reasons)
