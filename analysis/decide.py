@@ -169,9 +169,8 @@ def capacity_problems(cap: Any) -> list[str]:
 
 def input_problems(cfg: DecideConfig, run_gpus: dict[str, int]) -> list[str]:
     """Every bad input (dec1's preflight.decision_problems per run GPU, plus the capacity group)."""
-    from experiments import preflight
+    from experiments.preflight import decision_problems
 
-    decision_problems = getattr(preflight, "decision_problems", lambda cfg: [])  # TEMP until dec1's lands
     out: list[str] = []
     for name, count in sorted(run_gpus.items()):
         g = SimpleNamespace(**{**vars(cfg.gpu), "name": name, "count": count}) if hasattr(cfg.gpu, "__dict__") else cfg.gpu
