@@ -161,7 +161,8 @@ def read_requests(path: Path, columns: tuple[str, ...] | None = REQUEST_COLUMNS)
     """requests.parquet as pandas (nullable ints and strings), only `columns` that exist (None = all)."""
     names = pq.read_schema(path).names
     cols = None if columns is None else [c for c in columns if c in names]
-    return pq.read_table(path, columns=cols).to_pandas(types_mapper=_pandas_type)
+    # self_destruct: Arrow buffers are freed column by column as pandas takes them (half the peak)
+    return pq.read_table(path, columns=cols).to_pandas(types_mapper=_pandas_type, self_destruct=True, split_blocks=True)
 
 
 def _pandas_type(t: pa.DataType) -> Any:
@@ -213,6 +214,10 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
 
     rs = run_summary or {}
     units = cost.billed_units(gpu)
+    if "chunk_ns" in pdf.columns and getattr(slo, "itl_ms", None) is None:
+        # the chunk lists are most of the memory (1 M x 128 chunks = 1 GiB) and only an ITL
+        # threshold reads them: every row filter below would copy them
+        pdf = pdf.drop(columns=["chunk_ns"])
     m = pdf[pdf["phase"] == "measure"].reset_index(drop=True)
     sent = m[m["t_sent_ns"].notna()]
     t0 = int(sent["t_sent_ns"].min()) if len(sent) else None

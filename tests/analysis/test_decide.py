@@ -97,10 +97,15 @@ def test_decide_end_to_end(folder, capsys):
     sel = d["selection"]
     assert sel["chosen"]["variant_label"] == "vllm/awq" and sel["chosen"]["load_value"] == 4.0
     assert sel["runner_up"]["variant_label"] == "vllm/none"
-    # cpu_vm: $0.10 per host-hour; goodput 8 tokens x 120 requests over the window
-    # W = last done - first sent = 124/4 s... measured: (119 / 4 s + 150 ms + 7 * 20 ms + 1 ms)
-    w = 119 / 4 + 0.150 + 0.140 + 0.001
+    # cpu_vm: $0.10 per host-hour over the point's throughput window W (analysis.metrics), paid by
+    # the goodput tokens: all 120 requests x 8 tokens meet the SLO
+    run = json.loads((folder / "r2_vllm_awq" / "run.json").read_text())
+    w = run["load_points"][2]["summary"]["measure_window_s"]
     assert sel["chosen"]["usd"] == pytest.approx(0.10 * w / 3600 / (N * TOKENS) * 1e6)
+    assert sel["chosen"]["usd_lo"] <= sel["chosen"]["usd"] <= sel["chosen"]["usd_hi"]
+    rows = {r["input"]: r for r in d["sensitivity"]["rows"]}
+    assert rows["price of cpu"]["flips"] is False  # one GPU type: a common price change cannot flip it
+    assert any("spot share" in n for n in d["sensitivity"]["not_evaluated"])  # cpu_vm has no spot price
     assert [e["variant_label"] for e in sel["excluded"]] == []  # gptq's run failed: skipped, not a variant
     assert [r["skipped"] is not None for r in d["runs"]] == [False, False, True]
     plan = d["capacity"]["plans"][0]
@@ -141,3 +146,38 @@ def test_bad_inputs_one_line_each_exit_2(folder, capsys, override, needle):
 def test_no_runs(tmp_path, capsys):
     assert decide.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == f"decide: no runs in {tmp_path}: no run.json below it"
+
+
+def test_v1_repetitions_pool_and_v2_identity_is_used(tmp_path, capsys):
+    exp = tmp_path / "exp"
+    write_run(exp, "a1", "awq", [(2.0, [100])], started="2026-12-01T10:00:00+00:00")
+    write_run(exp, "a0", "awq", [(2.0, [200])], started="2026-12-01T09:00:00+00:00")
+    v2 = write_run(exp, "b", "none", [(2.0, [100])])
+    j = json.loads((v2 / "run.json").read_text())
+    j.update(schema_version=2, variant_id="abcdefabcdef")
+    j["load_points"][0].update(point_id="p-two", repetition=0)
+    (v2 / "run.json").write_text(json.dumps(j))
+    from experiments.schema import PricingConfig, SloConfig
+
+    t = results.build_table(exp, slo=SloConfig(ttft_ms=500, tpot_ms=50), pricing=PricingConfig(usd_per_hour=1.0), n_boot=20)
+    p = t.points.set_index("run_id")
+    # v1 repetitions in start order: a0 (09:00) is 0, a1 (10:00) is 1; same derived variant and point
+    assert (p.loc["a0", "repetition"], p.loc["a1", "repetition"]) == (0, 1)
+    assert p.loc["a0", "variant_id"] == p.loc["a1", "variant_id"] and p.loc["a0", "point_id"] == "0@2"
+    assert (p.loc["b", "variant_id"], p.loc["b", "point_id"]) == ("abcdefabcdef", "p-two")
+    assert decide.main([str(exp), "n_boot=20"]) == 0
+    d = json.loads((exp / "decision.json").read_text())
+    (awq,) = [k for k in d["knees"] if k["variant_label"] == "vllm/awq"]
+    assert awq["status"] == "all_feasible" and awq["knee_load"] == 2.0
+
+
+def test_capacity_from_a_trace_file(folder, tmp_path, capsys):
+    trace = tmp_path / "trace.jsonl"
+    # 2 req/s for the first 10 s bin, 6 req/s for the second
+    times = [i / 2 for i in range(20)] + [10 + i / 6 for i in range(60)]
+    trace.write_text("".join(json.dumps({"timestamp": t, "input_tokens": 16, "output_tokens": 8}) + "\n" for t in times))
+    assert decide.main([str(folder), f"capacity.trace_path={trace}", "capacity.profile_bin_s=10", "n_boot=20"]) == 0
+    plan = json.loads((folder / "decision.json").read_text())["capacity"]["plans"][0]
+    assert plan["demand_source"] == "trace" and plan["peak_rps"] == pytest.approx(6.0)
+    # mu 4 req/s at rho 0.85: 2 -> 1 replica, 6 -> 2
+    assert plan["replicas_per_bin"] == [1, 2]
