@@ -63,7 +63,7 @@ FORMULAS = {
                  "tie when lo_other <= hi_chosen",
     "p_a_cheaper": "mean over all replicate pairs (a, b) of [a < b] + 0.5 [a == b]",
     "sensitivity": "cost x m_v per scenario: price 1 +- delta per GPU type; output length m = (s + (1 - s) k) / k; "
-                   "spot m = ((1 - sigma) P_od + sigma P_spot_eff) / P_od",
+                   "spot m = ((1 - sigma) P_od + sigma P_spot_eff) / P_base (P_base: the book tier the points were priced at)",
     "mu": "conservative knee (interval low end, else measured knee) in req/s / f_len, f_len = s p'/p + (1 - s) o'/o",
     "replicas": "max(min_replicas, ceil(ceil(lambda / (mu * rho_max)) / availability) + spare_replicas); GPUs = replicas * G",
     "scale_up": "lag = provisioning_s + engine start; SLO-miss seconds min(lag, bin) when lambda_b > n_(b-1) * mu",
@@ -229,14 +229,14 @@ def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
     spot_prices = {}
     for c in sel.ranked:
         g = SimpleNamespace(name=c.gpu_name, count=c.gpu_count)
-        od = _price(cost, cfg.pricing, g, "on_demand") or _f(op[c.variant_id].get("usd_per_hour"))
+        base = _price(cost, cfg.pricing, g, None)
+        od = _price(cost, cfg.pricing, g, "on_demand") or base
         sp = _price(cost, cfg.pricing, g, "spot")
-        f_int = cfg.capacity.spot_interruptions_per_hour
-        f_int = f_int if f_int is not None else cfg.pricing.spot_interruptions_per_hour
-        restart = cfg.capacity.spot_restart_s if cfg.capacity.spot_restart_s is not None else _f(op[c.variant_id].get("time_to_ready_s"))
-        eff = (cap_mod.spot_effective_usd_per_hour(od, sp, f_int, restart or 0.0, cfg.capacity.spot_availability)
+        f_int = _first(cfg.capacity.spot_interruptions_per_hour, cfg.pricing.spot_interruptions_per_hour)
+        restart = _first(cfg.capacity.spot_restart_s, _f(op[c.variant_id].get("time_to_ready_s")), 0.0)
+        eff = (cap_mod.spot_effective_usd_per_hour(od, sp, f_int, restart, cfg.capacity.spot_availability)
                if od and sp is not None and f_int is not None else None)  # fmt: skip
-        spot_prices[c.variant_id] = (od or 0.0, eff)
+        spot_prices[c.variant_id] = (base, od, eff)
     spot = sensitivity.spot_scenarios(sel, spot_prices, (0.0, cfg.sensitivity.spot_share))
     if not spot and sel.ranked:
         not_eval.append(f"spot share: pricing={cfg.pricing.name} lacks a spot price or interruption rate for a candidate")
@@ -252,7 +252,7 @@ def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
         trace_times = [r.timestamp_s for r in load_trace(c.trace_path)]
     dem = cap_mod.demand(c.peak_rps, c.profile_rps, c.profile_bin_s, trace_times)
     if dem is not None and c.plan is not False:
-        plans, skipped = [], []
+        plans, skipped, notes = [], [], []
         for cand in sel.ranked:
             k = kn[cand.variant_id]
             r = op[cand.variant_id]
@@ -264,10 +264,15 @@ def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
                 skipped.append({"variant_id": cand.variant_id, "reason": "no req/s at the knee"})
                 continue
             g = SimpleNamespace(name=cand.gpu_name, count=cand.gpu_count)
+            units = cost.billed_units(g)
+            od = _price(cost, cfg.pricing, g, "on_demand")
+            if od is None:
+                notes.append(f"{cand.variant_label}: pricing={cfg.pricing.name} has no on-demand price for {g.name}: "
+                             f"its {cfg.pricing.tier} price stands in for on demand")  # fmt: skip
             prices = cap_mod.ReplicaPrices(
-                on_demand=(_price(cost, cfg.pricing, g, "on_demand") or _f(r.get("usd_per_hour")) or 0.0) * cost.billed_units(g),
-                spot=_mul(_price(cost, cfg.pricing, g, "spot"), cost.billed_units(g)),
-                reserved=_mul(_price(cost, cfg.pricing, g, f"reserved_{c.reserved_term}"), cost.billed_units(g)),
+                on_demand=(od if od is not None else (_price(cost, cfg.pricing, g, None) or 0.0)) * units,
+                spot=_mul(_price(cost, cfg.pricing, g, "spot"), units),
+                reserved=_mul(_price(cost, cfg.pricing, g, f"reserved_{c.reserved_term}"), units),
                 spot_interruptions_per_hour=cfg.pricing.spot_interruptions_per_hour, source=cfg.pricing.name,
             )  # fmt: skip
             ready = _f(r.get("time_to_ready_s")) or 0.0
@@ -284,7 +289,7 @@ def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
                 reserved_replicas=c.reserved_replicas, hours_per_month=c.hours_per_month,
                 benchmark_usd_per_1m=cand.usd,
             ).to_dict() | {"prices_usd_per_replica_hour": vars(prices)})  # fmt: skip
-        capacity = {"demand": vars(dem), "plans": plans, "skipped": skipped}
+        capacity = {"demand": vars(dem), "plans": plans, "skipped": skipped, "notes": notes}
 
     decision = {
         "schema_version": DECISION_SCHEMA_VERSION,
@@ -316,11 +321,16 @@ def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
     return decision, out
 
 
-def _price(cost_mod: Any, pricing: Any, gpu: Any, tier: str) -> float | None:
+def _price(cost_mod: Any, pricing: Any, gpu: Any, tier: str | None) -> float | None:
+    """$/unit-hour of `gpu` in the book at `tier` (None = the book's own tier); None when missing."""
     try:
         return cost_mod.price_for(pricing, gpu, tier).usd_per_unit_hour
     except cost_mod.PriceMissing:
         return None
+
+
+def _first(*vals: Any) -> Any:
+    return next((v for v in vals if v is not None), None)
 
 
 def _mul(v: float | None, k: int) -> float | None:

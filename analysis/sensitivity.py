@@ -11,8 +11,9 @@ feasibility are held at their measured values. Scenario families:
                    (cost per output token falls with longer replies when prefill is a large share);
                    variants without a measured s are not evaluated
   spot share       share sigma of the fleet on spot at the effective spot price P_spot_eff
-                   (analysis.capacity.spot_effective_usd_per_hour):
-                       m_v(sigma) = ((1 - sigma) * P_od + sigma * P_spot_eff) / P_od
+                   (analysis.capacity.spot_effective_usd_per_hour), the rest on demand, against the
+                   price P_base the points were priced at (the book's tier):
+                       m_v(sigma) = ((1 - sigma) * P_od + sigma * P_spot_eff) / P_base
 The tornado table has one row per input with its low and high setting, the variant chosen at
 each, whether either differs from the baseline choice (`flips`), and the swing of the baseline
 choice's cost (|cost_high - cost_low|); rows are ordered flips first, then by swing.
@@ -82,17 +83,18 @@ def output_mix_scenarios(sel: Selection, prefill_share: Mapping[str, float | Non
     return out
 
 
-def spot_scenarios(sel: Selection, prices: Mapping[str, tuple[float, float | None]],
+def spot_scenarios(sel: Selection, prices: Mapping[str, tuple[float, float | None, float | None]],
                    shares: tuple[float, float] = (0.0, 0.5)) -> list[Scenario]:  # fmt: skip
-    """prices: variant_id -> (on-demand $/h, effective spot $/h or None). Needs spot for all."""
-    if not sel.ranked or any(prices.get(c.variant_id, (0, None))[1] is None for c in sel.ranked):
+    """prices: variant_id -> ($/h the point was priced at (the book's tier), on-demand $/h, effective
+    spot $/h). m = ((1 - sigma) P_od + sigma P_spot_eff) / P_base; needs all three for every candidate."""
+    if not sel.ranked or any(None in tuple(prices.get(c.variant_id, (None, None, None))) for c in sel.ranked):
         return []
     out = []
     for side, sigma in zip(("low", "high"), shares, strict=True):
         m = {}
         for c in sel.ranked:
-            od, spot = prices[c.variant_id]
-            m[c.variant_id] = ((1 - sigma) * od + sigma * spot) / od if od else 1.0  # type: ignore[operator]
+            base, od, spot = prices[c.variant_id]
+            m[c.variant_id] = ((1 - sigma) * od + sigma * spot) / base if base else 1.0  # type: ignore[operator]
         out.append(Scenario("spot share", f"{sigma * 100:.0f} %", side, m))
     return out
 

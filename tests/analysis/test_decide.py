@@ -35,7 +35,7 @@ def point_records(i: int, rate: float, ttft_ms: list[float]) -> list[dict]:
     return recs
 
 
-def write_run(root, name, quant, points, started="2026-12-01T10:00:00+00:00", status="ok", ready_s=20.0):
+def write_run(root, name, quant, points, started="2026-12-01T10:00:00+00:00", status="ok", ready_s=20.0, gpu=("cpu", 0)):
     """A v1 run folder: run.json (summaries from analysis.metrics) + requests.parquet."""
     d = root / name
     d.mkdir(parents=True)
@@ -50,7 +50,7 @@ def write_run(root, name, quant, points, started="2026-12-01T10:00:00+00:00", st
                    d / "requests.parquet")  # fmt: skip
     cfg = {
         "engine": {"name": "vllm", "port": 0, "max_num_seqs": None}, "quant": {"name": quant, "method": quant},
-        "model": {"name": "tiny_llama", "path": "models/tiny-llama"}, "gpu": {"name": "cpu", "count": 0},
+        "model": {"name": "tiny_llama", "path": "models/tiny-llama"}, "gpu": {"name": gpu[0], "count": gpu[1]},
         "traffic": {"kind": "poisson", "points": [p[0] for p in points], "warmup_s": 5.0, "duration_s": 30.0},
         "workload": {"name": "synthetic_fixed"},
     }  # fmt: skip
@@ -181,3 +181,32 @@ def test_capacity_from_a_trace_file(folder, tmp_path, capsys):
     assert plan["demand_source"] == "trace" and plan["peak_rps"] == pytest.approx(6.0)
     # mu 4 req/s at rho 0.85: 2 -> 1 replica, 6 -> 2
     assert plan["replicas_per_bin"] == [1, 2]
+
+
+def test_gpu_book_with_spot_and_reserved(tmp_path, capsys):
+    exp = tmp_path / "exp"
+    write_run(exp, "h_awq", "awq", [(1.0, [100]), (2.0, [120]), (4.0, [150])], gpu=("h100_sxm_80g", 1), ready_s=40.0)
+    write_run(exp, "h_none", "none", [(1.0, [100]), (2.0, [300])], gpu=("h100_sxm_80g", 1), ready_s=40.0)
+    args = [str(exp), "pricing=aws_on_demand", "pricing.gpus.h100_sxm_80g.reserved_1y=5.0", "capacity=example", "n_boot=20"]
+    assert decide.main(args) == 0
+    d = json.loads((exp / "decision.json").read_text())
+    plan = d["capacity"]["plans"][0]
+    assert plan["variant_label"] == "vllm/awq" and plan["gpus_per_replica"] == 1
+    assert plan["prices_usd_per_replica_hour"] | {"source": None} == {
+        "on_demand": 8.6, "spot": 3.79, "reserved": 5.0, "spot_interruptions_per_hour": 0.0002, "source": None}
+    # example profile: 24 hourly bins, N+1, rho 0.85, mu 4 req/s; month = 730 h / 24 h repeats
+    n = plan["replicas_per_bin"]
+    assert n == [2 if v <= 3.4 else 3 if v <= 6.8 else 4 if v <= 10.2 else 5 for v in d["config"]["capacity"]["profile_rps"]]
+    month = 730 / 24
+    assert plan["monthly_usd"]["autoscaled"] == pytest.approx(sum(n) * 8.6 * month)
+    r = min(n)
+    assert plan["reserved_replicas"] == r
+    assert plan["monthly_usd"]["reserved_base_on_demand_burst"] == pytest.approx(r * 5.0 * 730 + sum(x - r for x in n) * 8.6 * month)
+    # spot restart = the measured time_to_ready_s (40 s): 3.79 * (1 + 0.0002 * 40 / 3600)
+    assert plan["spot_effective_usd_per_hour"] == pytest.approx(3.79 * (1 + 0.0002 * 40 / 3600))
+    spot_n = [min(x - r, int(0.3 * x)) for x in n]
+    want = r * 5.0 * 730 + sum((x - r - s) * 8.6 + s * plan["spot_effective_usd_per_hour"] for x, s in zip(n, spot_n, strict=True)) * month
+    assert plan["monthly_usd"]["reserved_base_on_demand_burst_spot"] == pytest.approx(want)
+    assert plan["scale_up_lag_s"] == 300 + 40  # provisioning + measured engine start
+    rows = {row["input"]: row for row in d["sensitivity"]["rows"]}
+    assert "spot share" in rows and "price of h100_sxm_80g" in rows

@@ -52,8 +52,11 @@ def test_output_length_multiplier_and_mix_scenario():
 def test_spot_share_scenario():
     sel = selection()
     # A: on demand 10 $/h, effective spot 8; B: 10 and 2. At sigma 0.5: A x0.9 = 0.90, B x0.6 = 0.72 -> B
-    sc = spot_scenarios(sel, {"A": (10.0, 8.0), "B": (10.0, 2.0)}, shares=(0.0, 0.5))
+    sc = spot_scenarios(sel, {"A": (10.0, 10.0, 8.0), "B": (10.0, 10.0, 2.0)}, shares=(0.0, 0.5))
     (r,) = tornado(sel, sc)
     assert (r.chosen_low, r.chosen_high, r.flips) == ("A", "B", True)
     assert r.usd_high == pytest.approx(0.9)
-    assert spot_scenarios(sel, {"A": (10.0, None), "B": (10.0, 2.0)}) == []
+    assert spot_scenarios(sel, {"A": (10.0, 10.0, None), "B": (10.0, 10.0, 2.0)}) == []
+    # points priced at spot already (an aws_spot book): sigma 0 means all on demand, m = P_od / P_base
+    (r,) = tornado(sel, spot_scenarios(sel, {"A": (4.0, 10.0, 4.0), "B": (2.0, 10.0, 2.0)}, shares=(0.0, 1.0)))
+    assert (r.usd_low, r.usd_high) == pytest.approx((2.5, 1.0))
