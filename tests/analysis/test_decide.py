@@ -93,6 +93,9 @@ def test_decide_end_to_end(folder, capsys):
     assert len(d["points"]) == 6 and {p["point_id"] for p in d["points"]} == {"0@1", "1@2", "2@4"}
     kn = {k["variant_label"]: k for k in d["knees"]}
     assert kn["vllm/none"]["status"] == "bracketed" and (kn["vllm/none"]["knee_load"], kn["vllm/none"]["above_load"]) == (2.0, 4.0)
+    # attainment 1.0 at 2 and 0.7 at 4 (target 0.9) crosses at 2 + 2 * 0.1 / 0.3; TTFT p99 300 -> 700
+    # (limit 500) would cross later, at 3
+    assert kn["vllm/none"]["estimate"] == pytest.approx(2 + 2 * 0.1 / 0.3) and kn["vllm/none"]["binding"] == "attainment"
     assert kn["vllm/awq"]["status"] == "all_feasible" and kn["vllm/awq"]["knee_load"] == 4.0
     sel = d["selection"]
     assert sel["chosen"]["variant_label"] == "vllm/awq" and sel["chosen"]["load_value"] == 4.0
