@@ -189,8 +189,7 @@ def _limits(table, slo) -> dict[str, float]:
 
 def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
     """Everything the command does short of printing; returns (decision, path written)."""
-    from analysis import capacity as cap_mod
-    from analysis import cost, knee, pareto, selection, sensitivity
+    from analysis import knee, pareto, selection
     from analysis import results as res_mod
     from analysis.points import pool_repetitions
     from experiments.config import to_plain
@@ -217,79 +216,10 @@ def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
     sel = selection.select(table, target=target, limits=limits, load=cfg.select_load, load_unit=cfg.select_load_unit,
                            seed=cfg.seed, knee_by_variant=kn)  # fmt: skip
 
-    # sensitivity
     op = {c.variant_id: pooled[(pooled["variant_id"] == c.variant_id) & (pooled["point_id"] == c.point_id)].iloc[0]
           for c in sel.ranked}  # fmt: skip
-    sc = sensitivity.price_scenarios(sel, cfg.sensitivity.price_delta)
-    not_eval = []
-    ratios = tuple(cfg.sensitivity.output_ratios)
-    mix = sensitivity.output_mix_scenarios(sel, {v: _f(r.get("prefill_time_share")) for v, r in op.items()}, ratios)  # type: ignore[arg-type]
-    if not mix and sel.ranked:
-        not_eval.append("output length: no measured prefill share for every candidate")
-    spot_prices = {}
-    for c in sel.ranked:
-        g = SimpleNamespace(name=c.gpu_name, count=c.gpu_count)
-        base = _price(cost, cfg.pricing, g, None)
-        od = _price(cost, cfg.pricing, g, "on_demand") or base
-        sp = _price(cost, cfg.pricing, g, "spot")
-        f_int = _first(cfg.capacity.spot_interruptions_per_hour, cfg.pricing.spot_interruptions_per_hour)
-        restart = _first(cfg.capacity.spot_restart_s, _f(op[c.variant_id].get("time_to_ready_s")), 0.0)
-        eff = (cap_mod.spot_effective_usd_per_hour(od, sp, f_int, restart, cfg.capacity.spot_availability)
-               if od and sp is not None and f_int is not None else None)  # fmt: skip
-        spot_prices[c.variant_id] = (base, od, eff)
-    spot = sensitivity.spot_scenarios(sel, spot_prices, (0.0, cfg.sensitivity.spot_share))
-    if not spot and sel.ranked:
-        not_eval.append(f"spot share: pricing={cfg.pricing.name} lacks a spot price or interruption rate for a candidate")
-    torn = sensitivity.tornado(sel, [*sc, *mix, *spot])
-
-    # capacity
-    capacity: dict[str, Any] | None = None
-    trace_times = None
-    c = cfg.capacity
-    if c.trace_path:
-        from loadgen.trace import load_trace
-
-        trace_times = [r.timestamp_s for r in load_trace(c.trace_path)]
-    dem = cap_mod.demand(c.peak_rps, c.profile_rps, c.profile_bin_s, trace_times)
-    if dem is not None and c.plan is not False:
-        plans, skipped, notes = [], [], []
-        for cand in sel.ranked:
-            k = kn[cand.variant_id]
-            r = op[cand.variant_id]
-            if k.load_unit == "req/s":
-                mu = k.conservative_load() if cfg.select_load is None else cand.load_value
-            else:  # closed loop: the knee point's goodput in req/s
-                mu = k.goodput_rps if cfg.select_load is None else cand.goodput_rps
-            if not mu:
-                skipped.append({"variant_id": cand.variant_id, "reason": "no req/s at the knee"})
-                continue
-            g = SimpleNamespace(name=cand.gpu_name, count=cand.gpu_count)
-            units = cost.billed_units(g)
-            od = _price(cost, cfg.pricing, g, "on_demand")
-            if od is None:
-                notes.append(f"{cand.variant_label}: pricing={cfg.pricing.name} has no on-demand price for {g.name}: "
-                             f"its {cfg.pricing.tier} price stands in for on demand")  # fmt: skip
-            prices = cap_mod.ReplicaPrices(
-                on_demand=(od if od is not None else (_price(cost, cfg.pricing, g, None) or 0.0)) * units,
-                spot=_mul(_price(cost, cfg.pricing, g, "spot"), units),
-                reserved=_mul(_price(cost, cfg.pricing, g, f"reserved_{c.reserved_term}"), units),
-                spot_interruptions_per_hour=cfg.pricing.spot_interruptions_per_hour, source=cfg.pricing.name,
-            )  # fmt: skip
-            ready = _f(r.get("time_to_ready_s")) or 0.0
-            plans.append(cap_mod.plan(
-                variant_id=cand.variant_id, variant_label=cand.variant_label, knee_rps=float(mu), demand=dem,
-                prices=prices, gpus_per_replica=int(cand.gpu_count), provisioning_s=c.provisioning_s,
-                engine_start_s=c.engine_start_s if c.engine_start_s is not None else ready, rho_max=c.rho_max,
-                availability=c.availability, spare_replicas=c.spare_replicas, min_replicas=c.min_replicas,
-                prefill_share=_f(r.get("prefill_time_share")), measured_prompt_tokens=_f(r.get("prompt_tokens_mean")),
-                measured_output_tokens=_f(r.get("output_tokens_mean")) or 1.0,
-                planned_prompt_tokens=c.prompt_tokens_mean, planned_output_tokens=c.output_tokens_mean,
-                spot_share_max=c.spot_share_max, spot_interruptions_per_hour=c.spot_interruptions_per_hour,
-                spot_restart_s=c.spot_restart_s, spot_availability=c.spot_availability,
-                reserved_replicas=c.reserved_replicas, hours_per_month=c.hours_per_month,
-                benchmark_usd_per_1m=cand.usd,
-            ).to_dict() | {"prices_usd_per_replica_hour": vars(prices)})  # fmt: skip
-        capacity = {"demand": vars(dem), "plans": plans, "skipped": skipped, "notes": notes}
+    torn, not_eval = _sensitivity(cfg, sel, op)
+    capacity = _capacity(cfg, sel, kn, op)
 
     decision = {
         "schema_version": DECISION_SCHEMA_VERSION,
@@ -319,6 +249,89 @@ def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
     tmp.write_text(json.dumps(decision, indent=2, allow_nan=False) + "\n")
     os.replace(tmp, out)
     return decision, out
+
+
+def _sensitivity(cfg: DecideConfig, sel: Any, op: dict[str, Any]) -> tuple[list[Any], list[str]]:
+    """Tornado rows over price per GPU type, output length and spot share, and what could not be evaluated."""
+    from analysis import capacity as cap_mod
+    from analysis import cost, sensitivity
+
+    scenarios = sensitivity.price_scenarios(sel, cfg.sensitivity.price_delta)
+    not_eval = []
+    mix = sensitivity.output_mix_scenarios(sel, {v: _f(r.get("prefill_time_share")) for v, r in op.items()},
+                                           tuple(cfg.sensitivity.output_ratios))  # type: ignore[arg-type]  # fmt: skip
+    if not mix and sel.ranked:
+        not_eval.append("output length: no measured prefill share for every candidate")
+    prices = {}
+    for c in sel.ranked:
+        g = SimpleNamespace(name=c.gpu_name, count=c.gpu_count)
+        base = _price(cost, cfg.pricing, g, None)
+        od = _price(cost, cfg.pricing, g, "on_demand") or base
+        sp = _price(cost, cfg.pricing, g, "spot")
+        f_int = _first(cfg.capacity.spot_interruptions_per_hour, cfg.pricing.spot_interruptions_per_hour)
+        restart = _first(cfg.capacity.spot_restart_s, _f(op[c.variant_id].get("time_to_ready_s")), 0.0)
+        eff = (cap_mod.spot_effective_usd_per_hour(od, sp, f_int, restart, cfg.capacity.spot_availability)
+               if od and sp is not None and f_int is not None else None)  # fmt: skip
+        prices[c.variant_id] = (base, od, eff)
+    spot = sensitivity.spot_scenarios(sel, prices, (0.0, cfg.sensitivity.spot_share))
+    if not spot and sel.ranked:
+        not_eval.append(f"spot share: pricing={cfg.pricing.name} lacks a spot price or interruption rate for a candidate")
+    return sensitivity.tornado(sel, [*scenarios, *mix, *spot]), not_eval
+
+
+def _capacity(cfg: DecideConfig, sel: Any, kn: dict[str, Any], op: dict[str, Any]) -> dict[str, Any] | None:
+    """One capacity plan per ranked candidate, or None without a demand (or with capacity.plan=false)."""
+    from analysis import capacity as cap_mod
+    from analysis import cost
+    from loadgen.trace import TraceError, load_trace
+
+    c = cfg.capacity
+    trace_times = None
+    if c.trace_path:
+        try:
+            trace_times = [r.timestamp_s for r in load_trace(c.trace_path)]
+        except TraceError as e:
+            raise BadInput(f"capacity.trace_path: {e}") from e
+    dem = cap_mod.demand(c.peak_rps, c.profile_rps, c.profile_bin_s, trace_times)
+    if dem is None or c.plan is False:
+        return None
+    plans, skipped, notes = [], [], []
+    for cand in sel.ranked:
+        k, r = kn[cand.variant_id], op[cand.variant_id]
+        if k.load_unit == "req/s":
+            mu = k.conservative_load() if cfg.select_load is None else cand.load_value
+        else:  # closed loop: the knee point's goodput in req/s
+            mu = k.goodput_rps if cfg.select_load is None else cand.goodput_rps
+        if not mu:
+            skipped.append({"variant_id": cand.variant_id, "reason": "no req/s at the knee"})
+            continue
+        g = SimpleNamespace(name=cand.gpu_name, count=cand.gpu_count)
+        units = cost.billed_units(g)
+        od = _price(cost, cfg.pricing, g, "on_demand")
+        if od is None:
+            notes.append(f"{cand.variant_label}: pricing={cfg.pricing.name} has no on-demand price for {g.name}: "
+                         f"its {cfg.pricing.tier} price stands in for on demand")  # fmt: skip
+        prices = cap_mod.ReplicaPrices(
+            on_demand=(od if od is not None else (_price(cost, cfg.pricing, g, None) or 0.0)) * units,
+            spot=_mul(_price(cost, cfg.pricing, g, "spot"), units),
+            reserved=_mul(_price(cost, cfg.pricing, g, f"reserved_{c.reserved_term}"), units),
+            spot_interruptions_per_hour=cfg.pricing.spot_interruptions_per_hour, source=cfg.pricing.name,
+        )  # fmt: skip
+        ready = _f(r.get("time_to_ready_s")) or 0.0
+        p = cap_mod.plan(
+            variant_id=cand.variant_id, variant_label=cand.variant_label, knee_rps=float(mu), demand=dem,
+            prices=prices, gpus_per_replica=int(cand.gpu_count), provisioning_s=c.provisioning_s,
+            engine_start_s=c.engine_start_s if c.engine_start_s is not None else ready, rho_max=c.rho_max,
+            availability=c.availability, spare_replicas=c.spare_replicas, min_replicas=c.min_replicas,
+            prefill_share=_f(r.get("prefill_time_share")), measured_prompt_tokens=_f(r.get("prompt_tokens_mean")),
+            measured_output_tokens=_f(r.get("output_tokens_mean")) or 1.0,
+            planned_prompt_tokens=c.prompt_tokens_mean, planned_output_tokens=c.output_tokens_mean,
+            spot_share_max=c.spot_share_max, spot_interruptions_per_hour=c.spot_interruptions_per_hour,
+            spot_restart_s=c.spot_restart_s, spot_availability=c.spot_availability,
+            reserved_replicas=c.reserved_replicas, hours_per_month=c.hours_per_month, benchmark_usd_per_1m=cand.usd,
+        )  # fmt: skip
+        plans.append(p.to_dict() | {"prices_usd_per_replica_hour": vars(prices)})
+    return {"demand": vars(dem), "plans": plans, "skipped": skipped, "notes": notes}
 
 
 def _price(cost_mod: Any, pricing: Any, gpu: Any, tier: str | None) -> float | None:
@@ -393,6 +406,7 @@ USAGE = "usage: python -m analysis.decide <results folder or run folder> [group=
 
 
 def main(argv: list[str] | None = None) -> int:
+    from analysis.cost import PriceMissing
     from analysis.results import ResultsError
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -402,15 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     results, overrides = Path(args[0]), args[1:]
     try:
         d, path = decide(results, overrides)
-    except (BadInput, ResultsError) as e:
+    except (BadInput, ResultsError, PriceMissing) as e:
         for line in str(e).splitlines():
             print(f"decide: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except Exception as e:  # noqa: BLE001 - PriceMissing and friends: one line, not a traceback
-        if type(e).__name__ == "PriceMissing":
-            print(f"decide: {e}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        raise
     print(summary_text(d, path))
     return 0
 
