@@ -375,7 +375,8 @@ def summary_text(d: dict[str, Any], path: Path) -> str:
                      f"{_usd(ch['usd_hi'])}] at {ch['load_value']:g} {ch['load_unit']} ({ch['verdict']})")  # fmt: skip
     if ru is not None:
         p = next((x["p_a_cheaper"] for x in sel["p_cheaper"] if x["b"] == ru["variant_id"]), None)
-        lines.append(f"runner-up: {ru['variant_label']:<24} {_usd(ru['usd'])}/1M [{_usd(ru['usd_lo'])}, {_usd(ru['usd_hi'])}]"
+        lines.append(f"runner-up: {ru['variant_label']:<24} {_usd(ru['usd'])}/1M [{_usd(ru['usd_lo'])}, {_usd(ru['usd_hi'])}] "
+                     f"at {ru['load_value']:g} {ru['load_unit']}"
                      + (f"  P(chosen cheaper) = {p:.2f}" if p is not None else ""))  # fmt: skip
     if sel["tie"]:
         labels = {c["variant_id"]: c["variant_label"] for c in sel["ranked"]}
@@ -394,12 +395,21 @@ def summary_text(d: dict[str, Any], path: Path) -> str:
                          f"{_usd(pl['benchmark_usd_per_1m'])}; SLO-miss {pl['slo_miss_minutes_per_month']:.0f} min/month")  # fmt: skip
     elif ch is not None:
         lines.append("capacity:  no plan (set capacity.peak_rps, capacity.profile_rps or capacity=example)")
-    flips = [r["input"] for r in d["sensitivity"]["rows"] if r["flips"]]
-    lines.append("flips the choice: " + (", ".join(flips) if flips else "nothing tested"))
+    rows = d["sensitivity"]["rows"]
+    flips = [f"{r['input']} ({r['low_setting']}: {_label(d, r['chosen_low'])}, {r['high_setting']}: {_label(d, r['chosen_high'])})"
+             for r in rows if r["flips"]]  # fmt: skip
+    tested = ", ".join(r["input"] for r in rows) or "nothing"
+    lines.append("sensitivity: " + ("flips the choice: " + "; ".join(flips) if flips else f"no input flips the choice (tested: {tested})"))
+    for n in d["sensitivity"]["not_evaluated"]:
+        lines.append(f"             not evaluated: {n}")
     for e in sel["excluded"]:
         lines.append(f"excluded:  {e['variant_label']:<24} " + "; ".join(f"{r['kind']}: {r['message']}" for r in e["reasons"]))
     lines.append(f"wrote {path}")
     return "\n".join(lines)
+
+
+def _label(d: dict[str, Any], variant_id: str | None) -> str:
+    return next((c["variant_label"] for c in d["selection"]["ranked"] if c["variant_id"] == variant_id), "none")
 
 
 USAGE = "usage: python -m analysis.decide <results folder or run folder> [group=option | key=value ...]"
