@@ -46,6 +46,7 @@ class Knee:
     estimate_hi: float | None = None
     binding: str | None = None
     point_id: str | None = None  # the measured point at knee_load
+    above_point_id: str | None = None  # the measured point at above_load
     goodput_rps: float | None = None
     tok_per_s_per_gpu: float | None = None
     usd_per_1m_goodput: float | None = None
@@ -151,6 +152,7 @@ def variant_knee(points: pd.DataFrame, target: float, limits: Mapping[str, float
         above_load=float(x[i + 1]) if status == "bracketed" else None,
         estimate=est, estimate_lo=lo if status == "bracketed" else None,
         estimate_hi=hi if status == "bracketed" else None, binding=binding, point_id=str(k["point_id"]),
+        above_point_id=str(df.iloc[i + 1]["point_id"]) if status == "bracketed" else None,
         goodput_rps=_f(k["goodput_rps"]), tok_per_s_per_gpu=_f(k["tok_per_s_per_gpu"]),
         usd_per_1m_goodput=_f(k["usd_per_1m_goodput"]), usd_per_1m_goodput_lo=_f(k["usd_per_1m_goodput_lo"]),
         usd_per_1m_goodput_hi=_f(k["usd_per_1m_goodput_hi"]), invalid_points=inv, notes=notes,

@@ -30,7 +30,7 @@ def test_bracket_and_interpolated_attainment_crossing():
     assert k.estimate == pytest.approx(4 + 4 * 0.05 / 0.45)
     assert k.binding == "attainment"
     assert k.usd_per_1m_goodput == 2.5 and k.usd_per_1m_goodput_lo == pytest.approx(2.25)
-    assert k.point_id == "A@4"
+    assert (k.point_id, k.above_point_id) == ("A@4", "A@8")
     assert "no attainment replicates" in k.notes[0]
 
 
