@@ -85,14 +85,18 @@ def _stable_hash(obj: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def v1_variant_id(config: dict[str, Any]) -> str:
-    """variant_id of a v1 run.json `config` (module doc)."""
+def launch_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """What identifies the launched server in a run.json `config` (module doc)."""
     engine = {k: v for k, v in (config.get("engine") or {}).items() if k not in _ENGINE_NOT_IN_KEY}
     model = {k: v for k, v in (config.get("model") or {}).items() if k not in _MODEL_NOT_IN_KEY}
     gpu = config.get("gpu") or {}
-    return _stable_hash({"engine": engine, "model": model, "quant": config.get("quant"),
-                         "gpu": {"name": gpu.get("name"), "count": gpu.get("count")},
-                         "placement": config.get("placement")})  # fmt: skip
+    return {"engine": engine, "model": model, "quant": config.get("quant"),
+            "gpu": {"name": gpu.get("name"), "count": gpu.get("count")}, "placement": config.get("placement")}  # fmt: skip
+
+
+def v1_variant_id(config: dict[str, Any]) -> str:
+    """variant_id of a v1 run.json `config` (module doc)."""
+    return _stable_hash(launch_fields(config))
 
 
 def find_runs(folder: Path) -> list[Path]:
@@ -133,26 +137,37 @@ def load_runs(folder: Path) -> list[RunInfo]:
     return runs
 
 
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: json.dumps(d, sort_keys=True, default=str) if isinstance(d, list) else d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def _label(runs: list[RunInfo]) -> None:
-    """variant_label = engine/quant, extended by model, gpu and then the id where labels collide."""
+    """variant_label = engine/quant; where labels collide, the settings that differ among the colliding
+    variants are appended (model, gpu, then engine and quant options, at most 3, as key=value), and
+    the first 6 hex of the id where that is still not enough."""
     cfgs = {r.variant_id: r.config for r in runs if r.variant_id}
-
-    def base(c: dict[str, Any], level: int, vid: str) -> str:
-        parts = [f"{(c.get('engine') or {}).get('name', '?')}/{(c.get('quant') or {}).get('name', '?')}"]
-        if level >= 1:
-            parts.append(str((c.get("model") or {}).get("name", "?")))
-        if level >= 2:
-            g = c.get("gpu") or {}
-            parts.append(f"{g.get('name', '?')}x{g.get('count', 0)}")
-        if level >= 3:
-            parts.append(vid[:6])
-        return " ".join(parts)
-
-    labels: dict[str, str] = {}
-    for level in range(4):
-        labels = {vid: base(c, level, vid) for vid, c in cfgs.items()}
-        if len(set(labels.values())) == len(labels):
-            break
+    base = {vid: f"{(c.get('engine') or {}).get('name', '?')}/{(c.get('quant') or {}).get('name', '?')}"
+            for vid, c in cfgs.items()}  # fmt: skip
+    labels = dict(base)
+    for name in set(base.values()):
+        group = [vid for vid, b in base.items() if b == name]
+        if len(group) < 2:
+            continue
+        flat = {vid: _flat(launch_fields(cfgs[vid])) for vid in group}
+        keys = sorted({k for f in flat.values() for k in f})
+        differ = [k for k in keys if len({json.dumps(flat[v].get(k), default=str) for v in group}) > 1]
+        order = ["model.name", "gpu.name", "gpu.count"]
+        differ = sorted(differ, key=lambda k: (order.index(k) if k in order else len(order), k))[:3]
+        for vid in group:
+            labels[vid] = " ".join([name, *(f"{k.split('.', 1)[-1]}={flat[vid].get(k)}" for k in differ)])
+        if len({labels[v] for v in group}) < len(group):
+            for vid in group:
+                labels[vid] += f" #{vid[:6]}"
     for r in runs:
         r.variant_label = labels.get(r.variant_id, r.variant_id)
 

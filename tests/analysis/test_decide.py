@@ -35,7 +35,8 @@ def point_records(i: int, rate: float, ttft_ms: list[float]) -> list[dict]:
     return recs
 
 
-def write_run(root, name, quant, points, started="2026-12-01T10:00:00+00:00", status="ok", ready_s=20.0, gpu=("cpu", 0)):
+def write_run(root, name, quant, points, started="2026-12-01T10:00:00+00:00", status="ok", ready_s=20.0, gpu=("cpu", 0),
+              engine=None):
     """A v1 run folder: run.json (summaries from analysis.metrics) + requests.parquet."""
     d = root / name
     d.mkdir(parents=True)
@@ -49,7 +50,7 @@ def write_run(root, name, quant, points, started="2026-12-01T10:00:00+00:00", st
     pq.write_table(pa.Table.from_pandas(derive(to_table(recs).to_pandas(types_mapper=_nullable)), preserve_index=False),
                    d / "requests.parquet")  # fmt: skip
     cfg = {
-        "engine": {"name": "vllm", "port": 0, "max_num_seqs": None}, "quant": {"name": quant, "method": quant},
+        "engine": engine or {"name": "vllm", "port": 0, "max_num_seqs": None}, "quant": {"name": quant, "method": quant},
         "model": {"name": "tiny_llama", "path": "models/tiny-llama"}, "gpu": {"name": gpu[0], "count": gpu[1]},
         "traffic": {"kind": "poisson", "points": [p[0] for p in points], "warmup_s": 5.0, "duration_s": 30.0},
         "workload": {"name": "synthetic_fixed"},
@@ -213,3 +214,15 @@ def test_gpu_book_with_spot_and_reserved(tmp_path, capsys):
     assert plan["scale_up_lag_s"] == 300 + 40  # provisioning + measured engine start
     rows = {row["input"]: row for row in d["sensitivity"]["rows"]}
     assert "spot share" in rows and "price of h100_sxm_80g" in rows
+
+
+def test_labels_name_what_differs(tmp_path):
+    exp = tmp_path / "exp"
+    write_run(exp, "a", "none", [(1.0, [100])], engine={"name": "vllm", "port": 1, "max_num_seqs": 64})
+    write_run(exp, "b", "none", [(1.0, [100])], engine={"name": "vllm", "port": 2, "max_num_seqs": 256})
+    write_run(exp, "c", "none", [(1.0, [100])], engine={"name": "vllm", "port": 3, "max_num_seqs": 256})  # same as b
+    write_run(exp, "d", "awq", [(1.0, [100])])
+    labels = {r.run_id: r.variant_label for r in results.load_runs(exp)}
+    # the port is not part of the launch key: b and c are one variant
+    assert labels == {"a": "vllm/none max_num_seqs=64", "b": "vllm/none max_num_seqs=256",
+                      "c": "vllm/none max_num_seqs=256", "d": "vllm/awq"}  # fmt: skip
