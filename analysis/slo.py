@@ -86,23 +86,68 @@ def thresholds(slo: Any) -> list[Threshold]:
     return out
 
 
-def itl_gaps(chunk_ns: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Gaps (ms) between consecutive content chunks of each request, and the row position each gap belongs to.
+def _list_array(chunk_ns: pd.Series) -> pa.Array:
+    """The chunk lists as one Arrow list array, without a Python object per request when the
+    column is already Arrow-backed (requests.parquet read with Arrow dtypes)."""
+    col = chunk_ns.array
+    if hasattr(col, "__arrow_array__"):
+        arr = col.__arrow_array__()
+    else:
+        arr = pa.array(chunk_ns.to_numpy(dtype=object), type=pa.list_(pa.int64()), from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()  # one chunk: no copy
+    return arr
 
-    Vectorised through Arrow: the ragged lists are flattened once; no Python loop per request.
+
+class _Gaps:
+    """Inter-chunk gaps of every request, flattened: gaps_ms[j] belongs to request owner(j).
+
+    Built from one flat diff of all chunk times; the diffs that cross from one request to the
+    next are masked out (`valid`), so nothing loops over requests in Python.
     """
-    n = len(chunk_ns)
-    if n == 0:
-        return np.zeros(0), np.zeros(0, dtype=np.int64)
-    arr = pa.array(chunk_ns.to_numpy(dtype=object), type=pa.list_(pa.int64()), from_pandas=True)
-    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    flat = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.int64)
-    if flat.size < 2:
-        return np.zeros(0), np.zeros(0, dtype=np.int64)
-    owner = np.repeat(np.arange(n, dtype=np.int64), lengths)
-    same = owner[1:] == owner[:-1]  # a gap only between chunks of the same request
-    gaps = np.diff(flat)[same] / 1e6
-    return gaps, owner[1:][same]
+
+    def __init__(self, chunk_ns: pd.Series) -> None:
+        n = len(chunk_ns)
+        arr = _list_array(chunk_ns) if n else pa.array([], type=pa.list_(pa.int64()))
+        self.lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+        flat = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        # float32 ms straight from the int64 difference (no int64 temporary): < 0.1 µs error below 1 s
+        self.gaps_ms = np.empty(max(flat.size - 1, 0), dtype=np.float32)
+        if flat.size >= 2:
+            np.subtract(flat[1:], flat[:-1], out=self.gaps_ms, casting="unsafe")
+            self.gaps_ms *= np.float32(1e-6)
+        del flat
+        self.valid = np.ones(self.gaps_ms.size, dtype=bool)
+        cross = self.offsets[1:-1] - 1  # the diff from request i's last chunk to request i+1's first
+        self.valid[cross[(cross >= 0) & (cross < self.valid.size)]] = False
+        self.n = n
+
+    def count_per_request(self, mask: np.ndarray | None = None) -> np.ndarray:
+        """Per request: how many of its gaps are set in `mask` (all of its gaps when None)."""
+        counts = np.maximum(self.lengths - 1, 0)
+        if mask is None:
+            return counts
+        m = mask & self.valid
+        has = np.nonzero(counts > 0)[0]
+        out = np.zeros(self.n, dtype=np.int64)
+        if has.size:
+            out[has] = np.add.reduceat(m, self.offsets[has], dtype=np.int64)
+        return out
+
+    def pooled(self, rows: np.ndarray) -> np.ndarray:
+        """The gaps of the requests selected by the boolean `rows`."""
+        if not self.gaps_ms.size:
+            return self.gaps_ms
+        keep = self.valid & np.repeat(rows, self.lengths)[1:]
+        return self.gaps_ms[keep]
+
+
+def itl_gaps(chunk_ns: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Gaps (ms) between consecutive content chunks of each request, and the row position each gap belongs to."""
+    g = _Gaps(chunk_ns)
+    owner = np.repeat(np.arange(g.n, dtype=np.int64), g.lengths)[1:]
+    return g.gaps_ms[g.valid].astype(float), owner[g.valid]
 
 
 def _window_from_records(m: pd.DataFrame) -> float | None:
@@ -122,12 +167,12 @@ def meets_mask(m: pd.DataFrame, slo: Any) -> tuple[np.ndarray, dict[str, np.ndar
     values: dict[str, np.ndarray] = {}
     for t in thresholds(slo):
         if t.metric == "itl_ms":
-            gaps, owner = itl_gaps(m["chunk_ns"])
-            over = np.bincount(owner[gaps > t.limit_ms], minlength=len(m))
-            count = np.bincount(owner, minlength=len(m))
+            g = _Gaps(m["chunk_ns"])
+            over = g.count_per_request(g.gaps_ms > t.limit_ms)
+            count = g.count_per_request()
             # at most (100 - p) % of a request's gaps may exceed the limit (p = 100: none may)
             met = ok & (over <= np.floor(count * (100.0 - t.percentile) / 100.0 + 1e-9))
-            values[t.metric] = gaps[ok[owner]] if gaps.size else gaps
+            values[t.metric] = g.pooled(ok)
         else:
             v = m[t.metric].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
             undefined_ok = t.metric == "tpot_ms"  # a one-token reply has no decode phase

@@ -34,7 +34,7 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def copy_bandwidth(mib_per_thread: int = 256, threads: int | None = None, repeats: int = 5) -> dict[str, Any]:
+def copy_bandwidth(mib_per_thread: int = 128, threads: int | None = None, repeats: int = 5) -> dict[str, Any]:
     """Measure host copy bandwidth (see module doc). Returns the figure and how it was measured."""
     threads = threads or usable_cpus()
     n = mib_per_thread * 2**20 // 8
@@ -75,7 +75,7 @@ def copy_bandwidth(mib_per_thread: int = 256, threads: int | None = None, repeat
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, help="write the result as JSON here")
-    ap.add_argument("--mib", type=int, default=256, help="MiB per array per thread")
+    ap.add_argument("--mib", type=int, default=128, help="MiB per array per thread")
     ap.add_argument("--threads", type=int, default=None, help="default: the CPUs this process may use")
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args(argv)

@@ -89,3 +89,14 @@ def test_window_falls_back_to_the_records_and_says_so():
 def test_no_measured_requests_is_infeasible():
     r = evaluate_point(frame([rec(0, phase="warmup", chunks=(1, 2))]), CHAT, window_s=1.0)
     assert r.attainment is None and not r.feasible and r.reasons[0] == "no measured requests"
+
+
+def test_itl_gaps_read_arrow_backed_columns_without_python_lists():
+    import pandas as pd
+    import pyarrow as pa
+
+    chunked = pa.chunked_array([pa.array([[0, 2 * MS, 5 * MS], None]), pa.array([[7 * MS], [10 * MS, 11 * MS]])])
+    gaps, owner = itl_gaps(pd.Series(pd.arrays.ArrowExtensionArray(chunked)))
+    assert gaps.tolist() == [2.0, 3.0, 1.0] and owner.tolist() == [0, 0, 3]
+    one = pa.chunked_array([pa.array([[0, 4 * MS], [1 * MS, 2 * MS, 4 * MS]])])
+    assert itl_gaps(pd.Series(pd.arrays.ArrowExtensionArray(one)))[0].tolist() == [4.0, 1.0, 2.0]
