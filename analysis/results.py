@@ -442,12 +442,14 @@ def table_for_json(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _jsonable(v: Any) -> Any:
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
     if isinstance(v, (np.integer,)):
         return int(v)
     if isinstance(v, (np.floating, float)):
-        return None if math.isnan(float(v)) else float(v)
+        return float(v) if math.isfinite(float(v)) else None  # JSON has no NaN or infinity
     if isinstance(v, np.ndarray):
-        return v.tolist()
+        return [_jsonable(x) for x in v.tolist()]
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
     if isinstance(v, dict):
