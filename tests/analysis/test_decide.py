@@ -226,3 +226,12 @@ def test_labels_name_what_differs(tmp_path):
     # the port is not part of the launch key: b and c are one variant
     assert labels == {"a": "vllm/none max_num_seqs=64", "b": "vllm/none max_num_seqs=256",
                       "c": "vllm/none max_num_seqs=256", "d": "vllm/awq"}  # fmt: skip
+
+
+def test_decision_json_is_strict_json():
+    import numpy as np
+
+    v = results._jsonable({"a": float("inf"), "b": np.float64("nan"), "c": [np.int64(3), np.bool_(True)],
+                           "d": np.array([1.0, -np.inf])})  # fmt: skip
+    assert v == {"a": None, "b": None, "c": [3, True], "d": [1.0, None]}
+    json.dumps(v, allow_nan=False)
