@@ -286,6 +286,40 @@ class PricingConfig:
 
 
 @dataclass
+class CapacityConfig:
+    """Demand and fleet policy for the capacity plan of `python -m analysis.decide` (docs/decision.md).
+
+    Demand is one of: peak_rps; profile_rps (one req/s value per profile_bin_s, e.g. 24 hourly
+    values); trace_path (a loadgen trace, binned into profile_bin_s). null fields = not given.
+    """
+
+    name: str = "default"
+    # null = plan when a peak, profile or trace is given; true = a plan is required; false = none
+    plan: bool | None = None
+    peak_rps: float | None = None
+    profile_rps: list[float] | None = None
+    profile_bin_s: float = 3600.0
+    trace_path: str | None = None
+    # Request-length mix of the planned traffic; null = as measured. Rescales the measured
+    # per-replica rate by GPU time per request (prefill share x prompt ratio + decode share x output ratio).
+    prompt_tokens_mean: float | None = None
+    output_tokens_mean: float | None = None
+    rho_max: float = 0.85  # highest planned utilisation of the measured SLO knee (burst headroom)
+    availability: float = 1.0  # A: replicas = ceil(ceil(lambda / (mu * rho_max)) / A) + spare_replicas
+    spare_replicas: int = 0  # N+1 = 1
+    min_replicas: int = 1  # the autoscaler never goes below this
+    provisioning_s: float = 300.0  # node provisioning before the engine starts (scale-up lag = this + time_to_ready_s)
+    engine_start_s: float | None = None  # null = the engine's measured time_to_ready_s
+    spot_share_max: float = 0.0  # most of the fleet (per bin) that may run on spot
+    spot_interruptions_per_hour: float | None = None  # null = the price book's rate
+    spot_restart_s: float | None = None  # null = the engine's measured time_to_ready_s
+    spot_availability: float = 1.0  # share of the time spot capacity can be had; the rest is paid on demand
+    reserved_replicas: int | None = None  # reserved commitment; null = the profile's minimum (the base)
+    reserved_term: str = "1y"  # 1y | 3y
+    hours_per_month: float = 730.0
+
+
+@dataclass
 class TelemetryConfig:
     """Which samplers run beside the load, and how often."""
 
@@ -336,3 +370,5 @@ def register_configs() -> None:
     cs.store(name="_run_schema", node=RunConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"_{group}_schema", node=schema)
+    # Decision-layer group (conf/capacity/), composed by analysis.decide, not part of a run.
+    cs.store(group="capacity", name="_capacity_schema", node=CapacityConfig)

@@ -1,0 +1,131 @@
+"""The per-point table the across-runs decision works on, and pooling of repetitions. Pure.
+
+One row per (run_id, variant_id, point_id, repetition), built by analysis.results from a
+results folder through the per-point functions (analysis.slo, cost, confidence, verdict).
+Column contract (DESIGN "decision-layer inputs"): REQUIRED below. OPTIONAL columns are used
+when present:
+  attainment_boot       np.ndarray, seeded bootstrap replicates of attainment (knee interval)
+  slo_<metric>_ms       the metric at the SLO's percentile (knee interpolation on thresholds)
+  prefill_time_share    share of GPU time spent in prefill (length-mix rescaling)
+  prompt_tokens_mean, output_tokens_mean   per ok request, measured
+  quality_gate          None, or why the variant failed a quality gate (a later issue)
+
+:func:`pool_repetitions` turns repeated measurements of one (variant_id, point_id) into one
+row: estimates are the mean over repetitions, latency percentiles the worst repetition, and
+bootstrap replicates are re-drawn hierarchically (pick repetitions with replacement, then take
+each pick's own replicate), so the interval carries run-to-run spread as well as the spread
+within each run.
+
+Side effects: none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+REQUIRED = (
+    "variant_id", "variant_label", "run_id", "point_id", "repetition", "load_value", "load_unit",
+    "offered_rate_rps", "gpu_name", "gpu_count", "verdict", "verdict_reasons", "feasible", "attainment",
+    "goodput_rps", "output_tok_per_s", "goodput_output_tok_per_s", "tok_per_s_per_gpu", "tok_per_s_per_user",
+    "usd_per_1m_output", "usd_per_1m_output_lo", "usd_per_1m_output_hi", "usd_per_1m_goodput",
+    "usd_per_1m_goodput_lo", "usd_per_1m_goodput_hi", "usd_per_1m_goodput_boot", "ttft_ms_p99",
+    "tpot_ms_p99", "e2e_ms_p99", "time_to_ready_s",
+)  # fmt: skip
+VERDICT_ORDER = {"valid": 0, "warn": 1, "invalid": 2}
+# Share of bootstrap mass outside the reported interval (95 % intervals throughout).
+ALPHA = 0.05
+
+
+def missing_columns(points: pd.DataFrame) -> list[str]:
+    """REQUIRED columns absent from `points` (empty list = usable)."""
+    return [c for c in REQUIRED if c not in points.columns]
+
+
+def interval(boot: np.ndarray | None) -> tuple[float | None, float | None]:
+    """The (2.5 %, 97.5 %) percentile interval of finite replicates; (None, None) without any."""
+    if boot is None:
+        return None, None
+    a = np.asarray(boot, dtype=float)
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return None, None
+    lo, hi = np.percentile(a, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+    return float(lo), float(hi)
+
+
+def pool_boot(boots: Sequence[np.ndarray | None], seed: int = 0) -> np.ndarray | None:
+    """Hierarchical bootstrap of the mean over repetitions (see module doc); None if any is missing.
+
+    Replicate b = mean over R draws (with replacement) of repetition r_j's replicate b. With one
+    repetition the replicates are returned unchanged.
+    """
+    if not boots or any(b is None for b in boots):
+        return None
+    arrs = [np.asarray(b, dtype=float) for b in boots]
+    if len(arrs) == 1:
+        return arrs[0]
+    n = min(a.size for a in arrs)
+    vals = np.stack([a[:n] for a in arrs])  # (R, n)
+    r = len(arrs)
+    pick = np.random.default_rng(seed).integers(0, r, size=(n, r))
+    return vals[pick, np.arange(n)[:, None]].mean(axis=1)
+
+
+def _worst_verdict(vs: Sequence[str]) -> str:
+    return max(vs, key=lambda v: VERDICT_ORDER.get(v, 2))
+
+
+def pool_repetitions(points: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """One row per (variant_id, point_id): repetitions pooled (module doc); adds `repetitions`, `run_ids`.
+
+    feasible = every repetition feasible; verdict = the worst; verdict_reasons = all of them.
+    """
+    rows = []
+    for (_vid, _pid), g in points.groupby(["variant_id", "point_id"], sort=False):
+        g = g.sort_values("repetition")
+        first = g.iloc[0]
+        row = first.to_dict()
+        row["repetitions"] = int(len(g))
+        row["run_ids"] = list(dict.fromkeys(g["run_id"]))
+        if len(g) > 1:
+            for c in g.columns:
+                if c in REQUIRED and c.endswith(("_lo", "_hi", "_boot")):
+                    continue
+                col = g[c]
+                if c.startswith(("ttft_ms", "tpot_ms", "e2e_ms", "itl_ms", "slo_")):
+                    row[c] = float(col.max()) if col.notna().any() else None  # the worst repetition
+                elif c in ("feasible",):
+                    row[c] = bool(col.all())
+                elif c == "verdict":
+                    row[c] = _worst_verdict(list(col))
+                elif c == "verdict_reasons":
+                    row[c] = [r for rs in col for r in (rs or [])]
+                elif c == "quality_gate":
+                    row[c] = next((q for q in col if isinstance(q, str) and q), None)
+                elif c.endswith("_boot"):
+                    row[c] = pool_boot(list(col), seed)
+                elif pd.api.types.is_bool_dtype(col.dtype):
+                    row[c] = bool(col.all())
+                elif pd.api.types.is_numeric_dtype(col.dtype) and c not in ("repetition", "gpu_count"):
+                    row[c] = float(col.mean()) if col.notna().any() else None
+            for base in ("usd_per_1m_goodput", "usd_per_1m_output"):
+                boot = pool_boot(list(g[f"{base}_boot"]), seed) if f"{base}_boot" in g else None
+                if boot is not None:
+                    row[f"{base}_boot"] = boot
+                    row[f"{base}_lo"], row[f"{base}_hi"] = interval(boot)
+                else:  # no replicates: the envelope of the repetitions' own intervals
+                    row[f"{base}_lo"] = _nanmin(g[f"{base}_lo"])
+                    row[f"{base}_hi"] = _nanmax(g[f"{base}_hi"])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*points.columns, "repetitions", "run_ids"])
+
+
+def _nanmin(s: pd.Series) -> float | None:
+    return float(s.min()) if s.notna().any() else None
+
+
+def _nanmax(s: pd.Series) -> float | None:
+    return float(s.max()) if s.notna().any() else None

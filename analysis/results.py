@@ -1,0 +1,461 @@
+"""Reading a results folder into the per-point table the decision works on (analysis.points).
+
+A results folder is results/<experiment> (every run.json below it) or one run folder. For each
+run with status ok and each of its load points, the point's rows of requests.parquet go
+through the per-point functions: analysis.slo.evaluate_point (attainment, goodput, feasible),
+analysis.cost (price, $/1M, phase split, energy), analysis.confidence.goodput_ci (seeded
+bootstrap of goodput and $/1M) and analysis.verdict (valid | warn | invalid). This module only
+reads files and assembles; the math lives in those modules.
+
+run.json v1 (experiments/runner.py) has no identity fields; they are derived (docs/decision.md):
+  variant_id  first 12 hex of SHA-256 over canonical JSON of the launch fields of run.json
+              `config`: engine (less port, host, timeouts, python, health/metrics paths), model
+              (less built_by, params_b), quant, gpu name + count, placement (the rules of
+              experiments.identity.launch_key)
+  point_id    "<load point index>@<value>" of the run's traffic.points
+  repetition  0-based order of runs with the same (variant_id, point_id) by started_at_utc
+run.json v2 (schema_version >= 2) carries variant_id at the top and point_id / repetition per
+load point; they are used as written.
+
+Side effects: reads run.json, requests.parquet, engine_metrics.parquet and telemetry.parquet;
+writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# requests.parquet columns the decision needs (the rest, e.g. output_text, is never read)
+REQUEST_COLUMNS = (
+    "load_point", "phase", "status", "http_status", "t_sent_ns", "t_first_token_ns", "t_last_token_ns",
+    "t_done_ns", "chunk_ns", "prompt_tokens", "output_tokens", "ttft_ms", "tpot_ms", "e2e_ms",
+)  # fmt: skip
+# ... and what re-deriving the per-request metrics and re-summarising a point needs (analysis.metrics)
+SUMMARY_COLUMNS = (
+    *REQUEST_COLUMNS, "t_scheduled_ns", "max_tokens", "prompt_tokens_client", "output_tokens_source",
+    "output_tokens_client",
+)  # fmt: skip
+LOAD_UNITS = {"concurrency": "users", "trace": "x speed-up"}
+_ENGINE_NOT_IN_KEY = frozenset({"port", "host", "ready_timeout_s", "stop_timeout_s", "python", "health_path", "metrics_path"})
+_MODEL_NOT_IN_KEY = frozenset({"built_by", "params_b"})
+
+
+class ResultsError(ValueError):
+    """The folder cannot be decided on (one clear line)."""
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    summary: dict[str, Any]
+    variant_id: str
+    variant_label: str = ""
+    skipped: str | None = None
+
+    @property
+    def run_id(self) -> str:
+        return str(self.summary.get("run_id") or self.path.name)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.summary.get("config") or {}
+
+
+@dataclass
+class Table:
+    points: pd.DataFrame
+    runs: list[RunInfo]
+    problems: list[str] = field(default_factory=list)  # per-point issues that did not stop the build
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)  # (run_id/point_id) -> slo, cost, verdict dicts
+
+
+def _stable_hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def launch_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """What identifies the launched server in a run.json `config` (module doc)."""
+    engine = {k: v for k, v in (config.get("engine") or {}).items() if k not in _ENGINE_NOT_IN_KEY}
+    model = {k: v for k, v in (config.get("model") or {}).items() if k not in _MODEL_NOT_IN_KEY}
+    gpu = config.get("gpu") or {}
+    return {"engine": engine, "model": model, "quant": config.get("quant"),
+            "gpu": {"name": gpu.get("name"), "count": gpu.get("count")}, "placement": config.get("placement")}  # fmt: skip
+
+
+def v1_variant_id(config: dict[str, Any]) -> str:
+    """variant_id of a v1 run.json `config` (module doc)."""
+    return _stable_hash(launch_fields(config))
+
+
+def find_runs(folder: Path) -> list[Path]:
+    """Run folders under `folder` (itself if it holds run.json), sorted by path."""
+    folder = Path(folder)
+    if (folder / "run.json").is_file():
+        return [folder]
+    return sorted(p.parent for p in folder.rglob("run.json") if "work" not in p.parent.parts[-1:])
+
+
+def load_runs(folder: Path) -> list[RunInfo]:
+    """Every run.json under `folder`, with identity derived for v1; non-ok runs are marked skipped."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ResultsError(f"results folder {folder} does not exist")
+    paths = find_runs(folder)
+    if not paths:
+        raise ResultsError(f"no runs in {folder}: no run.json below it")
+    runs = []
+    for p in paths:
+        try:
+            s = json.loads((p / "run.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            runs.append(RunInfo(p, {}, "", skipped=f"unreadable run.json: {e}"))
+            continue
+        vid = s.get("variant_id") if int(s.get("schema_version") or 1) >= 2 else None
+        info = RunInfo(p, s, str(vid or v1_variant_id(s.get("config") or {})))
+        if s.get("status") != "ok":
+            info.skipped = f"status {s.get('status')}" + (f": {s['failure'].get('reason')}" if s.get("failure") else "")
+        elif not s.get("load_points"):
+            info.skipped = "no load points"
+        elif not (p / "requests.parquet").is_file():
+            info.skipped = "no requests.parquet"
+        runs.append(info)
+    _label(runs)
+    if not any(r.skipped is None for r in runs):
+        raise ResultsError(f"no usable runs in {folder}: " + "; ".join(f"{r.path.name}: {r.skipped}" for r in runs))
+    return runs
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: json.dumps(d, sort_keys=True, default=str) if isinstance(d, list) else d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _label(runs: list[RunInfo]) -> None:
+    """variant_label = engine/quant; where labels collide, the settings that differ among the colliding
+    variants are appended (model, gpu, then engine and quant options, at most 3, as key=value), and
+    the first 6 hex of the id where that is still not enough."""
+    cfgs = {r.variant_id: r.config for r in runs if r.variant_id}
+    base = {vid: f"{(c.get('engine') or {}).get('name', '?')}/{(c.get('quant') or {}).get('name', '?')}"
+            for vid, c in cfgs.items()}  # fmt: skip
+    labels = dict(base)
+    for name in set(base.values()):
+        group = [vid for vid, b in base.items() if b == name]
+        if len(group) < 2:
+            continue
+        flat = {vid: _flat(launch_fields(cfgs[vid])) for vid in group}
+        keys = sorted({k for f in flat.values() for k in f})
+        differ = [k for k in keys if len({json.dumps(flat[v].get(k), default=str) for v in group}) > 1]
+        order = ["model.name", "gpu.name", "gpu.count"]
+        differ = sorted(differ, key=lambda k: (order.index(k) if k in order else len(order), k))[:3]
+        for vid in group:
+            labels[vid] = " ".join([name, *(f"{k.split('.', 1)[-1]}={flat[vid].get(k)}" for k in differ)])
+        if len({labels[v] for v in group}) < len(group):
+            for vid in group:
+                labels[vid] += f" #{vid[:6]}"
+    for r in runs:
+        r.variant_label = labels.get(r.variant_id, r.variant_id)
+
+
+def read_requests(path: Path, columns: tuple[str, ...] | None = REQUEST_COLUMNS) -> pd.DataFrame:
+    """requests.parquet as pandas (nullable ints and strings), only `columns` that exist (None = all)."""
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    cols = None if columns is None else [c for c in columns if c in names]
+    # Row group by row group: the decoder's transient buffers exist for one group at a time
+    # (200 k x 128 chunks in 4 groups: 0.53 GiB peak instead of 0.65). self_destruct frees the
+    # Arrow buffers column by column as pandas takes them.
+    parts = [pf.read_row_group(i, columns=cols) for i in range(pf.num_row_groups)]
+    table = pa.concat_tables(parts) if parts else pf.schema_arrow.empty_table().select(cols or names)
+    del parts
+    return table.to_pandas(types_mapper=_pandas_type, self_destruct=True, split_blocks=True)
+
+
+def _pandas_type(t: pa.DataType) -> Any:
+    """Arrow -> pandas: nullable ints and strings; list columns (chunk_ns) stay Arrow-backed (one
+    flat buffer, not a Python object per request)."""
+    if pa.types.is_integer(t):
+        return pd.Int64Dtype()
+    if pa.types.is_string(t):
+        return pd.StringDtype()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pd.ArrowDtype(t)
+    return None
+
+
+def _read_optional(path: Path, columns: list[str]) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    names = pq.read_schema(path).names
+    return pq.read_table(path, columns=[c for c in columns if c in names]).to_pandas()
+
+
+def gpu_of(config: dict[str, Any], catalog: dict[str, Any] | None = None) -> SimpleNamespace:
+    """The run's GPU (name, count from its config; spec figures from the catalog entry when given)."""
+    g = dict(config.get("gpu") or {"name": "cpu", "count": 0})
+    cat = catalog or {}
+    for k in ("tdp_w", "memory_gib", "memory_bandwidth_gb_per_s"):
+        if g.get(k) is None and cat.get(k) is not None:
+            g[k] = cat[k]
+    g.setdefault("tdp_w", None)
+    return SimpleNamespace(**g)
+
+
+def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu: Any, ident: dict[str, Any],
+              engine_metrics: pd.DataFrame | None = None, telemetry: pd.DataFrame | None = None, engine: str = "",
+              run_summary: dict[str, Any] | None = None, traffic: dict[str, Any] | None = None,
+              interrupted: bool = False, n_boot: int = 1000, seed: int = 0, model_config: dict[str, Any] | None = None,
+              quant: dict[str, Any] | None = None, bandwidth: tuple[float | None, str] = (None, "")
+              ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """(table row, details) of one load point: its request rows `pdf` (derived columns present) and
+    its run.json summary `s` through analysis.slo, cost, confidence and verdict.
+
+    `ident`: variant_id, variant_label, run_id, point_id, repetition, load_value, load_unit,
+    time_to_ready_s, started_at_utc. `model_config`: the model's parsed config.json (roofline;
+    None = no roofline); `bandwidth`: (GB/s, where it comes from). No I/O.
+    """
+    from analysis import confidence, cost
+    from analysis import slo as slo_mod
+    from analysis import verdict as verdict_mod
+
+    rs = run_summary or {}
+    units = cost.billed_units(gpu)
+    if "chunk_ns" in pdf.columns and getattr(slo, "itl_ms", None) is None:
+        # the chunk lists are most of the memory (1 M x 128 chunks = 1 GiB) and only an ITL
+        # threshold reads them: every row filter below would copy them
+        pdf = pdf.drop(columns=["chunk_ns"])
+    m = pdf[pdf["phase"] == "measure"].reset_index(drop=True)
+    sent = m[m["t_sent_ns"].notna()]
+    t0 = int(sent["t_sent_ns"].min()) if len(sent) else None
+    t1 = int(sent["t_done_ns"].max()) if len(sent) and sent["t_done_ns"].notna().any() else None
+    res = slo_mod.evaluate_point(pdf, slo, window_s=s.get("measure_window_s"))
+    split = cost.phase_split(pdf, engine_metrics=engine_metrics, engine=engine, t0_ns=t0, t1_ns=t1)
+    pc = cost.point_cost(
+        price=price, window_s=res.window_s, output_tokens=int(s.get("output_tokens") or 0),
+        prompt_tokens=int(s.get("prompt_tokens") or 0), goodput_output_tokens=res.goodput_output_tokens,
+        split=split, energy_j=(s.get("energy") or {}).get("joules"), tdp_w=getattr(gpu, "tdp_w", None),
+        devices=int(gpu.count),
+    )  # fmt: skip
+    meets, _per, values = slo_mod.meets_mask(m, slo)
+    ok = (m["status"] == "ok").to_numpy(dtype=bool)
+    tok = np.where(ok, m["output_tokens"].astype("Float64").fillna(0).to_numpy(dtype=float), 0).astype(np.int64)
+    ci = confidence.goodput_ci([{"meets": meets, "output_tokens": tok, "window_s": res.window_s}],
+                               usd_per_hour=price.usd_per_hour, n=n_boot, seed=seed)  # fmt: skip
+    lat = {name: m.loc[ok, name].astype("Float64").dropna().to_numpy(dtype=float) for name in ("ttft_ms", "tpot_ms", "e2e_ms")}
+    lat_ci = confidence.latency_cis([lat], n=n_boot, seed=seed)
+    v = verdict_mod.verdict(
+        s, requests=pdf, window=(t0, t1) if t0 is not None and t1 is not None else None,
+        telemetry_t_ns=None if telemetry is None else telemetry["t_ns"].to_numpy(),
+        telemetry_interval_s=(rs.get("telemetry") or {}).get("interval_s"),
+        scrape_t_ns=None if engine_metrics is None else engine_metrics["t_ns"].to_numpy(),
+        scrape_interval_s=(rs.get("engine_metrics") or {}).get("interval_s"),
+        warmup_s=(traffic or {}).get("warmup_s"), interrupted=interrupted,
+    )  # fmt: skip
+    n_req = res.requests or 0
+    goodput_boot = ci["goodput_rps"].get("replicates")
+    att_boot = (np.asarray(goodput_boot) * res.window_s / n_req) if goodput_boot is not None and n_req and res.window_s else None
+    out_tok = _f(s.get("output_tok_per_s"))
+    ok_n = int((s.get("requests") or {}).get("ok") or 0)
+    row = {
+        **{k: ident.get(k) for k in ("variant_id", "variant_label", "run_id", "point_id", "repetition", "load_value",
+                                     "load_unit")},
+        "offered_rate_rps": _f(s.get("offered_rate_rps")) or _f(s.get("achieved_rate_rps")),
+        "gpu_name": gpu.name, "gpu_count": int(gpu.count), "verdict": v.status,
+        "verdict_reasons": list(v.reasons), "feasible": bool(res.feasible), "attainment": res.attainment,
+        "goodput_rps": res.goodput_rps, "output_tok_per_s": out_tok,
+        "goodput_output_tok_per_s": res.goodput_output_tok_per_s,
+        "tok_per_s_per_gpu": out_tok / units if out_tok is not None else None,
+        "tok_per_s_per_user": _f(s.get("interactivity_tok_per_s")),
+        "usd_per_1m_output": pc["usd_per_1m_output"], "usd_per_1m_output_lo": ci["usd_per_1m_output"]["lo"],
+        "usd_per_1m_output_hi": ci["usd_per_1m_output"]["hi"],
+        "usd_per_1m_output_boot": ci["usd_per_1m_output"].get("replicates"),
+        "usd_per_1m_goodput": pc["usd_per_1m_goodput"], "usd_per_1m_goodput_lo": ci["usd_per_1m_goodput"]["lo"],
+        "usd_per_1m_goodput_hi": ci["usd_per_1m_goodput"]["hi"],
+        "usd_per_1m_goodput_boot": ci["usd_per_1m_goodput"].get("replicates"),
+        "ttft_ms_p99": _p(s, "ttft_ms"), "tpot_ms_p99": _p(s, "tpot_ms"), "e2e_ms_p99": _p(s, "e2e_ms"),
+        "time_to_ready_s": _f(ident.get("time_to_ready_s")),
+        # optional columns (analysis.points)
+        "attainment_boot": att_boot,
+        "prefill_time_share": split.get("prefill_share"), "split_method": split.get("method"),
+        "prompt_tokens_mean": (s.get("prompt_tokens") or 0) / ok_n if ok_n else None,
+        "output_tokens_mean": (s.get("output_tokens") or 0) / ok_n if ok_n else None,
+        "usd_per_hour": price.usd_per_hour, "price_source": price.source, "price_as_of": price.as_of,
+        "usd_per_1m_total": pc["usd_per_1m_total"],
+        "usd_per_1m_input_split": pc["split"]["usd_per_1m_input_split"],
+        "usd_per_1m_output_split": pc["split"]["usd_per_1m_output_split"],
+        "j_per_output_token": pc["energy"].get("j_per_output_token"), "energy_method": pc["energy"].get("method"),
+        "usd_energy_per_1m_output": pc["energy"].get("usd_energy_per_1m_output"),
+        "feasibility_reasons": list(res.reasons), "requests": n_req, "started_at_utc": ident.get("started_at_utc"),
+    }  # fmt: skip
+    for t in res.thresholds:
+        row[f"slo_{t.metric}"] = t.value_ms
+    roof = _roofline(model_config, quant or {}, bandwidth, out_tok, split, res.window_s, row, int(gpu.count))
+    row["decode_bound_tok_per_s"], row["mbu"] = roof.get("tok_per_s_bound"), roof.get("mbu")
+    ci_out = {k: {kk: vv for kk, vv in c.items() if kk != "replicates"} for k, c in ci.items()}
+    details = {"slo": res.to_dict(), "verdict": v.to_dict(), "cost": {k: v_ for k, v_ in pc.items() if k != "price"},
+               "price": pc["price"], "split": split, "goodput_ci": ci_out, "latency_ci": lat_ci, "roofline": roof}  # fmt: skip
+    return row, details
+
+
+def _roofline(model_config, quant, bandwidth, out_tok, split, window_s, row, devices) -> dict[str, Any]:
+    """analysis.roofline for one point: batch by Little's law over decode time (phase split),
+    context = mean prompt + half the mean output."""
+    from analysis import roofline
+
+    if not model_config:
+        return {"mbu": None, "why_missing": "no config.json for the model"}
+    try:
+        shape = roofline.model_shape(model_config)
+    except (KeyError, TypeError, ValueError) as e:
+        return {"mbu": None, "why_missing": f"config.json not understood: {e}"}
+    decode_s = split.get("decode_s")
+    batch = roofline.decode_batch_from_records(decode_s, window_s) if decode_s and window_s else None
+    ctx = (row.get("prompt_tokens_mean") or 0.0) + (row.get("output_tokens_mean") or 0.0) / 2
+    method = "sum of decode time / window (Little's law; " + str(split.get("method")) + ")"
+    return roofline.point_roofline(
+        shape, bandwidth[0], output_tok_per_s=out_tok, batch=batch, context_tokens=ctx, batch_method=method,
+        bandwidth_source=bandwidth[1], quant_method=quant.get("method"), quant_bits=quant.get("bits"),
+        kv_cache_dtype=str(quant.get("kv_cache_dtype") or "auto"), devices=max(devices, 1),
+    )  # fmt: skip
+
+
+def model_config_of(config: dict[str, Any], base: Path) -> dict[str, Any] | None:
+    """The parsed config.json at the run's model.path (relative paths: cwd, then the project root)."""
+    mp = (config.get("model") or {}).get("path")
+    if not mp:
+        return None
+    for root in (Path.cwd(), base):
+        f = (root / mp / "config.json") if not Path(mp).is_absolute() else Path(mp) / "config.json"
+        if f.is_file():
+            try:
+                return json.loads(f.read_text())
+            except (OSError, json.JSONDecodeError):
+                return None
+    return None
+
+
+def bandwidth_of(run_summary: dict[str, Any], gpu: Any) -> tuple[float | None, str]:
+    """Memory bandwidth for the roofline: the host measurement recorded in run.json (`host_bandwidth`,
+    experiments.hostbench) for cpu, else the GPU catalog's spec figure."""
+    hb = run_summary.get("host_bandwidth") or {}
+    if int(getattr(gpu, "count", 0) or 0) == 0:
+        v = _f(hb.get("memory_bandwidth_gb_per_s"))
+        return (v, f"measured: {hb.get('method')}") if v else (None, "no host bandwidth recorded in run.json")
+    v = _f(getattr(gpu, "memory_bandwidth_gb_per_s", None))
+    return (v, "spec (conf/gpu)") if v else (None, "no memory bandwidth in conf/gpu")
+
+
+def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, dict[str, Any]] | None = None,
+                n_boot: int = 1000, seed: int = 0) -> Table:  # fmt: skip
+    """The per-point table (analysis.points.REQUIRED + optional columns) of every usable run."""
+    from analysis import cost
+    from analysis.metrics import derive
+
+    runs = load_runs(folder)
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    details: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        if run.skipped:
+            continue
+        cfg = run.config
+        traffic = cfg.get("traffic") or {}
+        kind = str(traffic.get("kind") or "poisson")
+        gpu = gpu_of(cfg, (gpu_catalog or {}).get((cfg.get("gpu") or {}).get("name", "cpu")))
+        price = cost.price_for(pricing, gpu)  # PriceMissing is a bad input: the caller refuses
+        path = run.path / "requests.parquet"
+        names = set(pq.read_schema(path).names)
+        if "ttft_ms" in names:
+            # chunk_ns (the largest column) only when an ITL threshold needs the gaps
+            cols = tuple(c for c in REQUEST_COLUMNS if c != "chunk_ns" or getattr(slo, "itl_ms", None) is not None)
+            req = read_requests(path, cols)
+        else:  # records without derived metrics: derive them
+            req = derive(read_requests(path, SUMMARY_COLUMNS))
+        em = _read_optional(run.path / "engine_metrics.parquet", ["name", "value", "t_ns"])
+        tel = _read_optional(run.path / "telemetry.parquet", ["t_ns"])
+        by_point = dict(tuple(req.groupby("load_point", sort=True))) if len(req) else {}
+        mcfg = model_config_of(cfg, Path(__file__).resolve().parent.parent)
+        bw = bandwidth_of(run.summary, gpu)
+        for lp in run.summary.get("load_points") or []:
+            i = int(lp["index"])
+            pdf = by_point.get(i)
+            if pdf is None or pdf.empty:
+                problems.append(f"{run.run_id} point {i}: no request records")
+                continue
+            pid = str(lp.get("point_id") or f"{i}@{float(lp['value']):g}")
+            ident = {"variant_id": run.variant_id, "variant_label": run.variant_label, "run_id": run.run_id,
+                     "point_id": pid, "repetition": lp.get("repetition"), "load_value": float(lp["value"]),
+                     "load_unit": LOAD_UNITS.get(kind, "req/s"),
+                     "time_to_ready_s": (run.summary.get("engine") or {}).get("time_to_ready_s"),
+                     "started_at_utc": run.summary.get("started_at_utc")}  # fmt: skip
+            row, det = point_row(
+                pdf, lp.get("summary") or {}, slo=slo, price=price, gpu=gpu, ident=ident, engine_metrics=em,
+                telemetry=tel, engine=str((cfg.get("engine") or {}).get("name") or ""), run_summary=run.summary,
+                traffic=traffic, interrupted=bool(lp.get("interrupted")), n_boot=n_boot, seed=seed,
+                model_config=mcfg, quant=cfg.get("quant") or {}, bandwidth=bw,
+            )  # fmt: skip
+            rows.append(row)
+            details[f"{run.run_id}/{pid}"] = det
+    df = pd.DataFrame(rows)
+    if df.empty:
+        raise ResultsError(f"no load points with request records in {folder}")
+    if df["repetition"].isna().any():  # v1: order of runs per (variant, point)
+        order = df.sort_values(["started_at_utc", "run_id"]).groupby(["variant_id", "point_id"]).cumcount()
+        df["repetition"] = df["repetition"].fillna(order).astype(int)
+    return Table(points=df, runs=runs, problems=problems, details=details)
+
+
+def _p(s: dict[str, Any], metric: str) -> float | None:
+    return _f((s.get(metric) or {}).get("p99"))
+
+
+def _f(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def table_for_json(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The table's rows as JSON-ready dicts (bootstrap replicates left out: they are large)."""
+    drop = [c for c in df.columns if c.endswith("_boot")]
+    out = []
+    for r in df.drop(columns=drop).to_dict(orient="records"):
+        out.append({k: _jsonable(v) for k, v in r.items()})
+    return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return float(v) if math.isfinite(float(v)) else None  # JSON has no NaN or infinity
+    if isinstance(v, np.ndarray):
+        return [_jsonable(x) for x in v.tolist()]
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if v is pd.NA or v is pd.NaT:
+        return None
+    if isinstance(v, pa.Scalar):
+        return v.as_py()
+    return v

@@ -1,0 +1,101 @@
+"""Knee per variant on hand-built tables: bracket, interpolation, interval, statuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.knee import crossing, knees, variant_knee
+from analysis.points import pool_repetitions
+from tests.analysis.decision_tables import point, table
+
+
+def curve(attainments, ttft=None, boots=None, variant="A", loads=(1, 2, 4, 8), **kw):
+    rows = []
+    for i, (x, a) in enumerate(zip(loads, attainments, strict=True)):
+        extra = {}
+        if ttft is not None:
+            extra["ttft_ms_p99"] = ttft[i]
+        if boots is not None:
+            extra["attainment_boot"] = np.asarray(boots[i], dtype=float)
+        rows.append(point(variant, load=x, attainment=a, usd=10.0 / x, **extra, **kw))
+    return table(rows)
+
+
+def test_bracket_and_interpolated_attainment_crossing():
+    k = variant_knee(curve([1.0, 0.99, 0.95, 0.5]), target=0.9)
+    assert k.status == "bracketed"
+    assert (k.knee_load, k.above_load) == (4.0, 8.0)
+    # slack 0.05 at 4, -0.40 at 8: 4 + 4 * 0.05 / 0.45
+    assert k.estimate == pytest.approx(4 + 4 * 0.05 / 0.45)
+    assert k.binding == "attainment"
+    assert k.usd_per_1m_goodput == 2.5 and k.usd_per_1m_goodput_lo == pytest.approx(2.25)
+    assert (k.point_id, k.above_point_id) == ("A@4", "A@8")
+    assert "no attainment replicates" in k.notes[0]
+
+
+def test_threshold_binds_before_attainment():
+    # attainment 0.95 at 8 still meets the target, but TTFT p99 550 > 500 does not
+    df = curve([1.0, 0.99, 0.95, 0.95], ttft=[100, 200, 450, 550])
+    df["feasible"] = [True, True, True, False]
+    k = variant_knee(df, target=0.9, limits={"ttft_ms_p99": 500})
+    assert k.estimate == pytest.approx(6.0) and k.binding == "ttft_ms_p99"
+    # both cross: the lower crossing wins (attainment at 4.444 before TTFT at 6)
+    df = curve([1.0, 0.99, 0.95, 0.5], ttft=[100, 200, 450, 550])
+    k = variant_knee(df, target=0.9, limits={"ttft_ms_p99": 500})
+    assert k.binding == "attainment" and k.estimate == pytest.approx(4 + 4 * 0.05 / 0.45)
+
+
+def test_interval_from_attainment_replicates():
+    a8 = [0.5] * 20 + [0.45] * 10 + [0.7] * 10  # crossings 4.444, 4.4, 4.8
+    boots = [[1.0] * 40, [0.99] * 40, [0.95] * 40, a8]
+    k = variant_knee(curve([1.0, 0.99, 0.95, 0.5], boots=boots), target=0.9)
+    assert k.estimate_lo == pytest.approx(4.4)  # 2.5 % point, method "lower": sorted[floor(0.025 * 39)] = sorted[0]
+    assert k.estimate_hi == pytest.approx(4.8)  # 97.5 %, "higher": sorted[ceil(0.975 * 39)] = sorted[39]
+    assert k.conservative_load() == pytest.approx(4.4)
+
+
+def test_replicates_below_the_range_leave_the_low_end_open():
+    boots = [[0.8] * 5 + [1.0] * 35, [0.99] * 40, [0.95] * 40, [0.5] * 40]
+    k = variant_knee(curve([1.0, 0.99, 0.95, 0.5], boots=boots), target=0.9)
+    assert k.estimate_lo is None and k.estimate_hi == pytest.approx(4 + 4 * 0.05 / 0.45)
+    assert k.conservative_load() == 4.0  # falls back to the measured knee
+    assert any("below the lowest measured load" in n for n in k.notes)
+
+
+def test_statuses_and_invalid_points_left_out():
+    k = variant_knee(curve([1.0, 0.99, 0.95, 0.92]), target=0.9)
+    assert k.status == "all_feasible" and k.knee_load == 8.0 and k.estimate is None
+    assert "knee not reached" in k.notes[0]
+    k = variant_knee(curve([0.5, 0.4, 0.3, 0.2]), target=0.9)
+    assert k.status == "none_feasible" and k.knee_load is None
+    df = curve([1.0, 0.99, 0.95, 0.5])
+    df.loc[2, "verdict"] = "invalid"
+    df.loc[2, "verdict_reasons"] = [[{"kind": "saturated"}]]
+    k = variant_knee(df, target=0.9)
+    assert (k.knee_load, k.above_load) == (2.0, 8.0)
+    assert k.invalid_points == [{"point_id": "A@4", "load_value": 4.0, "reasons": [{"kind": "saturated"}]}]
+    df["verdict"] = "invalid"
+    assert variant_knee(df, target=0.9).status == "no_valid_points"
+
+
+def test_feasible_again_above_an_infeasible_point_is_noted_not_used():
+    k = variant_knee(curve([1.0, 0.5, 0.95, 0.3]), target=0.9)
+    assert (k.knee_load, k.above_load) == (1.0, 2.0)
+    assert "feasible again above the knee at 4" in k.notes[0]
+
+
+def test_crossing_with_a_missing_percentile_fails_at_the_upper_point():
+    status, i, x, binding = crossing(np.array([1.0, 2.0]), {"attainment": np.array([0.1, 0.1]),
+                                                            "ttft": np.array([5.0, -np.inf])})  # fmt: skip
+    assert (status, i, x, binding) == ("bracketed", 0, 1.0, "ttft")
+
+
+def test_repetitions_pool_before_the_knee():
+    rows = [point("A", load=1, attainment=1.0, rep=0), point("A", load=1, attainment=0.96, rep=1),
+            point("A", load=2, attainment=0.88, rep=0), point("A", load=2, attainment=0.84, rep=1)]  # fmt: skip
+    pooled = pool_repetitions(table(rows))
+    assert len(pooled) == 2 and pooled["repetitions"].tolist() == [2, 2]
+    assert pooled["attainment"].tolist() == pytest.approx([0.98, 0.86])
+    k = knees(table(rows), target=0.9)["A"]
+    assert k.estimate == pytest.approx(1 + 0.08 / 0.12)
