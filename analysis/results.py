@@ -7,15 +7,11 @@ analysis.cost (price, $/1M, phase split, energy), analysis.confidence.goodput_ci
 bootstrap of goodput and $/1M) and analysis.verdict (valid | warn | invalid). This module only
 reads files and assembles; the math lives in those modules.
 
-run.json v1 (experiments/runner.py) has no identity fields; they are derived (docs/decision.md):
-  variant_id  first 12 hex of SHA-256 over canonical JSON of the launch fields of run.json
-              `config`: engine (less port, host, timeouts, python, health/metrics paths), model
-              (less built_by, params_b), quant, gpu name + count, placement (the rules of
-              experiments.identity.launch_key)
-  point_id    "<load point index>@<value>" of the run's traffic.points
-  repetition  0-based order of runs with the same (variant_id, point_id) by started_at_utc
-run.json v2 (schema_version >= 2) carries variant_id at the top and point_id / repetition per
-load point; they are used as written.
+run.json is read through experiments.artifacts.read_run_json: v2 carries variant_id at the top
+and point_id / repetition per load point (docs/identity.md), used as written; v1 (written
+before identity existed) is upgraded with variant_id and point_id derived from its recorded
+config by the same rules (experiments.identity). v1 recorded no repetition: it is the 0-based
+order of runs with the same (variant_id, point_id) by started_at_utc.
 
 Side effects: reads run.json, requests.parquet, engine_metrics.parquet and telemetry.parquet;
 writes nothing.
@@ -23,7 +19,6 @@ writes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -36,6 +31,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from experiments.artifacts import read_run_json
+
 # requests.parquet columns the decision needs (the rest, e.g. output_text, is never read)
 REQUEST_COLUMNS = (
     "load_point", "phase", "status", "http_status", "t_sent_ns", "t_first_token_ns", "t_last_token_ns",
@@ -47,8 +44,6 @@ SUMMARY_COLUMNS = (
     "output_tokens_client",
 )  # fmt: skip
 LOAD_UNITS = {"concurrency": "users", "trace": "x speed-up"}
-_ENGINE_NOT_IN_KEY = frozenset({"port", "host", "ready_timeout_s", "stop_timeout_s", "python", "health_path", "metrics_path"})
-_MODEL_NOT_IN_KEY = frozenset({"built_by", "params_b"})
 
 
 class ResultsError(ValueError):
@@ -80,25 +75,6 @@ class Table:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)  # (run_id/point_id) -> slo, cost, verdict dicts
 
 
-def _stable_hash(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def launch_fields(config: dict[str, Any]) -> dict[str, Any]:
-    """What identifies the launched server in a run.json `config` (module doc)."""
-    engine = {k: v for k, v in (config.get("engine") or {}).items() if k not in _ENGINE_NOT_IN_KEY}
-    model = {k: v for k, v in (config.get("model") or {}).items() if k not in _MODEL_NOT_IN_KEY}
-    gpu = config.get("gpu") or {}
-    return {"engine": engine, "model": model, "quant": config.get("quant"),
-            "gpu": {"name": gpu.get("name"), "count": gpu.get("count")}, "placement": config.get("placement")}  # fmt: skip
-
-
-def v1_variant_id(config: dict[str, Any]) -> str:
-    """variant_id of a v1 run.json `config` (module doc)."""
-    return _stable_hash(launch_fields(config))
-
-
 def find_runs(folder: Path) -> list[Path]:
     """Run folders under `folder` (itself if it holds run.json), sorted by path."""
     folder = Path(folder)
@@ -118,12 +94,11 @@ def load_runs(folder: Path) -> list[RunInfo]:
     runs = []
     for p in paths:
         try:
-            s = json.loads((p / "run.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            s = read_run_json(p / "run.json")
+        except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError, as is a newer schema
             runs.append(RunInfo(p, {}, "", skipped=f"unreadable run.json: {e}"))
             continue
-        vid = s.get("variant_id") if int(s.get("schema_version") or 1) >= 2 else None
-        info = RunInfo(p, s, str(vid or v1_variant_id(s.get("config") or {})))
+        info = RunInfo(p, s, str(s["variant_id"]))
         if s.get("status") != "ok":
             info.skipped = f"status {s.get('status')}" + (f": {s['failure'].get('reason')}" if s.get("failure") else "")
         elif not s.get("load_points"):
@@ -151,6 +126,7 @@ def _label(runs: list[RunInfo]) -> None:
     variants are appended (model, gpu, then engine and quant options, at most 3, as key=value), and
     the first 6 hex of the id where that is still not enough."""
     cfgs = {r.variant_id: r.config for r in runs if r.variant_id}
+    launch = {r.variant_id: r.summary.get("launch_fields") or {} for r in runs if r.variant_id}
     base = {vid: f"{(c.get('engine') or {}).get('name', '?')}/{(c.get('quant') or {}).get('name', '?')}"
             for vid, c in cfgs.items()}  # fmt: skip
     labels = dict(base)
@@ -158,7 +134,7 @@ def _label(runs: list[RunInfo]) -> None:
         group = [vid for vid, b in base.items() if b == name]
         if len(group) < 2:
             continue
-        flat = {vid: _flat(launch_fields(cfgs[vid])) for vid in group}
+        flat = {vid: _flat(launch[vid]) for vid in group}
         keys = sorted({k for f in flat.values() for k in f})
         differ = [k for k in keys if len({json.dumps(flat[v].get(k), default=str) for v in group}) > 1]
         order = ["model.name", "gpu.name", "gpu.count"]
@@ -397,9 +373,9 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
             if pdf is None or pdf.empty:
                 problems.append(f"{run.run_id} point {i}: no request records")
                 continue
-            pid = str(lp.get("point_id") or f"{i}@{float(lp['value']):g}")
+            pid = str(lp["point_id"])
             ident = {"variant_id": run.variant_id, "variant_label": run.variant_label, "run_id": run.run_id,
-                     "point_id": pid, "repetition": lp.get("repetition"), "load_value": float(lp["value"]),
+                     "point_id": pid, "repetition": lp.get("repetition"), "load_value": float(lp["load_value"]),
                      "load_unit": LOAD_UNITS.get(kind, "req/s"),
                      "time_to_ready_s": (run.summary.get("engine") or {}).get("time_to_ready_s"),
                      "started_at_utc": run.summary.get("started_at_utc")}  # fmt: skip

@@ -185,7 +185,7 @@ def baseline_stages(path: Path):
     def read(st):
         import pyarrow.parquet as pq
 
-        from experiments.runner import _nullable
+        from experiments.artifacts import nullable_dtype as _nullable
 
         st["df"] = pq.read_table(path).to_pandas(types_mapper=_nullable)
         return f"{len(st['df']):,} rows"

@@ -188,7 +188,8 @@ def upgrade_v1(d: dict[str, Any]) -> dict[str, Any]:
         value = float(p.get("value", p.get("load_value", 0.0)))
         q = {k: v for k, v in p.items() if k != "value"}
         q.update(
-            load_value=value, load_unit=unit, repetition=0, aborted=None, clock_offsets=None, problems=[],
+            # v1 recorded no repetition: None, so a reader can number repeated runs (e.g. by start time)
+            load_value=value, load_unit=unit, repetition=None, aborted=None, clock_offsets=None, problems=[],
             point_id=identity.point_id(cfg.traffic, cfg.workload, value),
         )  # fmt: skip
         pts.append(q)

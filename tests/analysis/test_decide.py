@@ -10,7 +10,7 @@ import pytest
 
 from analysis import decide, results
 from analysis.metrics import derive, summarize_point
-from experiments.runner import _nullable
+from experiments.artifacts import nullable_dtype as _nullable
 from loadgen.records import empty_record, to_table
 
 MS = 1_000_000
@@ -25,13 +25,15 @@ def point_records(i: int, rate: float, ttft_ms: list[float]) -> list[dict]:
         sent = int((k + 5) / rate * 1e9) + 10**12
         ttft = ttft_ms[k % len(ttft_ms)]
         chunks = [sent + int(ttft * MS) + j * 20 * MS for j in range(TOKENS)]
-        recs.append(empty_record(
+        rec = empty_record(
             load_point=i, request_id=f"{i}-{k}", worker=1, phase="warmup" if k < 0 else "measure", prompt_idx=k % 4,
             endpoint="completions", max_tokens=TOKENS, prompt_tokens_client=16, t_scheduled_ns=sent, t_sent_ns=sent,
             t_headers_ns=sent, t_first_token_ns=chunks[0], t_last_token_ns=chunks[-1], t_done_ns=chunks[-1] + MS,
             chunk_ns=chunks, status="ok", http_status=200, prompt_tokens=16, output_tokens=TOKENS,
-            output_tokens_source="usage", output_tokens_client=TOKENS,
-        ))  # fmt: skip
+            output_tokens_source="usage",
+        )  # fmt: skip
+        rec["output_tokens_client"] = TOKENS  # a post-run annotation (loadgen.records.ANNOTATION_SCHEMA)
+        recs.append(rec)
     return recs
 
 
@@ -79,9 +81,12 @@ def test_v1_identity_and_table(folder):
     assert runs[2].skipped.startswith("status failed")
     assert len({r.variant_id for r in runs}) == 3 and all(len(r.variant_id) == 12 for r in runs)
     assert [r.variant_label for r in runs] == ["vllm/none", "vllm/awq", "vllm/gptq"]
-    # the launch key ignores the port, like experiments.identity
-    c = json.loads((folder / "r1_vllm_none" / "run.json").read_text())["config"]
-    assert results.v1_variant_id(c) == results.v1_variant_id({**c, "engine": {**c["engine"], "port": 8123}})
+    # v1 identity comes from experiments.identity over the recorded config: the port is not in the key
+    from experiments.artifacts import upgrade_v1
+
+    d = json.loads((folder / "r1_vllm_none" / "run.json").read_text())
+    other = {**d, "config": {**d["config"], "engine": {**d["config"]["engine"], "port": 8123}}}
+    assert runs[0].variant_id == upgrade_v1(d)["variant_id"] == upgrade_v1(other)["variant_id"]
 
 
 def test_decide_end_to_end(folder, capsys):
@@ -91,7 +96,13 @@ def test_decide_end_to_end(folder, capsys):
     d = json.loads((folder / "decision.json").read_text())
     assert d["schema_version"] == 1 and d["kind"] == "servelab.decision"
     assert d["overrides"] == ["capacity.peak_rps=10", "n_boot=200"]
-    assert len(d["points"]) == 6 and {p["point_id"] for p in d["points"]} == {"0@1", "1@2", "2@4"}
+    # v1 point ids come from experiments.identity over the recorded traffic + workload, per load value
+    from experiments import identity
+    from experiments.artifacts import _Obj
+
+    cfg = _Obj(json.loads((folder / "r1_vllm_none" / "run.json").read_text())["config"])
+    want = {identity.point_id(cfg.traffic, cfg.workload, v) for v in (1.0, 2.0, 4.0)}
+    assert len(d["points"]) == 6 and {p["point_id"] for p in d["points"]} == want
     kn = {k["variant_label"]: k for k in d["knees"]}
     assert kn["vllm/none"]["status"] == "bracketed" and (kn["vllm/none"]["knee_load"], kn["vllm/none"]["above_load"]) == (2.0, 4.0)
     # attainment 1.0 at 2 and 0.7 at 4 (target 0.9) crosses at 2 + 2 * 0.1 / 0.3; TTFT p99 300 -> 700
@@ -159,7 +170,7 @@ def test_v1_repetitions_pool_and_v2_identity_is_used(tmp_path, capsys):
     v2 = write_run(exp, "b", "none", [(2.0, [100])])
     j = json.loads((v2 / "run.json").read_text())
     j.update(schema_version=2, variant_id="abcdefabcdef")
-    j["load_points"][0].update(point_id="p-two", repetition=0)
+    j["load_points"][0].update(point_id="p-two", repetition=0, load_value=j["load_points"][0].pop("value"))
     (v2 / "run.json").write_text(json.dumps(j))
     from experiments.schema import PricingConfig, SloConfig
 
@@ -167,7 +178,7 @@ def test_v1_repetitions_pool_and_v2_identity_is_used(tmp_path, capsys):
     p = t.points.set_index("run_id")
     # v1 repetitions in start order: a0 (09:00) is 0, a1 (10:00) is 1; same derived variant and point
     assert (p.loc["a0", "repetition"], p.loc["a1", "repetition"]) == (0, 1)
-    assert p.loc["a0", "variant_id"] == p.loc["a1", "variant_id"] and p.loc["a0", "point_id"] == "0@2"
+    assert p.loc["a0", "variant_id"] == p.loc["a1", "variant_id"] and p.loc["a0", "point_id"] == p.loc["a1", "point_id"]
     assert (p.loc["b", "variant_id"], p.loc["b", "point_id"]) == ("abcdefabcdef", "p-two")
     assert decide.main([str(exp), "n_boot=20"]) == 0
     d = json.loads((exp / "decision.json").read_text())
