@@ -13,7 +13,6 @@ Side effects: reads the results folder and conf/; writes decision.json (atomical
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from analysis.points import as_float as _f
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -349,13 +350,6 @@ def _first(*vals: Any) -> Any:
 def _mul(v: float | None, k: int) -> float | None:
     return None if v is None else v * k
 
-
-def _f(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def _usd(v: Any) -> str:

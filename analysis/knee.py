@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.points import ALPHA, pool_repetitions
+from analysis.points import as_float as _f
 
 
 @dataclass(frozen=True)
@@ -166,9 +167,3 @@ def knees(points: pd.DataFrame, target: float, limits: Mapping[str, float] | Non
     return {str(vid): variant_knee(g, target, limits) for vid, g in df.groupby("variant_id", sort=False)}
 
 
-def _f(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f

@@ -56,7 +56,7 @@ LOAD_UNITS = {"concurrency": "users", "trace": "x speed-up"}  # every other kind
 _GAP_BLOCK = 1 << 22  # chunk timestamps differenced per block, so no full-size int64 temporary exists
 
 
-def _arrow_types(t: pa.DataType) -> Any:
+def arrow_to_pandas_type(t: pa.DataType) -> Any:
     """Arrow -> pandas: nullable ints and strings, lists kept as Arrow (one flat buffer, no objects)."""
     if pa.types.is_integer(t):
         return pd.Int64Dtype()
@@ -69,7 +69,7 @@ def _arrow_types(t: pa.DataType) -> Any:
 
 def requests_frame(table: pa.Table) -> pd.DataFrame:
     """A requests table (requests.parquet, loadgen.records.to_table) as the frame the metrics take."""
-    return table.to_pandas(types_mapper=_arrow_types)
+    return table.to_pandas(types_mapper=arrow_to_pandas_type)
 
 
 # -- distributions ------------------------------------------------------------------------------

@@ -21,7 +21,9 @@ Side effects: none.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -129,3 +131,12 @@ def _nanmin(s: pd.Series) -> float | None:
 
 def _nanmax(s: pd.Series) -> float | None:
     return float(s.max()) if s.notna().any() else None
+
+
+def as_float(v: Any) -> float | None:
+    """`v` as a float, or None when it is missing, not a number, or NaN (for JSON and table cells)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f

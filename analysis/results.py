@@ -31,6 +31,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analysis.metrics import arrow_to_pandas_type
+from analysis.points import as_float as _f
 from experiments.artifacts import read_run_json
 
 # requests.parquet columns the decision needs (the rest, e.g. output_text, is never read)
@@ -159,19 +161,7 @@ def read_requests(path: Path, columns: tuple[str, ...] | None = REQUEST_COLUMNS)
     parts = [pf.read_row_group(i, columns=cols) for i in range(pf.num_row_groups)]
     table = pa.concat_tables(parts) if parts else pf.schema_arrow.empty_table().select(cols or names)
     del parts
-    return table.to_pandas(types_mapper=_pandas_type, self_destruct=True, split_blocks=True)
-
-
-def _pandas_type(t: pa.DataType) -> Any:
-    """Arrow -> pandas: nullable ints and strings; list columns (chunk_ns) stay Arrow-backed (one
-    flat buffer, not a Python object per request)."""
-    if pa.types.is_integer(t):
-        return pd.Int64Dtype()
-    if pa.types.is_string(t):
-        return pd.StringDtype()
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return pd.ArrowDtype(t)
-    return None
+    return table.to_pandas(types_mapper=arrow_to_pandas_type, self_destruct=True, split_blocks=True)
 
 
 def _read_optional(path: Path, columns: list[str]) -> pd.DataFrame | None:
@@ -399,13 +389,6 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
 def _p(s: dict[str, Any], metric: str) -> float | None:
     return _f((s.get(metric) or {}).get("p99"))
 
-
-def _f(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def table_for_json(df: pd.DataFrame) -> list[dict[str, Any]]:

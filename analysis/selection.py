@@ -23,7 +23,6 @@ Side effects: none.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.knee import Knee, knees
+from analysis.points import as_float as _f
 from analysis.points import pool_repetitions
 
 METRIC = "usd_per_1m_goodput"
@@ -223,9 +223,3 @@ def select(points: pd.DataFrame, *, target: float, limits: Mapping[str, float] |
     return rank(cands, excl, basis=basis, metric=metric)
 
 
-def _f(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
