@@ -263,6 +263,10 @@ class PlacementConfig:
     # OMP_WAIT_POLICY for the engine's OMP threads: passive (sleep when idle), active (spin),
     # null = the OMP runtime's default.
     omp_wait_policy: str | None = None
+    # realtime: the load generator runs under SCHED_RR priority 1 where the lab may set it (root,
+    # CAP_SYS_NICE or an RLIMIT_RTPRIO): its few % of CPU then never queue behind the engine, the
+    # samplers or other programs on its cores. Falls back to normal, with a note, elsewhere.
+    loadgen_priority: str = "realtime"  # realtime | normal
 
 
 @dataclass

@@ -10,9 +10,14 @@ from experiments.schema import PlacementConfig
 from tests.conftest import compose
 
 
-def plan(cfg: PlacementConfig | None = None, cpus=(0, 1), engine="vllm", gpu=False, workers=1):
+def plan(cfg: PlacementConfig | None = None, cpus=(0, 1), engine="vllm", gpu=False, workers=1, rt=True):
     return plan_placement(
-        cfg or PlacementConfig(), list(cpus), engine=engine, gpu_planned=gpu, workers=workers
+        cfg or PlacementConfig(),
+        list(cpus),
+        engine=engine,
+        gpu_planned=gpu,
+        workers=workers,
+        realtime_allowed=rt,
     )
 
 
@@ -24,27 +29,40 @@ def test_default_config_is_auto():
     assert to_run_config(compose(["placement=manual"])).placement.mode == "manual"
 
 
-def test_two_cores_cpu_plan_keeps_the_generator_off_the_engine_core():
+def test_two_cores_with_realtime_keep_only_the_compute_thread_off_the_generator_core():
     p = plan()
-    assert p.engine_cpus == (1,) and p.omp_cpus == (1,) and p.omp_threads == 1
+    assert p.engine_cpus == (0, 1) and p.omp_cpus == (1,) and p.omp_threads == 1
     assert p.loadgen_cpus == p.telemetry_cpus == p.lab_cpus == (0,)
-    assert not p.shared
+    assert p.loadgen_realtime and p.shared
     assert p.to_dict() == {
-        "mode": "auto", "host_cpus": [0, 1], "engine_cpus": [1], "omp_cpus": [1], "omp_threads": 1,
-        "omp_wait_policy": None, "loadgen_cpus": [0], "telemetry_cpus": [0], "lab_cpus": [0], "shared": False,
-        "reason": "CPU plan on 2 cores: load generator, samplers and lab on 0, engine on 1 with its compute thread(s) on 1",
+        "mode": "auto", "host_cpus": [0, 1], "engine_cpus": [0, 1], "omp_cpus": [1], "omp_threads": 1,
+        "omp_wait_policy": None, "loadgen_cpus": [0], "telemetry_cpus": [0], "lab_cpus": [0],
+        "loadgen_realtime": True, "shared": True,
+        "reason": "CPU plan on 2 cores: load generator, samplers and lab on 0, engine on all cores "
+        "(the generator at realtime priority preempts it on 0), compute thread(s) on 1",
         "notes": [],
     }  # fmt: skip
+
+
+def test_two_cores_without_realtime_confine_the_engine_to_the_other_core():
+    p = plan(rt=False)
+    assert p.engine_cpus == (1,) and p.omp_cpus == (1,)
+    assert p.loadgen_cpus == (0,) and not p.shared and not p.loadgen_realtime
+    assert "normal priority" in p.notes[0] and "ulimit -r" in p.notes[0]
+    normal = plan(PlacementConfig(loadgen_priority="normal"))
+    assert normal.engine_cpus == (1,) and not normal.loadgen_realtime and normal.notes == ()
 
 
 def test_one_core_shares_everything_and_says_so():
     p = plan(cpus=[3])
     assert p.engine_cpus == p.omp_cpus == p.loadgen_cpus == (3,)
-    assert p.shared
+    assert p.shared and p.loadgen_realtime
     assert "only one core" in p.notes[0]
 
 
 def test_sixteen_cores_reserve_one_engine_core_for_the_api_server():
+    p = plan(cpus=range(16), rt=False)
+    assert p == plan(cpus=range(16), rt=False)
     p = plan(cpus=range(16))
     assert p.loadgen_cpus == (0,)
     assert p.engine_cpus == tuple(range(1, 16))
@@ -73,6 +91,7 @@ def test_gpu_plan_splits_cores_but_binds_no_omp_threads():
     assert p.loadgen_cpus == (0,) and p.engine_cpus == tuple(range(1, 8))
     assert p.omp_cpus is None and p.omp_threads is None
     assert plan(cpus=[0], gpu=True).omp_cpus is None
+    assert plan(gpu=True).engine_cpus == (0, 1) and plan(gpu=True, rt=False).engine_cpus == (1,)
 
 
 def test_explicit_loadgen_cores():
@@ -99,7 +118,7 @@ def test_manual_lists_are_used_as_given_with_defaults_from_loadgen_and_engine():
     assert p.omp_wait_policy == "passive" and not p.shared and p.notes == ()
     overlap = plan(PlacementConfig(mode="manual", engine_cpus=[0, 1], loadgen_cpus=[1], omp_cpus=[0]))
     assert overlap.shared and overlap.omp_cpus == (0,)
-    assert "shares core(s) 1" in overlap.notes[0]
+    assert "shares core(s) 1" in overlap.notes[0] and "realtime priority" in overlap.notes[0]
     gpu = plan(PlacementConfig(mode="manual", engine_cpus=[1], loadgen_cpus=[0]), gpu=True)
     assert gpu.omp_cpus is None
 
@@ -120,6 +139,7 @@ def test_manual_lists_are_used_as_given_with_defaults_from_loadgen_and_engine():
         (PlacementConfig(loadgen_cores=2), "placement.loadgen_cores=2 leaves no core for the engine"),
         (PlacementConfig(loadgen_cores=0), "placement.loadgen_cores must be >= 1"),
         (PlacementConfig(omp_wait_policy="spin"), "placement.omp_wait_policy='spin': use passive, active or null"),
+        (PlacementConfig(loadgen_priority="high"), "placement.loadgen_priority='high': use realtime or normal"),
     ],
 )  # fmt: skip
 def test_problems_are_one_line_and_name_the_fix(cfg, fragment):
