@@ -42,6 +42,7 @@ from engines.base import LaunchPlan
 from engines.process import EngineError, EngineProcess, free_port, wait_http_ready
 from experiments import discover, preflight
 from experiments.config import to_plain
+from experiments.placement import placement_problems, plan_placement, realtime_permitted
 from experiments.schema import RunConfig
 from experiments.telemetry import SamplerProcess
 from loadgen.dataset import DatasetError, load_sharegpt
@@ -86,6 +87,7 @@ class Run:
             "config": to_plain(cfg),
             "provenance": None,
             "engine": None,
+            "placement": None,
             "telemetry": None,
             "engine_metrics": None,
             "load_points": [],
@@ -115,6 +117,9 @@ class Run:
         cfg = self.cfg
         engine_proc: EngineProcess | None = None
         samplers: dict[str, SamplerProcess] = {}
+        # Placement (issue 8 item 8): the lab's own affinity is changed below and restored at the
+        # end, so a sweep (-m) that runs several runs in one process starts each from the same set.
+        lab_affinity = os.sched_getaffinity(0)
         try:
             self.summary["provenance"] = discover.provenance()
             adapter_cls = ADAPTERS.get(cfg.engine.name)
@@ -123,6 +128,7 @@ class Run:
                 discover.host_facts(adapter, cfg.engine, cfg.gpu.count, cfg.model.path) if adapter else None
             )
             problems = preflight.check(cfg, adapter, facts)
+            problems += placement_problems(cfg.placement, sorted(lab_affinity), cfg.traffic.workers)
             if problems:
                 return self._reject(problems)
             assert adapter is not None and facts is not None
@@ -151,7 +157,16 @@ class Run:
             self.summary["artifacts"]["workload"] = "workload.parquet"
 
             port = cfg.engine.port or free_port(cfg.engine.host)
-            plan = adapter.launch_plan(port, facts)
+            placement = plan_placement(
+                cfg.placement, sorted(lab_affinity), engine=adapter.name, gpu_planned=cfg.gpu.count > 0,
+                workers=cfg.traffic.workers, realtime_allowed=realtime_permitted(),
+            )  # fmt: skip
+            self.summary["placement"] = placement.to_dict()
+            self.summary["notes"] += list(placement.notes)
+            plan = (
+                adapter.launch_plan(port, facts, placement=placement)
+                if adapter.name == "vllm" else adapter.launch_plan(port, facts)
+            )  # fmt: skip
             self.summary["engine"] = {
                 "name": adapter.name,
                 "dist": facts.engine_dist,
@@ -172,7 +187,14 @@ class Run:
                 ready_s = wait_http_ready(plan.base_url + plan.health_path, plan.ready_timeout_s, _auth_headers(plan))
             else:
                 engine_proc = EngineProcess(plan, self.dir / "engine.log")
-                engine_proc.start()
+                # The child inherits the lab's affinity at fork, so the whole engine tree starts
+                # on its cores (until the Supervisor takes `cpus=`).
+                if placement.engine_cpus is not None:
+                    os.sched_setaffinity(0, placement.engine_cpus)
+                try:
+                    engine_proc.start()
+                finally:
+                    os.sched_setaffinity(0, placement.lab_cpus or lab_affinity)
                 assert engine_proc.proc is not None
                 self.summary["engine"]["pid"] = engine_proc.proc.pid  # also its process-group id
                 log.info("waiting for %s %s at %s", adapter.name, facts.engine_version or "", plan.base_url)
@@ -194,7 +216,12 @@ class Run:
                     "metrics", 0, self.work / "engine_metrics.jsonl", cfg.telemetry.metrics_interval_s, url=url
                 )
             for sp in samplers.values():
-                sp.start()
+                if placement.telemetry_cpus is not None:
+                    os.sched_setaffinity(0, placement.telemetry_cpus)
+                try:
+                    sp.start()
+                finally:
+                    os.sched_setaffinity(0, placement.lab_cpus or lab_affinity)
 
             t = cfg.traffic
             for i, value in enumerate(t.points):
@@ -203,6 +230,9 @@ class Run:
                     base_url=plan.base_url, model=plan.served_model, extras_for=adapter.request_extras,
                     workdir=self.work, api_key_env=plan.api_key_env, trace_times_s=trace_times,
                 )  # fmt: skip
+                if placement.loadgen_cpus is not None:
+                    spec["cpu_affinity"] = list(placement.loadgen_cpus)
+                spec["realtime"] = placement.loadgen_realtime
                 unit = {"concurrency": "users", "trace": "x speed-up"}.get(t.kind, "req/s")
                 log.info(
                     "load point %d/%d: %s %g %s for %.0f s (+%.0f s warmup)",
@@ -249,6 +279,7 @@ class Run:
         finally:
             # Teardown runs even if a second Ctrl-C arrives while it is running.
             with _shielded():
+                os.sched_setaffinity(0, lab_affinity)
                 for sp in samplers.values():
                     sp.stop()
                 if engine_proc is not None:
