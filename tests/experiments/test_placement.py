@@ -160,3 +160,12 @@ def test_cpu_list_str_collapses_runs():
     assert cpu_list_str([1]) == "1"
     assert cpu_list_str([0, 1, 2, 4, 6, 7]) == "0-2,4,6-7"
     assert cpu_list_str([5, 3, 4, 3]) == "3-5"
+
+
+def test_realtime_probe_leaves_the_caller_at_normal_scheduling():
+    import os
+
+    from experiments.placement import realtime_permitted
+
+    assert isinstance(realtime_permitted(), bool)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
