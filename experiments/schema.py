@@ -241,10 +241,11 @@ class PlacementConfig:
     """Which cores the engine, its CPU compute threads, the load generator, the telemetry samplers
     and the lab may use. Planned by experiments.placement.plan_placement; recorded in run.json.
 
-    mode auto: on a CPU-only plan the first `loadgen_cores` cores go to the load generator,
-    the samplers and the lab, the rest to the engine's process tree (its OMP threads bind there);
-    a GPU plan splits the same way but sets no OMP binding. mode none: nothing is pinned (the
-    engine picks its own threads, as before). mode manual: the lists below, as given.
+    mode auto: the first `loadgen_cores` cores go to the load generator, the samplers and the
+    lab, the rest to the engine's process tree; a CPU build's OMP threads bind there (a GPU plan
+    sets no binding). On 2 cores the engine keeps both cores when the generator can run at
+    realtime priority, else core 1 only. mode none: nothing pinned, normal priority (the engine
+    picks its own threads, as before). mode manual: the lists below, as given.
     """
 
     name: str = "auto"
