@@ -124,6 +124,12 @@ class EngineAdapter(ABC):
     def launch_plan(self, port: int, facts: HostFacts) -> LaunchPlan:
         """The exact process to start. Pure."""
 
+    def placement_env(self, placement: Any, facts: HostFacts | None = None) -> dict[str, str]:
+        """Environment that applies a core placement (experiments.placement.Placement) to this engine,
+        e.g. the vLLM CPU build's OMP thread binding. Pure; {} = nothing engine-specific to set
+        (the placement's core affinity is applied by the supervisor at spawn)."""
+        return {}
+
     def make_plan(self, argv: list[str], env: dict[str, str], port: int, metrics_path: str | None = "") -> LaunchPlan:
         """The plan for `argv`, with host, health path and timeouts from the engine config.
 

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from engines.base import EngineAdapter, HostFacts, LaunchPlan
+from experiments.placement import Placement, cpu_list_str
 
 _QUANT_IN_LOG = re.compile(r"Initializing a V1 LLM engine.*?quantization=([^,\s]+)")
 _KV_DTYPE_IN_LOG = re.compile(r"Initializing a V1 LLM engine.*?kv_cache_dtype=([^,\s]+)")
@@ -59,7 +60,7 @@ class VllmAdapter(EngineAdapter):
             )
         return out
 
-    def launch_plan(self, port: int, facts: HostFacts) -> LaunchPlan:
+    def launch_plan(self, port: int, facts: HostFacts, placement: Placement | None = None) -> LaunchPlan:
         e, m = self.engine, self.model
         argv: list[str] = [
             facts.engine_python, "-m", "vllm.entrypoints.openai.api_server",
@@ -97,7 +98,28 @@ class VllmAdapter(EngineAdapter):
         extra = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
         if self.is_cpu_build(facts):
             extra["VLLM_CPU_KVCACHE_SPACE"] = str(e.cpu_kvcache_space_gib)
+            if placement is not None:
+                extra.update(self.placement_env(placement, facts))
         return self.make_plan(argv, self.base_env(facts, **extra), port)
+
+    def placement_env(self, placement: Placement, facts: HostFacts | None = None) -> dict[str, str]:
+        """The CPU build's thread binding for `placement` (vllm/utils/ompmultiprocessing.py, 0.32.0).
+
+        VLLM_CPU_OMP_THREADS_BIND lists the cores of each tensor-parallel rank, ranks separated
+        by '|'; vLLM then runs one OMP thread per listed core (OMP_NUM_THREADS = its length) and
+        binds it there. An explicit list also turns off vLLM's own reservation of a core for the
+        API server (VLLM_CPU_NUM_OF_RESERVED_CPU applies to "auto" only): the placement reserves.
+        """
+        env: dict[str, str] = {}
+        if facts is not None and not self.is_cpu_build(facts):
+            return env  # GPU vLLM computes on the GPU: no OMP binding to plan
+        if placement.omp_cpus is not None:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
+                cpu_list_str(r) for r in _split(placement.omp_cpus, self.engine.tensor_parallel_size)
+            )
+        if placement.omp_wait_policy is not None:
+            env["OMP_WAIT_POLICY"] = placement.omp_wait_policy.upper()
+        return env
 
     def quant_args(self) -> list[str]:
         """--quantization/--kv-cache-dtype for the quant config.
@@ -128,6 +150,18 @@ class VllmAdapter(EngineAdapter):
         # vLLM honours ignore_eos, so output length equals max_tokens even with random weights.
         return {"ignore_eos": bool(self.workload.ignore_eos)} if self.workload is not None else {}
 
+
+
+def _split(cpus: tuple[int, ...], parts: int) -> list[tuple[int, ...]]:
+    """`cpus` cut into `parts` contiguous, near-equal groups (one per tensor-parallel rank)."""
+    parts = max(1, min(parts, len(cpus)))
+    size, extra = divmod(len(cpus), parts)
+    out, i = [], 0
+    for r in range(parts):
+        n = size + (1 if r < extra else 0)
+        out.append(cpus[i : i + n])
+        i += n
+    return out
 
 
 def _speculative_json(spec: Any) -> str | None:

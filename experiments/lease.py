@@ -19,6 +19,7 @@ engine and the telemetry samplers), runs discovery probes, polls the engine's he
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -36,7 +37,7 @@ from engines.process import (
     wait_http_ready,
     wait_ready,
 )
-from experiments import discover, identity, preflight
+from experiments import discover, identity, placement, preflight
 from experiments.artifacts import EngineRecord
 from experiments.telemetry import SamplerProcess
 
@@ -69,7 +70,8 @@ class EngineLease:
         self.telemetry: dict[str, Any] | None = None
         self.engine_metrics: dict[str, Any] | None = None
         self.warnings: list[str] = []
-        self.placement = None  # experiments.placement.Placement once planned
+        self.placement: placement.Placement | None = None  # planned by prepare()
+        self.host_cpus: list[int] = []  # the cores the lab may use (its affinity at prepare)
         self.starts = 0  # how many times this lease launched its engine (a test checks it stays 1)
         self._prepared: list[str] | None = None
 
@@ -84,10 +86,17 @@ class EngineLease:
         self.facts = (
             discover.host_facts(self.adapter, cfg.engine, cfg.gpu.count, cfg.model.path) if self.adapter else None
         )
+        self.host_cpus = sorted(os.sched_getaffinity(0))
         self._prepared = preflight.check(cfg, self.adapter, self.facts)
+        self._prepared += placement.placement_problems(cfg.placement, self.host_cpus, cfg.traffic.workers)
         if not self._prepared:
+            assert self.adapter is not None
             self.warnings = preflight.warnings(cfg, self.adapter)
-            self.placement = _plan_placement(cfg)
+            self.placement = placement.plan_placement(
+                cfg.placement, self.host_cpus, engine=self.adapter.name, gpu_planned=cfg.gpu.count > 0,
+                workers=cfg.traffic.workers, realtime_allowed=placement.realtime_permitted(),
+            )  # fmt: skip
+            self.warnings += list(self.placement.notes)
         return self._prepared
 
     def plan_is_external(self) -> bool:
@@ -114,7 +123,8 @@ class EngineLease:
         assert adapter is not None and facts is not None
         port = cfg.engine.port or free_port(cfg.engine.host)
         plan = adapter.launch_plan(port, facts)
-        plan = _with_placement_env(plan, self.placement)
+        if self.placement is not None:  # e.g. the CPU build's OMP thread binding; the user's engine.env wins
+            plan = dataclasses.replace(plan, env={**adapter.placement_env(self.placement, facts), **dict(plan.env)})
         self.plan = plan
         self.engine = EngineRecord(
             name=adapter.name, dist=facts.engine_dist, version=facts.engine_version,
@@ -132,6 +142,8 @@ class EngineLease:
                 cpus=_cpus(self.placement, "engine_cpus"), stop_timeout_s=plan.stop_timeout_s,
             )  # fmt: skip
             self.engine.pid = self.engine_child.pid
+            if lab := _cpus(self.placement, "lab_cpus"):  # the lab itself keeps off the engine's cores
+                os.sched_setaffinity(0, lab)
             log.info("waiting for %s %s at %s", adapter.name, facts.engine_version or "", plan.base_url)
             ready_s = wait_ready(self.engine_child, plan.base_url + plan.health_path, plan.ready_timeout_s)
         self.engine.time_to_ready_s = ready_s
@@ -143,7 +155,7 @@ class EngineLease:
         assert plan is not None
         kind = preflight.telemetry_kind(cfg) if self.engine_child is not None else None
         self.telemetry = {"sampler": kind, "interval_s": cfg.telemetry.interval_s}
-        cpus = _cpus(self.placement, "sampler_cpus")
+        cpus = _cpus(self.placement, "telemetry_cpus")
         if kind:
             assert self.engine_child is not None
             self.samplers["telemetry"] = SamplerProcess(
@@ -189,6 +201,8 @@ class EngineLease:
         A Ctrl-C or SIGTERM meanwhile only shortens the grace periods (engines.process.shielded_teardown)."""
         with shielded_teardown(self.supervisor):
             self._close()
+            if self.host_cpus:
+                os.sched_setaffinity(0, self.host_cpus)  # back to where the lab started (sweeps run many)
 
     def _close(self) -> None:
         for sp in list(self.samplers.values()):
@@ -225,25 +239,6 @@ def auth_headers(plan: LaunchPlan) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def _plan_placement(cfg: Any) -> Any:
-    """The run's core placement (experiments.placement), or None where the config has none."""
-    if getattr(cfg, "placement", None) is None:
-        return None
-    from experiments import placement
-
-    return placement.plan_for(cfg)
-
-
 def _cpus(placement: Any, attr: str) -> list[int] | None:
     v = getattr(placement, attr, None) if placement is not None else None
     return list(v) if v else None
-
-
-def _with_placement_env(plan: LaunchPlan, placement: Any) -> LaunchPlan:
-    """The plan with the placement's engine environment (e.g. OMP binding) added under the user's."""
-    env = dict(getattr(placement, "engine_env", None) or {})
-    if not env:
-        return plan
-    import dataclasses
-
-    return dataclasses.replace(plan, env={**env, **dict(plan.env)})

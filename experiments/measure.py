@@ -78,6 +78,8 @@ def measure_point(
         load_point=point.index, load_value=float(point.load_value), traffic=t, workload=w, items=items,
         base_url=lease.plan.base_url, model=lease.plan.served_model, extras_for=lease.adapter.request_extras,
         workdir=work, api_key_env=lease.plan.api_key_env, trace_times_s=trace_times_s,
+        cpus=lease.placement.loadgen_cpus if lease.placement else None,
+        realtime=bool(lease.placement and lease.placement.loadgen_realtime),
     )  # fmt: skip
     rec = PointRecord(
         index=point.index, point_id=identity.point_id(t, w, point.load_value), repetition=point.repetition,

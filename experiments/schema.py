@@ -331,6 +331,40 @@ class TelemetryConfig:
 
 
 @dataclass
+class PlacementConfig:
+    """Which cores the engine, its CPU compute threads, the load generator, the telemetry samplers
+    and the lab may use. Planned by experiments.placement.plan_placement; recorded in run.json.
+
+    mode auto: the first `loadgen_cores` cores go to the load generator, the samplers and the
+    lab, the rest to the engine's process tree; a CPU build's OMP threads bind there (a GPU plan
+    sets no binding). On 2 cores the engine keeps both cores when the generator can run at
+    realtime priority, else core 1 only. mode none: nothing pinned, normal priority (the engine
+    picks its own threads, as before). mode manual: the lists below, as given.
+    """
+
+    name: str = "auto"
+    mode: str = "auto"  # auto | none | manual
+    # auto: cores set apart for the load generator, samplers and lab (the lowest-numbered ones);
+    # null = one, plus one per extra Locust worker (traffic.workers) on machines with spare cores.
+    loadgen_cores: int | None = None
+    # manual: core ids. telemetry_cpus and lab_cpus null = loadgen_cpus; omp_cpus null = engine_cpus.
+    engine_cpus: list[int] | None = None
+    loadgen_cpus: list[int] | None = None
+    telemetry_cpus: list[int] | None = None
+    lab_cpus: list[int] | None = None
+    # CPU builds: the cores the engine's OMP compute threads bind to (one thread per core);
+    # must lie within engine_cpus. null = auto's choice (manual: engine_cpus).
+    omp_cpus: list[int] | None = None
+    # OMP_WAIT_POLICY for the engine's OMP threads: passive (sleep when idle), active (spin),
+    # null = the OMP runtime's default.
+    omp_wait_policy: str | None = None
+    # realtime: the load generator runs under SCHED_RR priority 1 where the lab may set it (root,
+    # CAP_SYS_NICE or an RLIMIT_RTPRIO): its few % of CPU then never queue behind the engine, the
+    # samplers or other programs on its cores. Falls back to normal, with a note, elsewhere.
+    loadgen_priority: str = "realtime"  # realtime | normal
+
+
+@dataclass
 class RunConfig:
     """The whole run: one engine launch followed by one or more load points."""
 
@@ -343,6 +377,7 @@ class RunConfig:
     slo: Any = None
     pricing: Any = None
     telemetry: Any = None
+    placement: Any = None
     experiment_name: str = "default"
     results_dir: str = "results"
     # 0-based repetition of the same (variant, point) measurement; sweeps that repeat a point set it.
@@ -359,6 +394,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "slo": SloConfig,
     "pricing": PricingConfig,
     "telemetry": TelemetryConfig,
+    "placement": PlacementConfig,
 }
 
 

@@ -117,6 +117,9 @@ class LoadPointSpec:
     max_inflight: int  # open loop: beyond this, requests are recorded as dropped
     loadgen_nice: int  # os.nice() increment of the generator process (negative needs CAP_SYS_NICE)
     cpus: tuple[int, ...] | None  # CPU affinity of the generator process(es); None = inherit
+    # SCHED_RR priority 1 for the generator (placement.loadgen_priority=realtime): it needs a few %
+    # of a core but must never wait for one; the meta records whether it got it
+    realtime: bool
     distributed: DistributedSpec
     paths: OutputPaths
     version: int = SPEC_VERSION  # of this JSON layout (checked on read); not a setting
@@ -202,12 +205,13 @@ def build_spec(
     api_key_env: str | None = None,
     trace_times_s: Sequence[float] | None = None,
     cpus: Sequence[int] | None = None,
+    realtime: bool = False,
 ) -> LoadPointSpec:
     """The complete instruction for one load point. Pure (reads no file; `workdir` only names paths).
 
     `extras_for(max_tokens)` gives the engine-specific request fields (e.g. ignore_eos).
     `trace_times_s` (kind=trace): the trace's arrival times. `cpus`: the generator's CPU affinity
-    (from the placement), None to inherit the lab's.
+    (from the placement), None to inherit the lab's; `realtime`: ask for SCHED_RR (placement).
     Raises ValueError for a kind this generator does not know or a non-integer user count.
     """
     t = traffic
@@ -257,6 +261,7 @@ def build_spec(
         max_inflight=int(t.max_inflight),
         loadgen_nice=int(t.loadgen_nice),
         cpus=tuple(int(c) for c in cpus) if cpus is not None else None,
+        realtime=bool(realtime),
         distributed=DistributedSpec(
             workers=int(t.workers), remote_workers=int(t.remote_workers), master_bind=t.master_bind,
             master_port=int(t.master_port),

@@ -119,3 +119,33 @@ def test_serving_options_are_translated():
 def test_draft_model_speculation():
     a = argv_of(["engine.speculative.method=draft", "engine.speculative.draft_model=/m/draft", "engine.speculative.num_tokens=5"])
     assert a[a.index("--speculative-config") + 1] == '{"model":"/m/draft","num_speculative_tokens":5}'
+
+
+def test_cpu_build_takes_the_placement_thread_binding():
+    from experiments.placement import plan_placement
+    from experiments.schema import PlacementConfig
+
+    p = plan_placement(PlacementConfig(omp_wait_policy="passive"), [0, 1], engine="vllm", gpu_planned=False)
+    env = dict(adapter().launch_plan(8000, CPU_FACTS, placement=p).env)
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "1"
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    wide = plan_placement(PlacementConfig(), range(16), engine="vllm", gpu_planned=False)
+    tp2 = adapter(["engine.tensor_parallel_size=2"]).launch_plan(8000, CPU_FACTS, placement=wide)
+    assert tp2.env["VLLM_CPU_OMP_THREADS_BIND"] == "1-7|8-14"  # one list per rank
+    unpinned = plan_placement(PlacementConfig(mode="none"), [0, 1], engine="vllm", gpu_planned=False)
+    none_env = dict(adapter().launch_plan(8000, CPU_FACTS, placement=unpinned).env)
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in none_env and "OMP_WAIT_POLICY" not in none_env
+    # the user's engine.env still wins
+    mine = adapter(["+engine.env={VLLM_CPU_OMP_THREADS_BIND: nobind}"]).launch_plan(8000, CPU_FACTS, placement=p)
+    assert mine.env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
+
+
+def test_gpu_plan_gets_no_cpu_thread_binding():
+    from experiments.placement import plan_placement
+    from experiments.schema import PlacementConfig
+
+    facts = HostFacts(engine_python="/v/bin/python", engine_dist="vllm", engine_version="0.33.0", gpu_count_visible=1)
+    p = plan_placement(PlacementConfig(mode="manual", engine_cpus=[1], loadgen_cpus=[0], omp_cpus=[1]), [0, 1],
+                       engine="vllm", gpu_planned=True)  # fmt: skip
+    env = adapter(["gpu=h100_sxm_80g"]).launch_plan(9000, facts, placement=p).env
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in env

@@ -35,7 +35,7 @@ def test_build_spec_of_the_schema_defaults_is_this_golden_spec():
         schedule=(Arrival(0.0, "warmup", 0), Arrival(0.25, "warmup", 1), Arrival(0.5, "measure", 0),
                   Arrival(0.75, "measure", 1), Arrival(1.0, "measure", 0), Arrival(1.25, "measure", 1)),
         users=None, shape=None, warmup_s=0.5, duration_s=1.0, cooldown_s=0.0, think_time_s=0.0,
-        request_timeout_s=300.0, drain_timeout_s=120.0, max_inflight=1024, loadgen_nice=0, cpus=None,
+        request_timeout_s=300.0, drain_timeout_s=120.0, max_inflight=1024, loadgen_nice=0, cpus=None, realtime=False,
         distributed=DistributedSpec(workers=1, remote_workers=0, master_bind="127.0.0.1", master_port=0),
         paths=OutputPaths(records="/nonexistent/work/requests.1.jsonl", lag="/nonexistent/work/loadgen_lag.1.jsonl",
                           meta="/nonexistent/work/loadgen_meta.1.json"),

@@ -1,0 +1,296 @@
+"""Core placement: which CPUs the engine, its compute threads, the load generator, the telemetry
+samplers and the lab may use. Pure: the caller passes the machine's CPU list.
+
+Why: on a small machine the engine and the load generator compete for the same cores. The
+vLLM CPU build binds its OMP compute thread to the first core and lets its API server and
+scheduler float; a load generator sharing those cores wakes late, so its timestamps carry
+the engine's CPU bursts (a default run on 2 cores measured event-loop stalls of 139 ms and a
+schedule-lag p99 of 66 ms, which analysis.metrics.loadgen_health rightly flags). Giving the
+generator cores of its own keeps its self-checks within their limits.
+
+How a :class:`Placement` is applied (by the runner, not here): the engine's process tree gets
+``engine_cpus`` as its affinity at spawn (vLLM's API server, scheduler and workers inherit it),
+a CPU build gets ``omp_cpus`` as its OMP thread binding (engines/vllm.py turns it into
+VLLM_CPU_OMP_THREADS_BIND), the Locust processes get ``loadgen_cpus``, the sampler processes
+``telemetry_cpus`` and the lab process itself ``lab_cpus``. ``None`` = not pinned (inherit).
+With ``loadgen_realtime`` the Locust processes ask for SCHED_RR priority 1: they need a few %
+of a core but must never wait for it, and on a shared machine that is what keeps their
+schedule lag low (measured: p99 2 ms instead of 11-25 ms with the same cores).
+
+Side effects: none, except :func:`realtime_permitted` (briefly switches the calling thread to
+SCHED_RR and back, to learn whether realtime scheduling is allowed here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MODES = ("auto", "none", "manual")
+LOADGEN_PRIORITIES = ("realtime", "normal")
+OMP_WAIT_POLICIES = (None, "passive", "active")
+# Engines the lab does not launch: there is nothing of theirs to keep apart from the generator.
+EXTERNAL_ENGINES = ("endpoint",)
+_MANUAL_LISTS = ("engine_cpus", "loadgen_cpus", "telemetry_cpus", "lab_cpus", "omp_cpus")
+
+Cpus = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The planned cores of each part of one run. Every list is sorted; None = not pinned."""
+
+    mode: str  # the configured mode (auto | none | manual)
+    host_cpus: Cpus  # the cores the lab may use on this machine
+    engine_cpus: Cpus | None  # affinity of the engine's whole process tree
+    omp_cpus: Cpus | None  # CPU builds: cores the OMP compute threads bind to, one thread each
+    omp_wait_policy: str | None  # OMP_WAIT_POLICY for those threads (None = runtime default)
+    loadgen_cpus: Cpus | None  # Locust processes (local, master and workers)
+    telemetry_cpus: Cpus | None  # sampler processes (cpu/nvml, /metrics scraper)
+    lab_cpus: Cpus | None  # the lab process (sequencing, tokenizer, artifact writing)
+    loadgen_realtime: bool  # the load generator asks for SCHED_RR priority 1 (its meta says if it got it)
+    reason: str  # one line: why these cores
+    notes: tuple[str, ...] = ()  # things that change what the run's numbers mean
+
+    @property
+    def omp_threads(self) -> int | None:
+        """How many OMP compute threads the engine runs (one per bound core)."""
+        return len(self.omp_cpus) if self.omp_cpus is not None else None
+
+    @property
+    def shared(self) -> bool:
+        """Whether the load generator may run on a core the engine may use (unpinned counts)."""
+        if self.engine_cpus is None or self.loadgen_cpus is None:
+            return True
+        return bool(set(self.engine_cpus) & set(self.loadgen_cpus))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as plain JSON (run.json `placement`)."""
+
+        def lst(c: Cpus | None) -> list[int] | None:
+            return list(c) if c is not None else None
+
+        return {
+            "mode": self.mode,
+            "host_cpus": list(self.host_cpus),
+            "engine_cpus": lst(self.engine_cpus),
+            "omp_cpus": lst(self.omp_cpus),
+            "omp_threads": self.omp_threads,
+            "omp_wait_policy": self.omp_wait_policy,
+            "loadgen_cpus": lst(self.loadgen_cpus),
+            "telemetry_cpus": lst(self.telemetry_cpus),
+            "lab_cpus": lst(self.lab_cpus),
+            "loadgen_realtime": self.loadgen_realtime,
+            "shared": self.shared,
+            "reason": self.reason,
+            "notes": list(self.notes),
+        }
+
+
+def cpu_list_str(cpus: Sequence[int]) -> str:
+    """Core ids in the kernel's list syntax, runs collapsed: (0, 1, 2, 4) -> "0-2,4"."""
+    ids = sorted(set(cpus))
+    parts: list[str] = []
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        parts.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def default_loadgen_cores(ncpus: int, workers: int = 1) -> int:
+    """Cores auto sets apart for the generator, samplers and lab: one per Locust worker process,
+    at least one, and never more than half the machine (the engine keeps the rest)."""
+    return max(1, min(max(1, workers), ncpus // 2))
+
+
+def placement_problems(cfg: Any, host_cpus: Sequence[int], workers: int = 1) -> list[str]:
+    """Preflight for the placement config on a machine whose lab may use `host_cpus`.
+
+    Each problem is one line that names the fix; [] = plannable.
+    """
+    out: list[str] = []
+    host = sorted(set(host_cpus))
+    have = f"this machine lets the lab use cores {cpu_list_str(host)}" if host else "no usable core was found"
+    if cfg.mode not in MODES:
+        return [f"placement.mode={cfg.mode!r}: use one of {', '.join(MODES)} (or placement=auto|none|manual)"]
+    if cfg.loadgen_priority not in LOADGEN_PRIORITIES:
+        out.append(f"placement.loadgen_priority={cfg.loadgen_priority!r}: use realtime or normal")
+    if cfg.omp_wait_policy not in OMP_WAIT_POLICIES:
+        out.append(f"placement.omp_wait_policy={cfg.omp_wait_policy!r}: use passive, active or null")
+    lists = {name: getattr(cfg, name) for name in _MANUAL_LISTS}
+    if cfg.mode != "manual":
+        given = [f"placement.{n}" for n, v in lists.items() if v is not None]
+        if given:
+            out.append(
+                f"{', '.join(given)} only apply with placement=manual; add placement=manual or drop them"
+            )
+    if cfg.mode == "auto" and cfg.loadgen_cores is not None:
+        if cfg.loadgen_cores < 1:
+            out.append(f"placement.loadgen_cores must be >= 1 (or null), got {cfg.loadgen_cores}")
+        elif len(host) >= 2 and cfg.loadgen_cores >= len(host):
+            out.append(
+                f"placement.loadgen_cores={cfg.loadgen_cores} leaves no core for the engine ({have}); "
+                f"use at most {len(host) - 1}"
+            )
+    if cfg.mode == "manual":
+        for name in ("engine_cpus", "loadgen_cpus"):
+            if lists[name] is None:
+                out.append(
+                    f"placement=manual needs placement.{name}, e.g. placement.engine_cpus=[{host[-1] if host else 1}] "
+                    f"placement.loadgen_cpus=[{host[0] if host else 0}]"
+                )
+        for name, v in lists.items():
+            if v is None:
+                continue
+            if len(v) == 0:
+                out.append(f"placement.{name} is empty; give at least one core ({have}) or null")
+                continue
+            bad = [c for c in v if not isinstance(c, int) or isinstance(c, bool) or c not in host]
+            if bad:
+                out.append(
+                    f"placement.{name}={list(v)}: core(s) {bad} are not available ({have}); pick from those"
+                )
+            elif len(set(v)) != len(v):
+                out.append(f"placement.{name}={list(v)} lists a core twice; list each once")
+        omp, eng = lists["omp_cpus"], lists["engine_cpus"]
+        if omp and eng and not set(omp) <= set(eng):
+            out.append(
+                f"placement.omp_cpus={list(omp)} must lie within placement.engine_cpus={list(eng)} "
+                "(the engine's threads cannot run outside its cores)"
+            )
+    return out
+
+
+def plan_placement(
+    cfg: Any,
+    host_cpus: Sequence[int],
+    *,
+    engine: str,
+    gpu_planned: bool,
+    workers: int = 1,
+    realtime_allowed: bool = False,
+) -> Placement:
+    """The placement for one run. `host_cpus`: the cores the lab may use (os.sched_getaffinity(0)).
+
+    `engine` is the engine adapter's name (external engines get nothing pinned), `gpu_planned`
+    whether the plan has a GPU (then no OMP binding is planned: GPU engines compute elsewhere),
+    `workers` the number of local Locust worker processes, `realtime_allowed` whether this lab
+    may give a process realtime scheduling (:func:`realtime_permitted`). Call placement_problems
+    first; an invalid config raises ValueError here.
+
+    Auto on 2 cores, measured (run.py defaults, 4 req/s; the machine shared with other jobs):
+    with the generator at realtime priority the engine keeps both cores and only its compute
+    thread is moved off the generator's core (stall <= 29 ms, schedule-lag p99 2 ms, TPOT p50
+    14-20 ms); without realtime the engine is confined to the other core instead, because
+    its API server and scheduler on the generator's core then delay it by 100-300 ms.
+    """
+    if problems := placement_problems(cfg, host_cpus, workers):
+        raise ValueError("; ".join(problems))
+    host: Cpus = tuple(sorted(set(host_cpus)))
+    wait = cfg.omp_wait_policy
+    wants_rt = cfg.loadgen_priority == "realtime"
+    rt = wants_rt and realtime_allowed and cfg.mode != "none"
+    notes: list[str] = []
+    if wants_rt and not realtime_allowed and cfg.mode != "none":
+        notes.append(
+            "the load generator runs at normal priority: realtime scheduling needs root, CAP_SYS_NICE or "
+            "an RLIMIT_RTPRIO (ulimit -r); on a busy machine its latency checks may flag the run"
+        )
+
+    def placed(reason: str, eng: Cpus | None, omp: Cpus | None, lg: Cpus | None, tel: Cpus | None = None,
+               lab: Cpus | None = None) -> Placement:  # fmt: skip
+        return Placement(
+            mode=cfg.mode, host_cpus=host, engine_cpus=eng, omp_cpus=omp, omp_wait_policy=wait, loadgen_cpus=lg,
+            telemetry_cpus=tel if tel is not None else lg, lab_cpus=lab if lab is not None else lg,
+            loadgen_realtime=rt, reason=reason, notes=tuple(notes),
+        )  # fmt: skip
+
+    if cfg.mode == "none":
+        return placed(
+            "placement=none: nothing is pinned; the engine chooses its own thread binding", None, None, None
+        )
+    if cfg.mode == "manual":
+        eng, lg = _cpus(cfg.engine_cpus), _cpus(cfg.loadgen_cpus)
+        omp = None if gpu_planned and cfg.omp_cpus is None else _cpus(cfg.omp_cpus or cfg.engine_cpus)
+        if both := set(eng) & set(lg):
+            notes.append(
+                f"the load generator shares core(s) {cpu_list_str(both)} with the engine"
+                + ("; its realtime priority keeps the engine from delaying it" if rt else
+                   "; its timestamps may carry the engine's CPU bursts")
+            )  # fmt: skip
+        tel = _cpus(cfg.telemetry_cpus) if cfg.telemetry_cpus else None
+        lab = _cpus(cfg.lab_cpus) if cfg.lab_cpus else None
+        return placed("placement=manual: the configured core lists", eng, omp, lg, tel, lab)
+
+    # auto
+    if engine in EXTERNAL_ENGINES:
+        return placed(
+            f"engine={engine} runs elsewhere: no engine process on this machine to keep apart",
+            None,
+            None,
+            None,
+        )
+    if len(host) < 2:
+        notes.append(
+            "only one core is available: the load generator competes with the engine for it, so its "
+            "latency figures may be flagged; run on 2 or more cores"
+        )
+        one = host[:1]
+        return placed("one core: the engine, the load generator and the samplers all share it", one,
+                      None if gpu_planned else one, one)  # fmt: skip
+    k = cfg.loadgen_cores if cfg.loadgen_cores is not None else default_loadgen_cores(len(host), workers)
+    side, rest = host[:k], host[k:]
+    if workers > len(side):
+        notes.append(
+            f"{workers} Locust workers share {len(side)} load-generator core(s); raise placement.loadgen_cores"
+        )
+    if len(rest) >= 2:
+        # Enough cores to partition. A CPU build keeps vLLM's own rule: one core of its share is
+        # left to the API server and scheduler, so the compute threads never wait for them.
+        eng, omp = rest, (None if gpu_planned else rest[:-1])
+        how = "engine on the rest"
+    elif rt:
+        # One core would be left for the engine: its API server, scheduler and compute thread would
+        # then queue behind one another (measured: TPOT p50 36-218 ms against 14-20 ms). The
+        # generator preempts them instead, so the engine keeps every core and only its compute
+        # thread is kept off the generator's core.
+        eng, omp = host, (None if gpu_planned else rest)
+        how = f"engine on all cores (the generator at realtime priority preempts it on {cpu_list_str(side)})"
+    else:
+        eng, omp = rest, (None if gpu_planned else rest)
+        how = f"engine confined to {cpu_list_str(rest)}"
+    plan_kind = "GPU plan" if gpu_planned else "CPU plan"
+    reason = (
+        f"{plan_kind} on {len(host)} cores: load generator, samplers and lab on {cpu_list_str(side)}, {how}"
+    )
+    if omp is not None:
+        reason += f", compute thread(s) on {cpu_list_str(omp)}"
+    return placed(reason, eng, omp, side)
+
+
+def realtime_permitted() -> bool:
+    """Whether this process may give itself (hence the load generator) SCHED_RR priority 1.
+
+    Tried, not inferred: root in a container without realtime CPU bandwidth is refused, an
+    unprivileged user with an RLIMIT_RTPRIO is allowed. Side effect: the calling thread is
+    switched to SCHED_RR and straight back to SCHED_OTHER.
+    """
+    import os
+
+    if not hasattr(os, "sched_setscheduler"):
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+    except OSError:
+        return False
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    return True
+
+
+def _cpus(v: Sequence[int]) -> Cpus:
+    return tuple(sorted(set(v)))
