@@ -183,11 +183,13 @@ def plan_placement(
     may give a process realtime scheduling (:func:`realtime_permitted`). Call placement_problems
     first; an invalid config raises ValueError here.
 
-    Auto on 2 cores, measured (run.py defaults, 4 req/s; the machine shared with other jobs):
-    with the generator at realtime priority the engine keeps both cores and only its compute
-    thread is moved off the generator's core (stall <= 29 ms, schedule-lag p99 2 ms, TPOT p50
-    14-20 ms); without realtime the engine is confined to the other core instead, because
-    its API server and scheduler on the generator's core then delay it by 100-300 ms.
+    Auto on 2 cores, measured (`python run.py`: 4 req/s for 60 s, 4 runs, machine shared with
+    other jobs): with the generator at realtime priority the engine keeps both cores and only its
+    compute thread is moved off the generator's core. That gave a stall of 1.5-8.4 ms and a
+    schedule-lag p99 of 1.8-2.5 ms, against 324-404 ms and 205-226 ms unpinned; TPOT p50 was
+    12.6-19.6 ms, as fast as unpinned. Without realtime the engine is confined to the other core
+    instead, because its API server and scheduler on the generator's core then stalled the
+    generator by 150-330 ms (confined: stall 10 ms, p99 6 ms, but TPOT p50 97 ms on the busy machine).
     """
     if problems := placement_problems(cfg, host_cpus, workers):
         raise ValueError("; ".join(problems))
