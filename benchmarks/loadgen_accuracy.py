@@ -10,6 +10,8 @@ generator in closed loop at rising concurrency. For each level it prints:
   ITL |err|     |client gap − server gap| per chunk, median / p99 (ms)
   TPOT ±5%      share of requests whose TPOT is within ±5 % of the server's own
   loop max      worst event-loop stall of the generator (ms)
+--json also gets TTFT bias split in two: send_to_server (server arrival − t_sent: request delivery
+and the server's accept queue) and first_chunk_lag (client first chunk − server first send).
 With --workers N the same load is split over N Locust worker processes (distributed mode).
 
 Pinning: with 2+ CPUs the server runs on CPU 0 and the generator(s) on the others (--no-pin to
@@ -91,12 +93,15 @@ def level(args, conc: int, tmp: Path) -> dict:
     chunks = sum(1 for r in recs for c in r["chunk_ns"] if t0 <= c < t1)
     meas = [r for r in recs if r["phase"] == "measure"]
     bias, lag, itl, tpot_ok = [], [], [], []
+    to_server, first_lag = [], []  # TTFT bias = (server arrival - t_sent) + (client first chunk - server first send)
     for r in meas:
         s = server[r["response_id"]]
         c, v = np.array(r["chunk_ns"]), np.array(s["send_ns"])
         if len(c) != len(v) or len(c) < 2:
             continue
         bias.append(((c[0] - r["t_sent_ns"]) - (v[0] - s["arrival_ns"])) / 1e6)
+        to_server.append((s["arrival_ns"] - r["t_sent_ns"]) / 1e6)
+        first_lag.append((c[0] - v[0]) / 1e6)
         lag.extend((c - v) / 1e6)
         itl.extend(np.abs(np.diff(c) - np.diff(v)) / 1e6)
         tc, ts = (c[-1] - c[0]) / (len(c) - 1), (v[-1] - v[0]) / (len(v) - 1)
@@ -106,6 +111,8 @@ def level(args, conc: int, tmp: Path) -> dict:
         "concurrency": conc, "workers": args.workers, "requests": len(meas), "chunks_per_s": chunks / args.duration_s,
         "cpu_pct": float(np.mean([x["cpu_pct"] for x in lagw])) if lagw else float("nan"),
         "ttft_bias_p50_ms": pct(bias, 50), "ttft_bias_p99_ms": pct(bias, 99),
+        "send_to_server_p50_ms": pct(to_server, 50), "send_to_server_p99_ms": pct(to_server, 99),
+        "first_chunk_lag_p50_ms": pct(first_lag, 50), "first_chunk_lag_p99_ms": pct(first_lag, 99),
         "lag_p50_ms": pct(lag, 50), "lag_p99_ms": pct(lag, 99),
         "itl_err_p50_ms": pct(itl, 50), "itl_err_p99_ms": pct(itl, 99),
         "tpot_within_5pct": float(np.mean(tpot_ok)) if tpot_ok else float("nan"),
