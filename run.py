@@ -42,8 +42,8 @@ def main(cfg: DictConfig) -> int:
     code = run(run_cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
     print(f"servelab: run {'finished' if code == 0 else 'ended'} (exit {code}); results in {hc.runtime.output_dir}",
           file=sys.stderr)  # fmt: skip
-    if hc.mode is not None and hc.mode.name == "MULTIRUN":
-        return code  # a failed variant must not stop the rest of a sweep
+    if hc.mode is not None and hc.mode.name == "MULTIRUN" and code != 130:
+        return code  # a failed variant must not stop the rest of a sweep; Ctrl-C / SIGTERM stops all of it
     sys.exit(code)
 
 

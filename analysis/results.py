@@ -212,8 +212,9 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
     res = slo_mod.evaluate_point(pdf, slo, window_s=s.get("measure_window_s"))
     split = cost.phase_split(pdf, engine_metrics=engine_metrics, engine=engine, t0_ns=t0, t1_ns=t1)
     pc = cost.point_cost(
-        price=price, window_s=res.window_s, output_tokens=int(s.get("output_tokens") or 0),
-        prompt_tokens=int(s.get("prompt_tokens") or 0), goodput_output_tokens=res.goodput_output_tokens,
+        price=price, window_s=res.window_s, output_tokens=int(_first(s, "window_generated_tokens", "output_tokens") or 0),
+        prompt_tokens=int(_first(s, "window_prompt_tokens", "prompt_tokens") or 0),
+        goodput_output_tokens=res.goodput_output_tokens,
         split=split, energy_j=(s.get("energy") or {}).get("joules"), tdp_w=getattr(gpu, "tdp_w", None),
         devices=int(gpu.count),
     )  # fmt: skip
@@ -258,8 +259,8 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
         # optional columns (analysis.points)
         "attainment_boot": att_boot,
         "prefill_time_share": split.get("prefill_share"), "split_method": split.get("method"),
-        "prompt_tokens_mean": (s.get("prompt_tokens") or 0) / ok_n if ok_n else None,
-        "output_tokens_mean": (s.get("output_tokens") or 0) / ok_n if ok_n else None,
+        "prompt_tokens_mean": (_first(s, "processed_prompt_tokens", "prompt_tokens") or 0) / ok_n if ok_n else None,
+        "output_tokens_mean": (_first(s, "generated_tokens", "output_tokens") or 0) / ok_n if ok_n else None,
         "usd_per_hour": price.usd_per_hour, "price_source": price.source, "price_as_of": price.as_of,
         "usd_per_1m_total": pc["usd_per_1m_total"],
         "usd_per_1m_input_split": pc["split"]["usd_per_1m_input_split"],
@@ -384,6 +385,12 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
         order = df.sort_values(["started_at_utc", "run_id"]).groupby(["variant_id", "point_id"]).cumcount()
         df["repetition"] = df["repetition"].fillna(order).astype(int)
     return Table(points=df, runs=runs, problems=problems, details=details)
+
+
+def _first(s: dict[str, Any], *keys: str) -> Any:
+    """The first of `keys` present in a point summary: the v2 names (analysis.catalog: tokens inside
+    the steady window, generated vs requested), then the v1 ones."""
+    return next((s[k] for k in keys if s.get(k) is not None), None)
 
 
 def _p(s: dict[str, Any], metric: str) -> float | None:

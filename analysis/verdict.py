@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.notes import note_text
 from loadgen.records import CANCELLED, DROPPED, ERROR, MEASURE, OK, TIMEOUT, WARMUP
 
 VALID, WARN, INVALID, INFO = "valid", "warn", "invalid", "info"
@@ -134,7 +135,8 @@ def verdict(
 
     lg = summary.get("loadgen") or {}
     if lg.get("saturated"):
-        reasons.append(_reason("loadgen_saturated", INVALID, "load generator saturated: " + "; ".join(lg.get("saturation_reasons") or []),
+        reasons.append(_reason("loadgen_saturated", INVALID, "load generator saturated: "
+                               + "; ".join(note_text(n) for n in lg.get("saturation_reasons") or []),
                                source="loadgen", cpu_pct_max=lg.get("cpu_pct_max"), loop_lag_max_ms=lg.get("loop_lag_max_ms"),
                                sched_lag_p99_ms=(summary.get("sched_lag_ms") or {}).get("p99")))  # fmt: skip
     if interrupted:

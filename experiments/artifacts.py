@@ -321,6 +321,9 @@ def write_artifacts(record: RunRecord, results: list[Any], run_dir: Path, work: 
         return df
     record.artifacts.update(arts)
     finish(record, run_dir)
+    if record.status == "ok" and record.load_points:
+        add_point_decisions(record, run_dir, cfg)
+        record.save(run_dir)
     try:
         from analysis.report import render_report
 
@@ -334,6 +337,36 @@ def write_artifacts(record: RunRecord, results: list[Any], run_dir: Path, work: 
         record.save(run_dir)
     shutil.rmtree(work, ignore_errors=True)  # everything in it is now in the parquet files
     return df
+
+
+# What the single-run report shows of the decision layer for each point (analysis.points columns).
+DECISION_FIELDS = (
+    "verdict", "verdict_reasons", "feasible", "attainment", "goodput_rps", "goodput_output_tok_per_s",
+    "usd_per_1m_output", "usd_per_1m_output_lo", "usd_per_1m_output_hi", "usd_per_1m_goodput",
+    "usd_per_1m_goodput_lo", "usd_per_1m_goodput_hi",
+)  # fmt: skip
+
+
+def add_point_decisions(record: RunRecord, run_dir: Path, cfg: Any) -> None:
+    """Each point's verdict, SLO attainment and $/1M at the run's own slo and pricing, computed
+    from the files just written exactly as `python -m analysis.decide <run folder>` does
+    (analysis.results.build_table), into summary["decision"]. A failure is a note, not an error."""
+    from analysis import results
+    from experiments.config import to_plain
+
+    try:
+        table = results.build_table(run_dir, slo=cfg.slo, pricing=cfg.pricing,
+                                    gpu_catalog={cfg.gpu.name: to_plain(cfg.gpu)})  # fmt: skip
+        rows = {r["point_id"]: r for r in results.table_for_json(table.points)}
+    except Exception as e:  # noqa: BLE001 - the measurement stands without its verdicts
+        log.warning("per-point decision not computed: %s: %s", type(e).__name__, e)
+        record.note("decision", "not_computed", f"per-point verdicts and $/1M not computed: {type(e).__name__}: {e}")
+        return
+    for p in record.load_points:
+        if (row := rows.get(p.point_id)) is not None:
+            p.summary["decision"] = {
+                "slo": cfg.slo.name, "pricing": cfg.pricing.name, **{k: row.get(k) for k in DECISION_FIELDS},
+            }  # fmt: skip
 
 
 def measure_span(record: RunRecord) -> tuple[int | None, int | None]:

@@ -189,7 +189,8 @@ class TrafficConfig:
     seed: int = 0
     drain_timeout_s: float = 120.0  # after the last send, wait this long for in-flight requests
     # Priority change for the load-generator process (os.nice; negative = higher, needs root).
-    # The generator needs little CPU but must never wait for it, or its timestamps drift.
+    # Measured: no effect where the kernel groups processes by session (autogroup), because the
+    # generator runs in its own session; placement.loadgen_priority=realtime is what helps.
     loadgen_nice: int = 0
 
 

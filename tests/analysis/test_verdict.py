@@ -37,7 +37,11 @@ def test_clean_point_is_valid_and_notes_the_excluded_warmup():
 
 
 def test_saturated_load_generator_is_invalid():
-    v = verdict(summary(loadgen={"saturated": True, "saturation_reasons": ["load generator CPU reached 80 % (> 60 %)"]}))
+    # saturation reasons are analysis.notes.Note dicts, as analysis.metrics.loadgen_health writes them
+    from analysis.notes import Note
+
+    why = Note("loadgen", "cpu_saturated", "load generator CPU reached 80 % (> 60 %)").to_dict()
+    v = verdict(summary(loadgen={"saturated": True, "saturation_reasons": [why]}))
     assert v.status == INVALID and kinds(v)["loadgen_saturated"] == INVALID
     assert "CPU reached 80 %" in v.reasons[0]["message"] and v.reasons[0]["source"] == "loadgen"
 

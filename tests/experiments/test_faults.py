@@ -244,3 +244,24 @@ def test_an_engine_crash_mid_point_stops_it_and_fails_the_run_with_code_and_log(
     last_sent_ns = int(req["t_sent_ns"].dropna().max())
     assert (last_sent_ns - crashed_ns) / 1e9 < 3.0
     assert lb.left_alive(within_s=5) == []
+
+
+def test_a_signal_stops_a_whole_sweep_not_just_its_current_job(tiny_tokenizer_dir, tmp_path):
+    """`run.py -m` runs jobs one after another in one process: Ctrl-C / SIGTERM in job 0 cancels it
+    and ends the sweep (exit 130); job 1 never starts an engine."""
+    sweep = tmp_path / "sweep"
+    lb = Lab(tmp_path, tiny_tokenizer_dir, "-m", "traffic.duration_s=30,31", f"hydra.sweep.dir={sweep}",
+             "hydra.sweep.subdir=${hydra.job.num}")  # fmt: skip
+    first = sweep / "0" / "work" / "requests.0.jsonl"
+
+    def job0_has_a_record() -> bool:
+        return first.exists() and '"status":"ok"' in first.read_text()
+
+    lb.wait_for(job0_has_a_record, "a record of the sweep's first job")
+    lb.send(signal.SIGTERM)
+    try:
+        assert lb.wait(timeout_s=60) == 130, lb.output()[-3000:]
+    finally:
+        lb.kill()
+    assert json.loads((sweep / "0" / "run.json").read_text())["status"] == "cancelled"
+    assert not (sweep / "1").exists()

@@ -44,6 +44,11 @@ def test_pipeline_writes_every_artifact(fake_engine, tiny_tokenizer_dir, tmp_pat
         assert m["requests"]["ok"] == m["requests"]["total"] > 0
         assert m["output_length_mismatches"] == 0
         assert m["ttft_ms"]["p50"] >= 15
+        # the decision layer's per-point view, at the run's slo and pricing (as analysis.decide computes it)
+        d = m["decision"]
+        assert d["verdict"] in ("valid", "warn", "invalid") and 0 <= d["attainment"] <= 1
+        assert d["slo"] == "interactive" and d["pricing"] == "cpu_vm" and d["usd_per_1m_output"] > 0
+        assert d["usd_per_1m_output_lo"] <= d["usd_per_1m_output_hi"]
     assert s["engine"]["time_to_ready_s"] > 0 and not group_alive(s["engine"]["pid"])
     assert s["telemetry"]["sampler"] == "cpu" and s["telemetry"]["samples"] > 0
 
@@ -71,6 +76,7 @@ def test_pipeline_writes_every_artifact(fake_engine, tiny_tokenizer_dir, tmp_pat
     assert s["engine_metrics"]["known_series"] == []  # the fake engine's names map to no concept
 
     html = (out / "report.html").read_text()
+    assert "SLO attainment" in html and "$ / 1M goodput tokens" in html
     assert "<table>" in html and "data:image/png;base64," in html
     assert "http://" not in html.replace("http://127.0.0.1", "") and "https://" not in html  # opens offline
 
