@@ -248,9 +248,7 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
         "goodput_output_tok_per_s": res.goodput_output_tok_per_s,
         "tok_per_s_per_gpu": out_tok / units if out_tok is not None else None,
         "tok_per_s_per_user": _f(s.get("interactivity_tok_per_s")),
-        "usd_per_1m_output": pc["usd_per_1m_output"], "usd_per_1m_output_lo": ci["usd_per_1m_output"]["lo"],
-        "usd_per_1m_output_hi": ci["usd_per_1m_output"]["hi"],
-        "usd_per_1m_output_boot": ci["usd_per_1m_output"].get("replicates"),
+        "usd_per_1m_output": pc["usd_per_1m_output"], **_output_cost_ci(pc["usd_per_1m_output"], ci["usd_per_1m_output"]),
         "usd_per_1m_goodput": pc["usd_per_1m_goodput"], "usd_per_1m_goodput_lo": ci["usd_per_1m_goodput"]["lo"],
         "usd_per_1m_goodput_hi": ci["usd_per_1m_goodput"]["hi"],
         "usd_per_1m_goodput_boot": ci["usd_per_1m_goodput"].get("replicates"),
@@ -385,6 +383,26 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
         order = df.sort_values(["started_at_utc", "run_id"]).groupby(["variant_id", "point_id"]).cumcount()
         df["repetition"] = df["repetition"].fillna(order).astype(int)
     return Table(points=df, runs=runs, problems=problems, details=details)
+
+
+def _output_cost_ci(estimate: float | None, ci: dict[str, Any]) -> dict[str, Any]:
+    """The $/1M-output interval on the estimate's own basis.
+
+    The estimate counts the tokens generated inside the steady window (analysis.metrics); the
+    bootstrap resamples the measure-phase requests, whose tokens differ from those by the ones in
+    flight at the window's edges. The bootstrap's relative spread is applied to the estimate
+    (replicates x estimate / bootstrap estimate), so the interval surrounds the number it qualifies.
+    """
+    boot_est = ci.get("estimate")
+    k = estimate / boot_est if estimate is not None and boot_est else None
+
+    def scaled(v: Any) -> Any:
+        return None if v is None or k is None else np.asarray(v, dtype=float) * k
+
+    lo, hi = scaled(ci.get("lo")), scaled(ci.get("hi"))
+    return {"usd_per_1m_output_lo": None if lo is None else float(lo),
+            "usd_per_1m_output_hi": None if hi is None else float(hi),
+            "usd_per_1m_output_boot": scaled(ci.get("replicates"))}  # fmt: skip
 
 
 def _first(s: dict[str, Any], *keys: str) -> Any:
