@@ -250,7 +250,7 @@ def test_a_signal_stops_a_whole_sweep_not_just_its_current_job(tiny_tokenizer_di
     """`run.py -m` runs jobs one after another in one process: Ctrl-C / SIGTERM in job 0 cancels it
     and ends the sweep (exit 130); job 1 never starts an engine."""
     sweep = tmp_path / "sweep"
-    lb = Lab(tmp_path, tiny_tokenizer_dir, "-m", "traffic.duration_s=30,31", f"hydra.sweep.dir={sweep}",
+    lb = Lab(tmp_path, tiny_tokenizer_dir, "hydra.mode=MULTIRUN", "traffic.duration_s=30,31", f"hydra.sweep.dir={sweep}",
              "hydra.sweep.subdir=${hydra.job.num}")  # fmt: skip
     first = sweep / "0" / "work" / "requests.0.jsonl"
 
