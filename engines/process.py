@@ -187,10 +187,7 @@ class Child:
 
     # -- inspection ------------------------------------------------------------------------
     def log_text(self) -> str:
-        try:
-            return strip_ansi(self.log_path.read_text(errors="replace"))
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_text(), lines)
@@ -360,6 +357,14 @@ class Supervisor:
 
 
 # -- readiness ------------------------------------------------------------------------------
+def read_log(path: Path) -> str:
+    """A child's log as text, ANSI colours stripped ("" before it exists)."""
+    try:
+        return strip_ansi(Path(path).read_text(errors="replace"))
+    except FileNotFoundError:
+        return ""
+
+
 def wait_ready(child: Child, url: str, timeout_s: float, *, poll_s: float = 0.5,
                headers: Mapping[str, str] | None = None) -> float:  # fmt: skip
     """Block until `url` answers 200; seconds from the child's start to ready.
@@ -558,10 +563,7 @@ class EngineProcess:
         self.stop()
 
     def log_text(self) -> str:
-        try:
-            return strip_ansi(self.log_path.read_text(errors="replace"))
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_text(), lines)

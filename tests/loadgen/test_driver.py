@@ -18,7 +18,7 @@ from loadgen.workload import WorkloadItem
 ITEMS = [WorkloadItem(i, f"prompt {i}", 3, 12) for i in range(2)]
 
 
-def spec_of(traffic: TrafficConfig, value: float = 4.0, workdir: Path = Path("/nonexistent/work"), **kw) -> LoadPointSpec:
+def spec_of(traffic: TrafficConfig, value: float = 4.0, workdir: Path = Path("/nonexistent/rundir"), **kw) -> LoadPointSpec:
     return build_spec(load_point=1, load_value=value, traffic=traffic, workload=WorkloadConfig(), items=ITEMS,
                       base_url="http://127.0.0.1:9", model="m", extras_for=lambda n: {"ignore_eos": True, "n": n},
                       workdir=workdir, **kw)  # fmt: skip
@@ -37,8 +37,8 @@ def test_build_spec_of_the_schema_defaults_is_this_golden_spec():
         users=None, shape=None, warmup_s=0.5, duration_s=1.0, cooldown_s=0.0, think_time_s=0.0,
         request_timeout_s=300.0, drain_timeout_s=120.0, max_inflight=1024, loadgen_nice=0, cpus=None, realtime=False,
         distributed=DistributedSpec(workers=1, remote_workers=0, master_bind="127.0.0.1", master_port=0),
-        paths=OutputPaths(records="/nonexistent/work/requests.1.jsonl", lag="/nonexistent/work/loadgen_lag.1.jsonl",
-                          meta="/nonexistent/work/loadgen_meta.1.json"),
+        paths=OutputPaths(records="/nonexistent/rundir/requests.1.jsonl", lag="/nonexistent/rundir/loadgen_lag.1.jsonl",
+                          meta="/nonexistent/rundir/loadgen_meta.1.json"),
     )  # fmt: skip
     assert spec.loop == "open" and spec.window_s == 1.5 and spec.last_send_s() == 1.25
     assert spec == spec_of(t) and not Path("/nonexistent").exists()  # pure: same input, same spec, no file
