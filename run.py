@@ -30,7 +30,7 @@ def _sigterm(*_: object) -> None:
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> int:
     from experiments.config import to_run_config
-    from experiments.runner import run
+    from experiments.runner import run_variant
 
     signal.signal(signal.SIGTERM, _sigterm)
     hc = HydraConfig.get()
@@ -39,7 +39,7 @@ def main(cfg: DictConfig) -> int:
     except Exception as e:  # noqa: BLE001 - one clear line instead of a traceback
         print(f"servelab: invalid configuration: {e}", file=sys.stderr)
         return 2
-    code = run(run_cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+    code = run_variant(run_cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
     print(f"servelab: run {'finished' if code == 0 else 'ended'} (exit {code}); results in {hc.runtime.output_dir}",
           file=sys.stderr)  # fmt: skip
     if hc.mode is not None and hc.mode.name == "MULTIRUN" and code != 130:

@@ -101,17 +101,35 @@ def load_runs(folder: Path) -> list[RunInfo]:
             runs.append(RunInfo(p, {}, "", skipped=f"unreadable run.json: {e}"))
             continue
         info = RunInfo(p, s, str(s["variant_id"]))
-        if s.get("status") != "ok":
-            info.skipped = f"status {s.get('status')}" + (f": {s['failure'].get('reason')}" if s.get("failure") else "")
-        elif not s.get("load_points"):
-            info.skipped = "no load points"
-        elif not (p / "requests.parquet").is_file():
+        status = s.get("status")
+        if status == "running" and not _lab_alive(s):
+            status = "cancelled"  # its lab died (kill -9): the points it finished are on disk (experiments.resume)
+        if status not in ("ok", "cancelled"):
+            info.skipped = f"status {status}" + (f": {s['failure'].get('reason')}" if s.get("failure") else "")
+        elif not [lp for lp in s.get("load_points") or [] if not (lp.get("interrupted") or lp.get("aborted"))]:
+            info.skipped = "no load points" if status == "ok" else f"status {status}: no finished load points"
+        elif not request_files(p):
             info.skipped = "no requests.parquet"
         runs.append(info)
     _label(runs)
     if not any(r.skipped is None for r in runs):
         raise ResultsError(f"no usable runs in {folder}: " + "; ".join(f"{r.path.name}: {r.skipped}" for r in runs))
     return runs
+
+
+def _lab_alive(s: dict[str, Any]) -> bool:
+    from experiments.resume import lab_alive
+
+    return lab_alive(s.get("lab"))
+
+
+def request_files(run_dir: Path) -> list[Path]:
+    """A run's request rows: requests.parquet, or (a run whose lab died before writing it) the
+    per-point files points/*.requests.parquet written as each point finished."""
+    whole = Path(run_dir) / "requests.parquet"
+    if whole.is_file():
+        return [whole]
+    return sorted((Path(run_dir) / "points").glob("*.requests.parquet"))
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -162,6 +180,10 @@ def read_requests(path: Path, columns: tuple[str, ...] | None = REQUEST_COLUMNS)
     table = pa.concat_tables(parts) if parts else pf.schema_arrow.empty_table().select(cols or names)
     del parts
     return table.to_pandas(types_mapper=arrow_to_pandas_type, self_destruct=True, split_blocks=True)
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def _read_optional(path: Path, columns: list[str]) -> pd.DataFrame | None:
@@ -343,14 +365,14 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
         kind = str(traffic.get("kind") or "poisson")
         gpu = gpu_of(cfg, (gpu_catalog or {}).get((cfg.get("gpu") or {}).get("name", "cpu")))
         price = cost.price_for(pricing, gpu)  # PriceMissing is a bad input: the caller refuses
-        path = run.path / "requests.parquet"
-        names = set(pq.read_schema(path).names)
+        files = request_files(run.path)
+        names = set(pq.read_schema(files[0]).names)
         if "ttft_ms" in names:
             # chunk_ns (the largest column) only when an ITL threshold needs the gaps
             cols = tuple(c for c in REQUEST_COLUMNS if c != "chunk_ns" or getattr(slo, "itl_ms", None) is not None)
-            req = read_requests(path, cols)
+            req = _concat([read_requests(f, cols) for f in files])
         else:  # records without derived metrics: derive them
-            req = derive(read_requests(path, SUMMARY_COLUMNS))
+            req = derive(_concat([read_requests(f, SUMMARY_COLUMNS) for f in files]))
         em = _read_optional(run.path / "engine_metrics.parquet", ["name", "value", "t_ns"])
         tel = _read_optional(run.path / "telemetry.parquet", ["t_ns"])
         by_point = dict(tuple(req.groupby("load_point", sort=True))) if len(req) else {}
@@ -358,6 +380,10 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
         bw = bandwidth_of(run.summary, gpu)
         for lp in run.summary.get("load_points") or []:
             i = int(lp["index"])
+            if run.summary.get("status") != "ok" and (lp.get("interrupted") or lp.get("aborted")):
+                # a cancelled run's unfinished point: a resumed launch measures it again
+                problems.append(f"{run.run_id} point {i}: not finished (interrupted); left out")
+                continue
             pdf = by_point.get(i)
             if pdf is None or pdf.empty:
                 problems.append(f"{run.run_id} point {i}: no request records")

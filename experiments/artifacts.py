@@ -84,6 +84,8 @@ class PointRecord:
     clock_offsets: dict[str, Any] | None = None  # remote workers: offset to the master's clock
     problems: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    # The in-run SLO check the sweep planner used ({feasible, reasons, slo}); resume replays it.
+    search: dict[str, Any] | None = None
 
 
 @dataclass
@@ -106,6 +108,12 @@ class RunRecord:
         default_factory=lambda: {"monotonic_ns": time.monotonic_ns(), "wall_s": time.time(), "source": "CLOCK_MONOTONIC"}
     )
     provenance: dict[str, Any] | None = None
+    # The lab process writing this record ({pid, boot_id}): a later run of the same command tells
+    # from it whether a run.json still saying "running" belongs to a dead process (experiments.resume).
+    lab: dict[str, Any] | None = None
+    # Sweeps: which launch of the variant this is, and what earlier launches had already measured.
+    launch: int | None = None
+    resume: dict[str, Any] | None = None
     engine: EngineRecord | None = None
     placement: dict[str, Any] | None = None
     # CPU plans: the host's measured memory bandwidth (experiments.hostbench), the roofline's input
@@ -219,7 +227,23 @@ def with_identity(df: pd.DataFrame, ident: dict[str, Any]) -> pd.DataFrame:
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+    """Atomically: a reader (or a resume after kill -9) sees the whole file or none of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+    os.replace(tmp, path)
+
+
+def write_point_requests(record: RunRecord, result: Any, run_dir: Path) -> str:
+    """The point's request rows, durable the moment it finished: ``points/<index>.requests.parquet``
+    (identity columns included). Written before run.json records the point, so a point that
+    run.json lists as finished always has its rows on disk; write_artifacts folds these files into
+    requests.parquet at the end and removes them. Returns the file's path relative to the run."""
+    from experiments.resume import point_file
+
+    rel = point_file(result.index)
+    (Path(run_dir) / rel).parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(point_identity_columns(requests_frame([result]), record), Path(run_dir) / rel)
+    return rel
 
 
 def point_identity_columns(df: pd.DataFrame, record: RunRecord, by: str = "load_point") -> pd.DataFrame:
@@ -288,6 +312,7 @@ def write_artifacts(record: RunRecord, results: list[Any], run_dir: Path, work: 
         df = requests_frame(results)
         write_parquet(point_identity_columns(df, record), run_dir / "requests.parquet")
         arts["requests"] = "requests.parquet"
+        shutil.rmtree(run_dir / "points", ignore_errors=True)  # now all in requests.parquet
         span = measure_span(record)
 
         tel = pd.DataFrame(read_jsonl(work / "telemetry.jsonl"))

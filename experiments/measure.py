@@ -120,5 +120,19 @@ def _finish(rec: PointRecord, out: LoadPointOutput, counter: Any, t: Any, w: Any
     return PointResult(record=rec, output=out)
 
 
+def slo_check(result: PointResult, slo: Any) -> dict[str, Any]:
+    """The point's SLO feasibility as the decision layer computes it (analysis.slo.evaluate_point
+    over the point's request rows and its steady window), for the knee search and for resume.
+    A point stopped early (engine died) is infeasible whatever its rows say."""
+    from analysis.slo import evaluate_point
+    from experiments.artifacts import requests_frame
+
+    res = evaluate_point(requests_frame([result]), slo, window_s=result.record.summary.get("measure_window_s"))
+    reasons = list(res.reasons)
+    if result.record.aborted:
+        reasons.insert(0, f"stopped early: {result.record.aborted}")
+    return {"slo": res.slo_name, "feasible": not reasons, "attainment": res.attainment, "reasons": reasons}
+
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"

@@ -148,6 +148,8 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append(f"gpu.count must be >= 0 (0 = CPU only), got {cfg.gpu.count}")
     if cfg.repetition < 0:
         out.append(f"repetition must be >= 0 (0 = the first measurement of a point), got {cfg.repetition}")
+    if cfg.repetitions < 1:
+        out.append(f"repetitions must be >= 1 (how many times each point is measured), got {cfg.repetitions}")
 
     m = cfg.model
     if not m.path.strip():

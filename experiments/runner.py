@@ -17,17 +17,30 @@ samplers and the load generator through the supervisor.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import traceback
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from engines.process import EngineError, Supervisor, cancel_on_signal, shielded_teardown
-from experiments import discover, hostbench, identity, preflight
-from experiments.artifacts import EXIT, RunRecord, with_identity, write_artifacts, write_parquet
+from experiments import discover, hostbench, identity, preflight, resume
+from experiments.artifacts import (
+    EXIT,
+    RunRecord,
+    read_run_json,
+    with_identity,
+    write_artifacts,
+    write_json_atomic,
+    write_parquet,
+    write_point_requests,
+)
 from experiments.config import to_plain
 from experiments.lease import EngineLease, Rejected
-from experiments.measure import PointInterrupted, PointPlan, PointResult, measure_point
+from experiments.measure import PointInterrupted, PointPlan, PointResult, measure_point, slo_check
+from experiments.schedule import Schedule
 from experiments.schema import RunConfig
 from loadgen.dataset import DatasetError, load_sharegpt
 from loadgen.tokenizer import load_token_counter
@@ -61,15 +74,75 @@ class Workload:
         return pd.DataFrame([it.to_dict() for it in self.items])
 
 
-def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None) -> int:
-    """Execute one run into `run_dir`; returns the exit code (see module doc)."""
+def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None = None) -> int:
+    """Measure what is missing of one variant into ``variant_dir/launch-<n>/`` (experiments.resume):
+    points done by earlier launches are skipped, a variant whose latest launch failed is skipped
+    unless ``retry_failed``, and nothing is launched when nothing is left. Writes variant.json (the
+    sweep's status table reads it). Returns the exit code (module doc)."""
+    variant_dir = Path(variant_dir)
+    vid = identity.launch_key(cfg)
+    try:
+        with resume.variant_lock(variant_dir):
+            history = resume.scan(variant_dir, vid)
+            for line in resume.recover_stale(history):
+                log.warning("resume: %s", line)
+            for line in history.skipped_points:
+                log.info("resume: %s", line)
+            base = {"variant_id": vid, "engine": cfg.engine.name, "quant": cfg.quant.name, "model": cfg.model.name,
+                    "gpu": f"{cfg.gpu.name} x{cfg.gpu.count}", "experiment": cfg.experiment_name,
+                    "launches": len(history.launches)}  # fmt: skip
+            if (why := history.failed_reason()) is not None and not cfg.retry_failed:
+                log.error("variant %s failed in %s: %s; skipped (retry_failed=true measures it again)",
+                          variant_dir.name, history.latest.path.name, why)  # fmt: skip
+                _variant_status(variant_dir, base, "failed", f"earlier launch failed: {why}", history, None)
+                return 1
+            schedule = Schedule(cfg, history)
+            if not schedule.pending():
+                log.info("variant %s: all %d planned points were measured before (%s); nothing to launch "
+                         "(resume=false measures them again as new repetitions)",
+                         variant_dir.name, len(schedule.skipped), variant_dir)  # fmt: skip
+                _variant_status(variant_dir, base, "ok", "complete: nothing left to measure", history, schedule)
+                return 0
+            if schedule.skipped:
+                log.info("resume: %d point(s) measured by earlier launches are skipped", len(schedule.skipped))
+            n = history.next_launch
+            run_dir = variant_dir / f"{resume.LAUNCH_PREFIX}{n}"
+            code = run(cfg, run_dir, overrides, run_id=f"{variant_dir.name}-{n}", schedule=schedule, launch=n)
+            if (variant_dir / ".hydra").is_dir():  # the config as composed for this launch (Hydra rewrites its own)
+                shutil.copytree(variant_dir / ".hydra", run_dir / ".hydra", dirs_exist_ok=True)
+            s = read_run_json(run_dir / "run.json")
+            status = {"ok": "ok", "rejected": "refused"}.get(s["status"], s["status"])
+            history = resume.scan(variant_dir, vid)
+            _variant_status(variant_dir, base | {"launches": len(history.launches)}, status,
+                            (s.get("failure") or {}).get("reason"), history, schedule)  # fmt: skip
+            return code
+    except resume.VariantBusy as e:
+        log.error("%s", e)
+        return 1
+
+
+def _variant_status(variant_dir: Path, base: dict[str, Any], status: str, reason: str | None,
+                    history: resume.History, schedule: Schedule | None) -> None:  # fmt: skip
+    d = {**base, "status": status, "reason": reason, "points_done": len(history.done),
+         "schedule": schedule.state() if schedule is not None else None,
+         "launch_dirs": [la.path.name for la in history.launches]}  # fmt: skip
+    write_json_atomic(variant_dir / "variant.json", d)
+
+
+def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, run_id: str | None = None,
+        schedule: Schedule | None = None, launch: int | None = None) -> int:  # fmt: skip
+    """Execute one launch into `run_dir`: the points of `schedule` (default: every point of the
+    grid, nothing skipped); returns the exit code (see module doc)."""
     run_dir = Path(run_dir)
     work = run_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
+    schedule = schedule if schedule is not None else Schedule(cfg)
     record = RunRecord(
-        run_id=run_dir.name, variant_id=identity.launch_key(cfg), experiment=cfg.experiment_name,
+        run_id=run_id or run_dir.name, variant_id=identity.launch_key(cfg), experiment=cfg.experiment_name,
         config=to_plain(cfg), launch_fields=identity.launch_fields(cfg), overrides=list(overrides or []),
+        lab={"pid": os.getpid(), "boot_id": resume.boot_id()}, launch=launch,
     )  # fmt: skip
+    record.resume = schedule.state()
     record.save(run_dir)
     results: list[PointResult] = []
     supervisor = Supervisor()
@@ -98,19 +171,25 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None) -> in
                 record.engine, record.telemetry, record.engine_metrics = lease.engine, lease.telemetry, lease.engine_metrics
                 record.save(run_dir)
                 phase = "measure"
-                for i, value in enumerate(cfg.traffic.points):
+                i = 0
+                while (nxt := schedule.next()) is not None:
+                    value, rep = nxt
                     try:
                         res = measure_point(
-                            lease, PointPlan(i, float(value), cfg.repetition), items=workload.items,
+                            lease, PointPlan(i, value, rep), items=workload.items,
                             counter=workload.counter, work=work, trace_times_s=workload.trace_times_s,
                         )  # fmt: skip
                     except PointInterrupted as e:
-                        _add_point(record, results, e.result, lease)
+                        _add_point(record, results, e.result, lease, run_dir)
                         raise
-                    _add_point(record, results, res, lease)
+                    res.record.search = slo_check(res, cfg.slo)
+                    _add_point(record, results, res, lease, run_dir)
+                    schedule.observe(value, rep, res.record.search["feasible"], "; ".join(res.record.search["reasons"]))
+                    record.resume = schedule.state()
                     record.save(run_dir)
                     if res.record.aborted:
                         raise lease.crash_error()
+                    i += 1
                 phase = "teardown"
             record.status = "ok"
         except Rejected as e:
@@ -137,6 +216,7 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None) -> in
                     record.engine = lease.engine  # the engine died or was cancelled while starting
                     record.telemetry, record.engine_metrics = lease.telemetry, lease.engine_metrics
                 _cancel_if_signalled(record, supervisor)
+                record.resume = schedule.state()
                 write_artifacts(record, results, run_dir, work, cfg)
                 if _cancel_if_signalled(record, supervisor):
                     record.save(run_dir)
@@ -151,10 +231,16 @@ def _cancel_if_signalled(record: RunRecord, supervisor: Supervisor) -> bool:
     return False
 
 
-def _add_point(record: RunRecord, results: list[PointResult], res: PointResult, lease: EngineLease) -> None:
-    """Keep a measured point and note what happened around it (problems, dead samplers)."""
+def _add_point(record: RunRecord, results: list[PointResult], res: PointResult, lease: EngineLease,
+               run_dir: Path) -> None:  # fmt: skip
+    """Keep a measured point (its rows durable on disk before run.json lists it) and note what
+    happened around it (problems, dead samplers)."""
     results.append(res)
     record.put_point(res.record)
+    try:
+        write_point_requests(record, res, run_dir)
+    except Exception as e:  # noqa: BLE001 - the rows are still in memory and in work/; say so
+        record.note("artifacts", "point_write_failed", f"load point {res.index}: rows not written yet: {e}")
     for p in res.record.problems:
         record.note("loadgen", "problem", f"load point {res.index}: {p}", res.record.t0_ns, res.record.t_end_ns)
     for name in lease.dead_samplers():
@@ -162,4 +248,4 @@ def _add_point(record: RunRecord, results: list[PointResult], res: PointResult, 
                     f"{name} sampler died during the run (see {name}.log); samples after that are missing")  # fmt: skip
 
 
-__all__ = ["EXIT", "run"]
+__all__ = ["EXIT", "run", "run_variant"]

@@ -381,8 +381,18 @@ class RunConfig:
     placement: Any = None
     experiment_name: str = "default"
     results_dir: str = "results"
-    # 0-based repetition of the same (variant, point) measurement; sweeps that repeat a point set it.
+    # 0-based repetition of the same (variant, point) measurement: the first one this run plans.
     repetition: int = 0
+    # How many times each point is measured (repetitions repetition .. repetition+N-1), interleaved
+    # across the points of one launch: rep 0 of every point, then rep 1 of every point, ...
+    repetitions: int = 1
+    # Re-running the same command skips points already measured in results/ (experiments.resume).
+    # false: measure every point again, as new repetitions after the recorded ones.
+    resume: bool = True
+    # A variant whose latest launch failed is skipped (with its reason) unless this is true.
+    retry_failed: bool = False
+    # Which loads are measured: conf/search/ (grid = traffic.points; knee = adaptive, experiments.search)
+    search: Any = None
 
 
 GROUP_SCHEMAS: dict[str, type] = {
@@ -402,10 +412,33 @@ GROUP_SCHEMAS: dict[str, type] = {
 def register_configs() -> None:
     """Register every schema in Hydra's ConfigStore as `_<group>_schema` (underscore: not a user choice)."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
+    # ${servelab_variant_dir:} names a variant's results folder from its identity (hydra.run.dir,
+    # hydra.sweep.subdir), so re-running a command finds what it measured before.
+    OmegaConf.register_new_resolver("servelab_variant_dir", variant_dir_resolver, replace=True)
+    # ${servelab_cpu_or_gpu:${gpu.count},<on a CPU plan>,<on a GPU plan>}: presets whose variants
+    # depend on the hardware planned (conf/experiment/quant_shootout.yaml)
+    OmegaConf.register_new_resolver("servelab_cpu_or_gpu", lambda count, cpu, gpu: cpu if int(count) == 0 else gpu,
+                                    replace=True)  # fmt: skip
     cs = ConfigStore.instance()
     cs.store(name="_run_schema", node=RunConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"_{group}_schema", node=schema)
     # Decision-layer group (conf/capacity/), composed by analysis.decide, not part of a run.
     cs.store(group="capacity", name="_capacity_schema", node=CapacityConfig)
+
+
+def variant_dir_resolver(*, _root_: Any) -> str:
+    """``<engine>_<quant>_<variant_id>`` of the composed config (experiments.resume.variant_dir_name),
+    with variant_id computed exactly as experiments.identity.launch_key does on the typed config."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from experiments.identity import launch_key
+    from experiments.resume import variant_dir_name
+
+    parts = {k: OmegaConf.to_object(_root_[k]) for k in ("engine", "model", "quant", "gpu", "placement")}
+    ns = SimpleNamespace(**parts)
+    return variant_dir_name(str(ns.engine.name), str(ns.quant.name), launch_key(ns))

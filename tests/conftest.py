@@ -29,6 +29,11 @@ def compose(overrides: list[str] | None = None):
         return hcompose(config_name="config", overrides=overrides or [], return_hydra_config=False)
 
 
+def launch_dir(variant_dir: Path, n: int = 1) -> Path:
+    """The n-th launch folder of a variant's results folder (experiments.resume layout)."""
+    return Path(variant_dir) / f"launch-{n}"
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

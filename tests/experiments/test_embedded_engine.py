@@ -37,14 +37,14 @@ def run_py(tmp_path: Path, *overrides: str, timeout: float = 400) -> tuple[subpr
         [sys.executable, "run.py", "experiment=smoke", f"results_dir={tmp_path}", *overrides],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
-    (run_json,) = list(tmp_path.glob("smoke/*/run.json"))
+    (run_json,) = list(tmp_path.glob("smoke/*/launch-1/run.json"))
     return p, json.loads(run_json.read_text())
 
 
 def test_default_engine_end_to_end(tmp_path):
     p, s = run_py(tmp_path, "traffic.duration_s=8", "traffic.warmup_s=2", "traffic.points=[3]")
     assert p.returncode == 0, p.stderr[-3000:]
-    d = next(tmp_path.glob("smoke/*/"))
+    d = next(tmp_path.glob("smoke/*/launch-1/"))
     for f in ("requests.parquet", "telemetry.parquet", "run.json", "report.html", "engine.log", ".hydra/config.yaml"):
         assert (d / f).exists(), f
     assert s["status"] == "ok"
@@ -118,7 +118,7 @@ def test_transformers_engine_end_to_end(tmp_path, batching):
     assert s["engine"]["name"] == "transformers" and s["engine"]["version"] == "5.23.0"
     assert ("--continuous-batching" in s["engine"]["plan"]["argv"]) == (batching == "true")
     assert not group_alive(s["engine"]["pid"])
-    d = next(tmp_path.glob("smoke/*/"))
+    d = next(tmp_path.glob("smoke/*/launch-1/"))
     ok = pd.read_parquet(d / "requests.parquet").query("status == 'ok'")
     assert len(ok) > 0 and (ok["output_tokens"] == 16).all()  # length forced without ignore_eos
     assert (ok["ttft_ms"] < ok["e2e_ms"]).all()

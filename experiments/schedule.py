@@ -1,0 +1,126 @@
+"""Which load points one launch measures, and in what order: the grid or the knee search, minus
+what earlier launches of the variant already measured (experiments.resume).
+
+- grid (``search=grid``, the default): every value of ``traffic.points``, ``repetitions`` times,
+  repetition-major (rep 0 of every point, then rep 1 of every point, ...), so slow drift of a shared
+  machine spreads over all points instead of biasing the last ones;
+- knee (``search=knee``): experiments.search.KneeSearch proposes each next load from the measured
+  feasibility of the earlier ones (repetition ``repetition``); with ``repetitions`` > 1 the final
+  bracket (the knee and the first infeasible load) is then measured again for the intervals.
+
+A pair already done is never measured again: for the knee search its recorded feasibility is
+replayed into the planner, so a resumed search takes the same path and continues where it
+stopped. Pure apart from reading the planner's state; the runner drives it.
+
+Side effects: none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from experiments import identity
+from experiments.resume import History
+
+
+def _round_load(v: float, integer: bool) -> float:
+    # 4 significant digits: a bisection midpoint gets a readable, stable value (and point_id)
+    return float(round(v)) if integer else float(f"{v:.4g}")
+
+
+class Schedule:
+    """Drive with ``while (nxt := s.next()) is not None: measure; s.observe(value, rep, feasible)``."""
+
+    def __init__(self, cfg: Any, history: History | None = None) -> None:
+        self.cfg = cfg
+        self.history = history or History()
+        base = int(cfg.repetition)
+        if not cfg.resume:
+            # measure again: new repetitions after every recorded one of this variant
+            base = max([base, *(rep + 1 for (_, rep) in self.history.done)])
+        self.reps = list(range(base, base + int(cfg.repetitions)))
+        self.search_cfg = getattr(cfg, "search", None)
+        self.kind = str(getattr(self.search_cfg, "kind", "grid") or "grid")
+        self.skipped: list[dict[str, Any]] = []  # done earlier: (value, rep, run_id)
+        self.measured: list[tuple[float, int]] = []
+        self._pending: tuple[float, int] | None = None
+        self.planner: Any = None
+        if self.kind == "knee":
+            from experiments.search import planner_for
+
+            self.integer = cfg.traffic.kind == "concurrency"
+            self.planner = planner_for(self.search_cfg, list(cfg.traffic.points), integer=self.integer)
+            self._extra: list[tuple[float, int]] | None = None
+        else:
+            self.integer = False
+            self._grid = [(float(v), r) for r in self.reps for v in cfg.traffic.points]
+
+    def point_id(self, value: float) -> str:
+        return identity.point_id(self.cfg.traffic, self.cfg.workload, value)
+
+    def _done(self, value: float, rep: int) -> Any:
+        return self.history.done.get((self.point_id(value), rep))
+
+    # -- iteration ------------------------------------------------------------------------
+    def next(self) -> tuple[float, int] | None:
+        """The next (load_value, repetition) to measure, None when the schedule is finished."""
+        if self._pending is not None:
+            return self._pending
+        nxt = self._next_grid() if self.planner is None else self._next_knee()
+        self._pending = nxt
+        return nxt
+
+    def observe(self, value: float, rep: int, feasible: bool | None, reason: str = "") -> None:
+        """What the measurement of the pending pair found (feasible: the in-run SLO check)."""
+        self._pending = None
+        self.measured.append((value, rep))
+        if self.planner is not None and rep == self.reps[0] and self._extra is None:
+            self.planner.observe(value, bool(feasible), reason)
+
+    def pending(self) -> bool:
+        """Whether anything is left to measure (replaying what is done)."""
+        return self.next() is not None
+
+    def _skip(self, value: float, rep: int, done: Any) -> None:
+        self.skipped.append({"load_value": value, "repetition": rep, "point_id": done.point_id, "run_id": done.run_id})
+
+    def _next_grid(self) -> tuple[float, int] | None:
+        while self._grid:
+            value, rep = self._grid.pop(0)
+            if (done := self._done(value, rep)) is None:
+                return value, rep
+            self._skip(value, rep, done)
+        return None
+
+    def _next_knee(self) -> tuple[float, int] | None:
+        rep0 = self.reps[0]
+        while self._extra is None:
+            load = self.planner.next_load()
+            if load is None:
+                # the search has stopped: repeat its final bracket for the other repetitions
+                st = self.planner.state()
+                finals = [v for v in (st.get("knee"), st.get("above")) if v is not None]
+                self._extra = [(float(v), r) for r in self.reps[1:] for v in finals]
+                break
+            value = _round_load(load, self.integer)
+            done = self._done(value, rep0)
+            if done is None or done.feasible is None:
+                return value, rep0
+            self._skip(value, rep0, done)
+            self.planner.observe(value, bool(done.feasible), "recorded by an earlier launch")
+        while self._extra:
+            value, rep = self._extra.pop(0)
+            if (done := self._done(value, rep)) is None:
+                return value, rep
+            self._skip(value, rep, done)
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """For run.json: what was planned, skipped as done, measured; the search's own state."""
+        out: dict[str, Any] = {
+            "search": self.kind, "repetitions": self.reps,
+            "skipped_done": self.skipped, "measured": [{"load_value": v, "repetition": r} for v, r in self.measured],
+        }  # fmt: skip
+        if self.planner is not None:
+            out["knee_search"] = self.planner.state()
+        return out
