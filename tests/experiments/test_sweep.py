@@ -1,0 +1,238 @@
+"""Sweeps through the whole lab (`run.py -m` via tests/support/lab_with_fakes.py, the timing server
+as the engine): one launch per variant, resume after kill -9 and Ctrl-C without redoing or
+half-keeping points, failed variants recorded while the sweep goes on, repetitions, and the
+decision at the end. Plus the pure parts: the sweeper's job plan and the schedule."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from experiments.resume import History, scan
+from experiments.schedule import Schedule
+from experiments.sweeper import plan_overrides
+from tests.conftest import ROOT, SUPPORT, compose
+
+LAB = SUPPORT / "lab_with_fakes.py"
+
+
+def base(tok: Path, results: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(LAB), "-m", "engine.name=timing", f"model.path={tok}", "model.built_by=null",
+            "workload.prompt_tokens=20", "workload.output_tokens=8", "workload.num_prompts=4", "traffic=constant",
+            "traffic.duration_s=1.5", "traffic.warmup_s=0.5", "telemetry.interval_s=0.5", f"results_dir={results}",
+            "experiment_name=sw", *extra]  # fmt: skip
+
+
+def lab(argv: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def variants(results: Path) -> dict[str, Path]:
+    return {p.name: p for p in sorted((results / "sw").iterdir()) if p.is_dir()}
+
+
+def runs_of(variant_dir: Path) -> list[dict]:
+    return [json.loads((d / "run.json").read_text()) for d in sorted(variant_dir.glob("launch-*"))]
+
+
+def points_of(variant_dir: Path) -> list[tuple[float, int]]:
+    """(load_value, repetition) of every finished point over all launches."""
+    return sorted((p["load_value"], p["repetition"]) for s in runs_of(variant_dir) for p in s["load_points"]
+                  if not p["interrupted"] and not p["aborted"])  # fmt: skip
+
+
+def starts(out: str) -> int:
+    return sum("started timing (pid" in ln for ln in out.splitlines())
+
+
+# -- pure ----------------------------------------------------------------------------------------
+def _plan(*args: str) -> list[str]:
+    return plan_overrides(OverridesParser.create().parse_overrides(list(args)))[0]
+
+
+def test_sweeper_folds_point_sweeps_into_one_job_per_variant():
+    assert _plan("traffic.points=[1],[2],[4]", "quant=none,awq") == ["quant=none,awq", "traffic.points=[1,2,4]"]
+    assert _plan("repetition=0,1,2", "engine.max_num_seqs=4,8") == [
+        "engine.max_num_seqs=4,8", "repetition=0", "repetitions=3"]  # fmt: skip
+    # launch-level keys outermost, whatever the order given, so a variant's jobs are adjacent
+    assert _plan("traffic.duration_s=10,20", "quant=none,awq")[0] == "quant=none,awq"
+    _, notes = plan_overrides(OverridesParser.create().parse_overrides(["traffic.duration_s=10,20"]))
+    assert "launches the engine again" in notes[0]
+
+
+def test_schedule_interleaves_repetitions_and_skips_what_is_done():
+    cfg = type("C", (), {})()
+    real = compose(["traffic.points=[1,2]", "repetitions=2"])
+    from experiments.config import to_run_config
+
+    cfg = to_run_config(real)
+    s = Schedule(cfg)
+    order = []
+    while (nxt := s.next()) is not None:
+        order.append(nxt)
+        s.observe(*nxt, feasible=True)
+    assert order == [(1.0, 0), (2.0, 0), (1.0, 1), (2.0, 1)]  # rep 0 of every point first
+    # (2, rep 0) done by an earlier launch: skipped, and recorded as skipped
+    from experiments.resume import DonePoint
+
+    h = History()
+    pid = s.point_id(2.0)
+    h.done[(pid, 0)] = DonePoint(pid, 0, 2.0, "r1", True)
+    s2 = Schedule(cfg, h)
+    got = []
+    while (nxt := s2.next()) is not None:
+        got.append(nxt)
+        s2.observe(*nxt, feasible=True)
+    assert got == [(1.0, 0), (1.0, 1), (2.0, 1)]
+    assert s2.state()["skipped_done"][0]["run_id"] == "r1"
+    # resume=false: measured again, as repetitions after the recorded ones
+    cfg.resume = False
+    s3 = Schedule(cfg, h)
+    assert s3.reps == [1, 2]
+
+
+# -- through run.py ------------------------------------------------------------------------------
+def test_two_variants_three_points_launch_twice_then_resume_launches_nothing(tiny_tokenizer_dir, tmp_path):
+    # the loads are given as a sweep ([8],[16],[24]) and *after* the variant key: still one launch each
+    argv = base(tiny_tokenizer_dir, tmp_path, "traffic.points=[8],[16],[24]", "engine.max_num_seqs=4,8")
+    p = lab(argv)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert starts(p.stderr) == 2, p.stderr[-3000:]
+    vs = variants(tmp_path)
+    assert len(vs) == 2
+    for v in vs.values():
+        (s,) = runs_of(v)  # one launch folder per variant
+        assert s["status"] == "ok" and s["launch"] == 1
+        assert points_of(v) == [(8.0, 0), (16.0, 0), (24.0, 0)]
+        assert json.loads((v / "variant.json").read_text())["status"] == "ok"
+        assert (v / "launch-1" / "requests.parquet").is_file() and not (v / "launch-1" / "points").exists()
+    sweep = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert [j["status"] for j in sweep["jobs"]] == ["ok", "ok"] and sweep["decision"]["exit_code"] == 0
+    d = json.loads((tmp_path / "sw" / "decision.json").read_text())
+    assert d["selection"]["chosen"] is not None
+    # the same command again: everything is done, no engine starts, no new launch folder
+    again = lab(argv)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert starts(again.stderr) == 0 and "nothing to launch" in again.stderr
+    assert all(len(runs_of(v)) == 1 for v in variants(tmp_path).values())
+
+
+def test_failed_variants_are_recorded_and_the_sweep_goes_on(tiny_tokenizer_dir, tmp_path):
+    # [--bogus]: the "engine" exits at start; max_num_seqs=0: preflight refuses it; [] runs
+    argv = base(tiny_tokenizer_dir, tmp_path, "traffic.points=[8]", "engine.extra_args=[--bogus],[]",
+                "engine.max_num_seqs=0,4")  # fmt: skip
+    p = lab(argv)
+    assert p.returncode == 0, p.stderr[-3000:]
+    sweep = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    status = sorted(j["status"] for j in sweep["jobs"])
+    assert status == ["failed", "ok", "refused", "refused"], sweep["jobs"]
+    failed = next(j for j in sweep["jobs"] if j["status"] == "failed")
+    assert "exited with code 2 before becoming healthy" in failed["reason"]
+    refused = next(j for j in sweep["jobs"] if j["status"] == "refused")
+    assert "engine.max_num_seqs must be >= 1" in refused["reason"]
+    assert "servelab sweep: 4 variant job(s)" in p.stderr and "refused" in p.stderr  # the table
+    # again: the failed variant is skipped with its reason (no new launch) unless retry_failed=true
+    again = lab(argv)
+    assert starts(again.stderr) == 0
+    fv = next(v for v in variants(tmp_path).values() if json.loads((v / "variant.json").read_text())["status"] == "failed")
+    assert len(runs_of(fv)) == 1
+    retry = lab([*argv, "retry_failed=true"])
+    assert starts(retry.stderr) == 1 and len(runs_of(fv)) == 2  # only the failed one is launched again
+
+
+def _lab_proc(argv: list[str], out: Path) -> subprocess.Popen:
+    def default_signals() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    with open(out, "wb") as f:
+        return subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=default_signals)  # fmt: skip
+
+
+def _wait_for(cond, proc: subprocess.Popen, out: Path, what: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the lab exited ({proc.returncode}) before {what}:\n{out.read_text()[-3000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}:\n{out.read_text()[-3000:]}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_a_sweep_killed_mid_point_resumes_without_redoing_or_keeping_half_points(tiny_tokenizer_dir, tmp_path, sig):
+    """kill -9 (or Ctrl-C) while variant 1's second point runs; the same command then finishes the
+    sweep: point 0 is not measured again, the cut point is measured anew, variant 2 once."""
+    argv = base(tiny_tokenizer_dir, tmp_path, "traffic.points=[8,16,24]", "engine.max_num_seqs=4,8",
+                "traffic.duration_s=3")  # fmt: skip
+    out = tmp_path / "lab.out"
+    proc = _lab_proc(argv, out)
+    sw = tmp_path / "sw"
+
+    def second_point_running() -> bool:
+        durable = list(sw.glob("*/launch-1/points/000.requests.parquet"))
+        if not durable:
+            return False
+        work = durable[0].parent.parent / "work"
+        return any('"load_point":1' in f.read_text() and '"status":"ok"' in f.read_text()
+                   for f in work.glob("requests.1.jsonl*"))  # fmt: skip
+
+    try:
+        _wait_for(second_point_running, proc, out, "variant 1's second point")
+        os.killpg(proc.pid, sig) if sig == signal.SIGINT else os.kill(proc.pid, sig)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert code == (-9 if sig == signal.SIGKILL else 130), out.read_text()[-2000:]
+    (first,) = [v for v in variants(tmp_path).values()]  # variant 2 never started
+    (s,) = runs_of(first)
+    assert s["status"] == ("running" if sig == signal.SIGKILL else "cancelled")
+    time.sleep(1.0 if sig == signal.SIGKILL else 0)  # the guardian stops the dead lab's engine
+
+    p = lab(argv)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert starts(p.stderr) == 2  # variant 1 again (its engine died with the lab), variant 2 once
+    vs = variants(tmp_path)
+    for v in vs.values():
+        assert points_of(v) == [(8.0, 0), (16.0, 0), (24.0, 0)]  # each point exactly once, none half
+    runs1 = runs_of(first)
+    assert [r["status"] for r in runs1] == ["cancelled", "ok"]  # the stale run was closed by resume
+    assert [p["load_value"] for p in runs1[1]["load_points"]] == [16.0, 24.0]  # point 0 was not redone
+    assert runs1[1]["resume"]["skipped_done"][0]["load_value"] == 8.0
+    if sig == signal.SIGKILL:
+        # the point cut by kill -9 was never listed; the finished one has its rows on disk
+        assert [p["load_value"] for p in runs1[0]["load_points"]] == [8.0]
+        assert (first / "launch-1" / "points" / "000.requests.parquet").is_file()
+        assert any(n["kind"] == "stale_run" for n in runs1[0]["notes"])
+    else:
+        assert [(p["load_value"], p["interrupted"]) for p in runs1[0]["load_points"]] == [(8.0, False), (16.0, True)]
+    # the decision uses every finished point once: 3 per variant
+    d = json.loads((tmp_path / "sw" / "decision.json").read_text())
+    pts = pd.DataFrame(d["points"])
+    assert sorted(pts.groupby("variant_id").size().tolist()) == [3, 3]
+    assert d["selection"]["chosen"] is not None
+    h = scan(first, runs1[0]["variant_id"])
+    assert len(h.done) == 3
+
+
+def test_repetitions_are_measured_in_one_launch_and_pooled_by_the_decision(tiny_tokenizer_dir, tmp_path):
+    p = lab(base(tiny_tokenizer_dir, tmp_path, "traffic.points=[8,16]", "repetitions=2", "engine.max_num_seqs=4"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert starts(p.stderr) == 1
+    (v,) = variants(tmp_path).values()
+    (s,) = runs_of(v)
+    assert [(q["load_value"], q["repetition"]) for q in s["load_points"]] == [(8.0, 0), (16.0, 0), (8.0, 1), (16.0, 1)]
+    d = json.loads((tmp_path / "sw" / "decision.json").read_text())
+    assert sorted({(r["load_value"], r["repetition"]) for r in d["points"]}) == [(8.0, 0), (8.0, 1), (16.0, 0), (16.0, 1)]
