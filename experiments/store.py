@@ -350,7 +350,7 @@ def resolve(con: duckdb.DuckDBPyConnection, spec: str, root: Path | None = None)
                          "list them: query \"SELECT run_id, variant_id, variant_label, experiment, rel_path FROM runs\"")  # fmt: skip
     distinct = {tuple(sorted(rows["path"])) for _, rows in found.values()}
     if len(distinct) > 1:
-        what = " and ".join(f"a {k} ({len(rows)} run(s))" for k, (_, rows) in found.items())
+        what = " and ".join(f"{k} {resolved} ({len(rows)} run(s))" for k, (resolved, rows) in found.items())
         raise StoreError(f"{spec!r} is ambiguous: {what}; write " + " or ".join(f"{k}:{name}" for k in found))
     k, (resolved, rows) = next(iter(found.items()))
     ok = rows[rows["status"] == "ok"]
@@ -553,7 +553,10 @@ def render_compare(df: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2, one line from _Parser.error)
+        return int(e.code or 0)
     try:
         if args.cmd == "query":
             print(render(query(args.root, args.sql), args.format))
