@@ -122,7 +122,11 @@ def open_store(root: str | Path = "results") -> duckdb.DuckDBPyConnection:
     _table(con, "files", files, FILE_SCHEMA)
     for name, per_point in PARQUET_VIEWS.items():
         kinds = {name, "requests_point"} if name == "requests" else {name}
-        _parquet_view(con, name, [f["path"] for f in files if f["used"] and f["kind"] in kinds], per_point)
+        try:
+            _parquet_view(con, name, [f["path"] for f in files if f["used"] and f["kind"] in kinds], per_point)
+        except duckdb.Error as e:  # e.g. a column with types DuckDB cannot unify across files
+            con.close()
+            raise StoreError(f"cannot read the {name} files under {root}: {_one_line(e)}") from None
     return con
 
 
