@@ -14,6 +14,8 @@ import time
 import urllib.parse
 import urllib.request
 
+from benchmarks.knee_search import knee_slo, make_measure_feasible, run_planner, service_time_ms, true_knee
+from experiments.search import KneeSearch
 from tests.conftest import wait_http
 
 
@@ -105,3 +107,21 @@ def test_without_max_streams_nothing_changes(timing_server):
     wait_http(url + "/health")
     with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
         assert "waiting" not in r.read().decode()
+
+
+def test_knee_search_finds_the_servers_capacity(timing_server, tmp_path):
+    ttft_ms, itl_ms, tokens, streams = 20, 5, 16, 4
+    s_ms = service_time_ms(ttft_ms, itl_ms, tokens)  # 95 ms
+    url, _ = timing_server(ttft_ms=ttft_ms, itl_ms=itl_ms, max_streams=streams)
+    measure = make_measure_feasible(url, kind="concurrency", slo=knee_slo(ttft_ms, s_ms), workdir=tmp_path / "knee",
+                                    tokens=tokens, warmup_s=0.5, duration_s=1.5)  # fmt: skip
+    search = KneeSearch(1, 12, integer=True)
+    state = run_planner(search, measure)
+    truth = true_knee("concurrency", streams, s_ms)
+    assert truth == 4
+    assert state["status"] == "converged", state
+    assert abs(state["knee"] - truth) / truth <= 0.05, state
+    assert state["points_used"] <= search.worst_case_points() == 4
+    # below capacity nobody waits; above it the p99 TTFT carries about one service time of queueing
+    for h in measure.history:
+        assert (h["ttft_p99_ms"] < ttft_ms + s_ms / 2) == (h["load"] <= streams), measure.history
