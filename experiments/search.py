@@ -29,9 +29,8 @@ the highest SLO-feasible load in [lo, hi], from measured feasibility alone:
             are at least as many of them as the greedy chain has leaves; k binary measurements tell
             apart at most 2^k. In continuous loads the chain is geometric, so the probe is the
             geometric middle: the tolerance is relative, and an arithmetic split of [1, 64] would
-            spend its probes near 32. Integer chains step by one user up to 1/tol users (5 % of 13
-            users is less than one user; at 5 % the steps reach 2 at 40 users), so small counts
-            are split arithmetically.
+            spend its probes near 32. Integer chains step by one user below 2/tol users (40 at 5 %;
+            5 % of 13 users is less than one user), so small counts are split arithmetically.
   stop rule (I - F)/F <= tolerance, or I - F <= 1 in integer mode (status converged); hi measured
             feasible (all_feasible: the knee is at least hi, a lower bound); lo measured
             infeasible (none_feasible); max_points measurements (budget_exhausted). The knee is
@@ -42,7 +41,7 @@ Budget. Without `start` the search takes at most ceil(log2(leaves)) points (abov
     integer [1, 8]: 4   [1, 12]: 4   [1, 16]: 5   [2, 16]: 4   [1, 32]: 6   [1, 64]: 6   [1, 256]: 7
     continuous, hi/lo = 1.5: 4   2: 5   4: 5   8: 6   64: 7   10^4: 8
 So "a third of a 10-point grid" (3.3 points; 4 rounded up) at 5 % is reachable only for ranges
-of at most 16 leaves: integer ranges up to about 12-15 users, continuous ones up to hi/lo = 1.97,
+of at most 16 leaves: integer ranges up to [1, 15] users, continuous ones up to hi/lo = 1.97,
 i.e. with a good prior. [1, 64] users has 53 leaves (every count up to 40, then 5 % steps, plus
 "none feasible"): 6 points, the minimum. Compared like with like, a 10-point geometric grid over
 [1, 64] resolves the knee only to its spacing, 64^(1/9) - 1 = 59 %; at that tolerance the search
@@ -76,7 +75,7 @@ class SearchConfig:
 
     grid: measure traffic.points in order. knee: search [lo, hi] for the highest SLO-feasible
     load, to within `tolerance` (relative), in at most `max_points` measurements (null: no cap;
-    the stop rule needs ceil(log2(range in tolerance units + 2)), e.g. 6 for [1, 64] users at 5 %).
+    the stop rule then needs at most 6 points for [1, 64] users at 5 %; the module doc has more).
     """
 
     name: str = "grid"
