@@ -7,6 +7,15 @@ tiny Prometheus /metrics. With ``--log`` every request appends one JSON line wit
 own CLOCK_MONOTONIC timestamps (arrival, each chunk write) and the response id, which tests and
 benchmarks compare with what the client measured.
 
+``--max-streams N`` gives the server a known capacity: at most N requests stream at once, the
+others wait in arrival order (FIFO) and their TTFT clock starts when a stream slot frees (the
+slot passes straight to the next waiter, so none stays idle). Each request holds its slot for
+S = ttft + (max_tokens - 1) * itl, so in closed form: a closed loop of c <= N users never waits
+(TTFT = ttft), c > N users queue (some requests wait up to S each round); open-loop constant
+arrivals at rate r are stable iff r <= N / S. A waiter whose client has gone is skipped when its
+turn comes. With the limit the log also has `start_ns` (slot granted) and /metrics a
+`fake:num_requests_waiting` gauge; without it nothing changes.
+
 Built on a raw asyncio protocol (no framework) so one process streams >10k chunks/s and the
 client, not the server, is what a benchmark measures.
 
@@ -18,14 +27,51 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import itertools
 import json
 import signal
 import time
 
 ARGS: argparse.Namespace
-STATS = {"running": 0, "total": 0}
+STATS = {"running": 0, "total": 0, "waiting": 0}
 IDS = itertools.count()
+
+
+class FifoSlots:
+    """N stream slots granted in arrival order. A freed slot is handed to the next waiter
+    directly (never back to the pool first), so a newcomer cannot overtake the queue."""
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self.waiters: collections.deque[asyncio.Future[int]] = collections.deque()
+
+    async def acquire(self) -> int | None:
+        """Wait for a slot; the monotonic ns at which it was handed over (None: free at once)."""
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return None
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # granted just as we were cancelled: pass it on
+            else:
+                self.waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(time.monotonic_ns())  # the slot's new service starts now
+                return
+        self.free += 1
+
+
+SLOTS: FifoSlots | None = None
 
 
 def _resp(code: int, body: bytes, ctype: str = "application/json") -> bytes:
@@ -58,6 +104,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 elif path == "/metrics":
                     m = (f"# TYPE fake:num_requests_running gauge\nfake:num_requests_running {STATS['running']}\n"
                          f"# TYPE fake:requests_total counter\nfake:requests_total {STATS['total']}\n")  # fmt: skip
+                    if SLOTS is not None:
+                        m += f"# TYPE fake:num_requests_waiting gauge\nfake:num_requests_waiting {STATS['waiting']}\n"
                     writer.write(_resp(200, m.encode(), "text/plain"))
                 else:
                     writer.write(_resp(404, b"not found"))
@@ -70,7 +118,11 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             elif ARGS.fail_status:
                 writer.write(_resp(ARGS.fail_status, b'{"error": "injected failure"}'))
             else:
-                await stream(writer, json.loads(body or b"{}"), path.endswith("chat/completions"), t_arrival)
+                req = json.loads(body or b"{}")
+                if SLOTS is None:
+                    await stream(writer, req, path.endswith("chat/completions"), t_arrival)
+                else:
+                    await limited_stream(reader, writer, req, path.endswith("chat/completions"), t_arrival)
                 continue
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
@@ -79,7 +131,28 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.close()
 
 
-async def stream(writer: asyncio.StreamWriter, req: dict, chat: bool, t_arrival: int) -> None:
+async def limited_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: dict, chat: bool,
+                         t_arrival: int) -> None:  # fmt: skip
+    """stream() once one of the --max-streams slots is free (FIFO); the slot is held to the end."""
+    assert SLOTS is not None
+    STATS["waiting"] += 1
+    try:
+        # a slot free at once: the clock runs from arrival, exactly as without a limit
+        t_start = await SLOTS.acquire() or t_arrival
+    finally:
+        STATS["waiting"] -= 1
+    try:
+        if reader.at_eof() or writer.is_closing():
+            return  # the client gave up while queued (e.g. the end of a load point): skip it
+        await stream(writer, req, chat, t_arrival, t_start)
+    finally:
+        SLOTS.release()
+
+
+async def stream(writer: asyncio.StreamWriter, req: dict, chat: bool, t_arrival: int, t_start: int | None = None
+                 ) -> None:  # fmt: skip
+    """Answer one request; the TTFT and ITL deadlines count from `t_start` (slot granted), else arrival."""
+    t_start = t_arrival if t_start is None else t_start
     loop = asyncio.get_running_loop()
     rid = f"cmpl-{next(IDS)}"
     max_tokens = int(req.get("max_tokens", 16))
@@ -88,7 +161,7 @@ async def stream(writer: asyncio.StreamWriter, req: dict, chat: bool, t_arrival:
     sends: list[int] = []
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
     # Deadlines on the loop's clock (CLOCK_MONOTONIC, in seconds), absolute so jitter does not add up.
-    t0 = loop.time() - (time.monotonic_ns() - t_arrival) / 1e9
+    t0 = loop.time() - (time.monotonic_ns() - t_start) / 1e9
     try:
         for i in range(max_tokens):
             due = t0 + ARGS.ttft_ms / 1e3 + i * ARGS.itl_ms / 1e3
@@ -109,10 +182,16 @@ async def stream(writer: asyncio.StreamWriter, req: dict, chat: bool, t_arrival:
         STATS["running"] -= 1
         if ARGS.log:
             with open(ARGS.log, "a") as f:  # one small write per request: complete as soon as it ends
-                f.write(json.dumps({"id": rid, "arrival_ns": t_arrival, "send_ns": sends}) + "\n")
+                entry = {"id": rid, "arrival_ns": t_arrival, "send_ns": sends}
+                if SLOTS is not None:  # without --max-streams the record is as it always was
+                    entry["start_ns"] = t_start
+                f.write(json.dumps(entry) + "\n")
 
 
 async def main_async() -> None:
+    global SLOTS
+    if ARGS.max_streams > 0:
+        SLOTS = FifoSlots(ARGS.max_streams)
     srv = await asyncio.start_server(handle, "127.0.0.1", ARGS.port, backlog=4096)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -132,6 +211,8 @@ def main() -> None:
     ap.add_argument("--log", default=None)
     ap.add_argument("--keepalive-s", type=float, default=5.0, help="close connections idle this long")
     ap.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (except on /health)")
+    ap.add_argument("--max-streams", type=int, default=0,
+                    help="stream at most N requests at once, the rest wait FIFO (0 = unlimited)")  # fmt: skip
     ARGS = ap.parse_args()
     asyncio.run(main_async())
 

@@ -1,0 +1,351 @@
+"""Which load point to measure next: a fixed grid, or an adaptive search for the knee. Pure.
+
+The runner drives every planner the same way, one point at a time:
+    while (load := planner.next_load()) is not None:
+        feasible, reason = <measure `load`, judge it with analysis.slo.evaluate_point>
+        planner.observe(load, feasible, reason)
+    planner.state()   # JSON-able: stop rule, bracket, points tried, status, knee
+
+:class:`GridSearch` yields `traffic.points` in order. :class:`KneeSearch` looks for the knee,
+the highest SLO-feasible load in [lo, hi], from measured feasibility alone:
+
+  bracket   F = the highest feasible load below I, I = the lowest infeasible load (over every
+            observation; the same rule as analysis.knee: the curve must hold at every load up
+            to the knee). An infeasible load below a feasible one (noise: the curve is not
+            monotone) therefore moves I down and F to the highest feasible load under it, the
+            conservative reading; a feasible load above I is kept in `points` but not used.
+  probing   without a prior, bisection of the whole range at once (below). With a prior `start`
+            (e.g. a capacity estimate): measure it, then double while feasible / halve while
+            infeasible until a bracket forms or a range end is reached (galloping search), then
+            bisect. Cheaper when the prior is good (knee 8, start 8, [1, 64]: 5 points instead of
+            6), dearer when it is not (worst case 9 instead of 6).
+  bisection the next load is the middle point of the *chain* of [F, I]: the fewest loads that cut
+            [F, I) into brackets each meeting the stop rule, built greedily from F, each step as
+            far as the rule allows (x -> x(1+tol); for integers x -> max(x+1, floor(x(1+tol)))).
+            An unmeasured end counts as one step beyond the range, so lo and hi are in the chain
+            and "none feasible" / "all feasible" are two leaves like any other. Each probe halves
+            the leaves left, so the worst case is ceil(log2(leaves)), and no planner can do better:
+            the final brackets of any search tile [F, I) and each must meet the stop rule, so there
+            are at least as many of them as the greedy chain has leaves; k binary measurements tell
+            apart at most 2^k. In continuous loads the chain is geometric, so the probe is the
+            geometric middle: the tolerance is relative, and an arithmetic split of [1, 64] would
+            spend its probes near 32. Integer chains step by one user below 2/tol users (40 at 5 %;
+            5 % of 13 users is less than one user), so small counts are split arithmetically.
+  stop rule (I - F)/F <= tolerance, or I - F <= 1 in integer mode (status converged); hi measured
+            feasible (all_feasible: the knee is at least hi, a lower bound); lo measured
+            infeasible (none_feasible); max_points measurements (budget_exhausted). The knee is
+            F, the conservative end: the true knee lies in [F, I), so F is within `tolerance`.
+
+Budget. Without `start` the search takes at most ceil(log2(leaves)) points (above);
+:meth:`KneeSearch.worst_case_points` counts it exactly on the search's decision tree. At 5 %:
+    integer [1, 8]: 4   [1, 12]: 4   [1, 16]: 5   [2, 16]: 4   [1, 32]: 6   [1, 64]: 6   [1, 256]: 7
+    continuous, hi/lo = 1.5: 4   2: 5   4: 5   8: 6   64: 7   10^4: 8
+So "a third of a 10-point grid" (3.3 points; 4 rounded up) at 5 % is reachable only for ranges
+of at most 16 leaves: integer ranges up to [1, 15] users, continuous ones up to hi/lo = 1.97,
+i.e. with a good prior. [1, 64] users has 53 leaves (every count up to 40, then 5 % steps, plus
+"none feasible"): 6 points, the minimum. Compared like with like, a 10-point geometric grid over
+[1, 64] resolves the knee only to its spacing, 64^(1/9) - 1 = 59 %; at that tolerance the search
+needs 4 points. `max_points` caps the count (null: the stop rule alone decides; bisection is
+logarithmic, so even [0.1, 1000] req/s at 5 % needs 8).
+
+One noisy observation near the knee misleads bisection silently (every later probe stays on its
+side); nothing here re-measures. Side effects: none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Protocol
+
+from loadgen.arrivals import CLOSED_LOOP_KINDS
+
+TOLERANCE = 0.05
+# Galloping factor from a prior `start`: a bracket found by doubling spans a factor of 2, which
+# bisection then splits in ~4 points at 5 %.
+EXPAND = 2.0
+DONE = ("converged", "all_feasible", "none_feasible", "budget_exhausted", "measured")
+
+
+@dataclass
+class SearchConfig:
+    """How the load points of a run are chosen (experiments.search).
+
+    grid: measure traffic.points in order. knee: search [lo, hi] for the highest SLO-feasible
+    load, to within `tolerance` (relative), in at most `max_points` measurements (null: no cap;
+    the stop rule then needs at most 6 points for [1, 64] users at 5 %; the module doc has more).
+    """
+
+    name: str = "grid"
+    kind: str = "grid"  # grid | knee
+    lo: float | None = None  # knee: lowest load tried; null = min(traffic.points)
+    hi: float | None = None  # knee: highest load tried; null = max(traffic.points)
+    tolerance: float = TOLERANCE  # knee: stop when (infeasible - feasible) / feasible <= this
+    max_points: int | None = None  # knee: at most this many measured points; null = the stop rule decides
+    integer: bool | None = None  # knee: whole-number loads; null = yes for traffic.kind=concurrency
+    start: float | None = None  # knee: first load (a prior, e.g. a capacity estimate); null = bisect [lo, hi]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One measured load point as the planner saw it."""
+
+    load: float
+    feasible: bool
+    reason: str = ""  # why not feasible (analysis.slo reasons), or anything worth keeping
+
+
+def bracket(observations: Sequence[Observation]) -> tuple[float | None, float | None, list[str]]:
+    """(F, I, notes): I the lowest infeasible load, F the highest feasible load below it (see the
+    module doc); None where no such load was measured. Ties: infeasible wins (conservative)."""
+    bad = [o.load for o in observations if not o.feasible]
+    hi = min(bad) if bad else None
+    good = [o.load for o in observations if o.feasible]
+    lo = max((x for x in good if hi is None or x < hi), default=None)
+    notes = []
+    if unused := sorted({x for x in good if hi is not None and x >= hi}):
+        notes.append(f"feasible at {', '.join(f'{x:g}' for x in unused)} at or above the infeasible {hi:g} "
+                     "(not monotone; not used: the knee needs every load below it feasible)")  # fmt: skip
+    return lo, hi, notes
+
+
+class Planner(Protocol):
+    """What the runner drives: :class:`GridSearch` and :class:`KneeSearch`."""
+
+    def next_load(self) -> float | None: ...
+    def observe(self, load: float, feasible: bool, reason: str = "") -> None: ...
+    def state(self) -> dict[str, Any]: ...
+
+
+def _points(observations: Sequence[Observation]) -> list[dict[str, Any]]:
+    return [{"load": o.load, "feasible": o.feasible, "reason": o.reason} for o in observations]
+
+
+def _rel_width(lo: float | None, hi: float | None) -> float | None:
+    return (hi - lo) / lo if lo is not None and hi is not None and lo > 0 else None
+
+
+class GridSearch:
+    """The fixed grid: every point of `points`, in the order given, whatever is measured."""
+
+    kind = "grid"
+
+    def __init__(self, points: Sequence[float]) -> None:
+        if not points:
+            raise ValueError("a grid needs at least one load point")
+        self.points = [float(p) for p in points]
+        self.observations: list[Observation] = []
+
+    def next_load(self) -> float | None:
+        """The next grid point (the same one until it is observed); None after the last."""
+        n = len(self.observations)
+        return self.points[n] if n < len(self.points) else None
+
+    def observe(self, load: float, feasible: bool, reason: str = "") -> None:
+        self.observations.append(Observation(float(load), bool(feasible), str(reason)))
+
+    def status(self) -> str:
+        if len(self.observations) < len(self.points):
+            return "measuring" if self.observations else "not_started"
+        return "measured"
+
+    def state(self) -> dict[str, Any]:
+        f, i, notes = bracket(self.observations)
+        done = self.status() == "measured"
+        # The grid's knee in analysis.knee's words, once every point is in.
+        verdict = None
+        if done:
+            verdict = "none_feasible" if f is None else "all_feasible" if i is None else "bracketed"
+        return {
+            "kind": self.kind,
+            "stop_rule": f"measure all {len(self.points)} grid points in the order given (no early stop)",
+            "status": self.status(),
+            "done": done,
+            "outcome": verdict,
+            "knee": f,
+            "bracket": [f, i],
+            "bracket_rel_width": _rel_width(f, i),
+            "points_used": len(self.observations),
+            "worst_case_points": len(self.points),
+            "grid": list(self.points),
+            "points": _points(self.observations),
+            "notes": notes,
+        }
+
+
+class KneeSearch:
+    """Bracketing then bisection for the highest feasible load in [lo, hi]; see the module doc."""
+
+    kind = "knee"
+
+    def __init__(self, lo: float, hi: float, *, tolerance: float = TOLERANCE, integer: bool = False,
+                 max_points: int | None = None, start: float | None = None) -> None:  # fmt: skip
+        if not tolerance > 0:
+            raise ValueError(f"tolerance must be > 0, got {tolerance}")
+        if integer:
+            lo, hi = math.ceil(lo), math.floor(hi)
+            if lo < 1:
+                raise ValueError(f"integer loads (users) start at 1, got lo={lo}")
+        elif not lo > 0:
+            raise ValueError(f"loads must be > 0, got lo={lo}")
+        if hi < lo:
+            raise ValueError(f"empty range [{lo}, {hi}]")
+        if max_points is not None and max_points < 1:
+            raise ValueError(f"max_points must be >= 1 or None, got {max_points}")
+        if start is not None and not lo <= start <= hi:
+            raise ValueError(f"start {start} lies outside [{lo}, {hi}]")
+        self.lo, self.hi = float(lo), float(hi)
+        self.tolerance = float(tolerance)
+        self.integer = bool(integer)
+        self.max_points = max_points
+        self.start = None if start is None else float(math.floor(start + 0.5) if integer else start)
+        self.observations: list[Observation] = []
+        self._pending: float | None = None
+
+    def within(self, f: float, i: float) -> bool:
+        """The stop rule for a measured bracket [f, i]."""
+        return (i - f) / f <= self.tolerance + 1e-12 or (self.integer and i - f <= 1)
+
+    def _step(self, p: float) -> float:
+        """The farthest load q the stop rule lets a bracket [p, q] reach (within the range)."""
+        q = p * (1 + self.tolerance)
+        if self.integer:  # the largest whole number within tolerance, at least the next one
+            q = max(p + 1, math.floor(q + 1e-9))
+        return min(max(q, self.lo), self.hi)
+
+    def chain(self, f: float | None, i: float | None) -> list[float]:
+        """The loads between F and I (None: the unmeasured end) that split [F, I) into the fewest
+        brackets each meeting the stop rule: greedy, every step as far as the rule allows. A
+        probe at its middle point leaves half of them on either side (module doc)."""
+        out: list[float] = []
+        p = f
+        if p is None:
+            p = self.lo  # the leaf [below lo, lo) is "none feasible": lo itself must be measured
+            if i is not None and i <= p:
+                return out
+            out.append(p)
+        while not (self.within(p, i) if i is not None else p >= self.hi):
+            p = self._step(p)
+            if (i is not None and p >= i) or (out and p <= out[-1]):
+                break  # only for observations outside the range
+            out.append(p)
+        return out
+
+    # -- planning ---------------------------------------------------------------------------------
+    def status(self) -> str:
+        """not_started | bracketing | bracketed | converged | all_feasible | none_feasible | budget_exhausted."""
+        f, i, _ = bracket(self.observations)
+        if i is not None and i <= self.lo and (f is None or f < self.lo):
+            return "none_feasible"
+        if f is not None and f >= self.hi:
+            return "all_feasible"
+        if f is not None and i is not None and (self.within(f, i) or not self.chain(f, i)):
+            return "converged"
+        if self.max_points is not None and len(self.observations) >= self.max_points:
+            return "budget_exhausted"
+        if not self.observations:
+            return "not_started"
+        return "bracketing" if f is None or i is None else "bracketed"
+
+    def next_load(self) -> float | None:
+        """The load to measure next (the same one until it is observed); None once the search stopped."""
+        if self._pending is not None:
+            return self._pending
+        if self.status() in DONE:
+            return None
+        f, i, _ = bracket(self.observations)
+        chain = self.chain(f, i)
+        if self.start is not None and (f is None or i is None):
+            # galloping from the prior: double while feasible, halve while infeasible
+            x = self.start if not self.observations else f * EXPAND if i is None else i / EXPAND
+            if self.integer:
+                x = math.floor(x + 0.5)
+            x = min(max(x, chain[0]), chain[-1])  # stay strictly inside the bracket and the range
+        else:
+            x = chain[(len(chain) + 1) // 2 - 1]  # len(chain) + 1 leaves: floor(half) of them below x
+        self._pending = float(x)
+        return self._pending
+
+    def observe(self, load: float, feasible: bool, reason: str = "") -> None:
+        """Record one measured point (normally the one next_load() proposed; any load is accepted)."""
+        self.observations.append(Observation(float(load), bool(feasible), str(reason)))
+        self._pending = None
+
+    # -- reporting --------------------------------------------------------------------------------
+    def stop_rule(self) -> str:
+        adj = " or I - F <= 1 (adjacent integers)" if self.integer else ""
+        cap = f"; or after {self.max_points} measured points (budget_exhausted)" if self.max_points else ""
+        return (f"stop when a feasible load F and the lowest infeasible load I above it satisfy "
+                f"(I - F)/F <= {self.tolerance:g}{adj} (converged); or when hi = {self.hi:g} is feasible "
+                f"(all_feasible: the knee is at least hi); or when lo = {self.lo:g} is infeasible "
+                f"(none_feasible){cap}. The knee is F.")  # fmt: skip
+
+    def _copy(self, observations: list[Observation]) -> KneeSearch:
+        s = KneeSearch(self.lo, self.hi, tolerance=self.tolerance, integer=self.integer,
+                       max_points=self.max_points, start=self.start)  # fmt: skip
+        s.observations = observations
+        return s
+
+    def _depth(self, observations: list[Observation]) -> int:
+        x = self._copy(observations).next_load()
+        if x is None:
+            return len(observations)
+        return max(self._depth([*observations, Observation(x, ok)]) for ok in (True, False))
+
+    @cached_property
+    def _worst(self) -> int:
+        return self._depth([])
+
+    def worst_case_points(self) -> int:
+        """The most points this search can take on a monotone curve, counted on its whole decision
+        tree (every outcome of every probe; a few hundred branches). Without `start` it is
+        ceil(log2(len(chain(None, None)) + 1)), the fewest any planner needs (module doc)."""
+        return self._worst
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able summary: settings, stop rule, status, knee, bracket, points in order, notes."""
+        f, i, notes = bracket(self.observations)
+        status = self.status()
+        if status == "all_feasible":
+            notes.append(f"knee not reached: feasible up to hi = {self.hi:g}; the knee is a lower bound")
+        elif status == "none_feasible":
+            notes.append(f"infeasible already at lo = {self.lo:g}")
+        elif status == "budget_exhausted":
+            notes.append(f"stopped after {self.max_points} points before the tolerance was met")
+        return {
+            "kind": self.kind,
+            "stop_rule": self.stop_rule(),
+            "status": status,
+            "done": status in DONE,
+            "knee": f if status != "none_feasible" else None,
+            "bracket": [f, i],  # [highest feasible, lowest infeasible]; None: not measured
+            "bracket_rel_width": _rel_width(f, i),
+            "range": [self.lo, self.hi],
+            "integer": self.integer,
+            "tolerance": self.tolerance,
+            "max_points": self.max_points,
+            "start": self.start,
+            "points_used": len(self.observations),
+            "worst_case_points": self.worst_case_points(),
+            "next": self._pending,
+            "points": _points(self.observations),
+            "notes": notes,
+        }
+
+
+def planner_for(search: Any, points: Sequence[float], kind: str | None = None) -> GridSearch | KneeSearch:
+    """The planner for a SearchConfig (or None: the grid). `points` is traffic.points (the grid,
+    and the knee's default range); `kind` is traffic.kind (integer loads for concurrency)."""
+    if search is None or search.kind == "grid":
+        return GridSearch(points)
+    if search.kind != "knee":
+        raise ValueError(f"unknown search.kind {search.kind!r} (known: grid, knee)")
+    lo = search.lo if search.lo is not None else (min(points) if points else None)
+    hi = search.hi if search.hi is not None else (max(points) if points else None)
+    if lo is None or hi is None or (search.lo is None and search.hi is None and lo == hi):
+        raise ValueError("search=knee needs a range: set search.lo and search.hi, or two traffic.points")
+    integer = search.integer if search.integer is not None else kind in CLOSED_LOOP_KINDS
+    return KneeSearch(float(lo), float(hi), tolerance=float(search.tolerance), integer=bool(integer),
+                      max_points=search.max_points, start=search.start)  # fmt: skip

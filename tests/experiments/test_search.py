@@ -1,0 +1,168 @@
+"""The load-point planners (experiments.search) against synthetic curves with a known knee."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from experiments.search import GridSearch, KneeSearch, SearchConfig, bracket, planner_for
+
+
+def drive(planner, feasible):
+    """Run `planner` to its end against feasible(load) -> bool; the loads it asked for, in order."""
+    loads = []
+    while (x := planner.next_load()) is not None:
+        assert planner.next_load() == x  # asking again before observing gives the same load
+        loads.append(x)
+        planner.observe(x, feasible(x), "" if feasible(x) else "ttft_ms p99 too high")
+        assert len(loads) <= 50, "the planner does not stop"
+    return loads
+
+
+def test_continuous_knee_within_tolerance_by_geometric_bisection():
+    s = KneeSearch(1, 64, tolerance=0.05)
+    loads = drive(s, lambda x: x <= 23.7)
+    st = s.state()
+    assert st["status"] == "converged" and st["knee"] == max(x for x in loads if x <= 23.7)
+    lo, hi = st["bracket"]
+    assert lo <= 23.7 < hi and (hi - lo) / lo <= 0.05 + 1e-9  # the true knee is inside the final bracket
+    assert (23.7 - st["knee"]) / 23.7 <= 0.05
+    assert loads[0] == pytest.approx(8.0, rel=0.05)  # the geometric middle of [1, 64], not 32
+    assert len(loads) == 7 == s.worst_case_points()  # ceil(log2(88 leaves)): [1, 64] at 5 %
+
+
+def test_integer_knee_is_exact_below_one_user_of_tolerance():
+    s = KneeSearch(1, 64, integer=True)
+    loads = drive(s, lambda x: x <= 13)
+    assert all(x == int(x) for x in loads)
+    assert s.state()["knee"] == 13 and s.state()["bracket"] == [13, 14]  # 5 % of 13 < 1 user: exact
+    assert loads == [26, 13, 19, 16, 14]
+    assert len(loads) <= s.worst_case_points() == 6
+
+
+def test_bracketing_keeps_the_knee_between_the_measured_ends():
+    s = KneeSearch(1, 64, integer=True)
+    knee = 37
+    while (x := s.next_load()) is not None:
+        s.observe(x, x <= knee)
+        f, i = s.state()["bracket"]
+        assert (f is None or f <= knee) and (i is None or i > knee)
+        assert s.state()["status"] in ("bracketing", "bracketed", "converged")
+    f, i = s.state()["bracket"]
+    assert (f, i) == (37, 38)
+
+
+@pytest.mark.parametrize(("lo", "hi", "integer", "worst"), [
+    (1, 8, True, 4), (1, 16, True, 5), (1, 32, True, 6), (1, 64, True, 6), (1, 256, True, 7),
+    (1, 2, False, 5), (10, 80, False, 6), (1, 64, False, 7),
+])  # fmt: skip
+def test_worst_case_points_is_the_information_bound(lo, hi, integer, worst):
+    s = KneeSearch(lo, hi, integer=integer)
+    leaves = len(s.chain(None, None)) + 1
+    assert s.worst_case_points() == worst == math.ceil(math.log2(leaves))
+    knees = range(lo - 1, hi + 1) if integer else [lo * (hi / lo) ** (k / 200) for k in range(-2, 203)]
+    used = [len(drive(KneeSearch(lo, hi, integer=integer), lambda x, k=k: x <= k)) for k in knees]
+    assert max(used) == worst
+
+
+def test_resolution_of_a_10_point_grid_takes_4_points():
+    # like with like: a geometric 10-point grid over [1, 64] resolves the knee to 64^(1/9) - 1 = 59 %
+    assert KneeSearch(1, 64, tolerance=64 ** (1 / 9) - 1, integer=True).worst_case_points() == 4
+
+
+def test_none_feasible_stops_at_lo():
+    s = KneeSearch(2, 64, integer=True)
+    loads = drive(s, lambda x: False)
+    st = s.state()
+    assert st["status"] == "none_feasible" and st["knee"] is None and loads[-1] == 2
+    assert st["bracket"] == [None, 2] and len(loads) <= s.worst_case_points()
+
+
+def test_all_feasible_stops_at_hi_with_a_lower_bound():
+    s = KneeSearch(0.5, 40.0)
+    loads = drive(s, lambda x: True)
+    st = s.state()
+    assert st["status"] == "all_feasible" and st["knee"] == 40.0 and loads[-1] == 40.0
+    assert any("lower bound" in n for n in st["notes"])
+
+
+def test_budget_caps_the_points():
+    s = KneeSearch(1, 64, integer=True, max_points=3)
+    loads = drive(s, lambda x: x <= 8)
+    st = s.state()
+    assert loads == [26, 13, 6] and st["status"] == "budget_exhausted"
+    assert st["knee"] == 6 and st["bracket"] == [6, 13] and st["worst_case_points"] == 3
+    assert "after 3 measured points" in st["stop_rule"]
+
+
+def test_non_monotone_trusts_the_lower_infeasible_point():
+    s = KneeSearch(1, 64, integer=True)
+    s.observe(16, True)
+    s.observe(8, False, "noise")  # infeasible below a feasible load
+    f, i, notes = bracket(s.observations)
+    assert (f, i) == (None, 8) and "not used" in notes[0]
+    nxt = s.next_load()
+    assert 1 <= nxt < 8  # the search goes on below the infeasible point
+    s.observe(nxt, True)
+    s.observe(32, True)  # feasible above the lowest infeasible load: recorded, not used
+    assert s.state()["bracket"][1] == 8 and s.state()["points"][-1]["load"] == 32
+    # the same load seen both ways counts as infeasible (conservative)
+    assert bracket([]) == (None, None, [])
+    t = KneeSearch(1, 64, integer=True)
+    t.observe(10, True)
+    t.observe(10, False)
+    assert bracket(t.observations)[:2] == (None, 10)
+
+
+def test_start_gallops_from_a_prior():
+    s = KneeSearch(1, 64, integer=True, start=8)
+    loads = drive(s, lambda x: x <= 13)
+    assert loads[:2] == [8, 16] and s.state()["knee"] == 13
+    assert len(loads) == 5 and s.worst_case_points() == 9  # good prior: cheaper; bad prior: dearer
+
+
+def test_state_is_json_and_names_the_stop_rule():
+    s = KneeSearch(1, 64, integer=True)
+    assert s.state()["status"] == "not_started"
+    drive(s, lambda x: x <= 13)
+    st = json.loads(json.dumps(s.state(), allow_nan=False))
+    assert "stop when" in st["stop_rule"] and "0.05" in st["stop_rule"] and "adjacent" in st["stop_rule"]
+    assert [p["load"] for p in st["points"]] == [26, 13, 19, 16, 14]
+    assert st["points"][0] == {"load": 26, "feasible": False, "reason": "ttft_ms p99 too high"}
+    assert st["done"] and st["points_used"] == 5 and st["range"] == [1, 64]
+
+
+def test_grid_yields_its_points_and_reports_like_analysis_knee():
+    g = GridSearch([1, 2, 4, 8, 16])
+    assert drive(g, lambda x: x <= 5) == [1, 2, 4, 8, 16]
+    st = json.loads(json.dumps(g.state()))
+    assert st["knee"] == 4 and st["bracket"] == [4, 8] and st["outcome"] == "bracketed" and st["done"]
+    assert st["points_used"] == st["worst_case_points"] == 5 and "grid" in st["stop_rule"]
+
+
+def test_planner_for_builds_both():
+    points = [1, 2, 4, 8, 16, 32, 64]
+    assert isinstance(planner_for(None, points), GridSearch)
+    assert isinstance(planner_for(SearchConfig(), points), GridSearch)
+    k = planner_for(SearchConfig(kind="knee"), points, kind="concurrency")
+    assert isinstance(k, KneeSearch) and k.integer and (k.lo, k.hi) == (1, 64)
+    r = planner_for(SearchConfig(kind="knee", lo=0.5, hi=20, max_points=4), points, kind="poisson")
+    assert not r.integer and (r.lo, r.hi, r.max_points) == (0.5, 20, 4)
+    assert planner_for(SearchConfig(kind="knee", integer=True), points, kind="poisson").integer
+    with pytest.raises(ValueError, match="needs a range"):
+        planner_for(SearchConfig(kind="knee"), [4.0])
+    with pytest.raises(ValueError, match="unknown search.kind"):
+        planner_for(SearchConfig(kind="random"), points)
+
+
+def test_bad_settings_are_refused():
+    for kw in ({"lo": 0, "hi": 4}, {"lo": 5, "hi": 4}, {"lo": 1, "hi": 4, "tolerance": 0},
+               {"lo": 1, "hi": 4, "max_points": 0}, {"lo": 1, "hi": 4, "start": 9}):  # fmt: skip
+        with pytest.raises(ValueError):
+            KneeSearch(**kw)
+    with pytest.raises(ValueError):
+        KneeSearch(0.2, 0.9, integer=True)  # no whole number of users in the range
+    with pytest.raises(ValueError):
+        GridSearch([])
