@@ -766,7 +766,7 @@ class SweepPosition:
     job_count: (
         int | None
     )  # None when it cannot be worked out (another sweeper, glob() sweeps, no multirun.yaml)
-    sequential: bool  # Hydra's basic launcher runs the jobs one after another in this process
+    sequential: bool  # the jobs run one after another (basic launcher, or max_batch_size=1)
 
 
 def sweep_position(hc: Any) -> SweepPosition | None:
@@ -779,7 +779,12 @@ def sweep_position(hc: Any) -> SweepPosition | None:
         mode = getattr(hc.mode, "name", hc.mode)
         if str(mode) != "MULTIRUN":
             return None
-        sequential = str(hc.launcher.get("_target_", "")).endswith("BasicLauncher")
+        # One after another: the basic launcher, or any launcher handed one job at a time
+        # (hydra.sweeper.max_batch_size=1, as docs/cluster.md asks for submitit's local executor).
+        sweeper = hc.get("sweeper") or {}
+        sequential = str(hc.launcher.get("_target_", "")).endswith("BasicLauncher") or (
+            sweeper.get("max_batch_size") == 1
+        )
         return SweepPosition(
             int(hc.job.num), _sweep_size(Path(str(hc.sweep.dir)) / "multirun.yaml"), sequential
         )

@@ -324,17 +324,12 @@ def _multirun_yaml(
     )
 
 
-def _hc(
-    tmp_path, mode="MULTIRUN", num=3, launcher="hydra._internal.core_plugins.basic_launcher.BasicLauncher"
-):
-    return OmegaConf.create(
-        {
-            "mode": mode,
-            "job": {"num": num},
-            "sweep": {"dir": str(tmp_path)},
-            "launcher": {"_target_": launcher},
-        }
-    )
+def _hc(tmp_path, mode="MULTIRUN", num=3, launcher="hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+        batch=None):  # fmt: skip
+    return OmegaConf.create({
+        "mode": mode, "job": {"num": num}, "sweep": {"dir": str(tmp_path)}, "launcher": {"_target_": launcher},
+        "sweeper": {"max_batch_size": batch},
+    })  # fmt: skip
 
 
 def test_sweep_position_counts_jobs_like_the_basic_sweeper(tmp_path):
@@ -345,6 +340,8 @@ def test_sweep_position_counts_jobs_like_the_basic_sweeper(tmp_path):
     assert sweep_position(_hc(tmp_path, mode="RUN")) is None
     sub = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert sweep_position(_hc(tmp_path, launcher=sub)) == SweepPosition(3, 12, False)
+    local = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+    assert sweep_position(_hc(tmp_path, launcher=local, batch=1)) == SweepPosition(3, 12, True)  # one at a time
     _multirun_yaml(tmp_path, ["engine=vllm,sglang"], sweeper="hydra_plugins.optuna.OptunaSweeper")
     assert sweep_position(_hc(tmp_path)) == SweepPosition(3, None, True)  # another sweeper: count unknown
     (tmp_path / "multirun.yaml").unlink()
