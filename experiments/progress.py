@@ -1,0 +1,827 @@
+"""Live progress of long work: the engine start, each load point's phase, the sweep position, ETAs.
+
+The runner reports events; the reporter derives everything else from a clock:
+
+    progress = make_progress()                       # SERVELAB_PROGRESS decides, else the terminal
+    progress.sweep(job_index, job_count)             # 0-based Hydra job number (optional)
+    progress.job("vllm/awq", points=5, warmup_s=5, duration_s=60, cooldown_s=0)
+    progress.engine_starting("vllm", timeout_s=600)  # ... engine_ready(ready_s) | engine_failed(why)
+    progress.point_started(0, 5, "poisson 4")        # phase warmup -> measure -> cooldown from elapsed time
+    progress.point_finished("ok 240/240, TTFT p50 41.2 ms")
+    progress.close()                                 # or `with make_progress() as progress:`
+
+A load point's phases follow from its planned seconds (traffic.warmup_s, duration_s, cooldown_s)
+and the time since point_started; past their end it is "finishing" (the generator drains the
+requests still in flight and the lab summarises them). The job ETA is the engine start still
+expected (when the engine is not ready yet) + what is left of the current point + the points not
+started, each at its planned seconds plus the overhead measured on the points finished so far.
+The sweep ETA (only when the job count is known and the jobs run one after another, as with
+Hydra's basic launcher) adds the remaining jobs, each as long as this one is planned to be.
+Indices passed in are 0-based (as hydra.job.num, PointPlan.index and cfg.repetition are); they
+are shown 1-based.
+
+Modes: `SERVELAB_PROGRESS=auto|rich|plain|off` (default auto; a mode passed to make_progress
+other than "auto" wins over the variable):
+  rich   a rich Live display on stderr, redrawn 4x/s; log lines keep appearing above it (while it
+         is shown, logging handlers that write to the terminal are pointed at rich's proxy of
+         that stream, and sys.stdout/sys.stderr are redirected by Live; all restored by close()).
+         Transient: it disappears on close and leaves only the log lines.
+  plain  lines through the `servelab` logger: one at each event and phase change, and at most
+         one every `interval_s` (10 s) during the engine start and long phases, e.g.
+         `progress: job 2/4 vllm/awq point 3/5 poisson 4 (rep 1/2) measure 12/30 s, ETA job 1m40s sweep 6m10s`
+  off    NullProgress: tracks (eta() works) and shows nothing.
+  auto   rich when the stream is a terminal (and TERM is not "dumb"), plain otherwise (CI, pipes).
+
+Errors: no method ever raises into the caller (a broken terminal must not fail a run); the first
+error is logged at debug level and the reporter goes quiet.
+
+Side effects: rich mode writes to stderr, patches logging handler streams and sys.stdout/stderr
+while shown, and runs a daemon thread that redraws; plain mode logs from a daemon thread that
+notices phase changes. Both threads end at close().
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger("servelab")
+
+ENV_VAR = "SERVELAB_PROGRESS"
+MODES = ("auto", "rich", "plain", "off")
+DEFAULT_ENGINE_START_S = 60.0  # a rough guess, used before this process has seen that engine become ready
+PLAIN_INTERVAL_S = 10.0
+
+# Time to ready per engine label, as seen by this process: the jobs of a sweep run by Hydra's basic
+# launcher share the process, so the second job's ETA uses the first job's measured start.
+_ENGINE_READY_S: dict[str, float] = {}
+
+
+# -- the state and its arithmetic (pure: no I/O, a clock passed in) ----------------------------
+@dataclass(frozen=True)
+class Phase:
+    """Where the work is now: `name` for `elapsed_s` of `total_s` (None: no planned end)."""
+
+    name: str  # preparing | engine | warmup | measure | cooldown | finishing | between | engine_failed
+    elapsed_s: float = 0.0
+    total_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Eta:
+    """Seconds left for the job and for the sweep; None where unknown."""
+
+    job_s: float | None
+    sweep_s: float | None
+
+
+@dataclass
+class _State:
+    job_index: int | None = None
+    job_count: int | None = None
+    sequential: bool = True
+    label: str = ""
+    points: int | None = None
+    warmup_s: float = 0.0
+    duration_s: float = 0.0
+    cooldown_s: float = 0.0
+    repetition: int = 0
+    repetitions: int | None = None
+    engine: str = "pending"  # pending | starting | ready | failed
+    engine_label: str = ""
+    engine_t0: float | None = None
+    engine_timeout_s: float | None = None
+    engine_estimate_s: float | None = None
+    engine_ready_s: float | None = None
+    engine_reason: str | None = None
+    point_index: int | None = None  # the current or last point
+    point_count: int | None = None
+    point_label: str = ""
+    point_t0: float | None = None
+    point_plan: tuple[float, float, float] = (0.0, 0.0, 0.0)  # warmup, duration, cooldown of that point
+    point_running: bool = False
+    points_done: int = 0
+    overheads_s: list[float] = field(default_factory=list)  # actual - planned seconds of finished points
+    last_summary: str | None = None
+
+
+class Tracker:
+    """The progress state and everything derived from it (phase, ETA, the plain line). Thread-safe."""
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, history: dict[str, float] | None = None
+    ) -> None:
+        self.clock = clock
+        self.history = _ENGINE_READY_S if history is None else history
+        self._s = _State()
+        self._lock = threading.Lock()
+
+    # events
+    def sweep(self, job_index: int, job_count: int | None, sequential: bool) -> None:
+        with self._lock:
+            self._s.job_index, self._s.job_count, self._s.sequential = (
+                int(job_index),
+                job_count,
+                bool(sequential),
+            )
+
+    def job(self, label: str, points: int, warmup_s: float, duration_s: float, cooldown_s: float,
+            repetition: int, repetitions: int | None) -> None:  # fmt: skip
+        with self._lock:
+            s = self._s
+            s.label, s.points = label, int(points)
+            s.warmup_s, s.duration_s, s.cooldown_s = float(warmup_s), float(duration_s), float(cooldown_s)
+            s.repetition, s.repetitions = int(repetition), repetitions
+
+    def engine_starting(self, label: str, timeout_s: float | None, estimate_s: float | None) -> None:
+        with self._lock:
+            s = self._s
+            s.engine, s.engine_label, s.engine_t0 = "starting", label, self.clock()
+            s.engine_timeout_s = None if timeout_s is None else float(timeout_s)
+            s.engine_estimate_s = estimate_s
+
+    def engine_ready(self, elapsed_s: float | None) -> float:
+        with self._lock:
+            s = self._s
+            if elapsed_s is None:
+                elapsed_s = self.clock() - s.engine_t0 if s.engine_t0 is not None else 0.0
+            s.engine, s.engine_ready_s = "ready", float(elapsed_s)
+            self.history[s.engine_label or s.label] = float(elapsed_s)
+            return float(elapsed_s)
+
+    def engine_failed(self, reason: str) -> float:
+        with self._lock:
+            s = self._s
+            s.engine, s.engine_reason = "failed", reason
+            return self.clock() - s.engine_t0 if s.engine_t0 is not None else 0.0
+
+    def point_started(self, index: int, count: int, label: str, repetition: int | None,
+                      repetitions: int | None, warmup_s: float | None, duration_s: float | None,
+                      cooldown_s: float | None) -> None:  # fmt: skip
+        with self._lock:
+            s = self._s
+            if s.engine == "pending":  # e.g. an external endpoint: no start to wait for
+                s.engine = "ready"
+            s.point_index, s.point_count, s.point_label = int(index), int(count), label
+            if s.points is None:
+                s.points = int(count)
+            if repetition is not None:
+                s.repetition = int(repetition)
+            if repetitions is not None:
+                s.repetitions = repetitions
+            s.point_plan = (
+                s.warmup_s if warmup_s is None else float(warmup_s),
+                s.duration_s if duration_s is None else float(duration_s),
+                s.cooldown_s if cooldown_s is None else float(cooldown_s),
+            )
+            s.point_t0, s.point_running = self.clock(), True
+
+    def point_finished(self, summary: str | None) -> float:
+        with self._lock:
+            s = self._s
+            took = self.clock() - s.point_t0 if s.point_t0 is not None else 0.0
+            if s.point_running:
+                s.points_done += 1
+                s.overheads_s.append(max(took - sum(s.point_plan), 0.0))
+            s.point_running, s.last_summary = False, summary
+            return took
+
+    # derived
+    def snapshot(self) -> tuple[_State, float]:
+        """A copy of the state and the clock reading it was taken at (for renderers)."""
+        with self._lock:
+            return replace(self._s, overheads_s=list(self._s.overheads_s)), self.clock()
+
+    def phase(self) -> Phase:
+        s, now = self.snapshot()
+        return _phase(s, now)
+
+    def eta(self) -> Eta:
+        s, now = self.snapshot()
+        return _eta(s, now, self.history)
+
+    def line(self, event: str | None = None, *, point: bool = False) -> str:
+        """The plain progress line: position (with the point's when `point` or one runs), `event`
+        (None: the current phase), ETAs."""
+        s, now = self.snapshot()
+        return _line(s, now, self.history, event, point)
+
+
+def _point_s(s: _State) -> float:
+    return s.warmup_s + s.duration_s + s.cooldown_s
+
+
+def _phase(s: _State, now: float) -> Phase:
+    if s.engine == "failed":
+        return Phase("engine_failed")
+    if s.engine == "starting":
+        return Phase("engine", now - (s.engine_t0 or now), s.engine_timeout_s)
+    if s.point_running and s.point_t0 is not None:
+        e = now - s.point_t0
+        w, d, c = s.point_plan
+        for name, length in (("warmup", w), ("measure", d), ("cooldown", c)):
+            if e < length:
+                return Phase(name, e, length)
+            e -= length
+        return Phase("finishing", e, None)
+    if s.points_done:
+        return Phase("between")
+    return Phase("preparing")
+
+
+def _engine_estimate(s: _State, history: dict[str, float]) -> float:
+    """Seconds the engine start is expected to take in total (measured here before, else a guess)."""
+    if s.engine_estimate_s is not None:
+        return float(s.engine_estimate_s)
+    seen = history.get(s.engine_label or s.label)
+    if seen is not None:
+        return seen
+    return min(DEFAULT_ENGINE_START_S, s.engine_timeout_s) if s.engine_timeout_s else DEFAULT_ENGINE_START_S
+
+
+def _eta(s: _State, now: float, history: dict[str, float]) -> Eta:
+    if s.points is None:
+        return Eta(None, None)
+    overhead = sum(s.overheads_s) / len(s.overheads_s) if s.overheads_s else 0.0
+    per_point = _point_s(s) + overhead
+    estimate = s.engine_ready_s if s.engine_ready_s is not None else _engine_estimate(s, history)
+    if s.engine == "failed":
+        job = 0.0
+    else:
+        job = 0.0
+        if s.engine in ("pending", "starting"):
+            started = s.engine_t0 if s.engine == "starting" and s.engine_t0 is not None else now
+            job += max(estimate - (now - started), 0.0)
+        if s.point_running and s.point_t0 is not None:
+            job += max(sum(s.point_plan) + overhead - (now - s.point_t0), 0.0)
+        # the points after the current (or last) one; a resumed job may not start at point 0
+        not_started = s.points - (s.point_index + 1 if s.point_index is not None else 0)
+        job += max(not_started, 0) * per_point
+    sweep = None
+    if s.job_count is not None and s.job_index is not None and s.sequential:
+        sweep = job + max(s.job_count - s.job_index - 1, 0) * (estimate + s.points * per_point)
+    return Eta(job, sweep)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """42s, 1m40s, 2h05m (rounded up to the second: an ETA of 0.4 s is not 0s)."""
+    if seconds is None:
+        return "?"
+    t = max(math.ceil(seconds - 1e-9), 0)
+    if t < 60:
+        return f"{t}s"
+    if t < 3600:
+        return f"{t // 60}m{t % 60:02d}s"
+    return f"{t // 3600}h{t % 3600 // 60:02d}m"
+
+
+def _position(s: _State) -> str:
+    parts = []
+    if s.job_index is not None:
+        parts.append(f"job {s.job_index + 1}/{s.job_count}" if s.job_count else f"job {s.job_index + 1}")
+    if s.label:
+        parts.append(s.label)
+    return " ".join(parts)
+
+
+def _point_position(s: _State) -> str:
+    if s.point_index is None:
+        return ""
+    text = f"point {s.point_index + 1}/{s.point_count}"
+    if s.point_label:
+        text += f" {s.point_label}"
+    if s.repetitions:
+        text += f" (rep {s.repetition + 1}/{s.repetitions})"
+    elif s.repetition:
+        text += f" (rep {s.repetition + 1})"
+    return text
+
+
+def _s(x: float | None) -> str:
+    # elapsed seconds are floored: "warmup 1/1 s" while 0.1 s of it is still left would read as done
+    return str(math.floor(x + 1e-9)) if x is not None else "?"
+
+
+def _phase_text(p: Phase) -> str:
+    if p.name == "engine":
+        total = f"/{p.total_s:g}" if p.total_s else ""
+        return f"engine starting {_s(p.elapsed_s)}{total} s"
+    if p.name in ("warmup", "measure", "cooldown"):
+        return f"{p.name} {_s(p.elapsed_s)}/{p.total_s:g} s"
+    if p.name == "finishing":
+        return f"finishing (+{_s(p.elapsed_s)} s past the planned end)"
+    return {"between": "between points", "preparing": "preparing", "engine_failed": "engine failed"}[p.name]
+
+
+def _eta_text(e: Eta) -> str:
+    if e.job_s is None:
+        return ""
+    text = f"ETA job {fmt_duration(e.job_s)}"
+    if e.sweep_s is not None:
+        text += f" sweep {fmt_duration(e.sweep_s)}"
+    return text
+
+
+def _line(s: _State, now: float, history: dict[str, float], event: str | None, point: bool) -> str:
+    p = _phase(s, now)
+    head = _position(s)
+    if point or s.point_running:
+        head = f"{head} {_point_position(s)}".strip()
+    body = event if event is not None else _phase_text(p)
+    text = f"progress: {head} {body}".replace("  ", " ").rstrip()
+    if eta := _eta_text(_eta(s, now, history)):
+        text += f", {eta}"
+    return text
+
+
+# -- reporters -----------------------------------------------------------------------------------
+def _never_raises(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Progress is a side show: an error in it is logged once (debug) and silences the reporter."""
+
+    @functools.wraps(method)
+    def wrapper(self: Progress, *args: Any, **kwargs: Any) -> Any:
+        if self._broken:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - a broken terminal or renderer must never fail a run
+            self._broken = True
+            log.debug("progress display disabled after an error: %s: %s", type(e).__name__, e)
+            try:
+                self._teardown()
+            except Exception:  # noqa: BLE001 - already broken; nothing more to do
+                pass
+            return None
+
+    return wrapper
+
+
+class Progress:
+    """The reporter API. This base class tracks and shows nothing (see NullProgress)."""
+
+    mode = "off"
+
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, history: dict[str, float] | None = None
+    ) -> None:
+        self.tracker = Tracker(clock, history)
+        self._broken = False
+        self._closed = False
+        self._ticker: threading.Thread | None = None
+        self._stop = threading.Event()
+        # Held while the state changes and what to show is decided, so the ticker thread cannot report
+        # the same phase change as the caller's event; the output itself happens after it is released.
+        self._event_lock = threading.RLock()
+
+    # -- the events (all indices 0-based) --
+    @_never_raises
+    def sweep(self, job_index: int, job_count: int | None = None, *, sequential: bool = True) -> None:
+        """Position in a Hydra sweep: job `job_index` (hydra.job.num) of `job_count` (None: unknown);
+        `sequential`: the jobs run one after another (the sweep ETA is only given then)."""
+        with self._event_lock:
+            self.tracker.sweep(job_index, job_count, sequential)
+
+    @_never_raises
+    def job(self, label: str, points: int, *, warmup_s: float, duration_s: float, cooldown_s: float = 0.0,
+            repetition: int = 0, repetitions: int | None = None) -> None:  # fmt: skip
+        """The job's plan: `points` load points of warmup_s + duration_s + cooldown_s each."""
+        self._report(
+            lambda: self.tracker.job(
+                label, points, warmup_s, duration_s, cooldown_s, repetition, repetitions
+            ),
+            f"{points} point(s) x {warmup_s + duration_s + cooldown_s:g} s planned",
+        )
+
+    @_never_raises
+    def engine_starting(
+        self, label: str, timeout_s: float | None, *, estimate_s: float | None = None
+    ) -> None:
+        """The engine was launched; it has `timeout_s` to become ready (`estimate_s`: expected, for the ETA)."""
+        self._report(
+            lambda: self.tracker.engine_starting(label, timeout_s, estimate_s),
+            f"engine {label} starting" + (f" (ready timeout {timeout_s:g} s)" if timeout_s else ""),
+        )
+
+    @_never_raises
+    def engine_ready(self, elapsed_s: float | None = None) -> None:
+        """The engine answers its health check, `elapsed_s` after the launch (None: by this clock)."""
+        self._report(
+            lambda: self.tracker.engine_ready(elapsed_s), lambda took: f"engine ready after {took:.1f} s"
+        )
+
+    @_never_raises
+    def engine_failed(self, reason: str) -> None:
+        """The engine did not become ready (or died); the job ends."""
+        self._report(
+            lambda: self.tracker.engine_failed(reason),
+            lambda took: f"engine failed after {_s(took)} s: {reason}",
+            level=logging.WARNING,
+        )
+
+    @_never_raises
+    def point_started(self, index: int, count: int, label: str = "", *, repetition: int | None = None,
+                      repetitions: int | None = None, warmup_s: float | None = None,
+                      duration_s: float | None = None, cooldown_s: float | None = None) -> None:  # fmt: skip
+        """Load point `index` of `count` starts now; durations default to the job's plan."""
+        self._report(
+            lambda: self.tracker.point_started(
+                index, count, label, repetition, repetitions, warmup_s, duration_s, cooldown_s
+            ),
+            None,
+        )
+
+    @_never_raises
+    def point_finished(self, summary: str | None = None) -> None:
+        """The current point is done; `summary` (one line, optional) is shown with it."""
+        self._report(
+            lambda: self.tracker.point_finished(summary),
+            lambda took: f"done in {_s(took)} s" + (f": {summary}" if summary else ""),
+            point=True,
+        )
+
+    @_never_raises
+    def tick(self) -> None:
+        """Notice phase changes / redraw. Called by the reporter's own thread; tests call it directly."""
+        with self._event_lock:
+            deliver = self._on_tick()
+        if deliver is not None:
+            deliver()
+
+    def eta(self) -> Eta:
+        return self.tracker.eta()
+
+    def phase(self) -> Phase:
+        return self.tracker.phase()
+
+    def close(self) -> None:
+        """Stop the thread and remove the display; idempotent, never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._teardown()
+        except Exception as e:  # noqa: BLE001 - closing must not fail a run either
+            log.debug("progress close: %s", e)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- what subclasses do --
+    def _report(self, update: Callable[[], Any], text: str | Callable[[Any], str] | None, *,
+                level: int = logging.INFO, point: bool = False) -> None:  # fmt: skip
+        """Apply `update` to the state and show the event (`text`, or a function of update's result)."""
+        with self._event_lock:
+            result = update()
+            deliver = self._event(text(result) if callable(text) else text, level, point)
+        if deliver is not None:
+            deliver()
+
+    def _event(self, text: str | None, level: int, point: bool) -> Callable[[], None] | None:
+        """Decide what to show for an event (`text`; None: the current phase; `point`: it is about the
+        point); returns the output to perform once the event lock is released, or None."""
+        return None
+
+    def _on_tick(self) -> Callable[[], None] | None:
+        return None
+
+    def _teardown(self) -> None:
+        self._stop.set()
+        t = self._ticker
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=2.0)
+
+    def _start_ticker(self, period_s: float) -> None:
+        if self._ticker is not None or self._closed:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(period_s):
+                self.tick()  # guarded: an error silences the reporter, the thread then ends
+                if self._broken:
+                    return
+
+        self._ticker = threading.Thread(target=loop, name="servelab-progress", daemon=True)
+        self._ticker.start()
+
+
+class NullProgress(Progress):
+    """Tracks (eta() and phase() work) and shows nothing: tests, library use, SERVELAB_PROGRESS=off."""
+
+
+class PlainProgress(Progress):
+    """Log lines through `logger`: one per event and phase change, at most one per `interval_s` otherwise.
+
+    `ticker=False` leaves noticing phase changes to explicit tick() calls (deterministic tests)."""
+
+    mode = "plain"
+    PERIODIC = ("engine", "warmup", "measure", "cooldown", "finishing")  # phases that repeat their line
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, history: dict[str, float] | None = None,
+                 logger: logging.Logger | None = None, interval_s: float = PLAIN_INTERVAL_S, ticker: bool = True,
+                 tick_s: float = 1.0) -> None:  # fmt: skip
+        super().__init__(clock=clock, history=history)
+        self.logger = logger or log
+        self.interval_s = interval_s
+        self._key: tuple[Any, ...] | None = None  # the phase the last line was about
+        self._last_emit = -math.inf
+        self._want_ticker = ticker
+        self._tick_s = tick_s
+
+    def _phase_key(self) -> tuple[Any, ...]:
+        s, now = self.tracker.snapshot()
+        return (s.point_index if s.point_running else None, _phase(s, now).name)
+
+    def _line_out(self, line: str, key: tuple[Any, ...], level: int) -> Callable[[], None]:
+        self._key, self._last_emit = key, self.tracker.clock()
+        return lambda: self.logger.log(level, "%s", line)
+
+    def _event(self, text: str | None, level: int, point: bool) -> Callable[[], None] | None:
+        if self._want_ticker:
+            self._start_ticker(self._tick_s)
+        return self._line_out(self.tracker.line(text, point=point), self._phase_key(), level)
+
+    def _on_tick(self) -> Callable[[], None] | None:
+        key = self._phase_key()
+        due = self.tracker.clock() - self._last_emit >= self.interval_s
+        if key != self._key or (due and key[1] in self.PERIODIC):
+            return self._line_out(self.tracker.line(), key, logging.INFO)
+        return None
+
+
+class RichProgress(Progress):
+    """A rich Live display (stderr by default) that log lines scroll above. `ticker=False`: tick() redraws."""
+
+    mode = "rich"
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, history: dict[str, float] | None = None,
+                 console: Any = None, stream: IO[str] | None = None, refresh_per_second: float = 4.0,
+                 ticker: bool = True) -> None:  # fmt: skip
+        super().__init__(clock=clock, history=history)
+        from rich.console import Console
+
+        # The stream is fixed now: once Live redirects sys.stderr, "sys.stderr" would be its own proxy.
+        self.console = console if console is not None else Console(file=stream or sys.stderr)
+        self._period_s = 1.0 / refresh_per_second
+        self._want_ticker = ticker
+        self._live: Any = None
+        self._patched: list[tuple[logging.StreamHandler, Any]] = []
+
+    def _event(self, text: str | None, level: int, point: bool) -> Callable[[], None] | None:
+        return self._show
+
+    def _on_tick(self) -> Callable[[], None] | None:
+        return self._refresh
+
+    def _show(self) -> None:
+        if self._live is None and not self._closed:
+            self._start_live()  # on the first event: a reporter nobody uses draws nothing
+        self._refresh()
+
+    def _refresh(self) -> None:
+        live = self._live  # read once: close() may clear it meanwhile
+        if live is not None:
+            live.refresh()
+
+    def _start_live(self) -> None:
+        from rich.live import Live
+
+        # auto_refresh off: our own thread redraws, so an error while drawing is caught (a dying
+        # refresh thread of rich's own would print a traceback on the broken terminal instead).
+        self._live = Live(console=self.console, get_renderable=self._render, auto_refresh=False,
+                          transient=True, redirect_stdout=True, redirect_stderr=True)  # fmt: skip
+        terminal_streams = {id(sys.stderr), id(sys.stdout), id(sys.__stderr__), id(sys.__stdout__),
+                            id(self.console.file)}  # fmt: skip
+        self._live.start()
+        self._patch_log_handlers(terminal_streams)
+        if self._want_ticker:
+            self._start_ticker(self._period_s)
+
+    def _patch_log_handlers(self, terminal_streams: set[int]) -> None:
+        """Point StreamHandlers that write to the terminal at rich's proxy, so their lines print above
+        the display instead of through it (Hydra's console handler holds the real sys.stderr object,
+        so Live's own sys.stderr redirect does not reach it)."""
+        from rich.file_proxy import FileProxy
+
+        loggers: list[logging.Logger] = [logging.getLogger()]
+        loggers += [
+            lg for lg in list(logging.Logger.manager.loggerDict.values()) if isinstance(lg, logging.Logger)
+        ]
+        seen: set[int] = set()
+        for lg in loggers:
+            for h in list(lg.handlers):
+                if id(h) in seen or type(h) is not logging.StreamHandler:  # FileHandler etc. keep their files
+                    continue
+                seen.add(id(h))
+                stream = getattr(h, "stream", None)
+                if (
+                    stream is not None
+                    and id(stream) in terminal_streams
+                    and not isinstance(stream, FileProxy)
+                ):
+                    old = h.setStream(FileProxy(self.console, stream))
+                    self._patched.append((h, old))
+
+    def _teardown(self) -> None:
+        super()._teardown()
+        live, self._live = self._live, None
+        try:
+            for h, old in reversed(self._patched):
+                proxy = h.setStream(old)
+                if proxy is not None:
+                    proxy.flush()  # a partial line (no newline yet) still sits in the proxy's buffer
+        finally:
+            self._patched.clear()
+            if live is not None:
+                live.stop()
+
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        try:
+            s, now = self.tracker.snapshot()
+            p = _phase(s, now)
+            eta = _eta(s, now, self.tracker.history)
+            grid = Table.grid(padding=(0, 1))
+            grid.add_column(no_wrap=True, style="bold")
+            grid.add_column(no_wrap=True)
+            grid.add_column(no_wrap=True)
+            head = Text(_position(s) or "servelab", style="bold cyan")
+            grid.add_row(Text("servelab"), head, Text(_eta_text(eta), style="bold"))
+            if s.engine == "starting":
+                total = s.engine_timeout_s or 0.0
+                bar = ProgressBar(
+                    total=total or None, completed=min(p.elapsed_s, total) if total else 0, width=30
+                )
+                grid.add_row(Text("engine"), bar, Text(_phase_text(p).removeprefix("engine ")))
+            elif s.engine == "ready" and s.engine_ready_s is not None:
+                grid.add_row(Text("engine"), Text("ready", style="green"),
+                             Text(f"after {s.engine_ready_s:.1f} s", style="dim"))  # fmt: skip
+            elif s.engine == "failed":
+                grid.add_row(Text("engine"), Text("failed", style="bold red"), Text(s.engine_reason or ""))
+            if s.point_index is not None:
+                label = _point_position(s)
+                if s.point_running and p.total_s:
+                    bar = ProgressBar(total=p.total_s, completed=min(p.elapsed_s, p.total_s), width=30)
+                    grid.add_row(Text("point"), bar, Text(f"{_phase_text(p)}  {label}"))
+                elif s.point_running:
+                    grid.add_row(Text("point"), Text(_phase_text(p)), Text(label))
+                else:
+                    grid.add_row(Text("point"), Text("done", style="green"), Text(label))
+                grid.add_row(Text(""), _phase_strip(s, p), Text(""))
+            if s.last_summary:
+                grid.add_row(Text("last"), Text(s.last_summary, style="dim"), Text(""))
+            return Group(grid)
+        except Exception as e:  # noqa: BLE001 - called from the drawing thread: never let it die loudly
+            return Text(f"(progress unavailable: {type(e).__name__})", style="dim")
+
+
+def _phase_strip(s: _State, p: Phase) -> Any:
+    """warmup > measure > cooldown with the current phase marked."""
+    from rich.text import Text
+
+    names = [
+        n for n, length in zip(("warmup", "measure", "cooldown"), s.point_plan, strict=True) if length > 0
+    ]
+    order = {n: i for i, n in enumerate(names)}
+    now_i = order.get(p.name, len(names) if (p.name == "finishing" or not s.point_running) else -1)
+    t = Text()
+    for i, n in enumerate(names):
+        if i:
+            t.append(" > ", style="dim")
+        style = "green" if i < now_i else ("bold yellow" if i == now_i else "dim")
+        t.append(n, style=style)
+    return t
+
+
+# -- choosing a reporter -----------------------------------------------------------------------------
+def resolve_mode(mode: str = "auto", stream: IO[str] | None = None) -> str:
+    """rich | plain | off: `mode` unless "auto", else $SERVELAB_PROGRESS unless "auto", else the stream."""
+    if mode not in MODES:
+        raise ValueError(f"progress mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "auto":
+        env = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
+        if env not in MODES:
+            log.warning("%s=%r is not one of %s; choosing automatically", ENV_VAR, env, "|".join(MODES))
+            env = "auto"
+        mode = env
+    if mode != "auto":
+        return mode
+    stream = stream if stream is not None else sys.stderr
+    try:
+        tty = bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # closed or not a real file
+        tty = False
+    return "rich" if tty and os.environ.get("TERM", "") != "dumb" else "plain"
+
+
+def make_progress(
+    mode: str = "auto",
+    *,
+    stream: IO[str] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    history: dict[str, float] | None = None,
+    logger: logging.Logger | None = None,
+    interval_s: float = PLAIN_INTERVAL_S,
+    console: Any = None,
+    ticker: bool = True,
+) -> Progress:
+    """The reporter for `mode` (see the module doc); `stream` is the terminal to draw on (stderr).
+
+    Never raises: an unknown mode or an unusable rich falls back to plain lines. `ticker=False`
+    starts no thread (tests drive tick() with a fake `clock`)."""
+    try:
+        chosen = resolve_mode(mode, stream)
+    except ValueError as e:
+        log.warning("%s; using plain progress lines", e)
+        chosen = "plain"
+    if chosen == "off":
+        return NullProgress(clock=clock, history=history)
+    if chosen == "rich":
+        try:
+            return RichProgress(clock=clock, history=history, console=console, stream=stream, ticker=ticker)
+        except Exception as e:  # noqa: BLE001 - rich missing or the console unusable: plain still works
+            log.debug("rich progress unavailable (%s); using plain lines", e)
+    return PlainProgress(clock=clock, history=history, logger=logger, interval_s=interval_s, ticker=ticker)
+
+
+# -- the position of this job in a Hydra sweep ---------------------------------------------------------
+@dataclass(frozen=True)
+class SweepPosition:
+    job_index: int  # hydra.job.num, 0-based
+    job_count: (
+        int | None
+    )  # None when it cannot be worked out (another sweeper, glob() sweeps, no multirun.yaml)
+    sequential: bool  # the jobs run one after another (basic launcher, or max_batch_size=1)
+
+
+def sweep_position(hc: Any) -> SweepPosition | None:
+    """Where the job whose Hydra config is `hc` (HydraConfig.get()) stands in its sweep; None outside one.
+
+    The count is worked out the way Hydra's BasicSweeper does (the product of the swept values of
+    hydra.sweeper.params and the command-line overrides), from the multirun.yaml the sweeper saved
+    in the sweep folder."""
+    try:
+        mode = getattr(hc.mode, "name", hc.mode)
+        if str(mode) != "MULTIRUN":
+            return None
+        # One after another: the basic launcher, or any launcher handed one job at a time
+        # (hydra.sweeper.max_batch_size=1, as docs/cluster.md asks for submitit's local executor).
+        sweeper = hc.get("sweeper") or {}
+        sequential = str(hc.launcher.get("_target_", "")).endswith("BasicLauncher") or (
+            sweeper.get("max_batch_size") == 1
+        )
+        return SweepPosition(
+            int(hc.job.num), _sweep_size(Path(str(hc.sweep.dir)) / "multirun.yaml"), sequential
+        )
+    except Exception as e:  # noqa: BLE001 - best effort: progress without a position is still progress
+        log.debug("sweep position unknown: %s", e)
+        return None
+
+
+def hydra_sweep_position() -> SweepPosition | None:
+    """sweep_position() of the running Hydra job, or None (no Hydra, not a multirun)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return sweep_position(HydraConfig.get()) if HydraConfig.initialized() else None
+    except Exception:  # noqa: BLE001 - see sweep_position
+        return None
+
+
+def _sweep_size(multirun_yaml: Path) -> int | None:
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    if not multirun_yaml.is_file():
+        return None
+    cfg = OmegaConf.load(multirun_yaml)
+    if not str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).endswith("BasicSweeper"):
+        return None
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    args = [f"{k}={v}" for k, v in params.items()] + list(
+        OmegaConf.select(cfg, "hydra.overrides.task", default=[])
+    )
+    overrides = OverridesParser.create().parse_overrides(args)
+    return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
+
+
+__all__ = [
+    "ENV_VAR", "Eta", "NullProgress", "Phase", "PlainProgress", "Progress", "RichProgress", "SweepPosition",
+    "Tracker", "fmt_duration", "hydra_sweep_position", "make_progress", "resolve_mode", "sweep_position",
+]  # fmt: skip
