@@ -39,7 +39,12 @@ def main(cfg: DictConfig) -> int:
     except Exception as e:  # noqa: BLE001 - one clear line instead of a traceback
         print(f"servelab: invalid configuration: {e}", file=sys.stderr)
         return 2
-    code = run_variant(run_cfg, Path(hc.runtime.output_dir), list(hc.overrides.task))
+    from experiments.progress import hydra_sweep_position, make_progress
+
+    with make_progress() as progress:  # rich on a terminal, plain lines otherwise (SERVELAB_PROGRESS)
+        if (pos := hydra_sweep_position()) is not None:
+            progress.sweep(pos.job_index, pos.job_count, sequential=pos.sequential)
+        code = run_variant(run_cfg, Path(hc.runtime.output_dir), list(hc.overrides.task), progress=progress)
     print(f"servelab: run {'finished' if code == 0 else 'ended'} (exit {code}); results in {hc.runtime.output_dir}",
           file=sys.stderr)  # fmt: skip
     if hc.mode is not None and hc.mode.name == "MULTIRUN" and code != 130:

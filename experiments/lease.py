@@ -55,8 +55,11 @@ class Rejected(Exception):
 class EngineLease:
     """A launched engine and its samplers for the duration of a `with` block."""
 
-    def __init__(self, cfg: Any, run_dir: Path, work: Path, supervisor: Supervisor) -> None:
+    def __init__(self, cfg: Any, run_dir: Path, work: Path, supervisor: Supervisor, progress: Any = None) -> None:
+        from experiments.progress import NullProgress
+
         self.cfg = cfg
+        self.progress = progress if progress is not None else NullProgress()
         self.run_dir = Path(run_dir)
         self.work = Path(work)
         self.supervisor = supervisor
@@ -131,6 +134,20 @@ class EngineLease:
             checked_against=adapter.checked_against, python=facts.engine_python if adapter.dists else None,
             binaries=dict(facts.binaries), packages=dict(facts.engine_packages), plan=plan.to_dict(),
         )  # fmt: skip
+        self.progress.engine_starting(adapter.name, plan.ready_timeout_s)
+        try:
+            ready_s = self._launch(adapter, facts, plan)
+        except BaseException as e:
+            self.progress.engine_failed(str(e) if isinstance(e, Exception) else "cancelled")
+            raise
+        self.progress.engine_ready(ready_s)
+        self.engine.time_to_ready_s = ready_s
+        log.info("engine ready after %.1f s", ready_s)
+        self._start_samplers()
+
+    def _launch(self, adapter: EngineAdapter, facts: HostFacts, plan: LaunchPlan) -> float:
+        """Start the engine (or find the external server) and wait until it is healthy; seconds taken."""
+        assert self.engine is not None
         if plan.external:
             log.info("benchmarking the running server at %s", plan.base_url)
             ready_s = wait_http_ready(plan.base_url + plan.health_path, plan.ready_timeout_s, auth_headers(plan))
@@ -146,9 +163,7 @@ class EngineLease:
                 os.sched_setaffinity(0, lab)
             log.info("waiting for %s %s at %s", adapter.name, facts.engine_version or "", plan.base_url)
             ready_s = wait_ready(self.engine_child, plan.base_url + plan.health_path, plan.ready_timeout_s)
-        self.engine.time_to_ready_s = ready_s
-        log.info("engine ready after %.1f s", ready_s)
-        self._start_samplers()
+        return ready_s
 
     def _start_samplers(self) -> None:
         cfg, plan = self.cfg, self.plan

@@ -128,6 +128,32 @@ def engine_problems(cfg: RunConfig, adapter: EngineAdapter | None = None) -> lis
     return out
 
 
+def search_problems(cfg: RunConfig) -> list[str]:
+    """search=knee needs a range it can bisect and a positive tolerance."""
+    sc = getattr(cfg, "search", None)
+    if sc is None:
+        return []
+    out: list[str] = []
+    if sc.kind not in ("grid", "knee"):
+        return [f"search.kind={sc.kind!r} is unknown; use search=grid or search=knee"]
+    for k in ("lo", "hi", "start"):
+        v = getattr(sc, k)
+        if v is not None and not _positive(v):
+            out.append(f"search.{k} must be > 0 (a load) or null, got {v}")
+    if not (_number(sc.tolerance) and 0 < sc.tolerance < 1):
+        out.append(f"search.tolerance must be in (0, 1) (relative width of the final bracket), got {sc.tolerance}")
+    if sc.max_points is not None and sc.max_points < 2:
+        out.append(f"search.max_points must be >= 2 (a bracket needs two loads) or null, got {sc.max_points}")
+    if sc.kind == "knee" and not out:
+        pts = [float(v) for v in cfg.traffic.points]
+        lo = sc.lo if sc.lo is not None else min(pts, default=None)
+        hi = sc.hi if sc.hi is not None else max(pts, default=None)
+        if lo is None or hi is None or not lo < hi:
+            out.append(f"search=knee needs a range lo < hi (got lo={lo}, hi={hi}): set search.lo and search.hi, "
+                       "or give two traffic.points (the range's ends)")  # fmt: skip
+    return out
+
+
 def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None) -> list[str]:
     """Every problem of the planned run, one line each naming the fix ([] = it may start). Pure."""
     out: list[str] = []
@@ -150,6 +176,7 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append(f"repetition must be >= 0 (0 = the first measurement of a point), got {cfg.repetition}")
     if cfg.repetitions < 1:
         out.append(f"repetitions must be >= 1 (how many times each point is measured), got {cfg.repetitions}")
+    out += search_problems(cfg)
 
     m = cfg.model
     if not m.path.strip():

@@ -811,13 +811,18 @@ def _sweep_size(multirun_yaml: Path) -> int | None:
     if not multirun_yaml.is_file():
         return None
     cfg = OmegaConf.load(multirun_yaml)
-    if not str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).endswith("BasicSweeper"):
+    target = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+    if not target.endswith(("BasicSweeper", "ServelabSweeper")):
         return None
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
     args = [f"{k}={v}" for k, v in params.items()] + list(
         OmegaConf.select(cfg, "hydra.overrides.task", default=[])
     )
     overrides = OverridesParser.create().parse_overrides(args)
+    if target.endswith("ServelabSweeper"):  # it folds point sweeps into one job per variant first
+        from experiments.sweeper import plan_overrides
+
+        overrides = OverridesParser.create().parse_overrides(plan_overrides(overrides)[0])
     return sum(len(batch) for batch in BasicSweeper.split_arguments(overrides, None))
 
 

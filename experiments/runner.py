@@ -40,6 +40,7 @@ from experiments.artifacts import (
 from experiments.config import to_plain
 from experiments.lease import EngineLease, Rejected
 from experiments.measure import PointInterrupted, PointPlan, PointResult, measure_point, slo_check
+from experiments.progress import NullProgress
 from experiments.schedule import Schedule
 from experiments.schema import RunConfig
 from loadgen.dataset import DatasetError, load_sharegpt
@@ -74,7 +75,8 @@ class Workload:
         return pd.DataFrame([it.to_dict() for it in self.items])
 
 
-def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None = None) -> int:
+def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None = None, *,
+                progress: Any = None) -> int:  # fmt: skip
     """Measure what is missing of one variant into ``variant_dir/launch-<n>/`` (experiments.resume):
     points done by earlier launches are skipped, a variant whose latest launch failed is skipped
     unless ``retry_failed``, and nothing is launched when nothing is left. Writes variant.json (the
@@ -107,7 +109,8 @@ def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None =
                 log.info("resume: %d point(s) measured by earlier launches are skipped", len(schedule.skipped))
             n = history.next_launch
             run_dir = variant_dir / f"{resume.LAUNCH_PREFIX}{n}"
-            code = run(cfg, run_dir, overrides, run_id=f"{variant_dir.name}-{n}", schedule=schedule, launch=n)
+            code = run(cfg, run_dir, overrides, run_id=f"{variant_dir.name}-{n}", schedule=schedule, launch=n,
+                       progress=progress)  # fmt: skip
             if (variant_dir / ".hydra").is_dir():  # the config as composed for this launch (Hydra rewrites its own)
                 shutil.copytree(variant_dir / ".hydra", run_dir / ".hydra", dirs_exist_ok=True)
             s = read_run_json(run_dir / "run.json")
@@ -130,7 +133,7 @@ def _variant_status(variant_dir: Path, base: dict[str, Any], status: str, reason
 
 
 def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, run_id: str | None = None,
-        schedule: Schedule | None = None, launch: int | None = None) -> int:  # fmt: skip
+        schedule: Schedule | None = None, launch: int | None = None, progress: Any = None) -> int:  # fmt: skip
     """Execute one launch into `run_dir`: the points of `schedule` (default: every point of the
     grid, nothing skipped); returns the exit code (see module doc)."""
     run_dir = Path(run_dir)
@@ -146,7 +149,8 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
     record.save(run_dir)
     results: list[PointResult] = []
     supervisor = Supervisor()
-    lease = EngineLease(cfg, run_dir, work, supervisor)
+    progress = progress if progress is not None else NullProgress()
+    lease = EngineLease(cfg, run_dir, work, supervisor, progress=progress)
     phase = "preflight"
     # The first SIGINT/SIGTERM cancels the run (KeyboardInterrupt); later ones only hurry the teardown.
     with cancel_on_signal(supervisor):
@@ -167,6 +171,10 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
             record.artifacts["workload"] = "workload.parquet"
 
             phase = "engine_start"
+            t = cfg.traffic
+            progress.job(f"{cfg.engine.name}/{cfg.quant.name}", schedule.planned_count(), warmup_s=t.warmup_s,
+                         duration_s=t.duration_s, cooldown_s=t.cooldown_s, repetition=schedule.reps[0],
+                         repetitions=len(schedule.reps))  # fmt: skip
             with lease:
                 record.engine, record.telemetry, record.engine_metrics = lease.engine, lease.telemetry, lease.engine_metrics
                 record.save(run_dir)
@@ -174,6 +182,8 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
                 i = 0
                 while (nxt := schedule.next()) is not None:
                     value, rep = nxt
+                    progress.point_started(i, max(schedule.planned_count(), i + 1), f"{t.kind} {value:g}",
+                                           repetition=rep - schedule.reps[0], repetitions=len(schedule.reps))  # fmt: skip
                     try:
                         res = measure_point(
                             lease, PointPlan(i, value, rep), items=workload.items,
@@ -182,6 +192,7 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
                     except PointInterrupted as e:
                         _add_point(record, results, e.result, lease, run_dir)
                         raise
+                    progress.point_finished(None)  # measure_point logged the summary line
                     res.record.search = slo_check(res, cfg.slo)
                     _add_point(record, results, res, lease, run_dir)
                     schedule.observe(value, rep, res.record.search["feasible"], "; ".join(res.record.search["reasons"]))

@@ -49,7 +49,8 @@ class Schedule:
             from experiments.search import planner_for
 
             self.integer = cfg.traffic.kind == "concurrency"
-            self.planner = planner_for(self.search_cfg, list(cfg.traffic.points), integer=self.integer)
+            self.planner = planner_for(self.search_cfg, [float(v) for v in cfg.traffic.points], kind=cfg.traffic.kind)
+            self.integer = bool(self.planner.integer)
             self._extra: list[tuple[float, int]] | None = None
         else:
             self.integer = False
@@ -77,6 +78,13 @@ class Schedule:
         if self.planner is not None and rep == self.reps[0] and self._extra is None:
             self.planner.observe(value, bool(feasible), reason)
 
+    def planned_count(self) -> int:
+        """How many points this launch is expected to measure (grid: exact; knee: its worst case)."""
+        if self.planner is None:
+            return len(self.measured) + len(self._grid) + (self._pending is not None)
+        worst = int(self.planner.worst_case_points()) if hasattr(self.planner, "worst_case_points") else 0
+        return max(worst - len(self.skipped), 0) + len(self.reps[1:]) * 2
+
     def pending(self) -> bool:
         """Whether anything is left to measure (replaying what is done)."""
         return self.next() is not None
@@ -99,7 +107,7 @@ class Schedule:
             if load is None:
                 # the search has stopped: repeat its final bracket for the other repetitions
                 st = self.planner.state()
-                finals = [v for v in (st.get("knee"), st.get("above")) if v is not None]
+                finals = [v for v in (st.get("bracket") or []) if v is not None]  # [knee F, first infeasible I]
                 self._extra = [(float(v), r) for r in self.reps[1:] for v in finals]
                 break
             value = _round_load(load, self.integer)

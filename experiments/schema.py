@@ -395,6 +395,8 @@ class RunConfig:
     search: Any = None
 
 
+from experiments.search import SearchConfig  # noqa: E402 - the search group's schema lives with the planner
+
 GROUP_SCHEMAS: dict[str, type] = {
     "engine": EngineConfig,
     "quant": QuantConfig,
@@ -406,6 +408,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "pricing": PricingConfig,
     "telemetry": TelemetryConfig,
     "placement": PlacementConfig,
+    "search": SearchConfig,
 }
 
 

@@ -84,7 +84,9 @@ class SweepReport(Callback):
     def _decide(sweep_dir: Path, config: Any) -> dict[str, Any]:
         """`python -m analysis.decide <sweep folder> slo=... pricing=...` in a child process: the
         decision composes its own Hydra config, which must not disturb the running sweep's."""
-        overrides = [f"slo={config.slo.name}", f"pricing={config.pricing.name}"]
+        # the SLO exactly as the runs checked it (a preset or the command line may have changed its fields)
+        slo = [f"slo.{k}={'null' if v is None else v}" for k, v in config.slo.items() if k != "name"]
+        overrides = [f"slo={config.slo.name}", *slo, f"pricing={config.pricing.name}"]
         argv = [sys.executable, "-m", "analysis.decide", str(sweep_dir.resolve()), *overrides]
         print(f"servelab sweep: deciding: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
         code = subprocess.call(argv, cwd=ROOT, stdout=sys.stderr)

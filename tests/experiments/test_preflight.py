@@ -29,6 +29,7 @@ from experiments.schema import (
     TrafficConfig,
     WorkloadConfig,
 )
+from experiments.search import SearchConfig
 from loadgen.workload import WorkloadItem
 from tests.conftest import ROOT, compose, launch_dir
 
@@ -63,6 +64,11 @@ def problems(cfg: RunConfig, adapter_cls=VllmAdapter, facts: HostFacts = FACTS) 
 BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "repetition": ({"repetition": -1}, "repetition must be >= 0"),
     "repetitions": ({"repetitions": 0}, "repetitions must be >= 1"),
+    "search.lo": ({"search.lo": -1}, "search.lo must be > 0"),
+    "search.hi": ({"search.hi": 0}, "search.hi must be > 0"),
+    "search.start": ({"search.start": 0}, "search.start must be > 0"),
+    "search.tolerance": ({"search.tolerance": 0}, "search.tolerance must be in (0, 1)"),
+    "search.max_points": ({"search.max_points": 1}, "search.max_points must be >= 2"),
     # engine
     "engine.launcher": ({"engine.launcher": "podman"}, "use native or docker"),
     "engine.image": ({"engine.image": " "}, "set it to null"),
@@ -157,6 +163,7 @@ UNCHECKED = {
 CHECKED_HERE = {
     "engine": EngineConfig, "engine.speculative": SpeculativeConfig, "quant": QuantConfig, "model": ModelConfig,
     "workload": WorkloadConfig, "traffic": TrafficConfig, "traffic.shape": ShapeConfig, "telemetry": TelemetryConfig,
+    "search": SearchConfig,
 }  # fmt: skip
 
 
