@@ -235,6 +235,10 @@ def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
         "points": res_mod.table_for_json(table),
         "point_details": res_mod._jsonable(built.details),
         "knees": [k.to_dict() for k in kn.values()],
+        # search=knee: each launch's stop rule, bracket and the points it tried (run.json resume.knee_search)
+        "searches": [{"variant_id": r.variant_id, "variant_label": r.variant_label, "run_id": r.run_id,
+                      **r.summary["resume"]["knee_search"]} for r in runs
+                     if r.skipped is None and ((r.summary.get("resume") or {}).get("knee_search"))],
         "pareto": res_mod.table_for_json(front[["variant_id", "variant_label", "point_id", "load_value", "load_unit",
                                                  "tok_per_s_per_user", "tok_per_s_per_gpu", "feasible"]]) if len(front) else [],
         "selection": sel.to_dict(),

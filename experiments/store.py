@@ -334,8 +334,11 @@ class Selection:
 
     def describe(self) -> str:
         n = len(self.paths) + len(self.left_out)
-        out = f"{self.kind} {self.name}: {len(self.paths)} ok run(s) of {n}"
+        out = f"{self.kind} {self.name}: {len(self.paths)} ok or cancelled run(s) of {n}"
         return out + (f" ({len(self.left_out)} not ok, left out: {', '.join(self.left_out)})" if self.left_out else "")
+
+
+USABLE_STATUSES = ("ok", "cancelled", "running")
 
 
 def resolve(con: duckdb.DuckDBPyConnection, spec: str, root: Path | None = None) -> Selection:
@@ -357,10 +360,13 @@ def resolve(con: duckdb.DuckDBPyConnection, spec: str, root: Path | None = None)
         what = " and ".join(f"{k} {resolved} ({len(rows)} run(s))" for k, (resolved, rows) in found.items())
         raise StoreError(f"{spec!r} is ambiguous: {what}; write " + " or ".join(f"{k}:{name}" for k in found))
     k, (resolved, rows) = next(iter(found.items()))
-    ok = rows[rows["status"] == "ok"]
-    sel = Selection(spec, k, resolved, sorted(ok["path"]), sorted(rows.loc[rows["status"] != "ok", "run_id"]))
+    # as the decision layer: finished points of ok and cancelled launches (a resumed sweep's first
+    # launch is cancelled or, killed with -9, still "running"; its finished points count)
+    usable = rows["status"].isin(USABLE_STATUSES)
+    ok = rows[usable]
+    sel = Selection(spec, k, resolved, sorted(ok["path"]), sorted(rows.loc[~usable, "run_id"]))
     if not sel.paths:
-        raise StoreError(f"{spec!r} is {k} {resolved} but none of its {len(rows)} run(s) has status ok")
+        raise StoreError(f"{spec!r} is {k} {resolved} but none of its {len(rows)} run(s) has status ok or cancelled")
     return sel
 
 
@@ -400,7 +406,7 @@ def _side(con: duckdb.DuckDBPyConnection, sel: Selection) -> pd.DataFrame:
     paths = ", ".join(_lit(p) for p in sel.paths)
     df = con.execute(f"""SELECT r.variant_id, r.variant_label, p.point_id, p.load_value, p.load_unit, {cols}
                          FROM points p JOIN runs r ON r.path = p.run_path
-                         WHERE p.run_path IN ({paths})""").df()  # fmt: skip
+                         WHERE p.run_path IN ({paths}) AND p.complete""").df()  # fmt: skip
     out = []
     for (vid, pid), g in df.groupby(["variant_id", "point_id"], sort=False, dropna=False):
         row: dict[str, Any] = {"variant_id": vid, "variant_label": g["variant_label"].iloc[0], "point_id": pid,
@@ -416,7 +422,7 @@ def _side(con: duckdb.DuckDBPyConnection, sel: Selection) -> pd.DataFrame:
                 row[m] += (math.nan, math.nan, None)
         out.append(row)
     if not out:
-        raise StoreError(f"{sel.spec!r} ({sel.kind} {sel.name}) has no load points in its ok runs")
+        raise StoreError(f"{sel.spec!r} ({sel.kind} {sel.name}) has no finished load points in its ok or cancelled runs")
     return pd.DataFrame(out).sort_values(["variant_label", "load_value"], kind="stable").reset_index(drop=True)
 
 
