@@ -334,8 +334,8 @@ class Selection:
 
     def describe(self) -> str:
         n = len(self.paths) + len(self.left_out)
-        out = f"{self.kind} {self.name}: {len(self.paths)} ok or cancelled run(s) of {n}"
-        return out + (f" ({len(self.left_out)} not ok, left out: {', '.join(self.left_out)})" if self.left_out else "")
+        out = f"{self.kind} {self.name}: {len(self.paths)} usable run(s) of {n}"
+        return out + (f" ({len(self.left_out)} failed or rejected, left out: {', '.join(self.left_out)})" if self.left_out else "")
 
 
 USABLE_STATUSES = ("ok", "cancelled", "running")
@@ -366,7 +366,7 @@ def resolve(con: duckdb.DuckDBPyConnection, spec: str, root: Path | None = None)
     ok = rows[usable]
     sel = Selection(spec, k, resolved, sorted(ok["path"]), sorted(rows.loc[~usable, "run_id"]))
     if not sel.paths:
-        raise StoreError(f"{spec!r} is {k} {resolved} but none of its {len(rows)} run(s) has status ok or cancelled")
+        raise StoreError(f"{spec!r} is {k} {resolved} but none of its {len(rows)} run(s) is usable (ok, cancelled or killed with finished points)")
     return sel
 
 

