@@ -118,6 +118,15 @@ def test_two_variants_three_points_launch_twice_then_resume_launches_nothing(tin
     assert [j["status"] for j in sweep["jobs"]] == ["ok", "ok"] and sweep["decision"]["exit_code"] == 0
     d = json.loads((tmp_path / "sw" / "decision.json").read_text())
     assert d["selection"]["chosen"] is not None
+    # SQL over the sweep's files, and the two variants side by side (experiments.store)
+    from experiments import store
+
+    n = store.query(tmp_path / "sw", "SELECT r.variant_id, count(DISTINCT q.point_id) AS points, count(*) AS requests "
+                                     "FROM requests q JOIN runs r USING (run_id, variant_id) GROUP BY 1")  # fmt: skip
+    assert sorted(n["points"]) == [3, 3] and (n["requests"] > 0).all()
+    ids = sorted(n["variant_id"])
+    cmp = store.compare(tmp_path / "sw", f"variant:{ids[0]}", f"variant:{ids[1]}")
+    assert sorted(set(cmp["load_value"])) == [8.0, 16.0, 24.0] and {"delta", "overlap"} <= set(cmp.columns)
     # the same command again: everything is done, no engine starts, no new launch folder
     again = lab(argv)
     assert again.returncode == 0, again.stderr[-3000:]
