@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SUPPORT = ROOT / "tests" / "support"
 
 
-def compose(overrides: list[str] | None = None):
+def compose(overrides: list[str] | None = None, return_hydra_config: bool = False):
     """The real conf/ tree composed with `overrides`, as Hydra's CLI would (no run dir)."""
     from hydra import compose as hcompose
     from hydra import initialize_config_dir
@@ -26,7 +26,7 @@ def compose(overrides: list[str] | None = None):
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hcompose(config_name="config", overrides=overrides or [], return_hydra_config=False)
+        return hcompose(config_name="config", overrides=overrides or [], return_hydra_config=return_hydra_config)
 
 
 def launch_dir(variant_dir: Path, n: int = 1) -> Path:

@@ -189,3 +189,23 @@ def test_remote_workers_need_a_reachable_master():
     ps = problems(["traffic.remote_workers=2"])
     assert any("fixed traffic.master_port" in p for p in ps) and any("traffic.master_bind" in p for p in ps)
     assert problems(["traffic.remote_workers=2", "traffic.master_port=5557", "traffic.master_bind=0.0.0.0"]) == []
+
+
+@pytest.mark.parametrize("variant", options("variant"))
+def test_every_named_variant_composes_to_its_engine(variant):
+    cfg = to_run_config(compose([f"variant={variant}"]))
+    assert cfg.engine.name == variant.split("_")[0]
+    if variant.startswith("transformers_"):
+        assert cfg.engine.continuous_batching == (variant == "transformers_cb")
+
+
+def test_shootout_presets_sweep_by_the_planned_hardware():
+    from omegaconf import OmegaConf
+
+    for exp, key, cpu, gpu in [("quant_shootout", "quant", "none,awq,gptq,fp8_kv", "none,fp8,awq,gptq,int4"),
+                               ("engine_shootout", "variant", "vllm,transformers_cb,transformers_serial",
+                                "vllm,transformers_cb,transformers_serial,sglang,tgi")]:  # fmt: skip
+        for g, want in (("cpu", cpu), ("h100_sxm_80g", gpu)):
+            c = compose([f"experiment={exp}", f"gpu={g}"], return_hydra_config=True)
+            assert OmegaConf.select(c, f"hydra.sweeper.params.{key}") == want
+            assert str(OmegaConf.select(c, "hydra.mode")) == "RunMode.MULTIRUN"
