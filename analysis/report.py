@@ -440,7 +440,7 @@ def experiment_view(folder: Path, decision: Mapping[str, Any]) -> tuple[dict[str
     ]  # fmt: skip
     rec = _recommendation(decision, summaries, rows, labels, capacity)
     for rid, s in summaries.items():
-        validity += rd.run_validity(s, rid)
+        validity += rd.run_validity(s, f"{labels[s['variant_id']]} · {rid}" if s.get("variant_id") in labels else rid)
     validity += rd.row_validity(rows, with_variant=True)
     for p in decision.get("problems") or []:
         validity.append({"where": "decision", "severity": "warn", "message": str(p)})

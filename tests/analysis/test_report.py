@@ -89,7 +89,7 @@ def test_validity_lists_notes_and_reasons_where_they_apply():
         "feasibility_reasons": ["attainment 0.5 < 0.9"], "usd_per_1m_goodput": None,
     }  # fmt: skip
     html = render_report(summary, records, None)
-    val = html[html.index('<table id="validity-table">') :]
+    val = html[html.index('<div id="validity-table">') :]
     assert '<td class="l">2 req/s</td><td class="l sev-invalid">invalid</td><td class="l">only 3 successful requests</td>' in val
     assert '<td class="l sev-SLO">SLO</td><td class="l">attainment 0.5 &lt; 0.9</td>' in val
     assert 'engine &lt;b&gt;flag&lt;/b&gt; ignored' in val and "No load point of this run" not in html

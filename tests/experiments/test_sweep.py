@@ -37,7 +37,8 @@ def lab(argv: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 def variants(results: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted((results / "sw").iterdir()) if p.is_dir()}
+    # every folder of the sweep but exports/ (the experiment report's, analysis.report)
+    return {p.name: p for p in sorted((results / "sw").iterdir()) if p.is_dir() and p.name != "exports"}
 
 
 def runs_of(variant_dir: Path) -> list[dict]:
@@ -119,6 +120,7 @@ def test_two_variants_three_points_launch_twice_then_resume_launches_nothing(tin
     assert [j["status"] for j in sweep["jobs"]] == ["ok", "ok"] and sweep["decision"]["exit_code"] == 0
     d = json.loads((tmp_path / "sw" / "decision.json").read_text())
     assert d["selection"]["chosen"] is not None
+    assert sweep["report"]["exit_code"] == 0 and (tmp_path / "sw" / "report.html").is_file()  # then the report
     # the same command again: everything is done, no engine starts, no new launch folder
     again = lab(argv)
     assert again.returncode == 0, again.stderr[-3000:]
