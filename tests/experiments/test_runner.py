@@ -77,8 +77,10 @@ def test_pipeline_writes_every_artifact(fake_engine, tiny_tokenizer_dir, tmp_pat
 
     html = (out / "report.html").read_text()
     assert "SLO attainment" in html and "$ / 1M goodput tokens" in html
-    assert "<table>" in html and "data:image/png;base64," in html
+    assert "<table>" in html and '<figure class="plot" id="plot-timeline">' in html and "<svg " in html
     assert "http://" not in html.replace("http://127.0.0.1", "") and "https://" not in html  # opens offline
+    assert {"summary_csv", "exports"} <= set(s["artifacts"]) and (out / "summary.csv").is_file()
+    assert len(list((out / "exports").glob("*.json"))) == len(s["load_points"])
 
 
 def _check_identity(out, s):

@@ -37,7 +37,8 @@ def lab(argv: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 def variants(results: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted((results / "sw").iterdir()) if p.is_dir()}
+    # every folder of the sweep but exports/ (the experiment report's, analysis.report)
+    return {p.name: p for p in sorted((results / "sw").iterdir()) if p.is_dir() and p.name != "exports"}
 
 
 def runs_of(variant_dir: Path) -> list[dict]:
@@ -127,6 +128,7 @@ def test_two_variants_three_points_launch_twice_then_resume_launches_nothing(tin
     ids = sorted(n["variant_id"])
     cmp = store.compare(tmp_path / "sw", f"variant:{ids[0]}", f"variant:{ids[1]}")
     assert sorted(set(cmp["load_value"])) == [8.0, 16.0, 24.0] and {"delta", "overlap"} <= set(cmp.columns)
+    assert sweep["report"]["exit_code"] == 0 and (tmp_path / "sw" / "report.html").is_file()  # then the report
     # the same command again: everything is done, no engine starts, no new launch folder
     again = lab(argv)
     assert again.returncode == 0, again.stderr[-3000:]
