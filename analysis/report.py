@@ -71,7 +71,8 @@ def latency_cdf_plot(df: pd.DataFrame, labels: dict[int, str]) -> str:
 
 
 def timeline_plot(df: pd.DataFrame, tel: pd.DataFrame | None, t0_ns: int) -> str:
-    """Per-request TTFT over time above engine CPU % (and RSS), on the shared monotonic clock."""
+    """Per-request TTFT over time above engine CPU % and RSS (cpu sampler) or GPU power and utilisation
+    (nvml sampler), on the shared monotonic clock."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,6 +103,16 @@ def timeline_plot(df: pd.DataFrame, tel: pd.DataFrame | None, t0_ns: int) -> str
             ax3 = ax2.twinx()
             ax3.plot(x, tel["engine_rss_bytes"] / 2**30, color="#38a169", lw=1, label="engine RSS GiB")
             ax3.set_ylabel("RSS GiB")
+            ax3.legend(fontsize=8, loc="upper right")
+        elif "power_w" in tel:  # NVML: one row per GPU per sample
+            ax3 = ax2.twinx()
+            for gpu, g in tel.groupby("gpu") if "gpu" in tel else [(0, tel)]:
+                gx = (g["t_ns"].astype(float) - t0_ns) / 1e9
+                ax2.plot(gx, g["power_w"].astype(float), lw=1, label=f"GPU {gpu} power W")
+                if "gpu_util_pct" in g:
+                    ax3.plot(gx, g["gpu_util_pct"].astype(float), lw=1, ls=":", label=f"GPU {gpu} util %")
+            ax2.set_ylabel("power W")
+            ax3.set_ylabel("GPU util %")
             ax3.legend(fontsize=8, loc="upper right")
         ax2.legend(fontsize=8, loc="upper left")
         ax2.grid(alpha=0.3)

@@ -75,3 +75,16 @@ def test_report_of_a_failed_run_without_points():
     summary.update(status="failed", load_points=[], failure={"reason": "engine exited <1>", "log_tail": "x < y"})
     html = render_report(summary, records.iloc[0:0], None)
     assert "engine exited &lt;1&gt;" in html and "x &lt; y" in html and "Latency and throughput" not in html
+
+
+def test_timeline_shows_gpu_power_and_utilisation_for_nvml_telemetry(recwarn):
+    import pandas as pd
+
+    from analysis.report import timeline_plot
+
+    records = derive(frame(point_records()))
+    t0 = int(records["t_sent_ns"].dropna().min())
+    tel = pd.DataFrame([{"t_ns": t0 + i * 200_000_000, "sampler": "nvml", "gpu": g, "power_w": 400.0 + g,
+                         "gpu_util_pct": 80} for i in range(10) for g in (0, 1)])  # fmt: skip
+    assert timeline_plot(records, tel, t0)  # a PNG
+    assert not [w for w in recwarn if "No artists" in str(w.message)]  # the panel has its lines and legend
