@@ -49,24 +49,24 @@ def _corpus(rng: random.Random, n_words: int) -> list[str]:
     return [" ".join(words[i : i + 12]) + "." for i in range(0, len(words), 12)]
 
 
-def build(out: Path) -> None:
-    import torch
+def train_tokenizer(recipe: dict = RECIPE):
+    """The recipe's BPE tokenizer as a transformers fast tokenizer (seeded: byte-identical files each time).
+
+    Also used by scripts/build_gpu_model.py, so the GPU validation model shares this tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    rng = random.Random(RECIPE["seed"])
-    torch.manual_seed(RECIPE["seed"])
-
+    rng = random.Random(recipe["seed"])
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=RECIPE["vocab_size"],
+        vocab_size=recipe["vocab_size"],
         special_tokens=SPECIAL,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(rng, RECIPE["corpus_words"]), trainer=trainer)
+    tok.train_from_iterator(_corpus(rng, recipe["corpus_words"]), trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(
         single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)]
     )
@@ -75,9 +75,18 @@ def build(out: Path) -> None:
         bos_token=SPECIAL[0],
         eos_token=SPECIAL[1],
         pad_token=SPECIAL[2],
-        model_max_length=RECIPE["max_position_embeddings"],
+        model_max_length=recipe["max_position_embeddings"],
     )
     fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build(out: Path) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(RECIPE["seed"])
+    fast = train_tokenizer(RECIPE)
 
     config = LlamaConfig(
         vocab_size=len(fast),

