@@ -61,7 +61,8 @@ def model_shape(config: dict[str, Any]) -> ModelShape:
     block_linear = layers * (d * heads * hd + 2 * d * kv * hd + heads * hd * d + 3 * d * inter)
     params = vocab * d * (1 if tied else 2) + d + block_linear + layers * 2 * d
     q = config.get("quantization_config") or {}
-    dtype = str(c.get("torch_dtype") or config.get("torch_dtype") or "bfloat16")
+    # transformers >= 5 writes "dtype", older versions "torch_dtype"
+    dtype = str(c.get("dtype") or c.get("torch_dtype") or config.get("dtype") or config.get("torch_dtype") or "bfloat16")
     return ModelShape(
         layers=layers, hidden=d, heads=heads, kv_heads=kv, head_dim=hd, intermediate=inter, vocab=vocab,
         tied_embeddings=tied, dtype_bytes=DTYPE_BYTES.get(dtype, 2.0), params=params, block_linear_params=block_linear,

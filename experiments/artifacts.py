@@ -350,6 +350,10 @@ def write_artifacts(record: RunRecord, results: list[Any], run_dir: Path, work: 
     if record.status == "ok" and record.load_points:
         add_point_decisions(record, run_dir, cfg)
         record.save(run_dir)
+    if not getattr(cfg, "report", True):
+        log.info("report=false: no report.html (python -m analysis.report %s renders it later)", run_dir)
+        shutil.rmtree(work, ignore_errors=True)
+        return df
     try:  # the run report and its exports (summary.csv, exports/*.json), from the files just written
         from analysis.report import write_run_report
 

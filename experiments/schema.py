@@ -391,6 +391,9 @@ class RunConfig:
     resume: bool = True
     # A variant whose latest launch failed is skipped (with its reason) unless this is true.
     retry_failed: bool = False
+    # report.html + summary.csv + exports/ at the end of each run and sweep (python -m analysis.report
+    # renders them later from the files alike); false saves ~2 s a run in long sweeps.
+    report: bool = True
     # Which loads are measured: conf/search/ (grid = traffic.points; knee = adaptive, experiments.search)
     search: Any = None
 

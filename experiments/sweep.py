@@ -78,7 +78,7 @@ class SweepReport(Callback):
                                    "jobs": self.rows}  # fmt: skip
         if self.decide and any(r.get("status") == "ok" for r in self.rows):
             summary["decision"] = self._decide(sweep_dir, config)
-            if summary["decision"]["exit_code"] == 0:
+            if summary["decision"]["exit_code"] == 0 and bool(config.get("report", True)):
                 summary["report"] = self._report(sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(sweep_dir / "sweep.json", summary)

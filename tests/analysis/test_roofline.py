@@ -67,3 +67,13 @@ def test_quantized_checkpoint_config_and_tiny_model():
     assert s.block_linear_params == linear and s.params == 2 * 4096 * 256 + 256 + linear + 2 * 2 * 256
     assert weight_bytes(s) == pytest.approx(linear * (4 + 20 / 64) / 8 + (s.params - linear) * 4)
     assert decode_batch_from_records(30.0, 60.0) == 0.5
+
+
+def test_the_weights_dtype_is_read_from_transformers_5_configs_too():
+    from analysis.roofline import model_shape
+
+    base = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
+            "vocab_size": 100}  # fmt: skip
+    assert model_shape({**base, "dtype": "float32"}).dtype_bytes == 4.0  # transformers >= 5
+    assert model_shape({**base, "torch_dtype": "float32"}).dtype_bytes == 4.0  # older
+    assert model_shape(base).dtype_bytes == 2.0

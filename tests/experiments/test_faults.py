@@ -44,7 +44,8 @@ class Lab:
                    SERVELAB_FAULTY_ARGS=f"--pidfile {self.pidfile} {faulty}")  # fmt: skip
         argv = [sys.executable, str(LAB), "engine.name=faulty", f"model.path={tok_dir}", "model.built_by=null",
                 "workload.prompt_tokens=20", "workload.output_tokens=8", "workload.num_prompts=4", "traffic=constant",
-                "traffic.points=[10]", "telemetry.interval_s=0.5", f"hydra.run.dir={self.variant_dir}", *overrides]  # fmt: skip
+                "traffic.points=[10]", "telemetry.interval_s=0.5", f"hydra.run.dir={self.variant_dir}",
+                "report=false", *overrides]  # fmt: skip
         with open(self.out_path, "wb") as out:
             self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True,

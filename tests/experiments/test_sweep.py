@@ -32,6 +32,10 @@ def base(tok: Path, results: Path, *extra: str) -> list[str]:
             "experiment_name=sw", *extra]  # fmt: skip
 
 
+def no_report(argv: list[str]) -> list[str]:
+    return [*argv, "report=false"]  # the reports have their own tests; these check the sweep machinery
+
+
 def lab(argv: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
@@ -130,15 +134,17 @@ def test_two_variants_three_points_launch_twice_then_resume_launches_nothing(tin
     assert sorted(set(cmp["load_value"])) == [8.0, 16.0, 24.0] and {"delta", "overlap"} <= set(cmp.columns)
     assert sweep["report"]["exit_code"] == 0 and (tmp_path / "sw" / "report.html").is_file()  # then the report
     # the same command again: everything is done, no engine starts, no new launch folder
-    again = lab(argv)
+    again = lab(no_report(argv))
     assert again.returncode == 0, again.stderr[-3000:]
     assert starts(again.stderr) == 0 and "nothing to launch" in again.stderr
     assert all(len(runs_of(v)) == 1 for v in variants(tmp_path).values())
 
 
-def test_failed_variants_are_recorded_and_the_sweep_goes_on(tiny_tokenizer_dir, tmp_path):
+def test_failed_variants_are_recorded_the_sweep_goes_on_and_repetitions_share_a_launch(tiny_tokenizer_dir, tmp_path):
     # [--bogus]: the "engine" exits at start; [--port,1]: preflight refuses it (the lab sets --port); [] runs
-    argv = base(tiny_tokenizer_dir, tmp_path, "traffic.points=[8]", "engine.extra_args=[--bogus],[--port,1],[]")
+    # repetition=0,1 is folded into repetitions=2: the ok variant measures its point twice in one launch
+    argv = no_report(base(tiny_tokenizer_dir, tmp_path, "traffic.points=[8]", "repetition=0,1",
+                          "engine.extra_args=[--bogus],[--port,1],[]"))  # fmt: skip
     p = lab(argv)
     assert p.returncode == 0, p.stderr[-3000:]
     sweep = json.loads((tmp_path / "sw" / "sweep.json").read_text())
@@ -149,6 +155,11 @@ def test_failed_variants_are_recorded_and_the_sweep_goes_on(tiny_tokenizer_dir, 
     refused = next(j for j in sweep["jobs"] if j["status"] == "refused")
     assert "engine.extra_args sets --port" in refused["reason"]
     assert "servelab sweep: 3 variant job(s)" in p.stderr and "refused" in p.stderr  # the table
+    ok = next(v for v in variants(tmp_path).values() if json.loads((v / "variant.json").read_text())["status"] == "ok")
+    (s,) = runs_of(ok)
+    assert [(q["load_value"], q["repetition"]) for q in s["load_points"]] == [(8.0, 0), (8.0, 1)]
+    d = json.loads((tmp_path / "sw" / "decision.json").read_text())
+    assert sorted((r["load_value"], r["repetition"]) for r in d["points"]) == [(8.0, 0), (8.0, 1)]  # pooled there
     # again: the failed variant is skipped with its reason (no new launch) unless retry_failed=true
     again = lab(argv)
     assert starts(again.stderr) == 0
@@ -183,8 +194,8 @@ def _wait_for(cond, proc: subprocess.Popen, out: Path, what: str, timeout_s: flo
 def test_a_sweep_killed_mid_point_resumes_without_redoing_or_keeping_half_points(tiny_tokenizer_dir, tmp_path, sig):
     """kill -9 (or Ctrl-C) while variant 1's second (last) point runs; the same command then finishes
     the sweep: point 0 is not measured again, the cut point is measured anew, variant 2 once."""
-    argv = base(tiny_tokenizer_dir, tmp_path, "traffic.points=[8,16]", "engine.max_num_seqs=4,8",
-                "traffic.duration_s=2.5")  # fmt: skip
+    argv = no_report(base(tiny_tokenizer_dir, tmp_path, "traffic.points=[8,16]", "engine.max_num_seqs=4,8",
+                          "traffic.duration_s=2.5"))  # fmt: skip
     out = tmp_path / "lab.out"
     proc = _lab_proc(argv, out)
     sw = tmp_path / "sw"
@@ -234,17 +245,6 @@ def test_a_sweep_killed_mid_point_resumes_without_redoing_or_keeping_half_points
     assert d["selection"]["chosen"] is not None
     h = scan(first, runs1[0]["variant_id"])
     assert len(h.done) == 2
-
-
-def test_repetitions_are_measured_in_one_launch_and_pooled_by_the_decision(tiny_tokenizer_dir, tmp_path):
-    p = lab(base(tiny_tokenizer_dir, tmp_path, "traffic.points=[8],[16]", "repetition=0,1", "engine.max_num_seqs=4"))
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert starts(p.stderr) == 1
-    (v,) = variants(tmp_path).values()
-    (s,) = runs_of(v)
-    assert [(q["load_value"], q["repetition"]) for q in s["load_points"]] == [(8.0, 0), (16.0, 0), (8.0, 1), (16.0, 1)]
-    d = json.loads((tmp_path / "sw" / "decision.json").read_text())
-    assert sorted({(r["load_value"], r["repetition"]) for r in d["points"]}) == [(8.0, 0), (8.0, 1), (16.0, 0), (16.0, 1)]
 
 
 # -- resume rules on hand-written launches (no processes) ----------------------------------------
