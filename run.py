@@ -27,6 +27,13 @@ def _sigterm(*_: object) -> None:
     raise KeyboardInterrupt("SIGTERM")
 
 
+def _late_signal(signum: int, _frame: object) -> None:
+    """A signal after the run ended (the run record is final): stop here, quietly, with 130."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(130)
+
+
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> int:
     from experiments.config import to_run_config
@@ -41,10 +48,23 @@ def main(cfg: DictConfig) -> int:
         return 2
     from experiments.progress import hydra_sweep_position, make_progress
 
-    with make_progress() as progress:  # rich on a terminal, plain lines otherwise (SERVELAB_PROGRESS)
+    progress = make_progress()  # rich on a terminal, plain lines otherwise (SERVELAB_PROGRESS)
+    code = 130
+    try:
         if (pos := hydra_sweep_position()) is not None:
             progress.sweep(pos.job_index, pos.job_count, sequential=pos.sequential)
         code = run_variant(run_cfg, Path(hc.runtime.output_dir), list(hc.overrides.task), progress=progress)
+    except KeyboardInterrupt:  # before or after the run itself (its own handlers cover the run)
+        print("servelab: interrupted", file=sys.stderr)
+        code = 130
+    finally:
+        # From here on the run's record is final: a signal (e.g. the 3rd Ctrl-C of an impatient user)
+        # must not end the lab with a traceback or a signal status. After a cancelled run it is
+        # ignored; otherwise it stops the lab (and a sweep) with exit 130.
+        late = signal.SIG_IGN if code == 130 else _late_signal
+        signal.signal(signal.SIGINT, late)
+        signal.signal(signal.SIGTERM, late)
+        progress.close()
     print(f"servelab: run {'finished' if code == 0 else 'ended'} (exit {code}); results in {hc.runtime.output_dir}",
           file=sys.stderr)  # fmt: skip
     if hc.mode is not None and hc.mode.name == "MULTIRUN" and code != 130:

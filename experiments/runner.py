@@ -111,13 +111,18 @@ def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None =
             run_dir = variant_dir / f"{resume.LAUNCH_PREFIX}{n}"
             code = run(cfg, run_dir, overrides, run_id=f"{variant_dir.name}-{n}", schedule=schedule, launch=n,
                        progress=progress)  # fmt: skip
-            if (variant_dir / ".hydra").is_dir():  # the config as composed for this launch (Hydra rewrites its own)
-                shutil.copytree(variant_dir / ".hydra", run_dir / ".hydra", dirs_exist_ok=True)
-            s = read_run_json(run_dir / "run.json")
-            status = {"ok": "ok", "rejected": "refused"}.get(s["status"], s["status"])
-            history = resume.scan(variant_dir, vid)
-            _variant_status(variant_dir, base | {"launches": len(history.launches)}, status,
-                            (s.get("failure") or {}).get("reason"), history, schedule)  # fmt: skip
+            # The run's record is final; a signal now only ends the bookkeeping early (exit 130).
+            try:
+                if (variant_dir / ".hydra").is_dir():  # the config as composed for this launch (Hydra rewrites its own)
+                    shutil.copytree(variant_dir / ".hydra", run_dir / ".hydra", dirs_exist_ok=True)
+                s = read_run_json(run_dir / "run.json")
+                status = {"ok": "ok", "rejected": "refused"}.get(s["status"], s["status"])
+                history = resume.scan(variant_dir, vid)
+                _variant_status(variant_dir, base | {"launches": len(history.launches)}, status,
+                                (s.get("failure") or {}).get("reason"), history, schedule)  # fmt: skip
+            except KeyboardInterrupt:
+                log.warning("interrupted while recording the variant's status; the run record is complete")
+                return 130
             return code
     except resume.VariantBusy as e:
         log.error("%s", e)

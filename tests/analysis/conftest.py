@@ -57,7 +57,7 @@ def report_lab(tmp_path_factory, tiny_tokenizer_dir) -> SimpleNamespace:
         sys.executable, str(SUPPORT / "lab_with_fakes.py"), "-m", "engine.name=timing", f"model.path={tiny_tokenizer_dir}",
         "model.built_by=null", "workload=sharegpt", f"workload.dataset_path={data}", "workload.num_prompts=2",
         "workload.output_min=4", "workload.output_max=8", "traffic=constant", "traffic.points=[8],[20]",
-        "traffic.duration_s=1.5", "traffic.warmup_s=0.3", f"engine.extra_args={VARIANTS}", f"results_dir={base}",
+        "traffic.duration_s=1.0", "traffic.warmup_s=0.3", f"engine.extra_args={VARIANTS}", f"results_dir={base}",
         "experiment_name=shootout", "+hydra.callbacks.sweep_report.decide=false",
     ]  # fmt: skip
     env = {**os.environ, "SERVELAB_PROGRESS": "off"}

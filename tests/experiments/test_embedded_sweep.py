@@ -31,7 +31,7 @@ AVX512 = "avx512f" in cpu_flags()
 
 def _argv(results) -> list[str]:
     return [sys.executable, "run.py", "experiment=quant_shootout", "hydra.sweeper.params.quant='none,fp8_kv'",
-            f"results_dir={results}", "traffic.points=[2,4]", "traffic.duration_s=4", "traffic.warmup_s=1",
+            f"results_dir={results}", "traffic.points=[2,4]", "traffic.duration_s=3", "traffic.warmup_s=0.5",
             "engine.enforce_eager=true"]  # fmt: skip
 
 
