@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,6 +44,7 @@ class DecideConfig:
     pricing: Any = None
     capacity: Any = None
     gpu: Any = None
+    quality: Any = None
     select_load: float | None = None
     select_load_unit: str = "req/s"
     sensitivity: SensitivityConfig = field(default_factory=SensitivityConfig)
@@ -72,6 +73,10 @@ FORMULAS = {
                    "+ spot: burst part min(u_b, floor(share * n_b)) at P_spot_eff",
     "spot_effective": "P_spot (1 + f_int t_restart / 3600) + (1 - a_spot) (P_od - P_spot)",
     "realised_usd_per_1m": "monthly $ / (sum_b lambda_b T o' M / 1e6)",
+    "quality": "analysis/quality.py: mean_llr = (1/N) sum (lp_v - lp_b); ppl_ratio = exp(-mean_llr); top1_agreement = "
+               "share of baseline-continuation tokens the variant ranks first; exact_match_rate, first_divergence over "
+               "greedy outputs; gate: estimate vs threshold (docs/quality.md)",
+    "usd_per_1m_accepted": "usd_per_1m_goodput / task pass rate (only where a meaningful task set ran)",
 }  # fmt: skip
 ASSUMPTIONS = [
     "Throughput and $/1M use each point's measure window as analysis.metrics reports it (measure_window_s).",
@@ -214,8 +219,10 @@ def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
     limits = _limits(table, cfg.slo)
     kn = knee.knees(pooled, target, limits, pooled=True)
     front = pareto.pareto_frontier(pooled)
+    qual = _quality(cfg, runs, pooled, kn)
     sel = selection.select(table, target=target, limits=limits, load=cfg.select_load, load_unit=cfg.select_load_unit,
-                           seed=cfg.seed, knee_by_variant=kn)  # fmt: skip
+                           seed=cfg.seed, knee_by_variant=kn, quality=qual["gate_failures"])  # fmt: skip
+    _accepted(qual, sel, pooled, kn)
 
     op = {c.variant_id: pooled[(pooled["variant_id"] == c.variant_id) & (pooled["point_id"] == c.point_id)].iloc[0]
           for c in sel.ranked}  # fmt: skip
@@ -244,6 +251,7 @@ def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
         "selection": sel.to_dict(),
         "sensitivity": {"rows": [r.to_dict() for r in torn], "not_evaluated": not_eval},
         "capacity": capacity,
+        "quality": qual["section"],
         "formulas": FORMULAS,
         "assumptions": ASSUMPTIONS,
         "problems": built.problems,
@@ -254,6 +262,80 @@ def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
     tmp.write_text(json.dumps(decision, indent=2, allow_nan=False) + "\n")
     os.replace(tmp, out)
     return decision, out
+
+
+def _quality(cfg: DecideConfig, runs: list[Any], pooled: Any, kn: dict[str, Any]) -> dict[str, Any]:
+    """The quality gate over the results' quality runs (analysis.quality): per-variant figures, the
+    variants that fail (for selection), speed-ups against the baseline."""
+    from analysis import quality as aq
+    from analysis import results as res_mod
+
+    q = cfg.quality
+    if q is None or not q.enabled:
+        return {"gate_failures": {}, "section": {"applied": False, "why": "quality=none: decided on cost alone"}}
+    qruns, rows_by_run = res_mod.load_quality(runs)
+    variants: dict[str, dict[str, Any]] = {}
+    labels: dict[str, str] = {}
+    for r in runs:
+        if r.skipped is None or r.variant_id in qruns:
+            c = r.config
+            variants.setdefault(r.variant_id, {"quant": (c.get("quant") or {}).get("name"),
+                                               "model": (c.get("model") or {}).get("name"),
+                                               "random_weights": bool((c.get("model") or {}).get("random_weights"))})  # fmt: skip
+            labels.setdefault(r.variant_id, r.variant_label)
+    quantized = sorted(labels[v] for v, x in variants.items() if x["quant"] != q.baseline_quant)
+    if not qruns and not q.require:
+        why = "no quality run in these results" + (f": {', '.join(quantized)} compared on cost alone "
+                                                   "(run with quality=gate, e.g. experiment=quant_shootout)" if quantized else "")  # fmt: skip
+        return {"gate_failures": {}, "section": {"applied": False, "why": why}}
+    th = aq.Thresholds(min_top1_agreement=q.min_top1_agreement, max_ppl_ratio=q.max_ppl_ratio,
+                       max_task_accuracy_drop_points=q.max_task_accuracy_drop_points,
+                       min_exact_match_rate=q.min_exact_match_rate)  # fmt: skip
+    res = aq.evaluate(variants, qruns, rows_by_run, th, baseline_quant=q.baseline_quant, n_boot=q.n_boot, seed=cfg.seed)
+    knee_point = {v: (k.point_id if getattr(k, "point_id", None) else None) for v, k in kn.items()}
+    rows = []
+    for vid, r in res.items():
+        d = r.to_dict()
+        quant = variants[vid]["quant"]
+        claim_key = aq.SEED_CLAIM_FOR.get(str(quant))
+        base = r.baseline_variant_id if r.baseline_variant_id and r.baseline_variant_id != vid else None
+        if base is None and quant != q.baseline_quant:  # not measured: the speed-up still has a baseline in the table
+            base = next((v for v, x in variants.items() if x["quant"] == q.baseline_quant and x["model"] == variants[vid]["model"]), None)
+        d.update(variant_label=labels.get(vid, vid), quant=quant, model=variants[vid]["model"],
+                 seed_claim=aq.SEED_CLAIMS.get(claim_key) if claim_key else None,
+                 speedup=aq.speedups(pooled, vid, base, knee_point) if base else None,
+                 run_id=(qruns.get(vid) or {}).get("run_id"))  # fmt: skip
+        rows.append(d)
+    rows.sort(key=lambda d: (d["quant"] != q.baseline_quant, d["variant_label"]))
+    failures = {vid: "; ".join(r.gate_reasons) for vid, r in res.items() if r.gate == "fail"}
+    section = {"applied": True, "baseline_quant": q.baseline_quant, "thresholds": asdict(th),
+               "compared": "estimates against the thresholds; intervals: 95 % bootstrap over prompts",
+               "variants": rows}  # fmt: skip
+    return {"gate_failures": failures, "section": section}
+
+
+def _accepted(qual: dict[str, Any], sel: Any, pooled: Any, kn: dict[str, Any]) -> None:
+    """$/1M goodput and $/1M accepted tokens per variant at its operating point (the selection's,
+    else its knee: an excluded variant still shows what it would have cost)."""
+    from analysis import quality as aq
+
+    sec = qual["section"]
+    if not sec.get("applied"):
+        return
+    usd = {c.variant_id: (c.usd, c.point_id) for c in sel.ranked}
+    for d in sec["variants"]:
+        u, pid = usd.get(d["variant_id"], (None, None))
+        k = kn.get(d["variant_id"])
+        if u is None and k is not None and getattr(k, "point_id", None):
+            row = pooled[(pooled["variant_id"] == d["variant_id"]) & (pooled["point_id"] == k.point_id)]
+            if len(row):
+                u, pid = _f(row["usd_per_1m_goodput"].iloc[0]), k.point_id
+        res = aq.QualityResult(variant_id=d["variant_id"], baseline_variant_id=None, measure=d["measure"],
+                               task_n=d["task_n"], task_meaningful=d["task_meaningful"],
+                               task_accuracy=aq.Figure(**d["task_accuracy"]) if d.get("task_accuracy") else None)  # fmt: skip
+        d["usd_per_1m_goodput"] = u
+        d["operating_point_id"] = pid
+        d["usd_per_1m_accepted"], d["usd_per_1m_accepted_basis"] = aq.accepted_cost(u, res)
 
 
 def _sensitivity(cfg: DecideConfig, sel: Any, op: dict[str, Any]) -> tuple[list[Any], list[str]]:
@@ -400,6 +482,15 @@ def summary_text(d: dict[str, Any], path: Path) -> str:
     lines.append("sensitivity: " + ("flips the choice: " + "; ".join(flips) if flips else f"no input flips the choice (tested: {tested})"))
     for n in d["sensitivity"]["not_evaluated"]:
         lines.append(f"             not evaluated: {n}")
+    q = d.get("quality") or {}
+    if not q.get("applied"):
+        lines.append(f"quality:   not applied ({q.get('why', 'no quality section')})")
+    for v in q.get("variants") or []:
+        t1, pr = v.get("top1_agreement") or {}, v.get("ppl_ratio") or {}
+        figs = (f"top-1 {t1['value']:.4f}" if t1.get("value") is not None else "top-1 n/a") + \
+            (f", ppl ratio {pr['value']:.4f}" if pr.get("value") is not None else "")  # fmt: skip
+        lines.append(f"quality:   {v['variant_label']:<24} {v['gate']:<9} {figs}"
+                     + (f"  ({'; '.join(v['gate_reasons'])})" if v["gate_reasons"] else ""))  # fmt: skip
     for e in sel["excluded"]:
         lines.append(f"excluded:  {e['variant_label']:<24} " + "; ".join(f"{r['kind']}: {r['message']}" for r in e["reasons"]))
     lines.append(f"wrote {path}")

@@ -117,6 +117,29 @@ def load_runs(folder: Path) -> list[RunInfo]:
     return runs
 
 
+def load_quality(runs: list[RunInfo]) -> tuple[dict[str, dict[str, Any]], dict[str, pd.DataFrame]]:
+    """The quality runs of `runs` (experiments.quality): variant_id -> its newest quality.json
+    (an ok one over any other), and run_id -> quality.parquet rows, for every run that has them.
+    Launches without load points (a quality-only relaunch) count too."""
+    best: dict[str, tuple[tuple[int, str], dict[str, Any]]] = {}
+    rows: dict[str, pd.DataFrame] = {}
+    for r in runs:
+        qj = r.path / "quality.json"
+        if not qj.is_file():
+            continue
+        try:
+            s = json.loads(qj.read_text())
+        except (OSError, ValueError):
+            continue
+        rank = (int(s.get("status") == "ok"), str(r.summary.get("started_at_utc") or ""))
+        vid = str(s.get("variant_id") or r.variant_id)
+        if vid not in best or rank > best[vid][0]:
+            best[vid] = (rank, s)
+        if (r.path / "quality.parquet").is_file():
+            rows[str(s.get("run_id") or r.run_id)] = pd.read_parquet(r.path / "quality.parquet")
+    return {v: s for v, (_, s) in best.items()}, rows
+
+
 def _lab_alive(s: dict[str, Any]) -> bool:
     from experiments.resume import lab_alive
 
@@ -377,6 +400,11 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
         tel = _read_optional(run.path / "telemetry.parquet", ["t_ns"])
         by_point = dict(tuple(req.groupby("load_point", sort=True))) if len(req) else {}
         mcfg = model_config_of(cfg, Path(__file__).resolve().parent.parent)
+        served = (run.summary.get("engine") or {}).get("effective_dtype")
+        if mcfg is not None and served:
+            # what the engine computed in, not what the checkpoint stores (vLLM's CPU build serves a
+            # float32 checkpoint in bfloat16 under dtype=auto): the weights it streams per token
+            mcfg = {**mcfg, "dtype": served, "torch_dtype": served}
         bw = bandwidth_of(run.summary, gpu)
         for lp in run.summary.get("load_points") or []:
             i = int(lp["index"])

@@ -114,6 +114,20 @@ class EngineAdapter(ABC):
         """Pure preflight for this engine: each entry is one line that names the fix. [] = launchable."""
         return []
 
+    # What the quality gate can read from this engine (analysis.quality.MEASURES): prompt_logprobs
+    # (teacher forcing over the OpenAI completions API) or text (greedy outputs only).
+    quality_measure: ClassVar[str] = "text"
+
+    def quality_fields(self, fixed_length: bool) -> dict[str, Any]:
+        """Extra JSON fields of a quality-gate request: token ids and log-probabilities where the
+        engine returns them; fixed_length asks it to ignore EOS."""
+        return {}
+
+    @property
+    def dtype(self) -> str:
+        """The --dtype to serve with: quant.weight_dtype (quant=bf16/fp16) over engine.dtype."""
+        return getattr(self.quant, "weight_dtype", None) or self.engine.dtype
+
     def needs_checkpoint(self) -> bool:
         """Whether quant.method needs a checkpoint already quantized with it on this engine.
 
@@ -150,6 +164,10 @@ class EngineAdapter(ABC):
         env = {"HF_HUB_OFFLINE": "1" if facts.model_is_local else "0", "TOKENIZERS_PARALLELISM": "false", **extra}
         env.update({str(k): str(v) for k, v in self.engine.env.items()})
         return env
+
+    def effective_dtype(self, log_text: str) -> str | None:
+        """The dtype the engine says it computes in, parsed from its log; None if silent."""
+        return None
 
     def effective_quant(self, log_text: str) -> str | None:
         """What quantization/kernel the engine says it chose, parsed from its log; None if silent."""

@@ -51,8 +51,8 @@ class SglangAdapter(EngineAdapter):
         ]  # fmt: skip
         if m.tokenizer:
             argv += ["--tokenizer-path", m.tokenizer]
-        if e.dtype != "auto":
-            argv += ["--dtype", e.dtype]
+        if self.dtype != "auto":
+            argv += ["--dtype", self.dtype]
         if e.max_model_len:
             argv += ["--context-length", str(e.max_model_len)]
         if e.max_num_seqs:

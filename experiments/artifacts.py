@@ -65,6 +65,7 @@ class EngineRecord:
     pid: int | None = None  # also its process-group id
     time_to_ready_s: float | None = None
     effective_quant: str | None = None
+    effective_dtype: str | None = None  # the dtype the engine says it computes in (e.g. bfloat16)
     exit_code: int | None = None
 
 
@@ -123,6 +124,8 @@ class RunRecord:
     load_points: list[PointRecord] = field(default_factory=list)
     notes: list[dict[str, Any]] = field(default_factory=list)  # analysis.notes.Note.to_dict() rows
     artifacts: dict[str, str] = field(default_factory=dict)
+    # quality=gate: the summary of this launch's quality run (experiments.quality; rows in quality.parquet)
+    quality: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -30,7 +30,7 @@ ID_LEN = 12
 # for it, which interpreter is found on this machine. Excluded so the launch key is portable.
 _ENGINE_NOT_IN_KEY = frozenset({"port", "host", "ready_timeout_s", "stop_timeout_s", "python", "health_path", "metrics_path"})
 # Model fields that only help the lab (setup hint, capacity math), not the server.
-_MODEL_NOT_IN_KEY = frozenset({"built_by", "params_b"})
+_MODEL_NOT_IN_KEY = frozenset({"built_by", "params_b", "random_weights"})
 # GPU catalog figures (bandwidth, prices, sources) describe the hardware; name + count identify it.
 _GPU_IN_KEY = ("name", "count")
 # Traffic fields that are labels, the other points of the run, or *how* the load generator is
@@ -56,7 +56,8 @@ def launch_fields(cfg: Any) -> dict[str, Any]:
     return {
         "engine": engine,
         "model": model,
-        "quant": to_plain(cfg.quant),
+        # weight_dtype joined the quant schema later; unset it is left out so earlier keys still hold
+        "quant": {k: v for k, v in to_plain(cfg.quant).items() if not (k == "weight_dtype" and v is None)},
         "gpu": gpu,
         "placement": to_plain(placement) if placement is not None else None,
     }

@@ -231,7 +231,9 @@ class EngineLease:
                 self.engine.exit_code = code
                 try:
                     assert self.adapter is not None
-                    self.engine.effective_quant = self.adapter.effective_quant(self.engine_child.log_text())
+                    text = self.engine_child.log_text()
+                    self.engine.effective_quant = self.adapter.effective_quant(text)
+                    self.engine.effective_dtype = self.adapter.effective_dtype(text)
                 except Exception as e:  # noqa: BLE001 - a log we cannot parse must not break teardown
                     log.debug("effective quant not parsed: %s", e)
 

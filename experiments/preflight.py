@@ -154,6 +154,42 @@ def search_problems(cfg: RunConfig) -> list[str]:
     return out
 
 
+def quality_problems(cfg: RunConfig) -> list[str]:
+    """quality=gate: its prompt sets exist and parse, counts and thresholds are in range."""
+    q = getattr(cfg, "quality", None)
+    if q is None or not q.enabled:
+        return []
+    from loadgen import quality_sets
+
+    out: list[str] = []
+    for name, path, answers in (("generic_path", q.generic_path or quality_sets.GENERIC_PATH, False),
+                                ("task_path", quality_sets.TASK_PATH if q.task_path is None else q.task_path, True)):  # fmt: skip
+        if path == "":
+            continue
+        try:
+            quality_sets.load_set(path, need_answers=answers)
+        except quality_sets.QualitySetError as e:
+            out.append(f"quality.{name}: {e}")
+    for k in ("num_prompts", "num_tasks"):
+        v = getattr(q, k)
+        if v is not None and not (isinstance(v, int) and v >= 1):
+            out.append(f"quality.{k} must be >= 1 or null (all), got {v}")
+    for k in ("max_new_tokens", "task_max_tokens", "concurrency"):
+        if not (isinstance(getattr(q, k), int) and getattr(q, k) >= 1):
+            out.append(f"quality.{k} must be an integer >= 1, got {getattr(q, k)}")
+    for k in ("min_top1_agreement", "min_exact_match_rate"):
+        v = getattr(q, k)
+        if v is not None and not (_number(v) and 0 <= v <= 1):
+            out.append(f"quality.{k} must be in [0, 1] or null (not applied), got {v}")
+    if q.max_ppl_ratio is not None and not _positive(q.max_ppl_ratio):
+        out.append(f"quality.max_ppl_ratio must be > 0 or null (not applied), got {q.max_ppl_ratio}")
+    if q.max_task_accuracy_drop_points is not None and not _number(q.max_task_accuracy_drop_points):
+        out.append(f"quality.max_task_accuracy_drop_points must be a number (points) or null, got {q.max_task_accuracy_drop_points}")
+    if q.baseline_quant == cfg.quant.name and cfg.quant.method is not None:
+        out.append(f"quality.baseline_quant={q.baseline_quant} is a quantized variant; the baseline must be unquantized (none)")
+    return out
+
+
 def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None) -> list[str]:
     """Every problem of the planned run, one line each naming the fix ([] = it may start). Pure."""
     out: list[str] = []
@@ -177,6 +213,7 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
     if cfg.repetitions < 1:
         out.append(f"repetitions must be >= 1 (how many times each point is measured), got {cfg.repetitions}")
     out += search_problems(cfg)
+    out += quality_problems(cfg)
 
     m = cfg.model
     if not m.path.strip():
@@ -194,6 +231,11 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
             out.append(f"model={m.name}: model.path {m.path} does not exist; pass an existing folder or a hub id")
 
     q = cfg.quant
+    wd = getattr(q, "weight_dtype", None)
+    if wd not in (None, "bfloat16", "float16"):
+        out.append(f"quant.weight_dtype={wd!r}: use bfloat16, float16 or null")
+    elif wd is not None and cfg.engine.dtype not in ("auto", wd):
+        out.append(f"quant={q.name} casts the weights to {wd} but engine.dtype={cfg.engine.dtype}: drop engine.dtype")
     if q.method not in QUANT_METHODS:
         out.append(f"quant.method={q.method!r}: use one of {', '.join(str(x) for x in QUANT_METHODS)}")
     if q.bits is not None and not 1 <= q.bits <= 16:

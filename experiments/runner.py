@@ -41,6 +41,7 @@ from experiments.config import to_plain
 from experiments.lease import EngineLease, Rejected
 from experiments.measure import PointInterrupted, PointPlan, PointResult, measure_point, slo_check
 from experiments.progress import NullProgress
+from experiments.quality import QUALITY_ROWS, is_baseline, quality_done, run_quality
 from experiments.schedule import Schedule
 from experiments.schema import RunConfig
 from loadgen.dataset import DatasetError, load_sharegpt
@@ -99,7 +100,11 @@ def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None =
                 _variant_status(variant_dir, base, "failed", f"earlier launch failed: {why}", history, None)
                 return 1
             schedule = Schedule(cfg, history)
-            if not schedule.pending():
+            gate = cfg.quality is not None and cfg.quality.enabled
+            quality_pending = gate and not quality_done(variant_dir, cfg)
+            if quality_pending and not is_baseline(cfg) and cfg.quality.launch_baseline:
+                _ensure_baseline(cfg, variant_dir, overrides)
+            if not schedule.pending() and not quality_pending:
                 log.info("variant %s: all %d planned points were measured before (%s); nothing to launch "
                          "(resume=false measures them again as new repetitions)",
                          variant_dir.name, len(schedule.skipped), variant_dir)  # fmt: skip
@@ -127,6 +132,31 @@ def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None =
     except resume.VariantBusy as e:
         log.error("%s", e)
         return 1
+
+
+def _ensure_baseline(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None) -> None:
+    """quality=gate on a quantized variant whose experiment has no baseline quality rows: run the
+    baseline (quant=<baseline_quant>, same everything else) first, as its own variant of the
+    experiment, in a child `run.py` (its points too, so the speed-up has a measured reference)."""
+    import subprocess
+    import sys
+
+    from experiments.quality import find_reference, prompt_items, sets_key
+
+    q = cfg.quality
+    key = sets_key(q, prompt_items(q))
+    if find_reference(variant_dir.parent, cfg, key) is not None:
+        return
+    keep = [o for o in (overrides or []) if o.split("=", 1)[0].lstrip("+~") not in ("quant", "hydra.mode")]
+    argv = [sys.executable, str(Path(__file__).resolve().parent.parent / "run.py"), *keep, f"quant={q.baseline_quant}",
+            f"experiment_name={cfg.experiment_name}", f"results_dir={cfg.results_dir}", "hydra.mode=RUN"]  # fmt: skip
+    log.info("quality: no quant=%s baseline rows in %s; launching the baseline first: %s", q.baseline_quant,
+             variant_dir.parent, " ".join(argv[1:]))  # fmt: skip
+    rc = subprocess.run(argv, check=False).returncode
+    if rc == 130:
+        raise KeyboardInterrupt
+    if rc != 0:
+        log.error("quality: the baseline launch ended with exit %d; this variant's quality run will say no_baseline", rc)
 
 
 def _variant_status(variant_dir: Path, base: dict[str, Any], status: str, reason: str | None,
@@ -206,6 +236,14 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
                     if res.record.aborted:
                         raise lease.crash_error()
                     i += 1
+                if cfg.quality is not None and cfg.quality.enabled:
+                    phase = "quality"
+                    log.info("quality: the gate's prompt sets against %s/%s", cfg.engine.name, cfg.quant.name)
+                    record.quality = run_quality(lease, cfg, run_dir, record, experiment_dir=run_dir.parent.parent,
+                                                 progress=progress)  # fmt: skip
+                    if (run_dir / QUALITY_ROWS).is_file():
+                        record.artifacts["quality"] = QUALITY_ROWS
+                    record.save(run_dir)
                 phase = "teardown"
             record.status = "ok"
         except Rejected as e:

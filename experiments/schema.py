@@ -83,6 +83,9 @@ class QuantConfig:
     # which avoids forcing a slower kernel by accident.
     kernel: str | None = None
     kv_cache_dtype: str = "auto"  # auto | fp8 | fp8_e4m3 | fp8_e5m2
+    # Weights cast to this dtype at load (bfloat16 | float16), e.g. quant=bf16 of a float32
+    # checkpoint; null = engine.dtype (the checkpoint's own dtype under "auto").
+    weight_dtype: str | None = None
 
 
 @dataclass
@@ -101,6 +104,9 @@ class ModelConfig:
     checkpoint_quant: str | None = None
     max_context_tokens: int = 2048
     params_b: float | None = None  # billions of parameters, for capacity math later
+    # Random (untrained) weights: quality figures against a baseline are still measured, but a
+    # task set's accuracy is meaningless and is not shown or gated (analysis.quality).
+    random_weights: bool = False
 
 
 @dataclass
@@ -366,6 +372,39 @@ class PlacementConfig:
 
 
 @dataclass
+class QualityConfig:
+    """conf/quality/: the quality gate of quantization variants (experiments.quality, analysis.quality).
+
+    After its load points, a launch with `enabled` runs the prompt sets greedily and, for a
+    variant other than `baseline_quant`, scores the baseline's continuations teacher-forced
+    (prompt log-probabilities). The baseline's rows are found in the same experiment folder, or
+    the baseline is launched for the purpose first. The thresholds are applied by the decision.
+    """
+
+    name: str = "none"
+    enabled: bool = False
+    baseline_quant: str = "none"
+    generic_path: str | None = None  # null = loadgen/data/quality/generic.jsonl (240 prompts)
+    task_path: str | None = None  # null = loadgen/data/quality/tasks.jsonl (120 tasks); "" = no task set
+    num_prompts: int | None = None  # first N of the generic set; null = all
+    num_tasks: int | None = None  # first N of the task set; null = all
+    max_new_tokens: int = 32  # greedy continuation per generic prompt (fixed length: EOS ignored)
+    task_max_tokens: int = 16  # per task prompt, stopped at the first newline
+    concurrency: int = 4  # requests in flight; > 1 batches them, which vLLM does not keep bit-identical
+    request_timeout_s: float = 120.0
+    launch_baseline: bool = True  # no baseline rows in the experiment: launch quant=<baseline_quant> first
+    # Decision: true = every quantized variant needs ok quality figures (else excluded "not measured");
+    # false = the gate applies once the results hold any quality run (without any, the decision says so).
+    require: bool = False
+    # The gate (null = not applied); the decision compares the estimates (docs/quality.md)
+    min_top1_agreement: float | None = 0.9
+    max_ppl_ratio: float | None = 1.05
+    max_task_accuracy_drop_points: float | None = 1.0
+    min_exact_match_rate: float | None = None
+    n_boot: int = 1000
+
+
+@dataclass
 class RunConfig:
     """The whole run: one engine launch followed by one or more load points."""
 
@@ -396,6 +435,8 @@ class RunConfig:
     report: bool = True
     # Which loads are measured: conf/search/ (grid = traffic.points; knee = adaptive, experiments.search)
     search: Any = None
+    # conf/quality/: agreement with the unquantized baseline after the load points (off by default)
+    quality: Any = None
 
 
 from experiments.search import SearchConfig  # noqa: E402 - the search group's schema lives with the planner
@@ -412,6 +453,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "telemetry": TelemetryConfig,
     "placement": PlacementConfig,
     "search": SearchConfig,
+    "quality": QualityConfig,
 }
 
 

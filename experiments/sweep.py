@@ -90,6 +90,11 @@ class SweepReport(Callback):
         # the SLO exactly as the runs checked it (a preset or the command line may have changed its fields)
         slo = [f"slo.{k}={'null' if v is None else v}" for k, v in config.slo.items() if k != "name"]
         overrides = [f"slo={config.slo.name}", *slo, f"pricing={config.pricing.name}"]
+        q = config.get("quality")
+        if q is not None and q.get("enabled"):  # the gate's thresholds exactly as the runs were given them
+            overrides += ["quality=gate"] + [f"quality.{k}={'null' if q.get(k) is None else q.get(k)}" for k in
+                                             ("min_top1_agreement", "max_ppl_ratio", "max_task_accuracy_drop_points",
+                                              "min_exact_match_rate", "baseline_quant")]  # fmt: skip
         argv = [sys.executable, "-m", "analysis.decide", str(sweep_dir.resolve()), *overrides]
         print(f"servelab sweep: deciding: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
         code = subprocess.call(argv, cwd=ROOT, stdout=sys.stderr)

@@ -1,0 +1,251 @@
+"""The quality run of one launch: the gate's prompt sets sent to a ready engine lease, raw rows kept.
+
+After a launch's load points (experiments.runner), with quality=gate:
+1. every prompt of the generic set is completed greedily (temperature 0, `max_new_tokens`, EOS
+   ignored so every continuation has the same length) and every task prompt greedily up to the
+   first newline; token ids and their log-probabilities are kept where the engine returns them;
+2. where the engine has prompt log-probabilities (adapter.quality_measure == "prompt_logprobs"),
+   the *reference* continuation of each generic prompt is sent back as part of the prompt
+   (teacher forcing: the reference's own prompt token ids + its continuation ids, max_tokens 1,
+   prompt_logprobs 1) and the log-probability and rank the engine gives each of its tokens is kept.
+   The reference is the baseline's rows (quant=none of the same model, found in the experiment
+   folder by find_reference); for the baseline itself, its own continuations.
+Rows go to quality.parquet (one per prompt), the summary to quality.json, both atomically. The
+figures are computed from them later by analysis.quality (docs/quality.md).
+
+Side effects: HTTP requests to the lease's engine; writes quality.parquet / quality.json in the
+run folder; reads earlier quality.json/parquet files of the experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from experiments.artifacts import write_json_atomic, write_parquet
+from experiments.identity import stable_hash
+from loadgen import quality_sets
+
+log = logging.getLogger("servelab")
+
+QUALITY_JSON = "quality.json"
+QUALITY_ROWS = "quality.parquet"
+SCHEMA_VERSION = 1
+MIN_OK_SHARE = 0.9  # below this share of answered prompts the quality run counts as failed
+
+
+def is_baseline(cfg: Any) -> bool:
+    return cfg.quant.name == cfg.quality.baseline_quant
+
+
+def prompt_items(q: Any) -> list[dict[str, Any]]:
+    """The prompts of this quality config, in order: generic then tasks (set, prompt_key, prompt, answer)."""
+    generic = quality_sets.load_set(q.generic_path or quality_sets.GENERIC_PATH, need_answers=False)
+    generic = generic[: q.num_prompts] if q.num_prompts else generic
+    task_path = quality_sets.TASK_PATH if q.task_path is None else q.task_path
+    tasks = quality_sets.load_set(task_path, need_answers=True) if task_path else []
+    tasks = tasks[: q.num_tasks] if q.num_tasks else tasks
+    out = [{"set": "generic", "prompt_key": g["id"], "prompt": g["prompt"], "answer": None} for g in generic]
+    out += [{"set": "tasks", "prompt_key": t["id"], "prompt": t["prompt"], "answer": t["answer"]} for t in tasks]
+    return out
+
+
+def sets_key(q: Any, items: list[dict[str, Any]]) -> str:
+    """What a reference must share with a variant to be comparable: the prompts and lengths."""
+    return stable_hash({"prompts": [(i["set"], i["prompt_key"]) for i in items], "max_new_tokens": q.max_new_tokens,
+                        "task_max_tokens": q.task_max_tokens})  # fmt: skip
+
+
+@dataclass
+class Reference:
+    """The baseline's quality rows a variant is scored against."""
+
+    run_id: str
+    variant_id: str
+    path: Path
+    rows: pd.DataFrame
+
+
+def find_reference(experiment_dir: Path, cfg: Any, key: str) -> Reference | None:
+    """The newest complete baseline quality run of the same model (and prompt sets) in the experiment,
+    preferring the same engine."""
+    found: list[tuple[int, float, Path, dict[str, Any]]] = []
+    for qj in Path(experiment_dir).glob(f"*/launch-*/{QUALITY_JSON}"):
+        try:
+            d = json.loads(qj.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if (d.get("status") == "ok" and d.get("role") == "baseline" and d.get("model") == cfg.model.name
+                and d.get("sets_key") == key and (qj.parent / QUALITY_ROWS).is_file()):  # fmt: skip
+            found.append((int(d.get("engine") == cfg.engine.name), qj.stat().st_mtime, qj, d))
+    if not found:
+        return None
+    _, _, qj, d = max(found, key=lambda t: (t[0], t[1]))
+    return Reference(run_id=d["run_id"], variant_id=d["variant_id"], path=qj.parent / QUALITY_ROWS,
+                     rows=pd.read_parquet(qj.parent / QUALITY_ROWS))  # fmt: skip
+
+
+class Client:
+    """Blocking OpenAI-completions calls for the quality run (one requests.Session per thread)."""
+
+    def __init__(self, base_url: str, model: str, headers: dict[str, str], timeout_s: float, fields: Any) -> None:
+        self.url = base_url.rstrip("/") + "/v1/completions"
+        self.model, self.headers, self.timeout_s, self.fields = model, headers, timeout_s, fields
+        self._local = threading.local()
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        import requests
+
+        s = getattr(self._local, "s", None)
+        if s is None:
+            s = self._local.s = requests.Session()
+        r = s.post(self.url, json={"model": self.model, **body}, headers=self.headers, timeout=self.timeout_s)
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+        return r.json()
+
+    def generate(self, prompt: str, max_tokens: int, *, fixed_length: bool, stop: list[str] | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
+                                **self.fields(fixed_length)}  # fmt: skip
+        if stop:
+            body["stop"] = stop
+        c = self._post(body)["choices"][0]
+        lps = (c.get("logprobs") or {}).get("token_logprobs")
+        return {"gen_text": c.get("text") or "", "gen_token_ids": c.get("token_ids"), "gen_logprobs": lps,
+                "prompt_token_ids": c.get("prompt_token_ids"), "finish_reason": c.get("finish_reason")}  # fmt: skip
+
+    def score(self, prompt_ids: list[int], cont_ids: list[int]) -> tuple[list[float], list[int]]:
+        """Log-probability and rank of each token of cont_ids after prompt_ids (teacher forcing)."""
+        c = self._post({"prompt": list(prompt_ids) + list(cont_ids), "max_tokens": 1, "temperature": 0.0,
+                        "prompt_logprobs": 1})["choices"][0]  # fmt: skip
+        pl = c.get("prompt_logprobs")
+        if not pl or len(pl) != len(prompt_ids) + len(cont_ids):
+            raise RuntimeError(f"prompt_logprobs missing or of length {len(pl or [])}, expected {len(prompt_ids) + len(cont_ids)}")
+        lps, ranks = [], []
+        for j, tok in enumerate(cont_ids):
+            e = pl[len(prompt_ids) + j][str(tok)]
+            lps.append(float(e["logprob"]))
+            ranks.append(int(e["rank"]))
+        return lps, ranks
+
+
+def run_quality(lease: Any, cfg: Any, run_dir: Path, record: Any, *, experiment_dir: Path,
+                progress: Any = None) -> dict[str, Any]:  # fmt: skip
+    """The quality run against the ready `lease` (module doc); returns the summary written to quality.json."""
+    from experiments.lease import auth_headers
+
+    q = cfg.quality
+    t0 = time.monotonic()
+    items = prompt_items(q)
+    key = sets_key(q, items)
+    baseline = is_baseline(cfg)
+    measure = lease.adapter.quality_measure
+    summary: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "kind": "servelab.quality", "run_id": record.run_id,
+        "variant_id": record.variant_id, "engine": cfg.engine.name, "quant": cfg.quant.name, "model": cfg.model.name,
+        "role": "baseline" if baseline else "variant", "baseline_quant": q.baseline_quant, "measure": measure,
+        "sets_key": key, "n_generic": sum(i["set"] == "generic" for i in items),
+        "n_tasks": sum(i["set"] == "tasks" for i in items), "max_new_tokens": q.max_new_tokens,
+        "task_max_tokens": q.task_max_tokens, "concurrency": q.concurrency, "reference": None, "status": "running",
+    }  # fmt: skip
+    ref = None
+    if not baseline:
+        ref = find_reference(experiment_dir, cfg, key)
+        if ref is None:
+            summary.update(status="no_baseline", reason=f"no quant={q.baseline_quant} quality rows of model={cfg.model.name} "
+                           f"with these prompt sets in {experiment_dir}; run quant={q.baseline_quant} quality=gate first")  # fmt: skip
+            write_json_atomic(run_dir / QUALITY_JSON, summary)
+            return summary
+        summary["reference"] = {"run_id": ref.run_id, "variant_id": ref.variant_id, "path": str(ref.path)}
+    client = Client(lease.plan.base_url, lease.plan.served_model, auth_headers(lease.plan), q.request_timeout_s,
+                    lease.adapter.quality_fields)  # fmt: skip
+    done = [0]
+    total = len(items) * (2 if measure == "prompt_logprobs" else 1)
+    lock = threading.Lock()
+
+    def tick(stage: str) -> None:
+        with lock:
+            done[0] += 1
+            if progress is not None and hasattr(progress, "quality") and (done[0] % 10 == 0 or done[0] == total):
+                progress.quality(stage, done[0], total)
+
+    def gen(it: dict[str, Any]) -> dict[str, Any]:
+        if (why := lease.failure_reason()) is not None:
+            raise lease.crash_error() from RuntimeError(why)
+        row = {**it, "error": None}
+        try:
+            if it["set"] == "generic":
+                row.update(client.generate(it["prompt"], q.max_new_tokens, fixed_length=True, stop=None))
+            else:
+                row.update(client.generate(it["prompt"], q.task_max_tokens, fixed_length=False, stop=["\n"]))
+        except Exception as e:  # noqa: BLE001 - one failed prompt is recorded, not fatal
+            row["error"] = f"generate: {type(e).__name__}: {e}"
+        tick("generate")
+        return row
+
+    with ThreadPoolExecutor(max_workers=q.concurrency) as ex:
+        rows = list(ex.map(gen, items))
+        if measure == "prompt_logprobs":
+            own = pd.DataFrame(rows)
+            refrows = ref.rows if ref is not None else own
+            refmap = {r.prompt_key: r for r in refrows[refrows["set"] == "generic"].itertuples()}
+
+            def tf(row: dict[str, Any]) -> dict[str, Any]:
+                if (why := lease.failure_reason()) is not None:
+                    raise lease.crash_error() from RuntimeError(why)
+                r = refmap.get(row["prompt_key"]) if row["set"] == "generic" else None
+                row.update(tf_logprobs=None, tf_ranks=None, tf_reference_run_id=None)
+                if r is not None and r.error is None and r.gen_token_ids is not None and r.prompt_token_ids is not None:
+                    try:
+                        lps, ranks = client.score([int(x) for x in r.prompt_token_ids], [int(x) for x in r.gen_token_ids])
+                        row.update(tf_logprobs=lps, tf_ranks=ranks, tf_reference_run_id=ref.run_id if ref else record.run_id)
+                    except Exception as e:  # noqa: BLE001
+                        row["error"] = (row["error"] + "; " if row["error"] else "") + f"score: {type(e).__name__}: {e}"
+                tick("teacher-forced")
+                return row
+
+            rows = list(ex.map(tf, rows))
+    df = pd.DataFrame(rows)
+    df.insert(0, "measure", measure)
+    df.insert(0, "variant_id", record.variant_id)
+    df.insert(0, "run_id", record.run_id)
+    df["prompt_idx"] = range(len(df))
+    write_parquet(df, run_dir / QUALITY_ROWS)
+    n_err = int(df["error"].notna().sum())
+    ok_share = 1 - n_err / max(len(df), 1)
+    summary.update(status="ok" if ok_share >= MIN_OK_SHARE else "failed", errors=n_err, wall_s=round(time.monotonic() - t0, 3),
+                   rows=QUALITY_ROWS)  # fmt: skip
+    if n_err:
+        summary["first_error"] = str(df["error"].dropna().iloc[0])
+    if summary["status"] == "failed":
+        summary["reason"] = f"{n_err} of {len(df)} prompts failed (first: {summary['first_error']})"
+    write_json_atomic(run_dir / QUALITY_JSON, summary)
+    log.info("quality: %s, %d prompts (%d generic, %d tasks), measure %s, %d errors, %.1f s%s", summary["role"], len(df),
+             summary["n_generic"], summary["n_tasks"], measure, n_err, summary["wall_s"],
+             f", reference {ref.run_id}" if ref else "")  # fmt: skip
+    return summary
+
+
+def quality_done(variant_dir: Path, cfg: Any) -> bool:
+    """Whether a launch of this variant already has an ok quality run for the current prompt sets."""
+    key = sets_key(cfg.quality, prompt_items(cfg.quality))
+    for qj in Path(variant_dir).glob(f"launch-*/{QUALITY_JSON}"):
+        try:
+            d = json.loads(qj.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if d.get("status") == "ok" and d.get("sets_key") == key:
+            return True
+    return False
+
+
+__all__ = ["QUALITY_JSON", "QUALITY_ROWS", "Reference", "find_reference", "is_baseline", "prompt_items",
+           "quality_done", "run_quality", "sets_key"]  # fmt: skip
