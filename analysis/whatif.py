@@ -377,7 +377,7 @@ def policy_rows(plan: Mapping[str, Any], *, restart_s: float | None, engine_star
     static = m.get("static_peak")
     lag = plan.get("scale_up_lag_s")
     miss = plan.get("slo_miss_minutes_per_month")
-    inputs = [{**engine_start, "what": f"engine start {engine_start.get('value_s')} s (scale-up lag {lag:g} s with provisioning)"},
+    inputs = [{**engine_start, "what": f"engine start {engine_start.get('value_s')} s (scale-up lag {lag:.0f} s with provisioning)"},
               {"run_id": "capacity plan", "what": f"mu {plan['mu_rps']:.3g} req/s per replica, {plan['replicas_peak']} replicas at "
                                                   f"peak {plan['peak_rps']:g} req/s"}]  # fmt: skip
     base_assume = [f"demand: {demand_source}", "reactive autoscaler, demand constant per bin, billing from provisioning start "

@@ -244,3 +244,16 @@ def test_unknown_cascade_variant_names_the_variants(whatif_folder, capsys):
                         "whatif.cascade.large=vllm/awq", "n_boot=20"]) == 2  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "whatif.cascade.small=nope: no such variant; the variants are: vllm/awq" in err[0]
+
+
+def test_report_section_renders_deterministically(whatif_folder):
+    from analysis import report, report_whatif
+
+    d = json.loads((whatif_folder / "decision.json").read_text())
+    v1, v2 = report_whatif.view(d, "exp"), report_whatif.view(d, "exp")
+    assert [p["svg"] for p in v1["plots"]] == [p["svg"] for p in v2["plots"]]  # same input, same bytes
+    html = report._env().get_template("_whatif.html.j2").render(v={"whatif": v1})
+    assert 'id="whatif-table"' in html and "prefix caching (measured)" in html and "not evaluated" in html
+    assert html.count("<svg") == 2 and "false-hit rate" in html
+    empty = report._env().get_template("_whatif.html.j2").render(v={"whatif": report_whatif.view({}, "exp")})
+    assert "whatif=all" in empty and "<svg" not in empty
