@@ -257,3 +257,11 @@ def test_report_section_renders_deterministically(whatif_folder):
     assert html.count("<svg") == 2 and "false-hit rate" in html
     empty = report._env().get_template("_whatif.html.j2").render(v={"whatif": report_whatif.view({}, "exp")})
     assert "whatif=all" in empty and "<svg" not in empty
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (decide.CONF / "whatif").glob("*.yaml")))
+def test_every_whatif_option_composes(option):
+    w = decide.compose([f"whatif={option}"]).whatif
+    assert isinstance(w, wf.WhatIfConfig) and w.name == option and wf.config_problems(w) == []
+    assert w.techniques == ([] if option == "none" else list(wf.TECHNIQUES) if option == "all" else [option])
+    assert decide.compose([]).whatif.techniques == []  # the default: no what-if
