@@ -183,7 +183,7 @@ def prefix_cache_row(decision: Mapping[str, Any], runs_by_id: Mapping[str, Any],
         return wf.not_evaluated(name, "the prefix-caching on and off runs share no load point: measure both at the same traffic.points")
     load = common[-1]
 
-    def at(vid: str) -> dict[str, Any]:
+    def at(vid: str, load: float = load) -> dict[str, Any]:
         p = next(x for x in pts if x["variant_id"] == vid and x["load_value"] == load)
         s = _lp_summary(runs_by_id, p["run_id"], p["point_id"])
         return {"run_id": p["run_id"], "point": p, "summary": s, "hit_rate": wf.prefix_hit_rate(s.get("engine_metrics")),
@@ -210,15 +210,24 @@ def prefix_cache_row(decision: Mapping[str, Any], runs_by_id: Mapping[str, Any],
 
     dt = on["ttft_ms_p50"] - off["ttft_ms_p50"] if on["ttft_ms_p50"] is not None and off["ttft_ms_p50"] is not None else None
     hr_on, hr_off = on["hit_rate"], off["hit_rate"]
-    head = (f"engine hit rate {_pct(hr_on)} on vs {_pct(hr_off)} off; TTFT p50 {on['ttft_ms_p50'] or 0:.1f} vs "
-            f"{off['ttft_ms_p50'] or 0:.1f} ms; output tok/s {pct(on['output_tok_per_s'], off['output_tok_per_s'])}")  # fmt: skip
+    by_load = []
+    for x in common:
+        a, b = at(on_vid, x), at(off_vid, x)
+        by_load.append({"load_value": x, "on": {k: v for k, v in a.items() if k not in ("point", "summary")},
+                        "off": {k: v for k, v in b.items() if k not in ("point", "summary")}})  # fmt: skip
+    ttft = "; ".join(f"at {b['load_value']:g} {on['point'].get('load_unit')} {b['on']['ttft_ms_p50'] or 0:.0f} vs "
+                     f"{b['off']['ttft_ms_p50'] or 0:.0f} ms" for b in by_load)  # fmt: skip
+    head = (f"engine hit rate {_pct(hr_on)} on vs {_pct(hr_off)} off; TTFT p50 (on vs off) {ttft}; output tok/s at "
+            f"{load:g} {pct(on['output_tok_per_s'], off['output_tok_per_s'])}")  # fmt: skip
     inputs = [{"run_id": on["run_id"], "what": f"prefix_caching=true at {load:g} {on['point'].get('load_unit')}"},
               {"run_id": off["run_id"], "what": f"prefix_caching=false at {load:g} {off['point'].get('load_unit')}"}]
     details = {"load_value": load, "basis": basis, "usd_per_1m_on": u_on, "usd_per_1m_off": u_off,
                "ttft_ms_p50_delta": dt, "on": {k: v for k, v in on.items() if k not in ("point", "summary")},
                "off": {k: v for k, v in off.items() if k not in ("point", "summary")},
-               "on_variant": _label(decision, on_vid), "off_variant": _label(decision, off_vid)}  # fmt: skip
-    lat = f"TTFT p50 {dt:+.1f} ms with caching" if dt is not None else ""
+               "on_variant": _label(decision, on_vid), "off_variant": _label(decision, off_vid), "by_load": by_load}  # fmt: skip
+    deltas = [f"{b['on']['ttft_ms_p50'] - b['off']['ttft_ms_p50']:+.0f} ms at {b['load_value']:g}" for b in by_load
+              if b["on"]["ttft_ms_p50"] is not None and b["off"]["ttft_ms_p50"] is not None]  # fmt: skip
+    lat = f"TTFT p50 with caching: {', '.join(deltas)} {on['point'].get('load_unit')} (negative = faster)" if deltas else ""
     return wf.row(name, evaluated=True, measured_inputs=inputs, headline=head, usd_per_1m_saved=saved_1m,
                   usd_per_month_saved=per_month, latency_cost=lat, quality_cost="none (same outputs; caching is exact)",
                   assumptions=[f"$ basis: {basis}", "hit rate in tokens, as the engine counts it"], details=details,
