@@ -51,6 +51,7 @@ class DecideConfig:
     n_boot: int = 1000
     seed: int = 0
     output: str | None = None
+    whatif: Any = None  # conf/whatif/ (analysis.whatif.WhatIfConfig): the what-if section, docs/whatif.md
 
 
 FORMULAS = {
@@ -102,6 +103,9 @@ def _register() -> None:
 
     register_configs()
     ConfigStore.instance().store(name="_decide_schema", node=DecideConfig)
+    from analysis.whatif import WhatIfConfig
+
+    ConfigStore.instance().store(group="whatif", name="_whatif_schema", node=WhatIfConfig)
 
 
 def compose(overrides: list[str]) -> DecideConfig:
@@ -208,6 +212,7 @@ def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
             g = r.config.get("gpu") or {}
             run_gpus[str(g.get("name", "cpu"))] = int(g.get("count") or 0)
     problems = input_problems(cfg, run_gpus)
+    problems += _whatif_problems(cfg)
     if problems:
         raise BadInput("\n".join(problems))
     catalog = {k: to_plain(v) for k, v in gpu_catalog(set(run_gpus)).items()}
@@ -256,6 +261,7 @@ def decide(results: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
         "assumptions": ASSUMPTIONS,
         "problems": built.problems,
     }  # fmt: skip
+    decision["whatif"] = _whatif(cfg, decision, runs)
     decision = res_mod._jsonable(decision)
     out = Path(cfg.output) if cfg.output else Path(results) / "decision.json"
     tmp = out.with_suffix(out.suffix + ".tmp")
@@ -336,6 +342,20 @@ def _accepted(qual: dict[str, Any], sel: Any, pooled: Any, kn: dict[str, Any]) -
         d["usd_per_1m_goodput"] = u
         d["operating_point_id"] = pid
         d["usd_per_1m_accepted"], d["usd_per_1m_accepted_basis"] = aq.accepted_cost(u, res)
+def _whatif_problems(cfg: DecideConfig) -> list[str]:
+    from analysis import whatif_data
+
+    return whatif_data.problems(cfg)
+
+
+def _whatif(cfg: DecideConfig, decision: dict[str, Any], runs: list[Any]) -> dict[str, Any] | None:
+    """The what-if table (analysis.whatif_data; None with whatif=none); a bad variant name is a BadInput."""
+    from analysis import whatif_data
+
+    try:
+        return whatif_data.evaluate(cfg, decision, runs)
+    except ValueError as e:
+        raise BadInput(str(e)) from e
 
 
 def _sensitivity(cfg: DecideConfig, sel: Any, op: dict[str, Any]) -> tuple[list[Any], list[str]]:
@@ -493,8 +513,26 @@ def summary_text(d: dict[str, Any], path: Path) -> str:
                      + (f"  ({'; '.join(v['gate_reasons'])})" if v["gate_reasons"] else ""))  # fmt: skip
     for e in sel["excluded"]:
         lines.append(f"excluded:  {e['variant_label']:<24} " + "; ".join(f"{r['kind']}: {r['message']}" for r in e["reasons"]))
+    lines += whatif_lines(d)
     lines.append(f"wrote {path}")
     return "\n".join(lines)
+
+
+def whatif_lines(d: dict[str, Any]) -> list[str]:
+    """One line per what-if row (decision.json whatif), for the printed summary."""
+    w = d.get("whatif")
+    if not w:
+        return []
+    out = [f"what-if:   volume {w['volume_source']}"]
+    for r in w["rows"]:
+        if r["status"] != "evaluated":
+            out.append(f"           {r['technique']}: not evaluated: {r['why']}")
+            continue
+        saved = r["usd_per_month_saved"]
+        money = f"{_usd(saved)}/month saved" if saved is not None else (
+            f"{_usd(r['usd_per_1m_saved'])}/1M saved" if r.get("usd_per_1m_saved") is not None else "$/month n/a (no volume)")
+        out.append(f"           {r['technique']}: {money}; {r['headline']}")
+    return out
 
 
 def _label(d: dict[str, Any], variant_id: str | None) -> str:

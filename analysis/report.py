@@ -468,7 +468,15 @@ def experiment_view(folder: Path, decision: Mapping[str, Any]) -> tuple[dict[str
         "assumptions": decision.get("assumptions") or [], "prices": _prices(decision, {r["gpu_name"] for r in rows}),
         "validity": rd.sort_validity(validity), "provenance": prov,
     }  # fmt: skip
+    view["whatif"] = _whatif_view(decision, folder)
     return view, rows, exports
+
+
+def _whatif_view(decision: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """The what-if section (analysis.report_whatif; decision.json whatif)."""
+    from analysis import report_whatif
+
+    return report_whatif.view(decision, str(folder))
 
 
 def _recommendation(decision: Mapping[str, Any], summaries: Mapping[str, Mapping[str, Any]], rows: Sequence[Mapping[str, Any]],
