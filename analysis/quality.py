@@ -351,6 +351,7 @@ def evaluate(variants: Mapping[str, Mapping[str, Any]], qruns: Mapping[str, Mapp
                     own = rows[rows["set"] == "generic"]
                     tf = teacher_forced(own, own, n_boot, seed) if s.get("measure") == "prompt_logprobs" else {}
                     r.baseline_self_top1 = tf.get("baseline_self_top1")
+                    r.n_tokens = int(tf.get("n_tokens") or 0)
                     t = rows[rows["set"] == "tasks"]
                     if not t.empty and r.task_meaningful:
                         sc = task_scores(t)

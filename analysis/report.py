@@ -469,6 +469,7 @@ def experiment_view(folder: Path, decision: Mapping[str, Any]) -> tuple[dict[str
         "validity": rd.sort_validity(validity), "provenance": prov,
     }  # fmt: skip
     view["whatif"] = _whatif_view(decision, folder)
+    view["quality"] = decision.get("quality") or {"applied": False, "why": "decision.json has no quality section (decided before the gate existed)"}
     return view, rows, exports
 
 

@@ -148,7 +148,9 @@ def _ensure_baseline(cfg: RunConfig, variant_dir: Path, overrides: list[str] | N
     if find_reference(variant_dir.parent, cfg, key) is not None:
         return
     keep = [o for o in (overrides or []) if o.split("=", 1)[0].lstrip("+~") not in ("quant", "hydra.mode")]
-    argv = [sys.executable, str(Path(__file__).resolve().parent.parent / "run.py"), *keep, f"quant={q.baseline_quant}",
+    # the entry script that started this lab (run.py, or a wrapper that registers more engines)
+    entry = next((a for a in sys.orig_argv[1:] if a.endswith(".py")), str(Path(__file__).resolve().parent.parent / "run.py"))
+    argv = [sys.executable, entry, *keep, f"quant={q.baseline_quant}",
             f"experiment_name={cfg.experiment_name}", f"results_dir={cfg.results_dir}", "hydra.mode=RUN"]  # fmt: skip
     log.info("quality: no quant=%s baseline rows in %s; launching the baseline first: %s", q.baseline_quant,
              variant_dir.parent, " ".join(argv[1:]))  # fmt: skip

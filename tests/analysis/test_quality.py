@@ -128,6 +128,12 @@ def test_the_decision_excludes_a_variant_that_fails_the_gate(gated):
     assert q2["awq"]["gate"] == "pass" and not [e for e in d2["selection"]["excluded"] if "awq" in e["variant_label"]]
     assert q2["awq"]["usd_per_1m_accepted"] == pytest.approx(q2["awq"]["usd_per_1m_goodput"] / 0.5)
     assert q2["awq"]["speedup"]["tpot_p99"] is not None
+    # the report puts quality, speed and $/1M side by side (the latest decision.json: loosened)
+    from analysis import report
+
+    sec = report._env().get_template("_quality.html.j2").render(v={"quality": d2["quality"]})
+    assert "pass" in sec and "0.6667" in sec and "1.1814" in sec and "$/1M goodput / task pass rate 0.500" in sec
+    assert "INT4 ... 3.7x" in sec  # the seed's claim beside the awq figures
     # quality=none: decided on cost alone, and the decision says so
     d3, _ = decide.decide(gated, ["quality=none"])
     assert d3["quality"] == {"applied": False, "why": "quality=none: decided on cost alone"}

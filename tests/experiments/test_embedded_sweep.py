@@ -98,9 +98,8 @@ def test_quant_shootout_killed_and_resumed_on_the_real_engine(tmp_path):
 
 def check_the_quality_gate(exp, d, none_dir) -> None:
     """fp16 against the quant=none baseline through the real engine: figures, gate, recomputation."""
-    from analysis import decide
+    from analysis import decide, results
     from analysis import quality as aq
-    from analysis import results
 
     base_q = json.loads((none_dir / "launch-2" / "quality.json").read_text())
     assert not (none_dir / "launch-1" / "quality.json").exists()  # killed during its points

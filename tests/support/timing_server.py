@@ -119,6 +119,10 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 writer.write(_resp(ARGS.fail_status, b'{"error": "injected failure"}'))
             else:
                 req = json.loads(body or b"{}")
+                if not req.get("stream") and path == "/v1/completions":
+                    writer.write(_resp(200, json.dumps(toy_completion(req)).encode()))
+                    await writer.drain()
+                    continue
                 if SLOTS is None:
                     await stream(writer, req, path.endswith("chat/completions"), t_arrival)
                 else:
@@ -129,6 +133,62 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         pass
     finally:
         writer.close()
+
+
+# -- a toy "model" for the quality gate's non-streamed requests -----------------------------------
+VOCAB = 50
+
+
+def _h(*xs: int) -> int:
+    """A deterministic hash of integers (not Python's salted hash)."""
+    v = 2166136261
+    for x in xs:
+        v = ((v ^ (x & 0xFFFFFFFF)) * 16777619) & 0xFFFFFFFF
+    return v
+
+
+def toy_logprobs(ctx: list[int]) -> list[float]:
+    """log-probabilities over VOCAB tokens after `ctx`: fixed per context; with --quality-noise q,
+    a share q of contexts (by hash) get their top two tokens swapped and every logprob shifted by
+    -0.01 (a "quantized" model whose figures are known exactly)."""
+    key = _h(*ctx[-3:], len(ctx))
+    raw = [-1.0 - ((_h(key, t) % 1000) / 100.0) for t in range(VOCAB)]
+    if ARGS.quality_noise > 0 and (_h(key, 7) % 1000) < ARGS.quality_noise * 1000:
+        order = sorted(range(VOCAB), key=lambda t: -raw[t])
+        raw[order[0]], raw[order[1]] = raw[order[1]], raw[order[0]]
+        raw = [x - 0.01 for x in raw]
+    return raw
+
+
+def _tokenize(text: str) -> list[int]:
+    return [1 + (b % (VOCAB - 1)) for b in text.encode()][:64]
+
+
+def toy_completion(req: dict) -> dict:
+    """A non-streamed /v1/completions answer (greedy), with vLLM's return_token_ids, logprobs and
+    prompt_logprobs fields, from toy_logprobs."""
+    prompt = req.get("prompt")
+    ids = list(prompt) if isinstance(prompt, list) else _tokenize(str(prompt or ""))
+    ctx, gen, lps = list(ids), [], []
+    for _ in range(int(req.get("max_tokens", 16))):
+        lp = toy_logprobs(ctx)
+        t = max(range(VOCAB), key=lambda k: lp[k])
+        gen.append(t)
+        lps.append(lp[t])
+        ctx.append(t)
+    choice: dict = {"index": 0, "text": "".join(f" t{t}" for t in gen), "finish_reason": "length",
+                    "logprobs": {"token_logprobs": lps, "tokens": [f"token_id:{t}" for t in gen]}}  # fmt: skip
+    if req.get("return_token_ids"):
+        choice["token_ids"], choice["prompt_token_ids"] = gen, ids
+    if req.get("prompt_logprobs") is not None:
+        pl: list = [None]
+        for j in range(1, len(ids)):
+            lp = toy_logprobs(ids[:j])
+            rank = 1 + sum(x > lp[ids[j]] for x in lp)
+            pl.append({str(ids[j]): {"logprob": lp[ids[j]], "rank": rank, "decoded_token": f"t{ids[j]}"}})
+        choice["prompt_logprobs"] = pl
+    return {"id": f"cmpl-{next(IDS)}", "object": "text_completion", "choices": [choice],
+            "usage": {"prompt_tokens": len(ids), "completion_tokens": len(gen)}}
 
 
 async def limited_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: dict, chat: bool,
@@ -213,6 +273,8 @@ def main() -> None:
     ap.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (except on /health)")
     ap.add_argument("--max-streams", type=int, default=0,
                     help="stream at most N requests at once, the rest wait FIFO (0 = unlimited)")  # fmt: skip
+    ap.add_argument("--quality-noise", type=float, default=0.0,
+                    help="share of contexts whose top-1 token the toy model swaps (a known 'quantization' error)")
     ARGS = ap.parse_args()
     asyncio.run(main_async())
 
