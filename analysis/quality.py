@@ -165,8 +165,11 @@ def free_running(variant: pd.DataFrame, baseline: pd.DataFrame, n_boot: int = 10
     for r in variant.itertuples():
         if r.prompt_key not in b.index:
             continue
-        gb = list(b.at[r.prompt_key, "gen_token_ids"])
-        gv = list(r.gen_token_ids)
+        ib, iv = b.at[r.prompt_key, "gen_token_ids"], r.gen_token_ids
+        if ib is None or iv is None:  # a text-only engine: characters of the greedy text
+            gb, gv = list(str(b.at[r.prompt_key, "gen_text"] or "")), list(str(r.gen_text or ""))
+        else:
+            gb, gv = list(ib), list(iv)
         em.append(float(gv == gb))
         dv.append(float(first_divergence(gv, gb)))
         lens.append(len(gb))

@@ -96,8 +96,11 @@ def find_reference(experiment_dir: Path, cfg: Any, key: str) -> Reference | None
 class Client:
     """Blocking OpenAI-completions calls for the quality run (one requests.Session per thread)."""
 
-    def __init__(self, base_url: str, model: str, headers: dict[str, str], timeout_s: float, fields: Any) -> None:
-        self.url = base_url.rstrip("/") + "/v1/completions"
+    def __init__(self, base_url: str, model: str, headers: dict[str, str], timeout_s: float, fields: Any,
+                 chat: bool = False) -> None:  # fmt: skip
+        # chat: an engine that serves chat completions only (TGI); greedy text, no token ids
+        self.chat = chat
+        self.url = base_url.rstrip("/") + ("/v1/chat/completions" if chat else "/v1/completions")
         self.model, self.headers, self.timeout_s, self.fields = model, headers, timeout_s, fields
         self._local = threading.local()
 
@@ -117,6 +120,11 @@ class Client:
                                 **self.fields(fixed_length)}  # fmt: skip
         if stop:
             body["stop"] = stop
+        if self.chat:
+            body["messages"] = [{"role": "user", "content": body.pop("prompt")}]
+            c = self._post(body)["choices"][0]
+            return {"gen_text": (c.get("message") or {}).get("content") or "", "gen_token_ids": None,
+                    "gen_logprobs": None, "prompt_token_ids": None, "finish_reason": c.get("finish_reason")}  # fmt: skip
         c = self._post(body)["choices"][0]
         lps = (c.get("logprobs") or {}).get("token_logprobs")
         return {"gen_text": c.get("text") or "", "gen_token_ids": c.get("token_ids"), "gen_logprobs": lps,
@@ -165,8 +173,12 @@ def run_quality(lease: Any, cfg: Any, run_dir: Path, record: Any, *, experiment_
             write_json_atomic(run_dir / QUALITY_JSON, summary)
             return summary
         summary["reference"] = {"run_id": ref.run_id, "variant_id": ref.variant_id, "path": str(ref.path)}
+    chat = "completions" not in lease.adapter.usage_endpoints
+    if chat:
+        measure = "text"
+        summary["measure"] = measure
     client = Client(lease.plan.base_url, lease.plan.served_model, auth_headers(lease.plan), q.request_timeout_s,
-                    lease.adapter.quality_fields)  # fmt: skip
+                    lease.adapter.quality_fields, chat=chat)  # fmt: skip
     done = [0]
     total = len(items) * (2 if measure == "prompt_logprobs" else 1)
     lock = threading.Lock()

@@ -202,7 +202,7 @@ def test_every_named_variant_composes_to_its_engine(variant):
 def test_shootout_presets_sweep_by_the_planned_hardware():
     from omegaconf import OmegaConf
 
-    for exp, key, cpu, gpu in [("quant_shootout", "quant", "none,awq,gptq,fp8_kv", "none,fp8,awq,gptq,int4"),
+    for exp, key, cpu, gpu in [("quant_shootout", "quant", "none,fp16,awq,gptq,fp8_kv", "none,fp8,awq,gptq,int4"),
                                ("engine_shootout", "variant", "vllm,transformers_cb,transformers_serial",
                                 "vllm,transformers_cb,transformers_serial,sglang,tgi")]:  # fmt: skip
         for g, want in (("cpu", cpu), ("h100_sxm_80g", gpu)):

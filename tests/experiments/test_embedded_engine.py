@@ -75,7 +75,8 @@ def test_quant_that_needs_avx512_is_refused_before_launch(tmp_path, quant):
     assert "AVX-512" in s["failure"]["reason"] and "use quant=none" in s["failure"]["reason"]
 
 
-@pytest.mark.parametrize("batching", ["true", "false"])
+# the one-at-a-time baseline ("false") repeats the launch path of "true": -m slow runs it
+@pytest.mark.parametrize("batching", ["true", pytest.param("false", marks=pytest.mark.slow)])
 def test_transformers_engine_end_to_end(tmp_path, batching):
     """The Hugging Face baseline, continuous batching on and off, for real on CPU."""
     assert (ROOT / ".venvs" / "transformers" / "bin" / "transformers").exists(), "run `bash scripts/setup.sh`"
@@ -91,6 +92,7 @@ def test_transformers_engine_end_to_end(tmp_path, batching):
     assert (ok["ttft_ms"] < ok["e2e_ms"]).all()
 
 
+@pytest.mark.slow  # early engine death is covered in seconds by tests/experiments/test_faults.py
 def test_bad_model_path_fails_cleanly(tmp_path):
     empty = tmp_path / "not-a-model"
     empty.mkdir()

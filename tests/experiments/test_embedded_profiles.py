@@ -18,7 +18,11 @@ from experiments.config import to_run_config
 from experiments.runner import run
 from tests.conftest import ROOT, compose
 
-pytestmark = pytest.mark.engine
+# The whole matrix is `-m slow`: every profile and workload is checked exactly against the timing
+# server (tests/loadgen), and the default run already drives the real engine end to end in
+# test_embedded_sweep.py (with the quality gate) and test_embedded_prefix_cache.py; this module's
+# own engine start (~55 s) bought little beside them in the 15-minute budget.
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
