@@ -15,7 +15,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.engine
+# The same on/off pair is measured in the default run by test_embedded_sweep.py (one launch fewer).
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 
 def test_prefix_caching_on_and_off_measured_by_the_engine(tmp_path):

