@@ -186,8 +186,9 @@ def run_quality(lease: Any, cfg: Any, run_dir: Path, record: Any, *, experiment_
     def tick(stage: str) -> None:
         with lock:
             done[0] += 1
-            if progress is not None and hasattr(progress, "quality") and (done[0] % 10 == 0 or done[0] == total):
-                progress.quality(stage, done[0], total)
+            # a line per quarter: the full sets take about a minute on the CPU default
+            if done[0] == total or done[0] % max(1, total // 4) == 0:
+                log.info("quality: %s %d/%d requests", stage, done[0], total)
 
     def gen(it: dict[str, Any]) -> dict[str, Any]:
         if (why := lease.failure_reason()) is not None:
@@ -247,8 +248,12 @@ def run_quality(lease: Any, cfg: Any, run_dir: Path, record: Any, *, experiment_
 
 
 def quality_done(variant_dir: Path, cfg: Any) -> bool:
-    """Whether a launch of this variant already has an ok quality run for the current prompt sets."""
-    key = sets_key(cfg.quality, prompt_items(cfg.quality))
+    """Whether a launch of this variant already has an ok quality run for the current prompt sets
+    (False for unreadable sets: the run's preflight then refuses them in one line)."""
+    try:
+        key = sets_key(cfg.quality, prompt_items(cfg.quality))
+    except quality_sets.QualitySetError:
+        return False
     for qj in Path(variant_dir).glob(f"launch-*/{QUALITY_JSON}"):
         try:
             d = json.loads(qj.read_text())

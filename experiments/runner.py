@@ -142,9 +142,14 @@ def _ensure_baseline(cfg: RunConfig, variant_dir: Path, overrides: list[str] | N
     import sys
 
     from experiments.quality import find_reference, prompt_items, sets_key
+    from loadgen.quality_sets import QualitySetError
 
     q = cfg.quality
-    key = sets_key(q, prompt_items(q))
+    try:
+        key = sets_key(q, prompt_items(q))
+    except QualitySetError:
+        return  # the variant's own preflight refuses the bad prompt set in one line
+
     if find_reference(variant_dir.parent, cfg, key) is not None:
         return
     keep = [o for o in (overrides or []) if o.split("=", 1)[0].lstrip("+~") not in ("quant", "hydra.mode")]

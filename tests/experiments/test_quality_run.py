@@ -7,7 +7,6 @@ re-measuring; plus the pure parts (prompt sets, preflight, the adapters' quality
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +16,7 @@ import pytest
 
 from experiments import preflight
 from loadgen import quality_sets
-from tests.conftest import ROOT, SUPPORT, compose
+from tests.conftest import SUPPORT, compose
 from tests.experiments.test_sweep import lab
 
 LAB = SUPPORT / "lab_with_fakes.py"
@@ -143,4 +142,12 @@ def test_the_quant_shootout_preset_runs_the_gate():
     cfg = compose(["experiment=quant_shootout"])
     assert cfg.quality.enabled and cfg.quality.baseline_quant == "none"
     assert compose([]).quality.enabled is False
-    assert shutil.which(sys.executable) and ROOT.is_dir()
+
+
+def test_a_bad_prompt_set_is_refused_in_one_line_before_any_launch(tiny_tokenizer_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "no prompt field"}\n')
+    p = lab(argv(tiny_tokenizer_dir, tmp_path, "quant=fp16", f"quality.generic_path={bad}"))
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert f'quality.generic_path: {bad}:1: needs a non-empty string "prompt"' in p.stderr
+    assert "Traceback" not in p.stderr and "started timing" not in p.stderr and "launching the baseline" not in p.stderr
