@@ -168,7 +168,7 @@ CPU: tuple[_Row, ...] = (
 )  # fmt: skip
 
 _G = "gauge from the engine's /metrics, summed over label sets per scrape"
-_C = "counter from /metrics: last − first scrape in the window"
+_C = "counter from /metrics: the scrape at or after the window's end − the scrape at or before its start"
 ENGINE: tuple[_Row, ...] = (
     ("scrapes", "scrapes", None, "scrapes in the window", ("engine_metrics.t_ns",)),
     ("running_mean", "requests", None, f"mean of running ({_G})", ("vllm:num_requests_running", "sglang:num_running_reqs",

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.telemetry import counter_increase
 from experiments.schema import PRICE_TIERS
 from loadgen.records import MEASURE, OK
 
@@ -112,13 +113,7 @@ def _increase(raw: pd.DataFrame, name: str, t0_ns: int, t1_ns: int) -> float | N
     if r.empty:
         return None
     per_scrape = r.groupby("t_ns")["value"].sum().sort_index()
-    t = per_scrape.index.to_numpy(dtype=np.int64)
-    i0 = int(np.searchsorted(t, t0_ns, side="right")) - 1
-    i1 = int(np.searchsorted(t, t1_ns, side="left"))
-    i0, i1 = max(i0, 0), min(i1, len(t) - 1)
-    if i1 <= i0:
-        return None
-    return float(per_scrape.iloc[i1] - per_scrape.iloc[i0])
+    return counter_increase(per_scrape.index, per_scrape.to_numpy(), t0_ns, t1_ns)
 
 
 def phase_split(

@@ -8,7 +8,11 @@ Energy over a window [t0, t1] (all times monotonic ns, the requests' clock), per
 Energy cost = E / 3.6e6 kWh × pricing.usd_per_kwh × PUE (the decision layer applies it).
 
 Engine metrics: raw Prometheus samples are mapped to one name per concept per engine
-(:data:`ENGINE_METRICS`); counters are summarised as their increase over the window.
+(:data:`ENGINE_METRICS`); gauges are summarised over the scrapes inside the window, counters as
+their increase from the last scrape at or before t0 to the first scrape at or after t1
+(:func:`counter_increase`): the scrapes inside a 3 s window at a 1 s interval span only about 2 s of
+it, and which requests fall in that part depends on timing (a round-robin prefix workload then
+reads 0 prefix-cache hits on one machine and 0.4 on another).
 Gaps (no sample for more than 3 intervals) are :class:`analysis.notes.Note`s with their interval.
 analysis.catalog lists every value these functions emit.
 """
@@ -115,8 +119,25 @@ def engine_series(raw: pd.DataFrame, engine: str) -> pd.DataFrame:
     return wide.reset_index().rename_axis(columns=None)
 
 
+def counter_increase(t_ns: Any, values: Any, t0_ns: int | None, t1_ns: int | None) -> float | None:
+    """Increase of a cumulative counter over [t0, t1]: value(first scrape ≥ t1, else the last) −
+    value(last scrape ≤ t0, else the first). Bracketing the window covers all of it (counters move
+    when a request is scheduled or finishes, so the scrape after t1 holds the window's last ones);
+    it may include up to one scrape interval either side. None with fewer than two scrapes."""
+    t = np.asarray(t_ns, dtype=np.int64)
+    v = np.asarray(values, dtype=float)
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    i0 = 0 if t0_ns is None else max(int(np.searchsorted(t, t0_ns, side="right")) - 1, 0)
+    i1 = len(t) - 1 if t1_ns is None else min(int(np.searchsorted(t, t1_ns, side="left")), len(t) - 1)
+    if i1 <= i0:
+        return None
+    return float(v[i1] - v[i0])
+
+
 def summarize_engine_metrics(series: pd.DataFrame, t0_ns: int | None = None, t1_ns: int | None = None) -> dict[str, Any]:
-    """Peak/mean of gauges and the increase of counters over the window."""
+    """Peak/mean of gauges over the scrapes in [t0, t1] and the increase of counters over the
+    window (:func:`counter_increase`: from the scrape before t0 to the scrape after t1)."""
     w = _window(series, t0_ns, t1_ns)
     if w.empty:
         return {"scrapes": 0}
@@ -124,13 +145,15 @@ def summarize_engine_metrics(series: pd.DataFrame, t0_ns: int | None = None, t1_
     for c in w.columns:
         if c == "t_ns":
             continue
-        v = w[c].dropna()
-        if v.empty:
-            continue
         if c in GAUGES:
-            out[f"{c}_mean"], out[f"{c}_max"] = float(v.mean()), float(v.max())
+            v = w[c].dropna()
+            if not v.empty:
+                out[f"{c}_mean"], out[f"{c}_max"] = float(v.mean()), float(v.max())
         else:
-            out[f"{c}_increase"] = float(v.iloc[-1] - v.iloc[0])
+            full = series[["t_ns", c]].dropna()
+            inc = counter_increase(full["t_ns"], full[c], t0_ns, t1_ns)
+            if inc is not None:
+                out[f"{c}_increase"] = inc
     return out
 
 

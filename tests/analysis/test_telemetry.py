@@ -6,7 +6,14 @@ import pandas as pd
 import pytest
 
 from analysis.notes import Note
-from analysis.telemetry import energy_j, engine_series, scrape_gaps, summarize_engine_metrics, summarize_gpu
+from analysis.telemetry import (
+    counter_increase,
+    energy_j,
+    engine_series,
+    scrape_gaps,
+    summarize_engine_metrics,
+    summarize_gpu,
+)
 
 S = 1_000_000_000  # ns per s
 
@@ -70,6 +77,17 @@ def test_engine_series_and_summary():
     assert s["kv_usage_frac_max"] == 0.5 and s["preemptions_total_increase"] == 3.0
     assert "kv_usage_peak_pct" not in s  # one concept, one name: the fraction
     assert engine_series(raw_scrapes(), "endpoint").empty
+
+
+def test_counter_increase_brackets_the_window_with_the_scrapes_outside_it():
+    # preemptions 5, 5, 7, 8 at 0..3 s; a window [1.5 s, 2.5 s] holds one scrape (7): the increase
+    # runs from the scrape before it (1 s: 5) to the one after it (3 s: 8), not 7 - 7 = 0
+    series = engine_series(raw_scrapes(), "vllm")
+    s = summarize_engine_metrics(series, int(1.5 * S), int(2.5 * S))
+    assert s["scrapes"] == 1 and s["preemptions_total_increase"] == 3.0 and s["running_max"] == 4.0
+    assert counter_increase([0, S, 2 * S], [1.0, 4.0, 9.0], None, None) == 8.0
+    assert counter_increase([2 * S, 0, S], [9.0, 1.0, 4.0], S, int(1.5 * S)) == 5.0  # unsorted input: 4 -> 9
+    assert counter_increase([0], [1.0], 0, S) is None  # one scrape: no increase
 
 
 def test_scrape_gaps_are_notes_spanning_the_gap():

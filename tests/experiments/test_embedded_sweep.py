@@ -98,7 +98,8 @@ def check_prefix_caching_measured(results, exp) -> None:
     (row,) = json.loads((exp / "whatif.json").read_text())["whatif"]["rows"]
     assert row["status"] == "evaluated", row
     on, off_ = row["details"]["on"], row["details"]["off"]
-    # 3 s of 2 req/s over 4 prefix groups: each group's first request misses (measured ~0.19 here); off: none
+    # 3 s of 2 req/s, items round robin over 4 prefix groups: each group's first request misses, the rest
+    # hit 512 of ~576 prompt tokens (measured 0.40 here with the bracketing counter increase); off: none
     assert on["hit_rate"] > 0.1, row["details"]
     assert off_["hit_rate"] is not None and off_["hit_rate"] < 0.05, row["details"]
     assert on["ttft_ms_p50"] is not None and off_["ttft_ms_p50"] is not None
