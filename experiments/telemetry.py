@@ -14,7 +14,11 @@ Kinds:
   (name, labels, value), parsed with prometheus_client's text parser.
 
 :class:`SamplerProcess` (used by the lab) starts and stops one sampler process through the
-run's :class:`engines.process.Supervisor`.
+run's :class:`engines.process.Supervisor`. Stopping: SIGTERM/SIGINT are blocked in the sampler
+process and waited for between samples (:func:`_ticks`), so a stop wakes the wait at once, one
+last whole sample is taken (the scrape after a window's end holds its last requests) and the
+process exits: stopping takes one sample's time, not up to an interval, and a scrape is never
+cut in half.
 Side effects: reads /proc via psutil, NVML, or HTTP on loopback; appends to the output file;
 the class spawns a process.
 """
@@ -36,6 +40,33 @@ if TYPE_CHECKING:  # the sampler processes themselves need none of the lab's pro
 
 log = logging.getLogger(__name__)
 
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+class _Stop:
+    """Process-wide stop state of a sampler: `blocked` once main() has blocked STOP_SIGNALS (they
+    are then taken by sigtimedwait in _ticks), `requested` once one of them arrived."""
+
+    blocked = False
+    requested = False
+
+
+def _ticks(interval_s: float) -> Iterator[None]:
+    """Yields when a sample is due: at once, then every `interval_s` (on a fixed grid, so a slow
+    sample does not shift the next). After a stop signal it yields once more at once (the last
+    sample, taken after the stop) and ends."""
+    next_t = time.monotonic()
+    while True:
+        yield
+        if _Stop.requested:
+            return
+        next_t += interval_s
+        delay = max(next_t - time.monotonic(), 0.0)
+        if not _Stop.blocked:  # used in-process (tests): a plain sleep
+            time.sleep(delay)
+        elif signal.sigtimedwait(STOP_SIGNALS, delay) is not None:  # timeout 0 polls a pending one
+            _Stop.requested = True
+
 
 def cpu_samples(root_pid: int, interval_s: float) -> Iterator[dict[str, Any]]:
     """Yields one CPU/RSS sample of the process tree under `root_pid` every `interval_s`."""
@@ -47,8 +78,7 @@ def cpu_samples(root_pid: int, interval_s: float) -> Iterator[dict[str, Any]]:
         root = psutil.Process(root_pid)
     except psutil.NoSuchProcess:
         return
-    next_t = time.monotonic()
-    while True:
+    for _ in _ticks(interval_s):
         try:
             tree = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
@@ -77,8 +107,6 @@ def cpu_samples(root_pid: int, interval_s: float) -> Iterator[dict[str, Any]]:
             "engine_procs": len(alive),
             "system_cpu_pct": psutil.cpu_percent(None),
         }
-        next_t += interval_s
-        time.sleep(max(next_t - time.monotonic(), 0.0))
 
 
 def _nvml_text(x: Any) -> str:
@@ -126,15 +154,12 @@ def nvml_samples(root_pid: int, interval_s: float, nvml: Any = None) -> Iterator
         if not handles:
             raise RuntimeError("NVML sees no GPU")
         throttle = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or nvml.nvmlDeviceGetCurrentClocksThrottleReasons
-        next_t = time.monotonic()
-        while True:
+        for _ in _ticks(interval_s):
             for i, h, name, uuid in handles:
                 row: dict[str, Any] = {"t_ns": time.monotonic_ns(), "wall_s": time.time(), "sampler": "nvml",
                                        "gpu": i, "gpu_name": name, "gpu_uuid": uuid}  # fmt: skip
                 row.update(_read_gpu(nvml, h, throttle))
                 yield row
-            next_t += interval_s
-            time.sleep(max(next_t - time.monotonic(), 0.0))
     finally:
         try:
             nvml.nvmlShutdown()
@@ -151,8 +176,7 @@ def metrics_samples(url: str, interval_s: float) -> Iterator[dict[str, Any]]:
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    next_t = time.monotonic()
-    while True:
+    for _ in _ticks(interval_s):
         t_ns, wall = time.monotonic_ns(), time.time()
         try:
             with urllib.request.urlopen(url, timeout=max(interval_s, 1.0)) as r:  # noqa: S310 - engine URL
@@ -164,8 +188,6 @@ def metrics_samples(url: str, interval_s: float) -> Iterator[dict[str, Any]]:
         except Exception as e:  # noqa: BLE001 - a missed scrape is recorded, not fatal
             yield {"t_ns": t_ns, "wall_s": wall, "name": None, "type": None, "labels": None, "value": None,
                    "error": f"{type(e).__name__}: {e}"[:300]}  # fmt: skip
-        next_t += interval_s
-        time.sleep(max(next_t - time.monotonic(), 0.0))
 
 
 SAMPLERS: dict[str, Callable[[int, float], Iterator[dict[str, Any]]]] = {"cpu": cpu_samples, "nvml": nvml_samples}
@@ -179,19 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--interval", type=float, default=0.2)
     args = ap.parse_args(argv)
-    stop = {"now": False}
-
-    def on_term(*_: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    # Blocked, then taken between samples by _ticks' sigtimedwait: a stop wakes the wait at once
+    # and the sampler ends after one last whole sample (a handler would wait out the sleep).
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    _Stop.blocked = True
     source = metrics_samples(args.url, args.interval) if args.kind == "metrics" else SAMPLERS[args.kind](args.pid, args.interval)
     with open(args.out, "a", buffering=1) as f:  # line-buffered: a crash loses at most one sample
         for sample in source:
             f.write(json.dumps(sample) + "\n")
-            if stop["now"]:
-                break
     return 0
 
 

@@ -111,3 +111,35 @@ def test_metrics_scraper_records_a_failed_scrape():
 
     (row,) = take(telemetry.metrics_samples(f"http://127.0.0.1:{free_port()}/metrics", 0.05), 1)
     assert row["name"] is None and "URLError" in row["error"]
+
+
+@pytest.mark.parametrize("kind", ["cpu", "metrics"])
+def test_a_stopped_sampler_takes_one_last_whole_sample_at_once(tmp_path, timing_server, kind):
+    """A 30 s interval: SIGTERM wakes the wait, one more whole sample (every row of the scrape) is
+    written and the process exits well before the next one would have been due."""
+    import json
+    import os
+    import time
+
+    from engines.process import Supervisor
+
+    url, _ = timing_server()
+    out = tmp_path / f"{kind}.jsonl"
+    with Supervisor() as sup:
+        s = telemetry.SamplerProcess(kind, os.getpid(), out, 30.0, url=url + "/metrics" if kind == "metrics" else None,
+                                     supervisor=sup)  # fmt: skip
+        s.start()
+        deadline = time.monotonic() + 20
+        while not (out.is_file() and out.read_text().endswith("\n")):
+            assert time.monotonic() < deadline and s.alive(), "no first sample"
+            time.sleep(0.05)
+        time.sleep(0.3)  # the first scrape is written whole; the sampler now waits 30 s
+        t0 = time.monotonic()
+        assert s.stop() == 0
+        took = time.monotonic() - t0
+    rows = [json.loads(ln) for ln in out.read_text().splitlines()]
+    times = sorted({r["t_ns"] for r in rows})
+    assert len(times) == 2 and took < 5.0, (times, took)  # the first sample and the one after the stop
+    if kind == "metrics":  # both scrapes whole: the same series in each
+        first, last = ({(r["name"], r["labels"]) for r in rows if r["t_ns"] == t} for t in times)
+        assert first == last and len(first) > 1
