@@ -13,10 +13,13 @@ from __future__ import annotations
 from statistics import median
 
 import numpy as np
+import pytest
 
 from experiments.schema import TrafficConfig, WorkloadConfig
 from loadgen.driver import build_spec, read_jsonl, run_load_point
 from loadgen.workload import WorkloadItem
+
+pytestmark = pytest.mark.serial  # measures timing: alone, in scripts/test.sh's second pass (see pyproject markers)
 
 
 def test_ttft_and_itl_match_the_server_with_8_streams(timing_server, tmp_path):

@@ -6,6 +6,8 @@ import pytest
 
 from loadgen.clock import ClockModel, ClockRound, ClockSample, best_round, shift_lag_row, shift_record
 
+pytestmark = pytest.mark.serial  # measures timing: alone, in scripts/test.sh's second pass (see pyproject markers)
+
 TRUE = -5_000_000_000  # master - worker: the worker's clock reads 5 s ahead
 
 

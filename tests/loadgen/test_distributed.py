@@ -15,6 +15,8 @@ from loadgen.driver import build_spec, read_jsonl, run_load_point
 from loadgen.workload import WorkloadItem
 from tests.conftest import free_port
 
+pytestmark = pytest.mark.serial  # measures timing: alone, in scripts/test.sh's second pass (see pyproject markers)
+
 ROOT = Path(__file__).resolve().parents[2]
 ITEMS = [WorkloadItem(i, f"p{i}", 3, 10) for i in range(8)]
 

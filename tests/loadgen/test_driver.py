@@ -15,6 +15,8 @@ from loadgen.driver import build_spec, read_jsonl, run_load_point
 from loadgen.spec import DistributedSpec, LoadPointSpec, OutputPaths, RequestItem, ShapeSpec
 from loadgen.workload import WorkloadItem
 
+pytestmark = pytest.mark.serial  # measures timing: alone, in scripts/test.sh's second pass (see pyproject markers)
+
 ITEMS = [WorkloadItem(i, f"prompt {i}", 3, 12) for i in range(2)]
 
 

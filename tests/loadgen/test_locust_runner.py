@@ -16,6 +16,8 @@ from loadgen.driver import LoadInterrupted, build_spec, read_jsonl, run_load_poi
 from loadgen.workload import WorkloadItem
 from tests.support.signals import ctrl_c_when, ok_record_in
 
+pytestmark = pytest.mark.serial  # measures timing: alone, in scripts/test.sh's second pass (see pyproject markers)
+
 ITEMS = [WorkloadItem(i, f"prompt {i}", 3, 12) for i in range(4)]
 
 

@@ -14,6 +14,8 @@ from loadgen.driver import build_spec, run_load_point
 from loadgen.trace import TraceError, load_trace, trace_items
 from loadgen.workload import WorkloadItem
 
+pytestmark = pytest.mark.serial  # measures timing: alone, in scripts/test.sh's second pass (see pyproject markers)
+
 
 def shape(kind, **kw):
     base = dict(kind=kind, start_fraction=0.1, steps=4, spike_at=0.5, spike_width=0.1, spike_factor=4.0, min_fraction=0.2)

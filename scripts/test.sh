@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The README's test command: sets up (scripts/setup.sh), then the default test run, in two passes:
+#   1. every test that asserts no measured timing and starts no real engine, on 2 pytest-xdist
+#      workers: they mostly wait on subprocesses (the lab, fake engines, Locust), so two at a time
+#      fit 2 cores (about 40 % less wall time than one at a time);
+#   2. the `serial` tests (TTFT/ITL/clock bounds against the timing server) and the `engine` tests
+#      (a real vLLM/transformers engine uses every core), one at a time, alone on the machine.
+# Both passes always run; the exit code is the first failing pass's. Arguments go to both passes
+# (e.g. -x, -k NAME, --durations=20); SERVELAB_TEST_WORKERS sets pass 1's worker count.
+# Everything at once, one at a time: .venv/bin/python -m pytest   (the same tests, the same markers)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit $?
+rc=0
+.venv/bin/python -m pytest -n "${SERVELAB_TEST_WORKERS:-2}" -m "not gpu and not slow and not serial and not engine" "$@"
+p1=$?
+[ "$p1" -eq 5 ] && p1=0  # 5: nothing collected (e.g. -k names only serial tests)
+rc=$p1
+.venv/bin/python -m pytest -m "not gpu and not slow and (serial or engine)" "$@"
+p2=$?
+[ "$p2" -eq 5 ] && p2=0
+[ "$rc" -eq 0 ] && rc=$p2
+exit "$rc"
