@@ -103,7 +103,12 @@ def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None =
             gate = cfg.quality is not None and cfg.quality.enabled
             quality_pending = gate and not quality_done(variant_dir, cfg)
             if quality_pending and not is_baseline(cfg) and cfg.quality.launch_baseline:
-                _ensure_baseline(cfg, variant_dir, overrides)
+                # this variant's own preflight first: one that will be refused launches no baseline
+                # (its run below is refused with these problems in one line, as any other)
+                if problems := EngineLease(cfg, variant_dir, variant_dir, Supervisor(guardian=False)).prepare():
+                    log.info("quality: no baseline launched: this variant is refused (%s)", "; ".join(problems))
+                else:
+                    _ensure_baseline(cfg, variant_dir, overrides)
             if not schedule.pending() and not quality_pending:
                 log.info("variant %s: all %d planned points were measured before (%s); nothing to launch "
                          "(resume=false measures them again as new repetitions)",

@@ -144,6 +144,14 @@ def test_the_quant_shootout_preset_runs_the_gate():
     assert compose([]).quality.enabled is False
 
 
+def test_a_refused_variant_launches_no_baseline(tiny_tokenizer_dir, tmp_path):
+    # preflight refuses --port in extra_args (the lab sets it): refused at once, no quant=none launched
+    p = lab(argv(tiny_tokenizer_dir, tmp_path, "quant=fp16", "engine.extra_args=[--port,1]"))
+    assert p.returncode != 0 and "engine.extra_args sets --port" in p.stderr, p.stderr[-3000:]
+    assert "launching the baseline" not in p.stderr and "started timing" not in p.stderr
+    assert not list((tmp_path / "q").glob("timing_none_*"))
+
+
 def test_a_bad_prompt_set_is_refused_in_one_line_before_any_launch(tiny_tokenizer_dir, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "no prompt field"}\n')
