@@ -19,11 +19,23 @@ N = sum_i n_i, g_i / g'_i the baseline's / variant's greedy continuations.
   task_accuracy       (1/T) #{task prompts whose extracted answer equals the known answer}
   task_accuracy_drop_points   100 * (task_accuracy_baseline - task_accuracy_variant)
 
+Measure `generated_topk` (an engine without prompt log-probabilities that returns the top-k of
+each generated token: SGLang, TGI): the variant's own greedy run is read up to its first
+divergence d_i from b_i (token strings). There the variant's context equals the baseline's, so
+for j < d_i lp_v(i, j) is the variant's log-probability of its own token (= b_i[j], rank 1) and at
+j = d_i it is the entry of b_i[d_i] in the variant's top-k (rank > 1). Over those positions
+(n_i = d_i + 1, or len(b_i) without a divergence):
+  top1_agreement      sum_i min(d_i, len b_i) / sum_i n_i: the geometric estimate of the share of
+                      positions whose top-1 agrees (consistent when disagreements are independent)
+  mean_llr, ppl_ratio as above over the same positions; when b_i[d_i] is outside the variant's
+                      top-k its log-probability is bounded above by the k-th (`censored`): mean_llr
+                      is then an upper bound and ppl_ratio a lower bound, and the result says so.
+
 Intervals: 95 % percentile bootstrap over prompts (a prompt's positions are resampled together,
 since they are correlated), `n_boot` replicates from a seeded PCG64 generator; for the ratios the
 baseline is resampled with the same prompt indices (paired).
 Which measure was used is stated per variant: `prompt_logprobs` (teacher forced, all figures),
-`text` (an engine without prompt log-probabilities: exact match and first divergence only).
+`generated_topk` (above), `text` (greedy text only: exact match and first divergence).
 
 The gate (conf/quality/): a variant fails when a figure is outside its threshold; the estimate is
 compared (the interval is reported beside it). A variant that should have been gated but has no
@@ -44,7 +56,7 @@ import pandas as pd
 
 from analysis.confidence import interval, rng
 
-MEASURES = ("prompt_logprobs", "text")
+MEASURES = ("prompt_logprobs", "generated_topk", "text")
 # The seeds' accuracy claims, quoted where the report shows what was measured beside them
 # (../shared/seeds/002_400661b782f52eab.txt; no primary source: cost-and-capacity.md "Seed claims").
 SEED_CLAIMS = {
@@ -150,6 +162,66 @@ def teacher_forced(variant: pd.DataFrame, baseline: pd.DataFrame, n_boot: int = 
             "baseline_self_top1": float(t1b.sum() / n.sum())}  # fmt: skip
 
 
+def _llr_stats(rows: list[tuple[float, float, float, int]], n_boot: int, seed: int) -> dict[str, Any]:
+    """mean_llr, ppl_ratio, top1_agreement from per-prompt (sum lp_v, sum lp_b, top-1 count, n)."""
+    a = np.asarray(rows, dtype=float)
+    sv, sb, t1, n = a.T
+
+    def stats(ix: np.ndarray | slice) -> tuple[Any, Any, Any]:
+        nn = n[ix].sum(axis=-1)
+        llr = (sv[ix].sum(axis=-1) - sb[ix].sum(axis=-1)) / nn
+        return llr, np.exp(-llr), t1[ix].sum(axis=-1) / nn
+
+    llr, ppl, top1 = stats(slice(None))
+    r_llr, r_ppl, r_top1 = stats(_boot_idx(len(rows), n_boot, seed))
+    return {"n_prompts": len(rows), "n_tokens": int(n.sum()), "mean_llr": _fig(float(llr), r_llr),
+            "ppl_ratio": _fig(float(ppl), r_ppl), "top1_agreement": _fig(float(top1), r_top1)}  # fmt: skip
+
+
+def generated_topk(variant: pd.DataFrame, baseline: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """mean_llr, ppl_ratio, top1_agreement of the `generated_topk` measure (module doc) over the
+    prompts both rows have: gen_tokens, gen_logprobs (both) and gen_top_logprobs_json (variant)."""
+    import json
+
+    b = baseline.set_index("prompt_key")
+    rows: list[tuple[float, float, float, int]] = []
+    censored = 0
+    for r in variant.itertuples():
+        if r.prompt_key not in b.index:
+            continue
+        bt, blp = b.at[r.prompt_key, "gen_tokens"], b.at[r.prompt_key, "gen_logprobs"]
+        vt, vlp, vtop = r.gen_tokens, r.gen_logprobs, getattr(r, "gen_top_logprobs_json", None)
+        if any(not isinstance(x, (list, tuple, np.ndarray)) for x in (bt, blp, vt, vlp)) or not isinstance(vtop, str):
+            continue
+        bt, vt, blp, vlp = list(bt), list(vt), np.asarray(blp, dtype=float), np.asarray(vlp, dtype=float)
+        if not bt or len(blp) != len(bt) or len(vlp) != len(vt):
+            continue
+        top = json.loads(vtop)
+        d = first_divergence(vt, bt)
+        if d < len(bt) and d >= len(vt):  # the variant stopped early: only the shared positions
+            m, lv_d = d, None
+        elif d < len(bt):
+            m = d + 1
+            k = top[d] if d < len(top) else {}
+            lv_d = k.get(bt[d])
+            if lv_d is None:
+                censored += 1
+                lv_d = min(k.values()) if k else None
+            if lv_d is None:
+                m, lv_d = d, None
+        else:
+            m, lv_d = len(bt), None
+        if m == 0:
+            continue
+        sv = float(vlp[: min(d, m)].sum()) + (float(lv_d) if lv_d is not None and m > d else 0.0)
+        rows.append((sv, float(blp[:m].sum()), float(min(d, m)), m))
+    if not rows:
+        return {"n_prompts": 0, "n_tokens": 0}
+    out = _llr_stats(rows, n_boot, seed)
+    out["censored"] = censored
+    return out
+
+
 def first_divergence(a: Sequence[int], b: Sequence[int]) -> int:
     """First index where the two sequences differ; len(b) when a equals b (b = the baseline's)."""
     for j, (x, y) in enumerate(zip(a, b, strict=False)):
@@ -165,11 +237,14 @@ def free_running(variant: pd.DataFrame, baseline: pd.DataFrame, n_boot: int = 10
     for r in variant.itertuples():
         if r.prompt_key not in b.index:
             continue
-        ib, iv = b.at[r.prompt_key, "gen_token_ids"], r.gen_token_ids
-        if ib is None or iv is None:  # a text-only engine: characters of the greedy text
+        gb = gv = None
+        for col in ("gen_token_ids", "gen_tokens"):  # token ids, else token strings (generated_topk)
+            ib, iv = (b.at[r.prompt_key, col], getattr(r, col)) if col in b.columns else (None, None)
+            if isinstance(ib, (list, tuple, np.ndarray)) and isinstance(iv, (list, tuple, np.ndarray)):
+                gb, gv = list(ib), list(iv)
+                break
+        if gb is None or gv is None:  # a text-only engine: characters of the greedy text
             gb, gv = list(str(b.at[r.prompt_key, "gen_text"] or "")), list(str(r.gen_text or ""))
-        else:
-            gb, gv = list(ib), list(iv)
         em.append(float(gv == gb))
         dv.append(float(first_divergence(gv, gb)))
         lens.append(len(gb))
@@ -215,14 +290,27 @@ def tasks(variant: pd.DataFrame, baseline: pd.DataFrame, n_boot: int = 1000, see
 def compare(variant: pd.DataFrame, baseline: pd.DataFrame, *, variant_id: str, baseline_variant_id: str,
             task_meaningful: bool = True, n_boot: int = 1000, seed: int = 0) -> QualityResult:  # fmt: skip
     """Every figure of one variant against its baseline (rows of both quality runs, both sets)."""
-    measure = "prompt_logprobs" if variant.get("measure", pd.Series(dtype=str)).eq("prompt_logprobs").all() and \
-        baseline.get("measure", pd.Series(dtype=str)).eq("prompt_logprobs").all() else "text"  # fmt: skip
+    def all_(df: pd.DataFrame, m: str) -> bool:
+        return bool(df.get("measure", pd.Series(dtype=str)).eq(m).all()) and not df.empty
+
+    # both runs must have read the same thing; otherwise the figures both have (text)
+    measure = next((m for m in ("prompt_logprobs", "generated_topk") if all_(variant, m) and all_(baseline, m)), "text")
     out = QualityResult(variant_id=variant_id, baseline_variant_id=baseline_variant_id, measure=measure)
     gv, gb = variant[variant["set"] == "generic"], baseline[baseline["set"] == "generic"]
     if measure == "prompt_logprobs":
         tf = teacher_forced(gv, gb, n_boot, seed)
         for k, val in tf.items():
             setattr(out, k, val)
+    elif measure == "generated_topk":
+        gt = generated_topk(gv, gb, n_boot, seed)
+        cens = gt.pop("censored", 0)
+        for k, val in gt.items():
+            setattr(out, k, val)
+        out.notes.append("the engine has no prompt log-probabilities: log-likelihood and top-1 figures from the top-k "
+                         "of generated tokens, over the positions up to each prompt's first divergence (docs/quality.md)")  # fmt: skip
+        if cens:
+            out.notes.append(f"at {cens} divergence(s) the baseline's token was outside the variant's top-k: its "
+                             "log-probability is bounded by the k-th, so mean_llr is an upper bound and ppl_ratio a lower bound")  # fmt: skip
     else:
         out.notes.append("the engine has no prompt log-probabilities: text agreement only (exact match, first divergence)")
     fr = free_running(gv, gb, n_boot, seed)

@@ -115,7 +115,8 @@ class EngineAdapter(ABC):
         return []
 
     # What the quality gate can read from this engine (analysis.quality.MEASURES): prompt_logprobs
-    # (teacher forcing over the OpenAI completions API) or text (greedy outputs only).
+    # (teacher forcing over the OpenAI completions API), generated_topk (the top-k log-probabilities
+    # of generated tokens, OpenAI's `logprobs` fields) or text (greedy outputs only).
     quality_measure: ClassVar[str] = "text"
 
     def quality_fields(self, fixed_length: bool) -> dict[str, Any]:

@@ -22,6 +22,12 @@ class SglangAdapter(EngineAdapter):
     name = "sglang"
     dists = ("sglang",)
     checked_against = "sglang 0.5.23 and 0.5.5 sources"
+    # its OpenAI completions return the top-k of generated tokens (`logprobs: k`), not prompt
+    # log-probabilities: the quality gate reads it as generated_topk (not run here: no GPU)
+    quality_measure = "generated_topk"
+
+    def quality_fields(self, fixed_length: bool) -> dict[str, Any]:
+        return {"ignore_eos": fixed_length}
 
     def problems(self, facts: HostFacts) -> list[str]:
         out: list[str] = []

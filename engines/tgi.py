@@ -26,6 +26,9 @@ class TgiAdapter(EngineAdapter):
     checked_against = "text-generation-inference v3.3.7 launcher (maintenance mode)"
     forces_output_length = False
     usage_endpoints = ("chat",)
+    # chat completions with `logprobs: true, top_logprobs: k`: the quality gate's generated_topk
+    # measure (no prompt log-probabilities on that API; not run here: no GPU)
+    quality_measure = "generated_topk"
 
     def needs_checkpoint(self) -> bool:
         return self.quant.method in ("awq", "gptq")  # int8/int4: bitsandbytes at load time

@@ -9,7 +9,12 @@ After a launch's load points (experiments.runner), with quality=gate:
    (teacher forcing: the reference's own prompt token ids + its continuation ids, max_tokens 1,
    prompt_logprobs 1) and the log-probability and rank the engine gives each of its tokens is kept.
    The reference is the baseline's rows (quant=none of the same model, found in the experiment
-   folder by find_reference); for the baseline itself, its own continuations.
+   folder by find_reference); for the baseline itself, its own continuations;
+3. where it has none but returns the top-k log-probabilities of generated tokens (OpenAI
+   `logprobs: k` on completions, `logprobs: true, top_logprobs: k` on chat; quality_measure
+   "generated_topk": SGLang, TGI), step 1 asks for them (quality.top_logprobs) and keeps each
+   generated token, its log-probability and the top-k (analysis.quality.generated_topk scores
+   them up to the first divergence); otherwise the greedy text alone is kept (measure "text").
 Rows go to quality.parquet (one per prompt), the summary to quality.json, both atomically. The
 figures are computed from them later by analysis.quality (docs/quality.md).
 
@@ -115,20 +120,41 @@ class Client:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
         return r.json()
 
-    def generate(self, prompt: str, max_tokens: int, *, fixed_length: bool, stop: list[str] | None) -> dict[str, Any]:
+    def generate(self, prompt: str, max_tokens: int, *, fixed_length: bool, stop: list[str] | None,
+                 top_logprobs: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """One greedy completion. `top_logprobs` k: also the top-k log-probabilities of every
+        generated token (OpenAI's fields), kept as gen_tokens / gen_logprobs / gen_top_logprobs_json."""
         body: dict[str, Any] = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
                                 **self.fields(fixed_length)}  # fmt: skip
         if stop:
             body["stop"] = stop
         if self.chat:
             body["messages"] = [{"role": "user", "content": body.pop("prompt")}]
+            if top_logprobs:
+                body.update(logprobs=True, top_logprobs=top_logprobs)
             c = self._post(body)["choices"][0]
-            return {"gen_text": (c.get("message") or {}).get("content") or "", "gen_token_ids": None,
-                    "gen_logprobs": None, "prompt_token_ids": None, "finish_reason": c.get("finish_reason")}  # fmt: skip
+            out = {"gen_text": (c.get("message") or {}).get("content") or "", "gen_token_ids": None,
+                   "gen_logprobs": None, "prompt_token_ids": None, "finish_reason": c.get("finish_reason")}  # fmt: skip
+            if top_logprobs:
+                content = (c.get("logprobs") or {}).get("content")
+                if not content:
+                    raise RuntimeError("logprobs.content missing from the chat answer (top_logprobs asked)")
+                out.update(gen_tokens=[e["token"] for e in content], gen_logprobs=[float(e["logprob"]) for e in content],
+                           gen_top_logprobs_json=json.dumps([{t["token"]: float(t["logprob"]) for t in e.get("top_logprobs") or []}
+                                                             for e in content]))  # fmt: skip
+            return out
+        if top_logprobs:
+            body["logprobs"] = top_logprobs
         c = self._post(body)["choices"][0]
-        lps = (c.get("logprobs") or {}).get("token_logprobs")
-        return {"gen_text": c.get("text") or "", "gen_token_ids": c.get("token_ids"), "gen_logprobs": lps,
-                "prompt_token_ids": c.get("prompt_token_ids"), "finish_reason": c.get("finish_reason")}  # fmt: skip
+        lp = c.get("logprobs") or {}
+        out = {"gen_text": c.get("text") or "", "gen_token_ids": c.get("token_ids"), "gen_logprobs": lp.get("token_logprobs"),
+               "prompt_token_ids": c.get("prompt_token_ids"), "finish_reason": c.get("finish_reason")}  # fmt: skip
+        if top_logprobs:
+            if not lp.get("tokens") or lp.get("top_logprobs") is None:
+                raise RuntimeError("logprobs.tokens / top_logprobs missing from the answer (logprobs asked)")
+            out.update(gen_tokens=list(lp["tokens"]), gen_top_logprobs_json=json.dumps(
+                [{k: float(v) for k, v in (d or {}).items()} for d in lp["top_logprobs"]]))  # fmt: skip
+        return out
 
     def score(self, prompt_ids: list[int], cont_ids: list[int]) -> tuple[list[float], list[int]]:
         """Log-probability and rank of each token of cont_ids after prompt_ids (teacher forcing)."""
@@ -174,9 +200,12 @@ def run_quality(lease: Any, cfg: Any, run_dir: Path, record: Any, *, experiment_
             return summary
         summary["reference"] = {"run_id": ref.run_id, "variant_id": ref.variant_id, "path": str(ref.path)}
     chat = "completions" not in lease.adapter.usage_endpoints
-    if chat:
+    if chat and measure == "prompt_logprobs":  # teacher forcing needs token ids in the prompt: completions only
         measure = "text"
         summary["measure"] = measure
+    topk = q.top_logprobs if measure == "generated_topk" else None
+    if topk is not None:
+        summary["top_logprobs"] = topk
     client = Client(lease.plan.base_url, lease.plan.served_model, auth_headers(lease.plan), q.request_timeout_s,
                     lease.adapter.quality_fields, chat=chat)  # fmt: skip
     done = [0]
@@ -196,7 +225,8 @@ def run_quality(lease: Any, cfg: Any, run_dir: Path, record: Any, *, experiment_
         row = {**it, "error": None}
         try:
             if it["set"] == "generic":
-                row.update(client.generate(it["prompt"], q.max_new_tokens, fixed_length=True, stop=None))
+                row.update(client.generate(it["prompt"], q.max_new_tokens, fixed_length=True, stop=None,
+                                           top_logprobs=topk))  # fmt: skip
             else:
                 row.update(client.generate(it["prompt"], q.task_max_tokens, fixed_length=False, stop=["\n"]))
         except Exception as e:  # noqa: BLE001 - one failed prompt is recorded, not fatal

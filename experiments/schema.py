@@ -392,6 +392,7 @@ class QualityConfig:
     task_max_tokens: int = 16  # per task prompt, stopped at the first newline
     concurrency: int = 4  # requests in flight; > 1 batches them, which vLLM does not keep bit-identical
     request_timeout_s: float = 120.0
+    top_logprobs: int = 5  # engines without prompt log-probabilities (measure generated_topk): top-k per generated token
     launch_baseline: bool = True  # no baseline rows in the experiment: launch quant=<baseline_quant> first
     # Decision: true = every quantized variant needs ok quality figures (else excluded "not measured");
     # false = the gate applies once the results hold any quality run (without any, the decision says so).

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -142,6 +143,75 @@ def test_the_quant_shootout_preset_runs_the_gate():
     cfg = compose(["experiment=quant_shootout"])
     assert cfg.quality.enabled and cfg.quality.baseline_quant == "none"
     assert compose([]).quality.enabled is False
+
+
+def expected_topk(base_rows: pd.DataFrame) -> tuple[float, float, int]:
+    """(top1_agreement, mean_llr, positions) of the generated_topk measure from the toy's own
+    definition: along the baseline's greedy path the variant agrees until the first swapped
+    context, where it ranks the baseline's token second (inside its top-5) at -0.01 - gap."""
+    sys.path.insert(0, str(SUPPORT))
+    import timing_server as ts
+
+    def lps(ctx: list[int], noise: float) -> list[float]:
+        ts.ARGS = SimpleNamespace(quality_noise=noise)
+        return ts.toy_logprobs(ctx)
+
+    agree = llr = n = 0.0
+    for r in base_rows[base_rows["set"] == "generic"].itertuples():
+        ctx, b = ts._tokenize(r.prompt), [int(t.split(":")[1]) for t in r.gen_tokens]
+        for t in b:
+            lv, lb = lps(ctx, 0.25), lps(ctx, 0.0)
+            llr += lv[t] - lb[t]
+            n += 1
+            if max(range(ts.VOCAB), key=lambda k: lv[k]) != t:
+                break
+            agree += 1
+            ctx = [*ctx, t]
+    return agree / n, llr / n, int(n)
+
+
+def test_an_engine_without_prompt_logprobs_is_scored_from_generated_top_k(tiny_tokenizer_dir, tmp_path):
+    """engine=timing_topk (the toy read as SGLang/TGI are: top-5 of each generated token, token
+    strings, no prompt log-probabilities): the figures equal the toy's definition exactly."""
+    p = lab(argv(tiny_tokenizer_dir, tmp_path, "engine.name=timing_topk", "quant=fp16"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    exp = tmp_path / "q"
+    (base_dir,), (var_dir,) = exp.glob("timing_topk_none_*"), exp.glob("timing_topk_fp16_*")
+    vq = json.loads((var_dir / "launch-1" / "quality.json").read_text())
+    assert vq["status"] == "ok" and vq["measure"] == "generated_topk" and vq["top_logprobs"] == 5
+    base_rows = pd.read_parquet(base_dir / "launch-1" / "quality.parquet")
+    top1, llr, n = expected_topk(base_rows)
+    assert 0.5 < top1 < 0.98 and llr < 0  # some prompts diverge, and the divergence costs log-likelihood
+
+    from analysis import decide
+
+    d, _ = decide.decide(exp, [])
+    v = {x["quant"]: x for x in d["quality"]["variants"]}["fp16"]
+    assert v["measure"] == "generated_topk" and v["n_tokens"] == n
+    assert v["top1_agreement"]["value"] == pytest.approx(top1, abs=1e-12)
+    assert v["mean_llr"]["value"] == pytest.approx(llr, abs=1e-9)
+    assert v["ppl_ratio"]["value"] == pytest.approx(np.exp(-llr), abs=1e-9)
+    assert any("top-k of generated tokens" in x for x in v["notes"]) and not any("upper bound" in x for x in v["notes"])
+    assert v["exact_match_rate"]["value"] < 1 and v["gate"] == "fail"  # top-1 below 0.9 on a 25 % swap
+
+
+def test_the_chat_client_reads_top_logprobs_of_generated_tokens():
+    from experiments.quality import Client
+
+    c = Client("http://x", "m", {}, 5.0, lambda fixed: {}, chat=True)
+    sent = {}
+
+    def post(body):
+        sent.update(body)
+        content = [{"token": "a", "logprob": -0.1, "top_logprobs": [{"token": "a", "logprob": -0.1}, {"token": "b", "logprob": -2.5}]},
+                   {"token": "c", "logprob": -0.3, "top_logprobs": [{"token": "c", "logprob": -0.3}]}]  # fmt: skip
+        return {"choices": [{"message": {"content": "ac"}, "finish_reason": "length", "logprobs": {"content": content}}]}
+
+    c._post = post
+    out = c.generate("hi", 2, fixed_length=True, stop=None, top_logprobs=2)
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 2 and sent["messages"][0]["content"] == "hi"
+    assert out["gen_tokens"] == ["a", "c"] and out["gen_logprobs"] == [-0.1, -0.3] and out["gen_text"] == "ac"
+    assert json.loads(out["gen_top_logprobs_json"]) == [{"a": -0.1, "b": -2.5}, {"c": -0.3}]
 
 
 def test_a_refused_variant_launches_no_baseline(tiny_tokenizer_dir, tmp_path):

@@ -1,7 +1,8 @@
 """Test-only entry point: the real lab (`run.py`) with the fake engines registered.
 
 `python tests/support/lab_with_fakes.py [hydra overrides]` behaves exactly like `python run.py`
-but also knows `engine.name=timing` (tests/support/fake_adapter.py) and `engine.name=faulty`
+but also knows `engine.name=timing` (tests/support/fake_adapter.py), `engine.name=timing_topk`
+(the same server read through the quality gate's generated_topk measure) and `engine.name=faulty`
 (tests/support/faulty_engine.py, configured through the environment variable
 SERVELAB_FAULTY_ARGS, e.g. "--crash-after-requests 15"). A lab started as a subprocess cannot
 see a test's monkeypatched ADAPTERS, hence this file. Never used by the lab itself.
@@ -38,7 +39,19 @@ class FaultyEngineAdapter(EngineAdapter):
                           ready_timeout_s=60, stop_timeout_s=stop_s)  # fmt: skip
 
 
+class TimingTopkAdapter(TimingServerAdapter):
+    """The timing server read as an engine without prompt log-probabilities (as SGLang or TGI):
+    the quality gate's generated_topk measure, on token strings (no token ids asked)."""
+
+    name = "timing_topk"
+    quality_measure = "generated_topk"
+
+    def quality_fields(self, fixed_length: bool) -> dict:
+        return {}
+
+
 ADAPTERS.setdefault("timing", TimingServerAdapter)
+ADAPTERS.setdefault("timing_topk", TimingTopkAdapter)
 ADAPTERS.setdefault("faulty", FaultyEngineAdapter)
 
 if __name__ == "__main__":

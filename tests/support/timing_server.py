@@ -169,15 +169,19 @@ def toy_completion(req: dict) -> dict:
     prompt_logprobs fields, from toy_logprobs."""
     prompt = req.get("prompt")
     ids = list(prompt) if isinstance(prompt, list) else _tokenize(str(prompt or ""))
-    ctx, gen, lps = list(ids), [], []
+    ctx, gen, lps, tops = list(ids), [], [], []
+    topn = int(req.get("logprobs") or 0)  # OpenAI completions: the top-n of every generated token
     for _ in range(int(req.get("max_tokens", 16))):
         lp = toy_logprobs(ctx)
         t = max(range(VOCAB), key=lambda k: lp[k])
         gen.append(t)
         lps.append(lp[t])
+        tops.append({f"token_id:{x}": lp[x] for x in sorted(range(VOCAB), key=lambda x: -lp[x])[:topn]})
         ctx.append(t)
     choice: dict = {"index": 0, "text": "".join(f" t{t}" for t in gen), "finish_reason": "length",
                     "logprobs": {"token_logprobs": lps, "tokens": [f"token_id:{t}" for t in gen]}}  # fmt: skip
+    if topn:
+        choice["logprobs"]["top_logprobs"] = tops
     if req.get("return_token_ids"):
         choice["token_ids"], choice["prompt_token_ids"] = gen, ids
     if req.get("prompt_logprobs") is not None:
