@@ -26,6 +26,8 @@ import pytest
 
 from tests.analysis.conftest import XSS
 
+pytestmark = pytest.mark.serial  # the report_lab fixture's outcome depends on the load generator keeping up
+
 INSTALL = "apt-get install -y chromium"
 NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -187,7 +189,9 @@ def check_sorted(values: list[str], reverse: bool) -> None:
     assert empties == list(range(len(nums), len(values))), values  # missing costs sort last
 
 
-def check_page(browser, html: Path, shot: Path, expect_plots: set[str], rows: int) -> dict:
+def check_page(browser, html: Path, shot: Path, expect_plots: set[str], rows: int,
+               messages: frozenset[str] = frozenset()) -> dict:  # fmt: skip
+    """`messages`: plots whose data the decision lacks, drawn as a figure that says why."""
     url = html.resolve().as_uri()
     events = browser.open(url)
     errors, requests = problems(events, url)
@@ -201,7 +205,7 @@ def check_page(browser, html: Path, shot: Path, expect_plots: set[str], rows: in
     drawn = {pid: (w, n) for pid, w, n in f["plots"]}
     assert set(drawn) >= expect_plots, (set(drawn), expect_plots)
     for pid, (w, n) in drawn.items():
-        assert w > 300 and n > 20, (pid, w, n)  # laid out and has marks
+        assert w > 300 and (n >= 1 if pid in messages else n > 20), (pid, w, n)  # laid out and has marks
     assert f["xss"] == "undefined" and f["injected"] == 0 and f["scripts"] == 1 and f["images"] == 0 and f["links"] == []
     assert any(p.startswith(XSS) for p in f["prompts"]), f["prompts"]  # the probe is visible, as text
     s = browser.js(SORT)
@@ -225,10 +229,14 @@ def check_page(browser, html: Path, shot: Path, expect_plots: set[str], rows: in
 def test_experiment_report_in_chromium(report_lab, browser, tmp_path):
     d = report_lab.decision
     timelines = {f"plot-timeline-{i}" for i, r in enumerate(d["runs"]) if not r.get("skipped")}
+    ch = d["selection"]["chosen"]
+    # on a busy machine the generator's self-check may mark points invalid (conftest): then nothing
+    # is chosen and the tornado, or with no valid point the Pareto plot, says why instead of drawing
+    messages = frozenset({"plot-tornado"} if ch is None or not d["sensitivity"]["rows"] else set()) | frozenset(
+        {"plot-pareto"} if all(p.get("verdict") == "invalid" for p in d["points"]) else set())  # fmt: skip
     f = check_page(browser, report_lab.folder / "report.html", tmp_path / "experiment.png",
                    {"plot-pareto", "plot-latency-load", "plot-distributions", "plot-cost", "plot-tornado", *timelines},
-                   len(d["points"]))  # fmt: skip
-    ch = d["selection"]["chosen"]
+                   len(d["points"]), messages)  # fmt: skip
     if ch is not None:
         assert f["chosen"] == ch["variant_label"] and f"Deploy {ch['variant_label']}" in f["decision"]
     else:

@@ -17,6 +17,8 @@ from analysis.report import main
 from tests.analysis.conftest import XSS
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.serial  # the report_lab fixture's outcome depends on the load generator keeping up
+
 PLOTS = ("pareto", "latency-load", "distributions", "cost", "tornado")
 
 
