@@ -174,7 +174,7 @@ def quality_problems(cfg: RunConfig) -> list[str]:
         v = getattr(q, k)
         if v is not None and not (isinstance(v, int) and v >= 1):
             out.append(f"quality.{k} must be >= 1 or null (all), got {v}")
-    for k in ("max_new_tokens", "task_max_tokens", "concurrency"):
+    for k in ("max_new_tokens", "task_max_tokens", "concurrency", "top_logprobs"):
         if not (isinstance(getattr(q, k), int) and getattr(q, k) >= 1):
             out.append(f"quality.{k} must be an integer >= 1, got {getattr(q, k)}")
     for k in ("min_top1_agreement", "min_exact_match_rate"):

@@ -108,12 +108,13 @@ def test_quality_preflight_names_the_fix(tmp_path):
     bad = tmp_path / "mine.jsonl"
     bad.write_text('{"prompt": "hi"}\nnot json\n')
     cfg = compose(["quality=gate", f"quality.generic_path={bad}", "quality.num_prompts=0", "quality.max_ppl_ratio=-1",
-                   "quality.min_top1_agreement=2", "quant=fp16", "engine.dtype=bfloat16"])  # fmt: skip
+                   "quality.min_top1_agreement=2", "quality.top_logprobs=0", "quant=fp16", "engine.dtype=bfloat16"])  # fmt: skip
     problems = preflight.check(cfg, None, None)
     assert f"quality.generic_path: {bad}:2: not JSON (Expecting value); one object per line with \"prompt\"" in problems
     assert "quality.num_prompts must be >= 1 or null (all), got 0" in problems
     assert "quality.max_ppl_ratio must be > 0 or null (not applied), got -1.0" in problems
     assert "quality.min_top1_agreement must be in [0, 1] or null (not applied), got 2.0" in problems
+    assert "quality.top_logprobs must be an integer >= 1, got 0" in problems
     assert "quant=fp16 casts the weights to float16 but engine.dtype=bfloat16: drop engine.dtype" in problems
     nf = compose(["quality=gate", "quality.task_path=/nope.jsonl"])
     assert any("quality.task_path: quality prompt set /nope.jsonl: no such file" in p for p in preflight.check(nf, None, None))
