@@ -146,20 +146,9 @@ def teacher_forced(variant: pd.DataFrame, baseline: pd.DataFrame, n_boot: int = 
         rows.append((lv.sum(), lb.sum(), float((rv == 1).sum()), float((rb == 1).sum()), lv.size))
     if not rows:
         return {"n_prompts": 0, "n_tokens": 0}
-    a = np.asarray(rows)  # columns: sum lp_v, sum lp_b, top1_v, top1_b, n
-    sv, sb, t1, t1b, n = a.T
-
-    def stats(ix: np.ndarray | slice) -> tuple[Any, Any, Any]:
-        nn = n[ix].sum(axis=-1)
-        llr = (sv[ix].sum(axis=-1) - sb[ix].sum(axis=-1)) / nn
-        return llr, np.exp(-llr), t1[ix].sum(axis=-1) / nn
-
-    llr, ppl, top1 = stats(slice(None))
-    idx = _boot_idx(len(rows), n_boot, seed)
-    r_llr, r_ppl, r_top1 = stats(idx)
-    return {"n_prompts": len(rows), "n_tokens": int(n.sum()), "mean_llr": _fig(float(llr), r_llr),
-            "ppl_ratio": _fig(float(ppl), r_ppl), "top1_agreement": _fig(float(top1), r_top1),
-            "baseline_self_top1": float(t1b.sum() / n.sum())}  # fmt: skip
+    out = _llr_stats([(a, b_, t1, n) for a, b_, t1, _, n in rows], n_boot, seed)
+    out["baseline_self_top1"] = float(sum(r[3] for r in rows) / sum(r[4] for r in rows))
+    return out
 
 
 def _llr_stats(rows: list[tuple[float, float, float, int]], n_boot: int, seed: int) -> dict[str, Any]:
@@ -203,12 +192,12 @@ def generated_topk(variant: pd.DataFrame, baseline: pd.DataFrame, n_boot: int = 
         elif d < len(bt):
             m = d + 1
             k = top[d] if d < len(top) else {}
+            if not k:  # no top-k at the divergence: this prompt cannot be scored
+                continue
             lv_d = k.get(bt[d])
             if lv_d is None:
                 censored += 1
-                lv_d = min(k.values()) if k else None
-            if lv_d is None:
-                m, lv_d = d, None
+                lv_d = min(k.values())
         else:
             m, lv_d = len(bt), None
         if m == 0:

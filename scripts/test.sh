@@ -3,7 +3,8 @@
 #   1. every test that asserts no measured timing and starts no real engine, on 2 pytest-xdist
 #      workers: they mostly wait on subprocesses (the lab, fake engines, Locust), so two at a time
 #      fit 2 cores (about 40 % less wall time than one at a time);
-#   2. the `serial` tests (TTFT/ITL/clock bounds against the timing server) and the `engine` tests
+#   2. the `serial` tests (TTFT/ITL/clock bounds, or an outcome that depends on the generator
+#      keeping up: the report-lab tests) and the `engine` tests
 #      (a real vLLM/transformers engine uses every core), one at a time, alone on the machine.
 # Both passes always run; the exit code is the first failing pass's. Arguments go to both passes
 # (e.g. -x, -k NAME, --durations=20); SERVELAB_TEST_WORKERS sets pass 1's worker count.

@@ -137,3 +137,23 @@ def test_the_decision_excludes_a_variant_that_fails_the_gate(gated):
     # quality=none: decided on cost alone, and the decision says so
     d3, _ = decide.decide(gated, ["quality=none"])
     assert d3["quality"] == {"applied": False, "why": "quality=none: decided on cost alone"}
+
+
+def test_generated_topk_scores_up_to_the_first_divergence_and_bounds_a_censored_one():
+    from analysis.quality import generated_topk
+
+    base = pd.DataFrame([{"prompt_key": "a", "gen_tokens": ["x", "y", "z"], "gen_logprobs": [-0.1, -0.2, -0.3]},
+                         {"prompt_key": "b", "gen_tokens": ["p", "q"], "gen_logprobs": [-0.5, -0.6]}])  # fmt: skip
+    # a: agrees at 0, diverges at 1 where the baseline's "y" is in the top-2 at -0.9
+    # b: diverges at 0 where "p" is outside the top-2: bounded by the k-th (-1.5), counted censored
+    var = pd.DataFrame([
+        {"prompt_key": "a", "gen_tokens": ["x", "w", "v"], "gen_logprobs": [-0.15, -0.4, -0.1],
+         "gen_top_logprobs_json": json.dumps([{"x": -0.15}, {"w": -0.4, "y": -0.9}, {"v": -0.1}])},
+        {"prompt_key": "b", "gen_tokens": ["r", "s"], "gen_logprobs": [-0.7, -0.2],
+         "gen_top_logprobs_json": json.dumps([{"r": -0.7, "t": -1.5}, {"s": -0.2}])},
+    ])  # fmt: skip
+    g = generated_topk(var, base, n_boot=50, seed=1)
+    assert (g["n_prompts"], g["n_tokens"], g["censored"]) == (2, 3, 1)  # a: positions 0-1; b: position 0
+    assert g["top1_agreement"].value == pytest.approx(1 / 3)
+    assert g["mean_llr"].value == pytest.approx(((-0.15 - 0.9) - (-0.1 - 0.2) + (-1.5 + 0.5)) / 3)
+    assert g["ppl_ratio"].value == pytest.approx(math.exp(-g["mean_llr"].value))
