@@ -174,7 +174,14 @@ CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     """The CPU_FEATURES this host's CPU has (from /proc/cpuinfo's first `flags` line); empty when
-    unknown (not Linux, not x86), so checks that need them are skipped rather than guessed."""
+    unknown (not Linux, not x86), so checks that need them are skipped rather than guessed.
+
+    SERVELAB_CPU_FLAGS (comma-separated, e.g. `avx2`) replaces what /proc/cpuinfo says, for
+    preflight only: it forces the refusal path of an AVX2 CPU on an AVX-512 one (the tests do
+    that), or lets a user try a kernel preflight would refuse. The engine still sees the real CPU."""
+    forced = os.environ.get("SERVELAB_CPU_FLAGS") if cpuinfo is None else None
+    if forced is not None:
+        return frozenset(f.strip() for f in forced.split(",") if f.strip() in CPU_FEATURES)
     try:
         text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -214,6 +221,9 @@ def provenance() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        # the kernel-deciding flags preflight used; "forced" when SERVELAB_CPU_FLAGS replaced them
+        "cpu_flags": sorted(cpu_flags()),
+        "cpu_flags_forced": "SERVELAB_CPU_FLAGS" in os.environ,
         "gpu": gpu_info(),
         "packages": pkgs,
     }

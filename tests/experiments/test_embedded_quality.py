@@ -3,9 +3,15 @@ against quant=none, through the real vLLM CPU build.
 
 The CPU build runs 4-bit checkpoints and an FP8 KV cache only with its AVX-512 kernels
 (engines/vllm.py cpu_isa_problems), so on a CPU without AVX-512 this test is skipped with that
-reason; tests/experiments/test_embedded_sweep.py gates fp16 against quant=none everywhere.
-Random weights: the figures are asserted within bounds (the CPU kernels are not bit-identical
-across CPUs), and a 4-bit checkpoint must disagree with the baseline more than not at all.
+reason; tests/experiments/test_embedded_sweep.py gates fp16 against quant=none everywhere, and
+tests/benchmarks/test_quant_fidelity.py checks on every CPU that the 4-bit checkpoints are the base
+model quantized, as vLLM's own repacking code reads them.
+The 4-bit checkpoints are round-to-nearest quantizations of the base weights
+(scripts/build_tiny_quantized.py), so they must agree with quant=none on most tokens, not on none
+(recipe 1 wrote random integers: top-1 agreement 0.0, docs/quality.md). The bounds come from the
+same measure computed offline in float32 on these 24 prompts (`benchmarks/quant_fidelity.py`:
+awq top-1 0.91, ppl ratio 1.055; gptq 0.96, 1.025), widened for the engine's bfloat16 activations
+and CPU kernels, which are not bit-identical across CPUs.
 Needs `bash scripts/setup.sh` (it builds models/tiny-llama-awq and -gptq).
 """
 
@@ -44,8 +50,15 @@ def test_awq_gptq_and_fp8_kv_are_scored_against_none(tmp_path):
         assert 0.0 < f["top1_agreement"]["value"] <= 1.0 and f["ppl_ratio"]["value"] > 0, q
         assert f["top1_agreement"]["lo"] <= f["top1_agreement"]["value"] <= f["top1_agreement"]["hi"], q
         assert f["seed_claim"] is not None and f["speedup"] is not None, q
-    for q in ("awq", "gptq"):  # 4-bit weights of a random model change its greedy tokens somewhere
-        assert v[q]["mean_llr"]["value"] != 0.0 and v[q]["exact_match_rate"]["value"] < 1.0, q
+    for q in ("awq", "gptq"):
+        # the same model at 4 bits: mostly the baseline's tokens (offline float32: 0.91 / 0.96), but
+        # not all of them, and the baseline's own greedy tokens are less likely under it (mean LLR < 0;
+        # offline -0.054 / -0.025 nats, perplexity ratio 1.055 / 1.025)
+        assert 0.7 <= v[q]["top1_agreement"]["value"] < 1.0, (q, v[q]["top1_agreement"])
+        assert -0.25 < v[q]["mean_llr"]["value"] < 0.0 and 1.0 < v[q]["ppl_ratio"]["value"] < 1.3, q
+        assert v[q]["exact_match_rate"]["value"] < 1.0, q
+    # only the KV cache is quantized: closer still (measured 0.98 on an AVX-512 CPU, 240 prompts)
+    assert 0.9 <= v["fp8_kv"]["top1_agreement"]["value"] <= 1.0 and 0.9 < v["fp8_kv"]["ppl_ratio"]["value"] < 1.1
     failing = {x["variant_id"] for x in d["quality"]["variants"] if x["gate"] == "fail"}
     excluded = {e["variant_id"] for e in d["selection"]["excluded"] if any(r["kind"] == "quality" for r in e["reasons"])}
     assert failing == excluded
