@@ -125,6 +125,12 @@ DRIFT: tuple[_Row, ...] = (
     ("requests", "requests", "lower", "measure-phase ok requests whose server count differs from the client's", ()),
     ("mean_server_minus_client", "tokens", None, "mean (server − client) count over those requests (0 when none)", ()),
 )
+PROMPT_OFFSET: tuple[_Row, ...] = (
+    ("offset", "tokens", None, "the most common (server − client) prompt count (the smallest of ties; 0 when none): "
+     "a constant that one side counts and the other does not (BOS, a chat template)", ()),
+    ("requests_off_offset", "requests", "lower", "measure-phase ok requests whose (server − client) prompt count "
+     "differs from offset: the drift the verdict's token_drift judges", ()),
+)
 
 LOADGEN: tuple[_Row, ...] = (
     ("cpu_pct_mean", "% of one core", "lower", "mean cpu_pct of the generator's once-a-second self-checks", ("loadgen.cpu_pct",)),
@@ -213,7 +219,7 @@ METRICS: tuple[Metric, ...] = (
     *_place(POINT_TOP, "point"),
     *_place(_counts("measure-phase"), "point", "requests"),
     *_place(_counts("all"), "point", "requests_all_phases"),
-    *_place([(n, u, d, f"prompt: {f}", ("prompt_tokens", "prompt_tokens_client")) for n, u, d, f, _ in DRIFT],
+    *_place([(n, u, d, f"prompt: {f}", ("prompt_tokens", "prompt_tokens_client")) for n, u, d, f, _ in DRIFT + PROMPT_OFFSET],
             "point", "prompt_token_drift"),
     *_place([(n, u, d, f"output: {f}", ("output_tokens", "output_tokens_client")) for n, u, d, f, _ in DRIFT],
             "point", "output_token_drift"),

@@ -443,9 +443,17 @@ def summarize_point(
         summary["output_length_mismatches"] = int((ok & ~(v_out & v_max & (out_n == max_n))).sum())
     client, v_client = _ints(df, "prompt_tokens_client")
     drift = ok & v_prompt & v_client & (prompt_n != client)
+    both = ok & v_prompt & v_client
+    # A difference shared by every prompt is an offset, not drift: a special token (BOS) or template
+    # that one side counts and the other does not. The verdict judges the prompts off that offset.
+    diff = np.asarray((prompt_n - client)[both], dtype=np.int64)
+    values, counts = np.unique(diff, return_counts=True)  # sorted: argmax takes the smallest of ties
+    offset = int(values[counts.argmax()]) if len(values) else 0
     summary["prompt_token_drift"] = {
         "requests": int(drift.sum()),
         "mean_server_minus_client": float((prompt_n - client)[drift].mean()) if drift.any() else 0.0,
+        "offset": offset,
+        "requests_off_offset": int((diff != offset).sum()),
     }
     if "output_tokens_client" in df.columns:
         oc, v_oc = _ints(df, "output_tokens_client")

@@ -11,8 +11,15 @@ overloaded server (queues, timeouts, SLO misses) is a result and makes the point
   error_rate          any other failed requests (timeouts, 5xx, 429, cancelled): recorded, and
                       counted as SLO misses                                              warn
   client_drops        requests dropped by the client at traffic.max_inflight             warn
-  token_drift         server and client token counts disagree, or replies shorter than
-                      max_tokens under ignore_eos, for > token_drift_limit of requests  warn
+  token_drift         lengths not as planned for > token_drift_limit of requests: replies
+                      shorter/longer than max_tokens under ignore_eos (the server's usage
+                      count), or prompts whose server count differs from the client's by other
+                      than the point's constant offset                                    warn
+  token_offset        every prompt differs by one constant (a BOS or template counted on one
+                      side only): lengths are as planned up to it                        info
+  output_recount      the client's re-tokenization of the streamed text differs from the
+                      server's usage count (decoded text need not re-encode to the same
+                      tokens); the server's count is used                                 info
   telemetry_gap / scrape_gap  samples missing for > gap_limit (5 %) of the window        warn
   not_steady          output tok/s of the window's first and second half differ by > 10 %
                       and the completion counts differ significantly (|z| > 1.96, Poisson), or a
@@ -111,6 +118,41 @@ def steadiness(done_ns: np.ndarray, tokens: np.ndarray, t0_ns: int, t1_ns: int, 
     return {"halves_change": halves_change, "halves_z": z, "trend_change": trend_change, "trend_t": trend_t}
 
 
+def _token_reasons(summary: dict[str, Any], ok: int, lim: VerdictLimits) -> list[dict[str, Any]]:
+    """Are prompt and output lengths as planned? What matters is what the server processed: its
+    usage count against max_tokens (under ignore_eos), and its prompt count against the client's
+    up to a constant offset. Re-tokenizing streamed text is not exact (a model may emit a token
+    sequence that its tokenizer would not produce from the decoded text), so that recount is
+    information, never a doubt about the measurement."""
+    out: list[dict[str, Any]] = []
+    if not ok:
+        return out
+    pd_ = summary.get("prompt_token_drift") or {}
+    # files written before the offset was recorded: every differing prompt counts as drift
+    prompt = int(pd_["requests_off_offset"] if "requests_off_offset" in pd_ else pd_.get("requests") or 0)
+    offset = int(pd_.get("offset") or 0)
+    length = int(summary.get("output_length_mismatches") or 0)
+    if max(prompt, length) / ok > lim.token_drift_limit:
+        off = f" (beyond the constant offset of {offset:+d})" if offset else ""
+        out.append(_reason("token_drift", WARN,
+                           f"lengths are not as planned: {prompt} prompts whose server token count differs from the "
+                           f"client's{off}, {length} replies shorter/longer than max_tokens (of {ok} ok)",
+                           value=max(prompt, length) / ok, limit=lim.token_drift_limit))  # fmt: skip
+    if offset:
+        out.append(_reason("token_offset", INFO,
+                           f"the server counts {offset:+d} token(s) per prompt against the client's count (a special "
+                           "token or template counted on one side only); prompt lengths are as planned up to it",
+                           value=offset))  # fmt: skip
+    od = summary.get("output_token_drift") or {}
+    if od.get("requests"):
+        out.append(_reason("output_recount", INFO,
+                           f"re-tokenizing the streamed text gives another count than the server's usage on "
+                           f"{od['requests']} of {ok} replies (mean server − client {od.get('mean_server_minus_client', 0):+.1f}): "
+                           "decoded text need not re-encode to the same tokens; the server's count is used",
+                           value=od["requests"] / ok))  # fmt: skip
+    return out
+
+
 def verdict(
     summary: dict[str, Any],
     *,
@@ -164,16 +206,7 @@ def verdict(
                                f"{drops} of {total} requests dropped at traffic.max_inflight (counted as SLO misses); "
                                "the offered load was capped by the client", source="loadgen", value=drops / total if total else None))  # fmt: skip
 
-    drift = {
-        "prompt": int((summary.get("prompt_token_drift") or {}).get("requests") or 0),
-        "output": int((summary.get("output_token_drift") or {}).get("requests") or 0),
-        "length": int(summary.get("output_length_mismatches") or 0),
-    }
-    if ok and max(drift.values()) / ok > lim.token_drift_limit:
-        reasons.append(_reason("token_drift", WARN,
-                               f"token counts disagree on {drift['prompt']} prompts and {drift['output']} outputs, "
-                               f"{drift['length']} replies shorter/longer than max_tokens (of {ok} ok): lengths are not as planned",
-                               value=max(drift.values()) / ok, limit=lim.token_drift_limit))  # fmt: skip
+    reasons += _token_reasons(summary, ok, lim)
 
     if window is not None:
         t0, t1 = window

@@ -162,7 +162,9 @@ def test_summary_of_a_load_point_over_the_steady_window():
     assert s["itl_ms"]["count"] == 9 and s["itl_ms"]["p50"] == 10.0 and s["itl_ms"]["max"] == 50.0
     assert s["sched_lag_ms"]["count"] == 4 and s["sched_lag_ms"]["max"] == 0.0
     assert s["output_length_mismatches"] == 0
-    assert s["prompt_token_drift"] == {"requests": 1, "mean_server_minus_client": 2.0}
+    # one prompt of the three ok ones counted 2 more by the server: most share offset 0, so it is off it
+    assert s["prompt_token_drift"] == {"requests": 1, "mean_server_minus_client": 2.0, "offset": 0,
+                                       "requests_off_offset": 1}  # fmt: skip
     assert s["output_tokens_source"] == ["usage"]
 
 
@@ -207,6 +209,15 @@ def test_output_length_mismatch_is_counted():
                         warmup_s=0, duration_s=1, t0_ns=0)  # fmt: skip
     assert s["output_length_mismatches"] == 1
     assert s["concurrency"] == 1 and s["offered_rate_rps"] is None and s["load_unit"] == "users"
+
+
+def test_a_constant_prompt_offset_is_found_and_only_prompts_off_it_count():
+    # the server counts a BOS the client did not: 11 against 10 on every prompt, but one prompt at 14
+    recs = [rec(i, sent=i, chunks=(1, 2), max_tokens=2, prompt=11, client=10) for i in range(4)]
+    recs.append(rec(4, sent=4, chunks=(1, 2), max_tokens=2, prompt=14, client=10))
+    s = summarize_point(frame(recs), kind="concurrency", value=1, warmup_s=0, duration_s=1, t0_ns=0)
+    assert s["prompt_token_drift"] == {"requests": 5, "mean_server_minus_client": 1.6, "offset": 1,
+                                       "requests_off_offset": 1}  # fmt: skip
 
 
 def test_loadgen_health_flags_saturation_with_structured_notes():

@@ -65,9 +65,29 @@ def test_client_drops_warn():
 
 
 def test_token_drift_warns():
-    v = verdict(summary(prompt_token_drift={"requests": 10}))
+    v = verdict(summary(prompt_token_drift={"requests": 10}))  # a file without the offset: all count
     assert kinds(v)["token_drift"] == WARN
     assert verdict(summary(output_length_mismatches=1)).status == VALID  # 1 of 200 is under the 1 % limit
+    v = verdict(summary(output_length_mismatches=5))
+    assert kinds(v)["token_drift"] == WARN and "5 replies shorter/longer than max_tokens" in v.reasons[0]["message"]
+
+
+def test_a_constant_prompt_offset_and_the_output_recount_are_information_not_doubt():
+    # every prompt one token longer on the server (BOS counted there only), and the recount of the
+    # streamed text off on 40 replies while the server's usage matches max_tokens everywhere: the
+    # newcomer's first run, which used to read "warn: lengths are not as planned"
+    v = verdict(summary(prompt_token_drift={"requests": 200, "mean_server_minus_client": 1.0, "offset": 1,
+                                            "requests_off_offset": 0},
+                        output_token_drift={"requests": 40, "mean_server_minus_client": -2.5},
+                        output_length_mismatches=0))  # fmt: skip
+    assert v.status == VALID, v.reasons
+    k = kinds(v)
+    assert k["token_offset"] == INFO and k["output_recount"] == INFO and "token_drift" not in k
+    msgs = {r["kind"]: r["message"] for r in v.reasons}
+    assert "+1 token(s) per prompt" in msgs["token_offset"] and "40 of 200 replies" in msgs["output_recount"]
+    # prompts off the offset are drift again
+    v = verdict(summary(prompt_token_drift={"requests": 200, "offset": 1, "requests_off_offset": 7}))
+    assert kinds(v)["token_drift"] == WARN and "beyond the constant offset of +1" in v.reasons[0]["message"]
 
 
 def test_telemetry_gap_over_five_percent_of_the_window():
