@@ -21,11 +21,7 @@ from typing import Any
 
 from experiments import identity
 from experiments.resume import History
-
-
-def _round_load(v: float, integer: bool) -> float:
-    # 4 significant digits: a bisection midpoint gets a readable, stable value (and point_id)
-    return float(round(v)) if integer else float(f"{v:.4g}")
+from experiments.search import round_load
 
 
 class Schedule:
@@ -110,7 +106,9 @@ class Schedule:
                 finals = [v for v in (st.get("bracket") or []) if v is not None]  # [knee F, first infeasible I]
                 self._extra = [(float(v), r) for r in self.reps[1:] for v in finals]
                 break
-            value = _round_load(load, self.integer)
+            # the planner proposes loads as they are measured (4 significant digits: a readable,
+            # stable value and point_id); rounding again changes nothing
+            value = round_load(load, self.integer)
             done = self._done(value, rep0)
             if done is None or done.feasible is None:
                 return value, rep0

@@ -48,6 +48,17 @@ i.e. with a good prior. [1, 64] users has 53 leaves (every count up to 40, then 
 needs 4 points. `max_points` caps the count (null: the stop rule alone decides; bisection is
 logarithmic, so even [0.1, 1000] req/s at 5 % needs 8).
 
+Loads are rounded where they are proposed (whole users; 4 significant digits otherwise, the
+precision a point's identity is stored with), and the chain is built in rounded loads: a bracket
+whose only load in between rounds onto one of its ends has no load left to measure and is
+converged; steps are rounded down, so the brackets they make still meet the stop rule exactly.
+(Before, [15.37, 16.14] at 5 % proposed 15.37 x 1.05 = 16.1385, measured as 16.14 - the
+infeasible end itself - again and again.) Every probe lies strictly inside the open bracket
+(F, I) whatever its outcome, so each one removes at least half of the loads left, noisy or not:
+the search ends within worst_case_points() on any sequence of outcomes. With `max_points` null
+a cap of worst_case_points() + HARD_CAP_MARGIN still holds (budget_exhausted), should a resumed
+search replay observations it did not propose.
+
 One noisy observation near the knee misleads bisection silently (every later probe stays on its
 side); nothing here re-measures. Side effects: none.
 """
@@ -67,6 +78,13 @@ TOLERANCE = 0.05
 # bisection then splits in ~4 points at 5 %.
 EXPAND = 2.0
 DONE = ("converged", "all_feasible", "none_feasible", "budget_exhausted", "measured")
+SIG_DIGITS = 4  # continuous loads: significant digits of a proposed load (and of its point_id)
+HARD_CAP_MARGIN = 2  # points beyond worst_case_points() when max_points is null (module doc)
+
+
+def round_load(v: float, integer: bool) -> float:
+    """A load as it is proposed and measured: whole users, or SIG_DIGITS significant digits."""
+    return float(round(v)) if integer else float(f"{v:.{SIG_DIGITS}g}")
 
 
 @dataclass
@@ -190,6 +208,8 @@ class KneeSearch:
                 raise ValueError(f"integer loads (users) start at 1, got lo={lo}")
         elif not lo > 0:
             raise ValueError(f"loads must be > 0, got lo={lo}")
+        else:  # the ends are proposed like any load: at the precision they are measured with
+            lo, hi = round_load(lo, False), round_load(hi, False)
         if hi < lo:
             raise ValueError(f"empty range [{lo}, {hi}]")
         if max_points is not None and max_points < 1:
@@ -200,7 +220,7 @@ class KneeSearch:
         self.tolerance = float(tolerance)
         self.integer = bool(integer)
         self.max_points = max_points
-        self.start = None if start is None else float(math.floor(start + 0.5) if integer else start)
+        self.start = None if start is None else float(math.floor(start + 0.5) if integer else round_load(start, False))
         self.observations: list[Observation] = []
         self._pending: float | None = None
 
@@ -209,10 +229,16 @@ class KneeSearch:
         return (i - f) / f <= self.tolerance + 1e-12 or (self.integer and i - f <= 1)
 
     def _step(self, p: float) -> float:
-        """The farthest load q the stop rule lets a bracket [p, q] reach (within the range)."""
+        """The farthest load q the stop rule lets a bracket [p, q] reach (within the range), as it
+        will be measured (rounded; at least one rounding unit above p)."""
         q = p * (1 + self.tolerance)
         if self.integer:  # the largest whole number within tolerance, at least the next one
             q = max(p + 1, math.floor(q + 1e-9))
+        else:
+            # rounded down, so that [p, q] still meets the stop rule; at least one rounding unit up
+            e = 10.0 ** (math.floor(math.log10(q)) - (SIG_DIGITS - 1))
+            r = round_load(math.floor(q / e + 1e-9) * e, False)
+            q = r if r > p else round_load(p + 10.0 ** (math.floor(math.log10(p)) - (SIG_DIGITS - 1)), False)
         return min(max(q, self.lo), self.hi)
 
     def chain(self, f: float | None, i: float | None) -> list[float]:
@@ -243,7 +269,9 @@ class KneeSearch:
             return "all_feasible"
         if f is not None and i is not None and (self.within(f, i) or not self.chain(f, i)):
             return "converged"
-        if self.max_points is not None and len(self.observations) >= self.max_points:
+        # the decision tree (worst_case_points) runs on copies without the hard cap: it is derived from it
+        cap = self.max_points if self.max_points is not None else None if self._uncapped else self.point_cap()
+        if cap is not None and len(self.observations) >= cap:
             return "budget_exhausted"
         if not self.observations:
             return "not_started"
@@ -260,13 +288,21 @@ class KneeSearch:
         if self.start is not None and (f is None or i is None):
             # galloping from the prior: double while feasible, halve while infeasible
             x = self.start if not self.observations else f * EXPAND if i is None else i / EXPAND
-            if self.integer:
-                x = math.floor(x + 0.5)
+            x = math.floor(x + 0.5) if self.integer else round_load(x, False)
             x = min(max(x, chain[0]), chain[-1])  # stay strictly inside the bracket and the range
         else:
             x = chain[(len(chain) + 1) // 2 - 1]  # len(chain) + 1 leaves: floor(half) of them below x
+        if any(o.load == x for o in self.observations):  # cannot happen (module doc); never loop on it
+            raise RuntimeError(f"knee search proposed the measured load {x:g} again; observations: "
+                               f"{[(o.load, o.feasible) for o in self.observations]}")  # fmt: skip
         self._pending = float(x)
         return self._pending
+
+    def point_cap(self) -> int:
+        """The most points this search measures: max_points, or its worst case + HARD_CAP_MARGIN."""
+        if self.max_points is not None:
+            return int(self.max_points)
+        return self.worst_case_points() + HARD_CAP_MARGIN
 
     def observe(self, load: float, feasible: bool, reason: str = "") -> None:
         """Record one measured point (normally the one next_load() proposed; any load is accepted)."""
@@ -286,7 +322,10 @@ class KneeSearch:
         s = KneeSearch(self.lo, self.hi, tolerance=self.tolerance, integer=self.integer,
                        max_points=self.max_points, start=self.start)  # fmt: skip
         s.observations = observations
+        s._uncapped = True  # the decision tree counts the stop rule's own depth
         return s
+
+    _uncapped = False
 
     def _depth(self, observations: list[Observation]) -> int:
         x = self._copy(observations).next_load()
@@ -313,7 +352,9 @@ class KneeSearch:
         elif status == "none_feasible":
             notes.append(f"infeasible already at lo = {self.lo:g}")
         elif status == "budget_exhausted":
-            notes.append(f"stopped after {self.max_points} points before the tolerance was met")
+            notes.append(f"stopped after {self.point_cap()} points before the tolerance was met"
+                         + ("" if self.max_points else f" (worst case {self.worst_case_points()} + a margin of "
+                            f"{HARD_CAP_MARGIN}: the outcomes did not follow the search's own path)"))  # fmt: skip
         return {
             "kind": self.kind,
             "stop_rule": self.stop_rule(),
