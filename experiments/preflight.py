@@ -136,8 +136,8 @@ def search_problems(cfg: RunConfig) -> list[str]:
     out: list[str] = []
     if sc.kind not in ("grid", "knee"):
         return [f"search.kind={sc.kind!r} is unknown; use search=grid or search=knee"]
-    for k in ("lo", "hi", "start"):
-        v = getattr(sc, k)
+    for k in ("lo", "hi", "start", "expand_to"):
+        v = getattr(sc, k, None)
         if v is not None and not _positive(v):
             out.append(f"search.{k} must be > 0 (a load) or null, got {v}")
     if not (_number(sc.tolerance) and 0 < sc.tolerance < 1):
@@ -151,6 +151,11 @@ def search_problems(cfg: RunConfig) -> list[str]:
         if lo is None or hi is None or not lo < hi:
             out.append(f"search=knee needs a range lo < hi (got lo={lo}, hi={hi}): set search.lo and search.hi, "
                        "or give two traffic.points (the range's ends)")  # fmt: skip
+        elif sc.start is not None and not lo <= sc.start <= hi:
+            out.append(f"search.start={sc.start} lies outside the range [{lo}, {hi}]: set it inside, or null")
+        elif getattr(sc, "expand_to", None) is not None and sc.expand_to < hi:
+            out.append(f"search.expand_to={sc.expand_to} is below hi={hi}: set it above hi (how far the range may "
+                       "widen), or null (never)")  # fmt: skip
     return out
 
 
@@ -188,6 +193,18 @@ def quality_problems(cfg: RunConfig) -> list[str]:
     if q.baseline_quant == cfg.quant.name and cfg.quant.method is not None:
         out.append(f"quality.baseline_quant={q.baseline_quant} is a quantized variant; the baseline must be unquantized (none)")
     return out
+
+
+def plan_problems(cfg: RunConfig) -> list[str]:
+    """What keeps the points of a launch from being planned (repetitions, the points, the search):
+    checked before the schedule is built, so a bad setting is one line, never a traceback or a run
+    that measures nothing. The same lines come again from check()."""
+    out: list[str] = []
+    if cfg.repetitions < 1:
+        out.append(f"repetitions must be >= 1 (how many times each point is measured), got {cfg.repetitions}")
+    if not cfg.traffic.points:
+        out.append("traffic.points is empty: give at least one load point, e.g. traffic.points=[4]")
+    return out + search_problems(cfg)
 
 
 def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None) -> list[str]:

@@ -99,6 +99,11 @@ def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None =
                           variant_dir.name, history.latest.path.name, why)  # fmt: skip
                 _variant_status(variant_dir, base, "failed", f"earlier launch failed: {why}", history, None)
                 return 1
+            if problems := preflight.plan_problems(cfg):
+                for p in problems:
+                    log.error("preflight: %s", p)
+                _variant_status(variant_dir, base, "refused", "; ".join(problems), history, None)
+                return 2
             schedule = Schedule(cfg, history)
             gate = cfg.quality is not None and cfg.quality.enabled
             quality_pending = gate and not quality_done(variant_dir, cfg)

@@ -59,6 +59,15 @@ the search ends within worst_case_points() on any sequence of outcomes. With `ma
 a cap of worst_case_points() + HARD_CAP_MARGIN still holds (budget_exhausted), should a resumed
 search replay observations it did not propose.
 
+The top early (`probe_top`, default on). While every load measured so far is feasible, the next
+probe is hi itself: a range whose top is feasible is known as such after two points (the first
+bisection probe, then hi) instead of after log2(leaves) probes each creeping up toward a top that
+is no knee (a capacity review measured 16, 24, 28, 30, 31 and 32 users to learn the knee lies
+above 32). It costs at most one point more on the paths where hi then proves infeasible, which
+worst_case_points() counts (the tables above are for probe_top=false). `expand_to` (default
+null: never) lets the search widen the range when hi is feasible: hi doubles (up to expand_to)
+and is probed again, until a load is infeasible or expand_to is feasible.
+
 One noisy observation near the knee misleads bisection silently (every later probe stays on its
 side); nothing here re-measures. Side effects: none.
 """
@@ -104,6 +113,8 @@ class SearchConfig:
     max_points: int | None = None  # knee: at most this many measured points; null = the stop rule decides
     integer: bool | None = None  # knee: whole-number loads; null = yes for traffic.kind=concurrency
     start: float | None = None  # knee: first load (a prior, e.g. a capacity estimate); null = bisect [lo, hi]
+    probe_top: bool = True  # knee: while everything measured is feasible, measure hi next
+    expand_to: float | None = None  # knee: while hi is feasible, double it up to this; null = never widen
 
 
 @dataclass(frozen=True)
@@ -199,7 +210,8 @@ class KneeSearch:
     kind = "knee"
 
     def __init__(self, lo: float, hi: float, *, tolerance: float = TOLERANCE, integer: bool = False,
-                 max_points: int | None = None, start: float | None = None) -> None:  # fmt: skip
+                 max_points: int | None = None, start: float | None = None, probe_top: bool = True,
+                 expand_to: float | None = None) -> None:  # fmt: skip
         if not tolerance > 0:
             raise ValueError(f"tolerance must be > 0, got {tolerance}")
         if integer:
@@ -216,11 +228,18 @@ class KneeSearch:
             raise ValueError(f"max_points must be >= 1 or None, got {max_points}")
         if start is not None and not lo <= start <= hi:
             raise ValueError(f"start {start} lies outside [{lo}, {hi}]")
+        if expand_to is not None:
+            expand_to = math.floor(expand_to) if integer else round_load(expand_to, False)
+            if expand_to < hi:
+                raise ValueError(f"expand_to {expand_to} lies below hi {hi}")
         self.lo, self.hi = float(lo), float(hi)
         self.tolerance = float(tolerance)
         self.integer = bool(integer)
         self.max_points = max_points
         self.start = None if start is None else float(math.floor(start + 0.5) if integer else round_load(start, False))
+        self.probe_top = bool(probe_top)
+        self.hi0 = self.hi  # the range as given; hi grows by expand_to
+        self.expand_to = None if expand_to is None else float(expand_to)
         self.observations: list[Observation] = []
         self._pending: float | None = None
 
@@ -285,7 +304,10 @@ class KneeSearch:
             return None
         f, i, _ = bracket(self.observations)
         chain = self.chain(f, i)
-        if self.start is not None and (f is None or i is None):
+        if self.probe_top and self.start is None and i is None and f is not None \
+                and not any(o.load == self.hi for o in self.observations):  # fmt: skip
+            x = self.hi  # everything so far is feasible: is the top?
+        elif self.start is not None and (f is None or i is None):
             # galloping from the prior: double while feasible, halve while infeasible
             x = self.start if not self.observations else f * EXPAND if i is None else i / EXPAND
             x = math.floor(x + 0.5) if self.integer else round_load(x, False)
@@ -305,24 +327,33 @@ class KneeSearch:
         return self.worst_case_points() + HARD_CAP_MARGIN
 
     def observe(self, load: float, feasible: bool, reason: str = "") -> None:
-        """Record one measured point (normally the one next_load() proposed; any load is accepted)."""
+        """Record one measured point (normally the one next_load() proposed; any load is accepted).
+        A feasible hi widens the range when expand_to allows (module doc)."""
         self.observations.append(Observation(float(load), bool(feasible), str(reason)))
         self._pending = None
+        f, i, _ = bracket(self.observations)
+        if self.expand_to is not None and i is None and f is not None and f >= self.hi and self.hi < self.expand_to:
+            nxt = self.hi * EXPAND
+            nxt = math.floor(nxt) if self.integer else round_load(nxt, False)
+            self.hi = min(nxt, self.expand_to)
 
     # -- reporting --------------------------------------------------------------------------------
     def stop_rule(self) -> str:
         adj = " or I - F <= 1 (adjacent integers)" if self.integer else ""
         cap = f"; or after {self.max_points} measured points (budget_exhausted)" if self.max_points else ""
+        top = ("hi" if self.expand_to is None
+               else f"hi (doubled from {self.hi0:g} while feasible, up to expand_to = {self.expand_to:g})")  # fmt: skip
         return (f"stop when a feasible load F and the lowest infeasible load I above it satisfy "
-                f"(I - F)/F <= {self.tolerance:g}{adj} (converged); or when hi = {self.hi:g} is feasible "
+                f"(I - F)/F <= {self.tolerance:g}{adj} (converged); or when {top} = {self.hi:g} is feasible "
                 f"(all_feasible: the knee is at least hi); or when lo = {self.lo:g} is infeasible "
                 f"(none_feasible){cap}. The knee is F.")  # fmt: skip
 
     def _copy(self, observations: list[Observation]) -> KneeSearch:
-        s = KneeSearch(self.lo, self.hi, tolerance=self.tolerance, integer=self.integer,
-                       max_points=self.max_points, start=self.start)  # fmt: skip
-        s.observations = observations
+        s = KneeSearch(self.lo, self.hi0, tolerance=self.tolerance, integer=self.integer, max_points=self.max_points,
+                       start=self.start, probe_top=self.probe_top, expand_to=self.expand_to)  # fmt: skip
         s._uncapped = True  # the decision tree counts the stop rule's own depth
+        for o in observations:  # replayed, so that a widening happens where it did
+            s.observe(o.load, o.feasible, o.reason)
         return s
 
     _uncapped = False
@@ -347,6 +378,8 @@ class KneeSearch:
         """JSON-able summary: settings, stop rule, status, knee, bracket, points in order, notes."""
         f, i, notes = bracket(self.observations)
         status = self.status()
+        if self.hi != self.hi0:
+            notes.append(f"range widened from hi = {self.hi0:g} to {self.hi:g} (everything up to it was feasible)")
         if status == "all_feasible":
             notes.append(f"knee not reached: feasible up to hi = {self.hi:g}; the knee is a lower bound")
         elif status == "none_feasible":
@@ -368,6 +401,8 @@ class KneeSearch:
             "tolerance": self.tolerance,
             "max_points": self.max_points,
             "start": self.start,
+            "probe_top": self.probe_top,
+            "expand_to": self.expand_to,
             "points_used": len(self.observations),
             "worst_case_points": self.worst_case_points(),
             "next": self._pending,
@@ -389,4 +424,6 @@ def planner_for(search: Any, points: Sequence[float], kind: str | None = None) -
         raise ValueError("search=knee needs a range: set search.lo and search.hi, or two traffic.points")
     integer = search.integer if search.integer is not None else kind in CLOSED_LOOP_KINDS
     return KneeSearch(float(lo), float(hi), tolerance=float(search.tolerance), integer=bool(integer),
-                      max_points=search.max_points, start=search.start)  # fmt: skip
+                      max_points=search.max_points, start=search.start,
+                      probe_top=bool(getattr(search, "probe_top", True)),
+                      expand_to=getattr(search, "expand_to", None))  # fmt: skip

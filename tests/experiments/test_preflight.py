@@ -69,6 +69,7 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "search.start": ({"search.start": 0}, "search.start must be > 0"),
     "search.tolerance": ({"search.tolerance": 0}, "search.tolerance must be in (0, 1)"),
     "search.max_points": ({"search.max_points": 1}, "search.max_points must be >= 2"),
+    "search.expand_to": ({"search.expand_to": -5.0}, "search.expand_to must be > 0"),
     # engine
     "engine.launcher": ({"engine.launcher": "podman"}, "use native or docker"),
     "engine.image": ({"engine.image": " "}, "set it to null"),
@@ -318,3 +319,13 @@ def test_run_py_rejects_a_bad_engine_option_before_launch(tmp_path, override, li
     s = json.loads((run_dir / "run.json").read_text())
     assert s["status"] == "rejected" and line in s["failure"]["reason"]
     assert s["engine"] is None and not (run_dir / "engine.log").exists()  # nothing was launched
+
+
+def test_a_knee_search_start_or_expand_to_outside_its_range_is_refused(base):
+    knee = {"search.kind": "knee", "search.lo": 2.0, "search.hi": 16.0}
+    (p,) = problems(with_(base, {**knee, "search.start": 20.0}))
+    assert "search.start=20.0 lies outside the range [2.0, 16.0]" in p
+    (p,) = problems(with_(base, {**knee, "search.expand_to": 8.0}))
+    assert "search.expand_to=8.0 is below hi=16.0" in p
+    (p,) = problems(with_(base, {**knee, "search.lo": 16.0, "search.hi": 2.0}))
+    assert "needs a range lo < hi" in p

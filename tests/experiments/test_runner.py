@@ -239,3 +239,23 @@ def test_items_longer_than_the_context_are_rejected_before_launch(fake_engine, t
     s = json.loads((out / "run.json").read_text())
     assert s["status"] == "rejected" and s["engine"] is None
     assert "10 workload item(s) need more than the context limit of 1024 tokens" in s["failure"]["reason"]
+
+
+@pytest.mark.parametrize(("overrides", "line"), [
+    (["traffic.points=[]"], "traffic.points is empty"),
+    (["repetitions=0"], "repetitions must be >= 1"),
+    (["search=knee", "search.lo=10", "search.hi=2"], "search=knee needs a range lo < hi"),
+    (["search=knee", "search.tolerance=0"], "search.tolerance must be in (0, 1)"),
+])  # fmt: skip
+def test_a_setting_that_leaves_nothing_to_plan_is_refused_in_one_line(tmp_path, caplog, overrides, line):
+    """Before: an empty point list or zero repetitions ended 'nothing to launch' with exit 0, and a
+    reversed knee range in a ValueError traceback from the planner."""
+    from experiments.runner import run_variant
+
+    cfg = to_run_config(compose(["engine=endpoint", "engine.base_url=http://127.0.0.1:9", *overrides]))
+    with caplog.at_level("ERROR"):
+        assert run_variant(cfg, tmp_path / "v") == 2
+    assert any(line in r.getMessage() for r in caplog.records)
+    v = json.loads((tmp_path / "v" / "variant.json").read_text())
+    assert v["status"] == "refused" and line in v["reason"]
+    assert not list((tmp_path / "v").glob("launch-*"))  # nothing planned, nothing launched

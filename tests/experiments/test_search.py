@@ -22,7 +22,7 @@ def drive(planner, feasible):
 
 
 def test_continuous_knee_within_tolerance_by_geometric_bisection():
-    s = KneeSearch(1, 64, tolerance=0.05)
+    s = KneeSearch(1, 64, tolerance=0.05, probe_top=False)
     loads = drive(s, lambda x: x <= 23.7)
     st = s.state()
     assert st["status"] == "converged" and st["knee"] == max(x for x in loads if x <= 23.7)
@@ -35,7 +35,7 @@ def test_continuous_knee_within_tolerance_by_geometric_bisection():
 
 
 def test_integer_knee_is_exact_below_one_user_of_tolerance():
-    s = KneeSearch(1, 64, integer=True)
+    s = KneeSearch(1, 64, integer=True, probe_top=False)
     loads = drive(s, lambda x: x <= 13)
     assert all(x == int(x) for x in loads)
     assert s.state()["knee"] == 13 and s.state()["bracket"] == [13, 14]  # 5 % of 13 < 1 user: exact
@@ -60,17 +60,22 @@ def test_bracketing_keeps_the_knee_between_the_measured_ends():
     (1, 2, False, 5), (10, 80, False, 6), (1, 64, False, 7),
 ])  # fmt: skip
 def test_worst_case_points_is_the_information_bound(lo, hi, integer, worst):
-    s = KneeSearch(lo, hi, integer=integer)
+    # pure bisection (probe_top=false) meets the bound; measuring the top early costs at most one more
+    s = KneeSearch(lo, hi, integer=integer, probe_top=False)
     leaves = len(s.chain(None, None)) + 1
     assert s.worst_case_points() == worst == math.ceil(math.log2(leaves))
     knees = range(lo - 1, hi + 1) if integer else [lo * (hi / lo) ** (k / 200) for k in range(-2, 203)]
-    used = [len(drive(KneeSearch(lo, hi, integer=integer), lambda x, k=k: x <= k)) for k in knees]
+    used = [len(drive(KneeSearch(lo, hi, integer=integer, probe_top=False), lambda x, k=k: x <= k)) for k in knees]
     assert max(used) == worst
+    top = KneeSearch(lo, hi, integer=integer)
+    assert worst <= top.worst_case_points() <= worst + 1
+    used = [len(drive(KneeSearch(lo, hi, integer=integer), lambda x, k=k: x <= k)) for k in knees]
+    assert max(used) == top.worst_case_points()
 
 
 def test_resolution_of_a_10_point_grid_takes_4_points():
     # like with like: a geometric 10-point grid over [1, 64] resolves the knee to 64^(1/9) - 1 = 59 %
-    assert KneeSearch(1, 64, tolerance=64 ** (1 / 9) - 1, integer=True).worst_case_points() == 4
+    assert KneeSearch(1, 64, tolerance=64 ** (1 / 9) - 1, integer=True, probe_top=False).worst_case_points() == 4
 
 
 def test_none_feasible_stops_at_lo():
@@ -227,3 +232,31 @@ def test_without_max_points_a_hard_cap_still_holds():
     assert s.state()["bracket"] == [None, 40]
     assert s.status() == "budget_exhausted" and s.next_load() is None
     assert "a margin of 2" in s.state()["notes"][-1]
+
+
+def test_a_feasible_top_is_known_after_two_points():
+    # the capacity review's case: [16, 32] users, knee above 32 - bisection crept up 16, 24, 28, 30,
+    # 31, 32 (six points); measuring the top early says "all feasible" after the first probe and hi
+    s = KneeSearch(16, 32, integer=True)
+    loads = drive(s, lambda x: True)
+    assert len(loads) == 2 and loads[-1] == 32 and s.state()["status"] == "all_feasible"
+    assert len(drive(KneeSearch(16, 32, integer=True, probe_top=False), lambda x: True)) == 5
+    # a knee inside the range is still found, within the tolerance
+    s = KneeSearch(1.0, 64.0)
+    drive(s, lambda x: x <= 23.7)
+    assert s.state()["status"] == "converged" and (23.7 - s.state()["knee"]) / 23.7 <= 0.05
+
+
+def test_expand_to_widens_a_feasible_range_by_doubling():
+    s = KneeSearch(1, 16, integer=True, expand_to=100)
+    loads = drive(s, lambda x: x <= 45)
+    st = s.state()
+    assert 32 in loads and 64 in loads and 100 not in loads  # 16 -> 32 -> 64 (infeasible), then bisection
+    assert 45 * 0.95 <= st["knee"] <= 45 and st["range"] == [1, 64] and st["status"] == "converged"
+    assert any("widened from hi = 16 to 64" in n for n in st["notes"]) and "expand_to = 100" in st["stop_rule"]
+    assert len(loads) <= s.worst_case_points()
+    s = KneeSearch(1, 16, integer=True, expand_to=100)
+    loads = drive(s, lambda x: True)
+    assert loads[-1] == 100 and s.state()["status"] == "all_feasible"  # capped at expand_to
+    with pytest.raises(ValueError, match="below hi"):
+        KneeSearch(1, 16, integer=True, expand_to=8)
