@@ -1,0 +1,207 @@
+"""Benchmark: do the lab's 95 % intervals of the knee and of $/1M at the knee contain the truth?
+
+A server whose truth is known: the in-repo timing server (tests/support/timing_server.py) with
+`--max-streams C` (C requests stream at once, the rest wait FIFO; each holds its stream for
+S = ttft + (tokens - 1) * itl), driven open loop with Poisson arrivals (traffic=poisson), judged
+by an SLO on TTFT p99 with an attainment target.
+
+The truth, for this benchmark's own window, from a discrete-event simulation of that server's
+model (an M/D/C FIFO queue; nothing of the lab's analysis is used): for each rate on a fine grid,
+`--sims` windows (warmup, then `--duration-s` measured, requests counted by send time); a window
+is feasible when its TTFT p99 <= the limit and the share of requests with TTFT <= the limit is
+>= the target. The true knee is the highest rate whose windows are feasible at least half the
+time (linear interpolation of that probability between grid rates); the true $/1M goodput tokens
+at the knee is price / (3600 * goodput tok/s there) * 1e6, goodput tok/s = rate * tokens * mean
+attainment. The client's own overhead on TTFT (HTTP, parsing) is measured first at a low rate and
+added to the simulated TTFT.
+
+Then `--repeats` independent knee searches with the real lab (`run.py engine=endpoint
+search=knee`, a new traffic seed each), each decided by `python -m analysis.decide`: per search
+the knee's interval (decision.json knees[].estimate_lo/hi) and the $/1M interval at the knee
+(usd_per_1m_goodput_lo/hi). Prints the share of intervals that contain the truth (coverage), the
+mean relative width, and how many searches produced an interval at all.
+
+Run:  .venv/bin/python benchmarks/coverage.py [--repeats 20] [--json out.json]
+Side effects: starts the timing server and the lab on 127.0.0.1; writes into a temporary folder
+(or --workdir). About (repeats x 7 points x (warmup + duration)) seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def simulate_window(rate: float, c: int, s_ms: float, ttft_ms: float, warmup_s: float, duration_s: float,
+                    rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """TTFT (ms, before the client's overhead) of the requests sent in the measured window of one
+    simulated M/D/C FIFO run: Poisson arrivals from 0, the first `warmup_s` not counted."""
+    end = warmup_s + duration_s
+    n = rng.poisson(rate * end * 1.2) + 10
+    t = np.cumsum(rng.exponential(1.0 / rate, size=n)) * 1000.0  # ms
+    t = t[t < end * 1000.0]
+    free = [0.0] * c  # when each stream frees up
+    heapq.heapify(free)
+    ttft = np.empty(len(t))
+    for k, a in enumerate(t):
+        start = max(a, heapq.heappop(free))
+        heapq.heappush(free, start + s_ms)
+        ttft[k] = start - a + ttft_ms
+    return ttft[t >= warmup_s * 1000.0]
+
+
+def truth(args, overhead_ms: float) -> dict:
+    """The true knee and $/1M at it for this window (module doc), from the simulation alone."""
+    s_ms = args.ttft_ms + (args.tokens - 1) * args.itl_ms
+    rng = np.random.default_rng(12345)
+    rates = np.linspace(args.lo, args.hi, 121)
+    p_feasible, attain = [], []
+    for r in rates:
+        ok, att = 0, []
+        for _ in range(args.sims):
+            x = simulate_window(r, args.max_streams, s_ms, args.ttft_ms + overhead_ms, args.warmup_s,
+                                args.duration_s, rng)  # fmt: skip
+            if len(x) == 0:
+                continue
+            share = float((x <= args.ttft_limit_ms).mean())
+            att.append(share)
+            ok += np.percentile(x, 99) <= args.ttft_limit_ms and share >= args.attainment
+        p_feasible.append(ok / args.sims)
+        attain.append(float(np.mean(att)) if att else 0.0)
+    p = np.array(p_feasible)
+    above = np.flatnonzero(p < 0.5)
+    if above.size == 0 or above[0] == 0:
+        raise SystemExit(f"the true knee is outside [{args.lo}, {args.hi}] req/s: widen --lo/--hi")
+    j = int(above[0])  # first rate feasible less than half the time
+    knee = float(rates[j - 1] + (rates[j] - rates[j - 1]) * (p[j - 1] - 0.5) / (p[j - 1] - p[j]))
+    att_knee = float(np.interp(knee, rates, attain))
+    tok_s = knee * args.tokens * att_knee
+    return {"knee_rps": knee, "attainment_at_knee": att_knee, "goodput_tok_s": tok_s,
+            "usd_per_1m": args.usd_per_hour / (3600.0 * tok_s) * 1e6, "service_ms": s_ms,
+            "p_feasible": dict(zip((round(float(r), 3) for r in rates), p_feasible, strict=True))}  # fmt: skip
+
+
+def lab(args, port: int, results: Path, name: str, extra: list[str]) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "run.py", "engine=endpoint", f"engine.base_url=http://127.0.0.1:{port}",
+            "engine.health_path=/health", "model.served_name=timing", "model.built_by=null", "report=false",
+            f"results_dir={results}", f"experiment_name={name}", "traffic=poisson",
+            f"traffic.duration_s={args.duration_s}", f"traffic.warmup_s={args.warmup_s}", "traffic.cooldown_s=0",
+            f"workload.output_tokens={args.tokens}", f"slo.ttft_ms={args.ttft_limit_ms}", "slo.tpot_ms=1000",
+            "slo.percentile=99", f"slo.attainment_target={args.attainment}",
+            f"pricing.usd_per_hour={args.usd_per_hour}", *extra]  # fmt: skip
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--max-streams", type=int, default=4)
+    ap.add_argument("--ttft-ms", type=float, default=20.0)
+    ap.add_argument("--itl-ms", type=float, default=5.0)
+    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--ttft-limit-ms", type=float, default=80.0)
+    ap.add_argument("--attainment", type=float, default=0.9)
+    ap.add_argument("--lo", type=float, default=5.0)
+    ap.add_argument("--hi", type=float, default=45.0)
+    ap.add_argument("--warmup-s", type=float, default=1.0)
+    ap.add_argument("--duration-s", type=float, default=4.0)
+    ap.add_argument("--usd-per-hour", type=float, default=1.0)
+    ap.add_argument("--sims", type=int, default=300, help="simulated windows per rate for the truth")
+    ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="servelab-coverage-"))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "timing_server.py"), "--port", str(port),
+                               "--ttft-ms", str(args.ttft_ms), "--itl-ms", str(args.itl_ms),
+                               "--max-streams", str(args.max_streams)])  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        # the client's overhead on TTFT, at a rate where nobody waits
+        p = lab(args, port, work, "calibration", ["traffic.points=[2]"])
+        if p.returncode != 0:
+            raise SystemExit(p.stderr[-3000:])
+        (rj,) = (work / "calibration").glob("*/launch-1/run.json")
+        ttft_p50 = json.loads(rj.read_text())["load_points"][0]["summary"]["ttft_ms"]["p50"]
+        overhead = max(float(ttft_p50) - args.ttft_ms, 0.0)
+        t = truth(args, overhead)
+        print(f"server: {args.max_streams} streams, S = {t['service_ms']:.0f} ms; client overhead {overhead:.2f} ms; "
+              f"SLO TTFT p99 <= {args.ttft_limit_ms:g} ms, attainment >= {args.attainment:g}; window "
+              f"{args.warmup_s:g} s + {args.duration_s:g} s")  # fmt: skip
+        print(f"truth (simulation, {args.sims} windows per rate): knee {t['knee_rps']:.2f} req/s, "
+              f"$/1M at the knee {t['usd_per_1m']:.4f} (at ${args.usd_per_hour:g}/h)")  # fmt: skip
+        rows = []
+        for r in range(args.repeats):
+            name = f"rep{r}"
+            p = lab(args, port, work, name, ["search=knee", f"search.lo={args.lo}", f"search.hi={args.hi}",
+                                              f"traffic.seed={1000 + r}", f"workload.seed={1000 + r}"])  # fmt: skip
+            if p.returncode != 0:
+                print(f"  search {r}: the lab failed (exit {p.returncode}): {p.stderr.strip().splitlines()[-1:]}")
+                continue
+            out = work / name / "decision.json"
+            q = subprocess.run([sys.executable, "-m", "analysis.decide", str(work / name), f"n_boot={args.n_boot}",
+                                f"pricing.usd_per_hour={args.usd_per_hour}", f"slo.ttft_ms={args.ttft_limit_ms}",
+                                "slo.tpot_ms=1000", f"slo.attainment_target={args.attainment}", f"output={out}"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+            if q.returncode != 0:
+                print(f"  search {r}: decide failed: {q.stderr.strip().splitlines()[-1:]}")
+                continue
+            (k,) = json.loads(out.read_text())["knees"]
+            row = {"status": k["status"], "knee": k["knee_load"], "estimate": k["estimate"],
+                   "lo": k["estimate_lo"], "hi": k["estimate_hi"], "usd": k["usd_per_1m_goodput"],
+                   "usd_lo": k["usd_per_1m_goodput_lo"], "usd_hi": k["usd_per_1m_goodput_hi"]}  # fmt: skip
+            rows.append(row)
+            print(f"  search {r:>2}: {row['status']:<12} knee {row['knee']} est {row['estimate']} "
+                  f"[{row['lo']}, {row['hi']}]; $/1M {row['usd']} [{row['usd_lo']}, {row['usd_hi']}]")  # fmt: skip
+
+        def cover(lo_key: str, hi_key: str, truth_v: float) -> tuple[float | None, float | None, int]:
+            with_iv = [x for x in rows if x[lo_key] is not None and x[hi_key] is not None]
+            if not with_iv:
+                return None, None, 0
+            inside = [x[lo_key] <= truth_v <= x[hi_key] for x in with_iv]
+            width = [(x[hi_key] - x[lo_key]) / truth_v for x in with_iv]
+            return float(np.mean(inside)), float(np.mean(width)), len(with_iv)
+
+        ck, wk, nk = cover("lo", "hi", t["knee_rps"])
+        cu, wu, nu = cover("usd_lo", "usd_hi", t["usd_per_1m"])
+        fmt = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
+        print(f"knee:          coverage {fmt(ck)} of {nk} intervals (of {len(rows)} searches), mean width {fmt(wk)} "
+              "of the true knee")  # fmt: skip
+        print(f"$/1M at knee:  coverage {fmt(cu)} of {nu} intervals, mean width {fmt(wu)} of the true $/1M")
+        print("target: coverage between 90 % and 98 % with the narrowest width that achieves it")
+        if args.json:
+            args.json.write_text(json.dumps({"truth": t, "overhead_ms": overhead, "rows": rows,
+                                             "knee": {"coverage": ck, "width": wk, "n": nk},
+                                             "usd": {"coverage": cu, "width": wu, "n": nu}}, indent=2))  # fmt: skip
+        return 0
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
