@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.schema import PRICE_TIERS
 from analysis.telemetry import counter_increase
-from experiments.schema import PRICE_TIERS
 from loadgen.records import MEASURE, OK
 
 # vLLM's per-request phase histograms (vllm/v1/metrics/loggers.py); the _sum sample is seconds.

@@ -142,7 +142,7 @@ class EngineAdapter(ABC):
         """The exact process to start. Pure."""
 
     def placement_env(self, placement: Any, facts: HostFacts | None = None) -> dict[str, str]:
-        """Environment that applies a core placement (experiments.placement.Placement) to this engine,
+        """Environment that applies a core placement (engines.placement.Placement) to this engine,
         e.g. the vLLM CPU build's OMP thread binding. Pure; {} = nothing engine-specific to set
         (the placement's core affinity is applied by the supervisor at spawn)."""
         return {}

@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from engines.base import EngineAdapter, HostFacts, LaunchPlan
-from experiments.placement import Placement, cpu_list_str
+from engines.placement import Placement, cpu_list_str
 
 _QUANT_IN_LOG = re.compile(r"Initializing a V1 LLM engine.*?quantization=([^,\s]+)")
 # the model dtype: vLLM's CPU build turns dtype=auto on a float32 checkpoint into bfloat16

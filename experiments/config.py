@@ -29,16 +29,3 @@ def to_run_config(cfg: Any) -> RunConfig:
                 f"start conf/{group}/<option>.yaml with `defaults: [_{group}_schema, _self_]`"
             )
     return obj
-
-
-def to_plain(obj: Any) -> Any:
-    """A dataclass tree as plain dicts/lists (for run.json)."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    return obj

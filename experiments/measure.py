@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from analysis.metrics import summarize_point
-from experiments import identity
-from experiments.artifacts import PointRecord, load_unit, nullable_dtype
+from analysis.records import identity
+from analysis.records.run import PointRecord, load_unit
+from experiments.artifacts import nullable_dtype
 from experiments.lease import EngineLease
 from loadgen.driver import LoadInterrupted, LoadPointOutput, build_spec, run_load_point
 from loadgen.records import to_table

@@ -35,8 +35,9 @@ from typing import Any
 
 import pandas as pd
 
-from experiments.artifacts import write_json_atomic, write_parquet
-from experiments.identity import stable_hash
+from analysis.records.atomic import write_json_atomic
+from analysis.records.identity import stable_hash
+from experiments.artifacts import write_parquet
 from loadgen import quality_sets
 
 log = logging.getLogger("servelab")

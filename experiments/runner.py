@@ -25,19 +25,14 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.records import identity
+from analysis.records.atomic import write_json_atomic
+from analysis.records.layout import LAUNCH_PREFIX, boot_id
+from analysis.records.plain import to_plain
+from analysis.records.run import EXIT, RunRecord, read_run_json
 from engines.process import EngineError, Supervisor, cancel_on_signal, shielded_teardown
-from experiments import discover, hostbench, identity, preflight, resume
-from experiments.artifacts import (
-    EXIT,
-    RunRecord,
-    read_run_json,
-    with_identity,
-    write_artifacts,
-    write_json_atomic,
-    write_parquet,
-    write_point_requests,
-)
-from experiments.config import to_plain
+from experiments import discover, hostbench, preflight, resume
+from experiments.artifacts import with_identity, write_artifacts, write_parquet, write_point_requests
 from experiments.lease import EngineLease, Rejected
 from experiments.measure import PointInterrupted, PointPlan, PointResult, measure_point, slo_check
 from experiments.progress import NullProgress
@@ -118,7 +113,7 @@ def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None =
             if schedule.skipped:
                 log.info("resume: %d point(s) measured by earlier launches are skipped", len(schedule.skipped))
             n = history.next_launch
-            run_dir = variant_dir / f"{resume.LAUNCH_PREFIX}{n}"
+            run_dir = variant_dir / f"{LAUNCH_PREFIX}{n}"
             code = run(cfg, run_dir, overrides, run_id=f"{variant_dir.name}-{n}", schedule=schedule, launch=n,
                        progress=progress)  # fmt: skip
             # The run's record is final; a signal now only ends the bookkeeping early (exit 130).
@@ -190,7 +185,7 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
     record = RunRecord(
         run_id=run_id or run_dir.name, variant_id=identity.launch_key(cfg), experiment=cfg.experiment_name,
         config=to_plain(cfg), launch_fields=identity.launch_fields(cfg), overrides=list(overrides or []),
-        lab={"pid": os.getpid(), "boot_id": resume.boot_id()}, launch=launch,
+        lab={"pid": os.getpid(), "boot_id": boot_id()}, launch=launch,
     )  # fmt: skip
     record.resume = schedule.state()
     record.save(run_dir)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from experiments import identity
+from analysis.records import identity
 from experiments.resume import History
 
 

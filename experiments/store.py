@@ -3,7 +3,7 @@
 `open_store(root)` returns an in-memory DuckDB connection with these views:
 
 - `runs`, `points`: one row per run.json / per `load_points[]` entry, built from the run.json
-  files (read through experiments.artifacts.read_run_json, so v1 files get the v2 identity)
+  files (read through analysis.records.run.read_run_json, so v1 files get the v2 identity)
   into small in-memory tables: they are metadata, a few rows per run.
 - `requests`, `telemetry`, `engine_metrics`, `loadgen`, `workload`: views over the parquet
   files where they lie (read_parquet over the file list, union_by_name): nothing is copied.
@@ -37,8 +37,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.results import RunInfo, _label, find_runs
-from experiments.artifacts import read_run_json
+from analysis.records.layout import find_runs
+from analysis.records.run import read_run_json
+from analysis.results import RunInfo, label_variants
 
 EXIT_BAD_INPUT = 2
 IDENTITY = ("run_id", "variant_id", "point_id", "repetition")
@@ -140,7 +141,7 @@ def _read_runs(root: Path) -> list[RunInfo]:
             infos.append(RunInfo(p, {}, "", skipped=f"unreadable run.json: {' '.join(str(e).split())}"))
             continue
         infos.append(RunInfo(p, s, str(s.get("variant_id") or "")))
-    _label(infos)
+    label_variants(infos)
     return infos
 
 

@@ -26,7 +26,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from experiments.artifacts import now_utc, write_json_atomic
+from analysis.records.atomic import write_json_atomic
+from analysis.records.run import now_utc
 
 log = logging.getLogger("servelab")
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,7 +26,7 @@ from hydra.core.override_parser.types import Override
 
 log = logging.getLogger("servelab")
 
-# Keys whose values change what a launch measures, not the launched server (experiments.identity).
+# Keys whose values change what a launch measures, not the launched server (analysis.records.identity).
 POINT_LEVEL_PREFIXES = ("traffic", "workload", "slo", "pricing", "telemetry", "search", "repetition",
                         "repetitions", "resume", "retry_failed", "experiment_name", "results_dir")  # fmt: skip
 

@@ -18,8 +18,9 @@ from analysis.cost import (
     usd_per_1m,
 )
 from analysis.metrics import derive
+from analysis.schema import GpuPrice, PricingConfig
+from engines.schema import GpuConfig
 from experiments.config import to_run_config
-from experiments.schema import GpuConfig, GpuPrice, PricingConfig
 from tests.analysis.decision_records import frame, rec
 from tests.conftest import compose
 
