@@ -4,9 +4,9 @@ table of every variant and the decision over the whole results folder.
 :class:`SweepReport` is a Hydra callback (conf/config.yaml `hydra.callbacks`): after each job it
 reads the job's ``variant.json`` (written by experiments.runner.run_variant: ok, failed,
 refused, cancelled, and why); at the end of the sweep it prints one row per variant, writes
-``sweep.json`` into the sweep folder, and runs the decision layer (analysis.decide, at the
-sweep's slo and pricing) so the sweep ends with a chosen variant and ``decision.json``, then the
-experiment report (analysis.report: ``report.html``, ``summary.csv``, ``exports/``). A failed
+``sweep.json`` into the sweep folder, and decides in this process (analysis.decision, at the
+runs' own slo, pricing and quality, every override included) so the sweep ends with a chosen
+variant and ``decision.json``, then the experiment report (analysis.report: ``report.html``, ``summary.csv``, ``exports/``). A failed
 variant never stops the sweep (run.py returns its code to Hydra instead of raising); only
 Ctrl-C / SIGTERM does.
 
@@ -86,22 +86,36 @@ class SweepReport(Callback):
 
     @staticmethod
     def _decide(sweep_dir: Path, config: Any) -> dict[str, Any]:
-        """`python -m analysis.decide <sweep folder> slo=... pricing=...` in a child process: the
-        decision composes its own Hydra config, which must not disturb the running sweep's."""
-        # the SLO exactly as the runs checked it (a preset or the command line may have changed its fields)
-        slo = [f"slo.{k}={'null' if v is None else v}" for k, v in config.slo.items() if k != "name"]
-        overrides = [f"slo={config.slo.name}", *slo, f"pricing={config.pricing.name}"]
-        q = config.get("quality")
-        if q is not None and q.get("enabled"):  # the gate's thresholds exactly as the runs were given them
-            overrides += ["quality=gate"] + [f"quality.{k}={'null' if q.get(k) is None else q.get(k)}" for k in
-                                             ("min_top1_agreement", "max_ppl_ratio", "max_task_accuracy_drop_points",
-                                              "min_exact_match_rate", "baseline_quant")]  # fmt: skip
-        argv = [sys.executable, "-m", "analysis.decide", str(sweep_dir.resolve()), *overrides]
-        print(f"servelab sweep: deciding: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
-        code = subprocess.call(argv, cwd=ROOT, stdout=sys.stderr)
-        if code != 0:
-            print(f"servelab sweep: no decision (analysis.decide exit {code})", file=sys.stderr)
-        return {"exit_code": code, "argv": argv[1:], "path": str(sweep_dir / "decision.json") if code == 0 else None}
+        """The decision over the sweep folder, in this process (analysis.decision.run_decision), at the
+        runs' own slo, pricing and quality groups exactly as the runs were given them (every field, the
+        command line's overrides included) and conf/decide.yaml's capacity and settings. A bad input
+        or a failure is printed and recorded (exit_code 2 or 1), never raised: the sweep's measurements
+        stand without a decision."""
+        from omegaconf import OmegaConf
+
+        from analysis.cost import PriceMissing
+        from analysis.decide import EXIT_BAD_INPUT, summary_text
+        from analysis.decision import BadInput, default_config, run_decision
+        from analysis.results import ResultsError
+
+        groups = {g: OmegaConf.to_object(config[g]) for g in ("slo", "pricing", "quality") if config.get(g) is not None}
+        task = OmegaConf.select(config, "hydra.overrides.task", default=None)
+        overrides = [str(o) for o in task] if task is not None else []
+        print(f"servelab sweep: deciding {sweep_dir} at the runs' " + ", ".join(
+            f"{g}={getattr(v, 'name', '?')}" for g, v in groups.items()), file=sys.stderr, flush=True)  # fmt: skip
+        try:
+            d, path = run_decision(sweep_dir.resolve(), default_config(**groups), overrides)
+        except (BadInput, ResultsError, PriceMissing) as e:
+            for line in str(e).splitlines():
+                print(f"decide: {line}", file=sys.stderr)
+            print(f"servelab sweep: no decision (exit {EXIT_BAD_INPUT})", file=sys.stderr)
+            return {"exit_code": EXIT_BAD_INPUT, "overrides": overrides, "path": None}
+        except Exception as e:  # noqa: BLE001 - the sweep's records stand without a decision; say why
+            log.exception("the sweep's decision failed")
+            print(f"servelab sweep: no decision ({type(e).__name__}: {e})", file=sys.stderr)
+            return {"exit_code": 1, "overrides": overrides, "path": None}
+        print(summary_text(d, path), file=sys.stderr)
+        return {"exit_code": 0, "overrides": overrides, "path": str(path)}
 
     @staticmethod
     def _report(sweep_dir: Path) -> dict[str, Any]:
