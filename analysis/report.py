@@ -7,7 +7,7 @@ exports/*.json into that folder (analysis.report_export):
   - a results folder: the experiment report, from decision.json and the run folders it lists.
     Without decision.json it says in one line how to get one (the SLO and the prices are a choice,
     so the report does not pick defaults silently) and exits 2.
-The same happens at the end of each run (experiments.artifacts.write_artifacts -> write_run_report)
+The same happens at the end of each run (experiments.postrun.after_artifacts -> write_run_report)
 and of each sweep (experiments.sweep runs this command after analysis.decide).
 
 Both reports are one self-contained file: CSS, the table-sorting script and every figure (inline

@@ -197,7 +197,7 @@ def load_label(value: Any, unit: str) -> str:
 
 def rows_from_run(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per load point of run.json: its summary and the per-point decision the run recorded
-    (experiments.artifacts.add_point_decisions: the same numbers as analysis.decide on the folder)."""
+    (experiments.postrun.add_point_decisions: the same numbers as analysis.decide on the folder)."""
     from analysis.records.run import load_unit
 
     kind = ((summary.get("config") or {}).get("traffic") or {}).get("kind")

@@ -1,18 +1,19 @@
 """Writing a run's artifacts into its folder.
 
 :func:`write_artifacts` turns what a run recorded (point results, the samplers' raw JSONL) into
-the parquet files, each row carrying the identity columns (docs/identity.md), then renders
-report.html. The run record itself (run.json, schema v2, and its reader) is the results
-contract, analysis.records.run.
+the parquet files, each row carrying the identity columns (docs/identity.md), and finishes
+run.json. What comes after (each point's decision, report.html) is experiments.postrun. The run
+record itself (run.json, schema v2, and its reader) is the results contract, analysis.records.run.
 
-Side effects: writes files in the run folder (run.json and parquet atomically, logs, report) and
-removes the run's work/ folder once everything in it is in parquet. No processes, no network.
+Side effects: writes files in the run folder (run.json and parquet atomically, logs). No
+processes, no network.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ import pyarrow.parquet as pq
 
 from analysis.records.atomic import atomic_path
 from analysis.records.layout import point_file
-from analysis.records.plain import jsonable, to_plain
 from analysis.records.run import RunRecord, now_utc
 
 log = logging.getLogger("servelab")
@@ -105,12 +105,23 @@ def nullable_dtype(t: pa.DataType) -> Any:
     return None
 
 
-def write_artifacts(record: RunRecord, results: list[Any], run_dir: Path, work: Path, cfg: Any) -> pd.DataFrame:
-    """Write requests/telemetry/engine_metrics/loadgen parquet, logs and report.html; finish run.json.
+@dataclass
+class Written:
+    """The frames just written (requests with their derived columns; raw telemetry and scrapes),
+    handed to what comes after the artifacts (experiments.postrun) so nothing is read twice."""
+
+    requests: pd.DataFrame
+    telemetry: pd.DataFrame
+    engine_metrics: pd.DataFrame
+
+
+def write_artifacts(record: RunRecord, results: list[Any], run_dir: Path, work: Path, cfg: Any) -> Written | None:
+    """Write requests/telemetry/engine_metrics/loadgen parquet and the logs; finish run.json.
 
     The summaries come from analysis.run_summary (pure); this function only reads the raw JSONL
     and writes files. Never raises: a failure is noted in run.json and work/ is kept, so nothing
-    recorded is lost. Returns the requests frame (derived columns included).
+    recorded is lost (returns None then). Returns the frames written; experiments.postrun adds
+    each point's decision and renders the report from them, then removes work/.
     """
     from analysis.run_summary import engine_metrics_summary, point_resources, telemetry_summary
     from loadgen.driver import read_jsonl
@@ -154,67 +165,10 @@ def write_artifacts(record: RunRecord, results: list[Any], run_dir: Path, work: 
         record.note("artifacts", "write_failed", f"artifact writing failed: {type(e).__name__}: {e}; raw data in work/")
         record.artifacts.update(arts)
         finish(record, run_dir)
-        return df
+        return None
     record.artifacts.update(arts)
     finish(record, run_dir)
-    if record.status == "ok" and record.load_points:
-        add_point_decisions(record, run_dir, cfg)
-        record.save(run_dir)
-    if not getattr(cfg, "report", True):
-        log.info("report=false: no report.html (python -m analysis.report %s renders it later)", run_dir)
-        shutil.rmtree(work, ignore_errors=True)
-        return df
-    try:  # the run report and its exports (summary.csv, exports/*.json), from the files just written
-        from analysis.report import write_run_report
-
-        record.artifacts.update(report="report.html", summary_csv="summary.csv", exports="exports/")
-        record.save(run_dir)  # the report's provenance shows run.json as it will stay
-        write_run_report(run_dir, summary=record.to_dict(), requests=df, telemetry=tel if not tel.empty else None,
-                         engine_metrics=raw)  # fmt: skip
-    except Exception as e:  # noqa: BLE001
-        log.error("could not render report.html: %s", e)
-        for k in ("report", "summary_csv", "exports"):
-            record.artifacts.pop(k, None)
-        record.note("artifacts", "report_failed", f"report rendering failed: {type(e).__name__}: {e}")
-        record.save(run_dir)
-    shutil.rmtree(work, ignore_errors=True)  # everything in it is now in the parquet files
-    return df
-
-
-# What the single-run report shows of the decision layer for each point (analysis.points columns),
-# plus `latency_ci` (the TTFT/TPOT/E2E percentile intervals of analysis.confidence.latency_cis).
-DECISION_FIELDS = (
-    "verdict", "verdict_reasons", "feasible", "feasibility_reasons", "attainment", "goodput_rps",
-    "goodput_output_tok_per_s", "output_tok_per_s", "tok_per_s_per_gpu", "tok_per_s_per_user",
-    "usd_per_1m_output", "usd_per_1m_output_lo", "usd_per_1m_output_hi", "usd_per_1m_goodput",
-    "usd_per_1m_goodput_lo", "usd_per_1m_goodput_hi", "j_per_output_token", "mbu", "decode_bound_tok_per_s",
-)  # fmt: skip
-
-
-def add_point_decisions(record: RunRecord, run_dir: Path, cfg: Any) -> None:
-    """Each point's verdict, SLO attainment and $/1M at the run's own slo and pricing, computed
-    from the files just written exactly as `python -m analysis.decide <run folder>` does
-    (analysis.results.build_table), into summary["decision"]. A failure is a note, not an error."""
-    from analysis import results
-
-    try:
-        table = results.build_table(run_dir, slo=cfg.slo, pricing=cfg.pricing,
-                                    gpu_catalog={cfg.gpu.name: to_plain(cfg.gpu)})  # fmt: skip
-        rows = {(r["point_id"], r["repetition"]): r for r in results.table_for_json(table.points)}
-        # details are keyed run_id/point_id: a point measured twice in this run has no interval of its own there
-        reps = pd.Series([k[0] for k in rows]).value_counts()
-        lat = {pid: jsonable((table.details.get(f"{record.run_id}/{pid}") or {}).get("latency_ci"))
-               for pid, n in reps.items() if n == 1}  # fmt: skip
-    except Exception as e:  # noqa: BLE001 - the measurement stands without its verdicts
-        log.warning("per-point decision not computed: %s: %s", type(e).__name__, e)
-        record.note("decision", "not_computed", f"per-point verdicts and $/1M not computed: {type(e).__name__}: {e}")
-        return
-    for p in record.load_points:
-        if (row := rows.get((p.point_id, p.repetition))) is not None:
-            p.summary["decision"] = {
-                "slo": cfg.slo.name, "pricing": cfg.pricing.name, **{k: row.get(k) for k in DECISION_FIELDS},
-                "latency_ci": lat.get(p.point_id),
-            }  # fmt: skip
+    return Written(requests=df, telemetry=tel, engine_metrics=raw)
 
 
 def measure_span(record: RunRecord) -> tuple[int | None, int | None]:

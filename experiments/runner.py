@@ -3,7 +3,8 @@
 This module only sequences; each step lives in its own module:
   experiments.lease      launching (discover, preflight, plan, start, ready, samplers, teardown)
   experiments.measure    measuring one load point against a ready lease
-  experiments.artifacts  the typed run record (run.json v2) and writing the artifacts
+  experiments.artifacts  writing the artifacts (the run record itself: analysis.records.run)
+  experiments.postrun    each point's decision and the run report, after the artifacts
   engines.process        the one supervisor every child process starts through
 
 A run is one engine launch followed by the load points of traffic.points, each recorded
@@ -35,6 +36,7 @@ from experiments import discover, hostbench, preflight, resume
 from experiments.artifacts import with_identity, write_artifacts, write_parquet, write_point_requests
 from experiments.lease import EngineLease, Rejected
 from experiments.measure import PointInterrupted, PointPlan, PointResult, measure_point, slo_check
+from experiments.postrun import after_artifacts
 from experiments.progress import NullProgress
 from experiments.quality import QUALITY_ROWS, is_baseline, quality_done, run_quality
 from experiments.schedule import Schedule
@@ -278,7 +280,8 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
                     record.telemetry, record.engine_metrics = lease.telemetry, lease.engine_metrics
                 _cancel_if_signalled(record, supervisor)
                 record.resume = schedule.state()
-                write_artifacts(record, results, run_dir, work, cfg)
+                if (written := write_artifacts(record, results, run_dir, work, cfg)) is not None:
+                    after_artifacts(record, run_dir, work, cfg, written)
                 if _cancel_if_signalled(record, supervisor):
                     record.save(run_dir)
     return EXIT.get(record.status, 1)
