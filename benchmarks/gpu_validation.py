@@ -865,7 +865,7 @@ def _check_servelab_config(plan: Plan, model_dir: Path | None) -> tuple[bool, st
     if cfg.gpu.memory_bandwidth_gb_per_s is None or cfg.gpu.count != 1 or cfg.gpu.tdp_w is None:
         wrong.append("conf/gpu/h200_141g.yaml lacks memory_bandwidth_gb_per_s, count 1 or tdp_w")
     if model_dir is not None:
-        from experiments.runner import Workload
+        from experiments.measure import Workload
 
         Workload(cfg)  # the prompts are built and counted with the model's tokenizer, and fit its context
     ok = not problems and not wrong

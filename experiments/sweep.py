@@ -10,7 +10,7 @@ variant and ``decision.json``, then the experiment report (analysis.report: ``re
 variant never stops the sweep (run.py returns its code to Hydra instead of raising); only
 Ctrl-C / SIGTERM does.
 
-Side effects: reads variant.json files; writes sweep.json, decision.json and the report in the
+Side effects: reads (and, for experiments.runner, writes) variant.json files; writes sweep.json, decision.json and the report in the
 sweep folder; prints to stderr.
 """
 
@@ -38,6 +38,17 @@ def read_variant(variant_dir: Path) -> dict[str, Any]:
         return json.loads((Path(variant_dir) / "variant.json").read_text())
     except (OSError, ValueError):
         return {"status": "failed", "reason": "no variant.json: the job ended before it could record its status"}
+
+
+def write_variant(variant_dir: Path, base: dict[str, Any], status: str, reason: str | None, history: Any,
+                  schedule: Any) -> None:  # fmt: skip
+    """variant.json: the variant's status for the sweep's table (read_variant), written by
+    experiments.runner.run_variant: `base` fields, status, why, points done (resume.History) and
+    the schedule's state (experiments.schedule.Schedule, None when nothing was planned)."""
+    d = {**base, "status": status, "reason": reason, "points_done": len(history.done),
+         "schedule": schedule.state() if schedule is not None else None,
+         "launch_dirs": [la.path.name for la in history.launches]}  # fmt: skip
+    write_json_atomic(variant_dir / "variant.json", d)
 
 
 def status_table(rows: list[dict[str, Any]]) -> str:
