@@ -196,6 +196,11 @@ def test_compare_two_runs_interval_overlap(root):
     ttft = _rows(df, "ttft_ms_p50")
     assert (ttft.loc[1.0, "a"], ttft.loc[1.0, "b"], ttft.loc[1.0, "delta"], ttft.loc[1.0, "delta_pct"]) == (100.0, 150.0, 50.0, 50.0)
     assert ttft.loc[1.0, "overlap"] == "n/a" and pd.isna(ttft.loc[1.0, "a_lo"])
+    # which side is better, by the metric catalog's direction: B costs more and answers later
+    assert usd.loc[1.0, "better"] == "a" and ttft.loc[1.0, "better"] == "a"
+    tput = _rows(df, "output_tok_per_s")
+    d = tput.loc[1.0, "delta"]
+    assert tput.loc[1.0, "better"] == ("b" if d > 0 else "a" if d < 0 else "same")
 
 
 @pytest.mark.parametrize(("a", "b"), [("vllm/none", None), ("base", "tuned"), (None, "tuned")])
