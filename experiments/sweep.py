@@ -6,7 +6,8 @@ reads the job's ``variant.json`` (written by experiments.runner.run_variant: ok,
 refused, cancelled, and why); at the end of the sweep it prints one row per variant, writes
 ``sweep.json`` into the sweep folder, and decides in this process (analysis.decision, at the
 runs' own slo, pricing and quality, every override included) so the sweep ends with a chosen
-variant and ``decision.json``, then the experiment report (analysis.report: ``report.html``, ``summary.csv``, ``exports/``). A failed
+variant and ``decision.json``, then the experiment report, also in this process (analysis.report:
+``report.html``, ``summary.csv``, ``exports/``). A failed
 variant never stops the sweep (run.py returns its code to Hydra instead of raising); only
 Ctrl-C / SIGTERM does.
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +30,6 @@ from analysis.records.atomic import write_json_atomic
 from analysis.records.run import now_utc
 
 log = logging.getLogger("servelab")
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def read_variant(variant_dir: Path) -> dict[str, Any]:
@@ -130,16 +129,22 @@ class SweepReport(Callback):
 
     @staticmethod
     def _report(sweep_dir: Path) -> dict[str, Any]:
-        """`python -m analysis.report <sweep folder>` in a child process: the experiment report and its
-        exports. A report that fails (or cannot even start) is printed and recorded, never raised:
-        the sweep's measurements and decision stand without it."""
-        argv = [sys.executable, "-m", "analysis.report", str(sweep_dir.resolve())]
-        print(f"servelab sweep: report: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
+        """The experiment report and its exports (analysis.report.write_experiment_report: report.html,
+        summary.csv, exports/), in this process, from the decision just written. A report that fails
+        is printed and recorded (exit_code 2: bad input, 1: failed), never raised: the sweep's
+        measurements and decision stand without it."""
+        from analysis.report import ReportError, write_experiment_report
+
+        print(f"servelab sweep: report: {sweep_dir}", file=sys.stderr, flush=True)
         try:
-            code = subprocess.call(argv, cwd=ROOT, stdout=sys.stderr, timeout=1800)
-        except (OSError, subprocess.SubprocessError) as e:
-            code = -1
-            print(f"servelab sweep: no report ({type(e).__name__}: {e})", file=sys.stderr)
-        if code != 0:
-            print(f"servelab sweep: no report (analysis.report exit {code})", file=sys.stderr)
-        return {"exit_code": code, "path": str(sweep_dir / "report.html") if code == 0 else None}
+            out = write_experiment_report(sweep_dir.resolve())
+        except ReportError as e:
+            code, why = 2, str(e)
+        except Exception as e:  # noqa: BLE001 - the sweep's records stand without a report; say why
+            log.debug("the sweep's report failed", exc_info=True)
+            code, why = 1, f"{type(e).__name__}: {e}"
+        else:
+            print(f"servelab sweep: wrote {out}", file=sys.stderr)
+            return {"exit_code": 0, "path": str(sweep_dir / "report.html")}
+        print(f"servelab sweep: no report ({why})", file=sys.stderr)
+        return {"exit_code": code, "path": None}
