@@ -124,7 +124,7 @@ def write_artifacts(record: RunRecord, results: list[Any], run_dir: Path, work: 
     each point's decision and renders the report from them, then removes work/.
     """
     from analysis.run_summary import engine_metrics_summary, point_resources, telemetry_summary
-    from loadgen.driver import read_jsonl
+    from loadgen.jsonl import read_jsonl
 
     arts: dict[str, str] = {}
     df = pd.DataFrame()

@@ -15,7 +15,8 @@ from statistics import median
 import numpy as np
 import pytest
 
-from loadgen.driver import build_spec, read_jsonl, run_load_point
+from loadgen.driver import build_spec, run_load_point
+from loadgen.jsonl import read_jsonl
 from loadgen.schema import TrafficConfig, WorkloadConfig
 from loadgen.workload import WorkloadItem
 
