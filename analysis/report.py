@@ -8,7 +8,7 @@ exports/*.json into that folder (analysis.report_export):
     Without decision.json it says in one line how to get one (the SLO and the prices are a choice,
     so the report does not pick defaults silently) and exits 2.
 The same happens at the end of each run (experiments.postrun.after_artifacts -> write_run_report)
-and of each sweep (experiments.sweep runs this command after analysis.decide).
+and of each sweep (experiments.sweeps.callback runs this command after analysis.decide).
 
 Both reports are one self-contained file: CSS, the table-sorting script and every figure (inline
 SVG, analysis.report_plots) are inside it; it makes no network request and works with scripts off.

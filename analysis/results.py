@@ -95,7 +95,7 @@ def load_runs(folder: Path) -> list[RunInfo]:
         info = RunInfo(p, s, str(s["variant_id"]))
         status = s.get("status")
         if status == "running" and not lab_alive(s.get("lab")):
-            status = "cancelled"  # its lab died (kill -9): the points it finished are on disk (experiments.resume)
+            status = "cancelled"  # its lab died (kill -9): the points it finished are on disk (experiments.sweeps.resume)
         if status not in ("ok", "cancelled"):
             info.skipped = f"status {status}" + (f": {s['failure'].get('reason')}" if s.get("failure") else "")
         elif not [lp for lp in s.get("load_points") or [] if not (lp.get("interrupted") or lp.get("aborted"))]:

@@ -13,7 +13,7 @@ The runner reports events; the reporter derives everything else from a clock:
 The phases and ETAs come from the progress model (experiments.eta: a load point's phase from its
 planned seconds, the job and sweep ETAs); this module only shows them. Indices passed in are
 0-based (as hydra.job.num, PointPlan.index and cfg.repetition are); they are shown 1-based. The
-job's position in a Hydra sweep is experiments.sweeper.sweep_position.
+job's position in a Hydra sweep is experiments.sweeps.plan.sweep_position.
 
 Modes: `SERVELAB_PROGRESS=auto|rich|plain|off` (default auto; a mode passed to make_progress
 other than "auto" wins over the variable):
@@ -61,7 +61,7 @@ from experiments.eta import (
     position_text,
     seconds_text,
 )
-from experiments.sweeper import SweepPosition, hydra_sweep_position, sweep_position
+from experiments.sweeps.plan import SweepPosition, hydra_sweep_position, sweep_position
 
 log = logging.getLogger("servelab")
 

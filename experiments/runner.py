@@ -30,7 +30,7 @@ from analysis.records.layout import LAUNCH_PREFIX, boot_id
 from analysis.records.plain import to_plain
 from analysis.records.run import EXIT, RunRecord, read_run_json
 from engines.process import EngineError, Supervisor, cancel_on_signal, shielded_teardown
-from experiments import quality, resume
+from experiments import quality
 from experiments.artifacts import write_artifacts
 from experiments.lease import EngineLease, Rejected
 from experiments.measure import (
@@ -44,16 +44,17 @@ from experiments.measure import (
 )
 from experiments.postrun import after_artifacts
 from experiments.progress import NullProgress
-from experiments.schedule import Schedule
 from experiments.schema import RunConfig
-from experiments.sweep import write_variant
+from experiments.sweeps import resume
+from experiments.sweeps.callback import write_variant
+from experiments.sweeps.schedule import Schedule
 
 log = logging.getLogger("servelab")
 
 
 def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None = None, *,
                 progress: Any = None) -> int:  # fmt: skip
-    """Measure what is missing of one variant into ``variant_dir/launch-<n>/`` (experiments.resume):
+    """Measure what is missing of one variant into ``variant_dir/launch-<n>/`` (experiments.sweeps.resume):
     points done by earlier launches are skipped, a variant whose latest launch failed is skipped
     unless ``retry_failed``, and nothing is launched when nothing is left. Writes variant.json (the
     sweep's status table reads it). Returns the exit code (module doc)."""

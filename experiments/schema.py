@@ -4,7 +4,7 @@ Hydra's ConfigStore.
 Each layer keeps its own groups' schemas beside it: engine, quant, model, gpu and placement in
 engines.schema; workload and traffic in loadgen.schema; slo, pricing, capacity and quality (and
 the decision's own settings) in analysis.schema; telemetry here and search with its planner
-(experiments.search). The YAML files under `conf/<group>/` hold the values and start with
+(experiments.sweeps.search). The YAML files under `conf/<group>/` hold the values and start with
 `defaults: [_<group>_schema, _self_]`. Building or validating these objects touches no process,
 network, file or GPU; compatibility checks live in :mod:`experiments.preflight`.
 
@@ -81,7 +81,7 @@ class RunConfig:
     # How many times each point is measured (repetitions repetition .. repetition+N-1), interleaved
     # across the points of one launch: rep 0 of every point, then rep 1 of every point, ...
     repetitions: int = 1
-    # Re-running the same command skips points already measured in results/ (experiments.resume).
+    # Re-running the same command skips points already measured in results/ (experiments.sweeps.resume).
     # false: measure every point again, as new repetitions after the recorded ones.
     resume: bool = True
     # A variant whose latest launch failed is skipped (with its reason) unless this is true.
@@ -89,13 +89,13 @@ class RunConfig:
     # report.html + summary.csv + exports/ at the end of each run and sweep (python -m analysis.report
     # renders them later from the files alike); false saves ~2 s a run in long sweeps.
     report: bool = True
-    # Which loads are measured: conf/search/ (grid = traffic.points; knee = adaptive, experiments.search)
+    # Which loads are measured: conf/search/ (grid = traffic.points; knee = adaptive, experiments.sweeps.search)
     search: Any = None
     # conf/quality/: agreement with the unquantized baseline after the load points (off by default)
     quality: Any = None
 
 
-from experiments.search import SearchConfig  # noqa: E402 - the search group's schema lives with the planner
+from experiments.sweeps.search import SearchConfig  # noqa: E402 - the search group's schema lives with the planner
 
 GROUP_SCHEMAS: dict[str, type] = {
     "engine": EngineConfig,

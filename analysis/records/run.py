@@ -101,7 +101,7 @@ class RunRecord:
     )
     provenance: dict[str, Any] | None = None
     # The lab process writing this record ({pid, boot_id}): a later run of the same command tells
-    # from it whether a run.json still saying "running" belongs to a dead process (experiments.resume).
+    # from it whether a run.json still saying "running" belongs to a dead process (experiments.sweeps.resume).
     lab: dict[str, Any] | None = None
     # Sweeps: which launch of the variant this is, and what earlier launches had already measured.
     launch: int | None = None

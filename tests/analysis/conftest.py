@@ -49,7 +49,7 @@ def _dataset(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def report_lab(tmp_path_factory, tiny_tokenizer_dir) -> SimpleNamespace:
     from analysis.decide import decide
-    from experiments.sweep import SweepReport
+    from experiments.sweeps.callback import SweepReport
 
     base = tmp_path_factory.mktemp("report_lab")
     data = _dataset(base / "sharegpt_xss.json")

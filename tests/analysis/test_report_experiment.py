@@ -37,7 +37,7 @@ def test_a_sweep_renders_after_deciding_and_survives_a_failing_report(monkeypatc
     from omegaconf import OmegaConf
 
     from analysis.report import ReportError
-    from experiments.sweep import SweepReport
+    from experiments.sweeps.callback import SweepReport
 
     calls = []
     cb = SweepReport()

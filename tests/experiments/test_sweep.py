@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from experiments.resume import History, scan
-from experiments.schedule import Schedule
-from experiments.sweeper import plan_overrides
+from experiments.sweeps.plan import plan_overrides
+from experiments.sweeps.resume import History, scan
+from experiments.sweeps.schedule import Schedule
 from tests.conftest import ROOT, SUPPORT, compose
 
 LAB = SUPPORT / "lab_with_fakes.py"
@@ -93,7 +93,7 @@ def test_schedule_interleaves_repetitions_and_skips_what_is_done():
         s.observe(*nxt, feasible=True)
     assert order == [(1.0, 0), (2.0, 0), (1.0, 1), (2.0, 1)]  # rep 0 of every point first
     # (2, rep 0) done by an earlier launch: skipped, and recorded as skipped
-    from experiments.resume import DonePoint
+    from experiments.sweeps.resume import DonePoint
 
     h = History()
     pid = s.point_id(2.0)
@@ -289,7 +289,7 @@ def _launch(variant_dir: Path, n: int, status: str, points: list[dict], *, reque
 
 
 def test_resume_counts_finished_points_of_ok_cancelled_and_stale_launches_only(tmp_path):
-    from experiments.resume import recover_stale
+    from experiments.sweeps.resume import recover_stale
 
     pt = lambda i, pid, **kw: {"index": i, "point_id": pid, "load_value": float(i), **kw}  # noqa: E731
     _launch(tmp_path, 1, "cancelled", [pt(0, "a"), pt(1, "b", interrupted=True)])

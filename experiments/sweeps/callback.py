@@ -43,7 +43,7 @@ def write_variant(variant_dir: Path, base: dict[str, Any], status: str, reason: 
                   schedule: Any) -> None:  # fmt: skip
     """variant.json: the variant's status for the sweep's table (read_variant), written by
     experiments.runner.run_variant: `base` fields, status, why, points done (resume.History) and
-    the schedule's state (experiments.schedule.Schedule, None when nothing was planned)."""
+    the schedule's state (experiments.sweeps.schedule.Schedule, None when nothing was planned)."""
     d = {**base, "status": status, "reason": reason, "points_done": len(history.done),
          "schedule": schedule.state() if schedule is not None else None,
          "launch_dirs": [la.path.name for la in history.launches]}  # fmt: skip

@@ -71,7 +71,7 @@ DONE = ("converged", "all_feasible", "none_feasible", "budget_exhausted", "measu
 
 @dataclass
 class SearchConfig:
-    """How the load points of a run are chosen (experiments.search).
+    """How the load points of a run are chosen (experiments.sweeps.search).
 
     grid: measure traffic.points in order. knee: search [lo, hi] for the highest SLO-feasible
     load, to within `tolerance` (relative), in at most `max_points` measurements (null: no cap;
