@@ -23,7 +23,7 @@ from typing import Any
 from analysis.points import as_float as _f
 from analysis.records.atomic import write_json_atomic
 from analysis.records.plain import jsonable, to_plain
-from analysis.schema import DecideConfig, capacity_problems, decision_problems
+from analysis.schema import DecideConfig, capacity_problems, decision_problems, quality_threshold_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -115,14 +115,16 @@ def gpu_catalog(names: set[str]) -> dict[str, Any]:
 
 
 def input_problems(cfg: DecideConfig, run_gpus: dict[str, int]) -> list[str]:
-    """Every bad input (analysis.schema.decision_problems per run GPU, plus the capacity group)."""
+    """Every bad input (analysis.schema.decision_problems per run GPU, the capacity group, the
+    quality gate's thresholds when the gate is applied)."""
     out: list[str] = []
     for name, count in sorted(run_gpus.items()):
         g = SimpleNamespace(**{**vars(cfg.gpu), "name": name, "count": count}) if hasattr(cfg.gpu, "__dict__") else cfg.gpu
         for p in decision_problems(SimpleNamespace(slo=cfg.slo, pricing=cfg.pricing, gpu=g)):
             if p not in out:
                 out.append(p)
-    return out + capacity_problems(cfg.capacity)
+    quality = cfg.quality if cfg.quality is not None and cfg.quality.enabled else None
+    return out + capacity_problems(cfg.capacity) + (quality_threshold_problems(quality) if quality is not None else [])
 
 
 def _limits(table, slo) -> dict[str, float]:

@@ -10,6 +10,7 @@ Side effects: :func:`register_decide_configs` writes into Hydra's global ConfigS
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,4 +267,22 @@ def capacity_problems(cap: Any) -> list[str]:
             out.append(f"capacity.{name}={v} must be >= 0")
     if cap.reserved_term not in ("1y", "3y"):
         out.append(f"capacity.reserved_term={cap.reserved_term!r}: use 1y or 3y")
+    return out
+
+
+def quality_threshold_problems(q: Any) -> list[str]:
+    """Bad quality-gate thresholds (`q`: a QualityConfig), one line each: checked by the run's
+    preflight (experiments.preflight) and by the decision, which applies them."""
+    def number(x: Any) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+    out: list[str] = []
+    for k in ("min_top1_agreement", "min_exact_match_rate"):
+        v = getattr(q, k)
+        if v is not None and not (number(v) and 0 <= v <= 1):
+            out.append(f"quality.{k} must be in [0, 1] or null (not applied), got {v}")
+    if q.max_ppl_ratio is not None and not (number(q.max_ppl_ratio) and q.max_ppl_ratio > 0):
+        out.append(f"quality.max_ppl_ratio must be > 0 or null (not applied), got {q.max_ppl_ratio}")
+    if q.max_task_accuracy_drop_points is not None and not number(q.max_task_accuracy_drop_points):
+        out.append(f"quality.max_task_accuracy_drop_points must be a number (points) or null, got {q.max_task_accuracy_drop_points}")
     return out

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from analysis.schema import decision_problems
+from analysis.schema import decision_problems, quality_threshold_problems
 from engines import ADAPTERS
 from engines.base import EngineAdapter, HostFacts
 from experiments.schema import RunConfig
@@ -178,14 +178,7 @@ def quality_problems(cfg: RunConfig) -> list[str]:
     for k in ("max_new_tokens", "task_max_tokens", "concurrency", "top_logprobs"):
         if not (isinstance(getattr(q, k), int) and getattr(q, k) >= 1):
             out.append(f"quality.{k} must be an integer >= 1, got {getattr(q, k)}")
-    for k in ("min_top1_agreement", "min_exact_match_rate"):
-        v = getattr(q, k)
-        if v is not None and not (_number(v) and 0 <= v <= 1):
-            out.append(f"quality.{k} must be in [0, 1] or null (not applied), got {v}")
-    if q.max_ppl_ratio is not None and not _positive(q.max_ppl_ratio):
-        out.append(f"quality.max_ppl_ratio must be > 0 or null (not applied), got {q.max_ppl_ratio}")
-    if q.max_task_accuracy_drop_points is not None and not _number(q.max_task_accuracy_drop_points):
-        out.append(f"quality.max_task_accuracy_drop_points must be a number (points) or null, got {q.max_task_accuracy_drop_points}")
+    out += quality_threshold_problems(q)
     if q.baseline_quant == cfg.quant.name and cfg.quant.method is not None:
         out.append(f"quality.baseline_quant={q.baseline_quant} is a quantized variant; the baseline must be unquantized (none)")
     return out

@@ -149,6 +149,7 @@ def test_single_run_folder_writes_next_to_it(folder, capsys):
         ("capacity.plan=true", "capacity: a plan needs a peak"),
         ("capacity.rho_max=0", "rho_max"),
         ("slo=nonexistent", "invalid configuration"),
+        ("quality.max_ppl_ratio=-1", "quality.max_ppl_ratio must be > 0"),  # the gate it applies (was: unchecked)
     ],
 )
 def test_bad_inputs_one_line_each_exit_2(folder, capsys, override, needle):
