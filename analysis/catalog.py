@@ -4,11 +4,13 @@ One table (:data:`METRICS`). Each entry names a value by where it lives:
   scope  "request"  a column that analysis.metrics.derive adds to requests.parquet
          "point"    a key of run.json → load_points[i].summary (summarize_point + point_resources)
          "run"      a key of run.json's `telemetry` / `engine_metrics` blocks (analysis.run_summary)
+         "decision" a column of the decision's per-point table (decision.json → points[])
   block  the dict inside that holds it ("" = top level), so path = block.name
 A distribution metric is a dict of count, mean, min, p50, p90, p95, p99, max (numpy's linear
 percentiles). `sources` are the raw record fields, telemetry columns or config keys it derives from.
 tests/analysis/test_catalog.py checks that the functions emit exactly these paths, and that
-docs/metrics.md is what scripts/gen_metrics_doc.py renders from this table.
+docs/metrics.md is what scripts/gen_metrics_doc.py renders from this table. `direction` is read
+by experiments.store compare (which side is better).
 
 Side effects: none.
 """
@@ -21,7 +23,7 @@ from typing import Any
 
 from analysis.metrics import DISTRIBUTION_KEYS
 
-SCOPES = ("request", "point", "run")
+SCOPES = ("request", "point", "run", "decision")
 DIRECTIONS = ("lower", "higher", None)
 
 
@@ -201,6 +203,40 @@ ENGINE: tuple[_Row, ...] = (
 )  # fmt: skip
 
 
+# The decision's per-point columns (analysis.results.point_row; decision.json points[], and the subset
+# experiments.postrun.DECISION_FIELDS in run.json load_points[i].summary.decision), at an SLO and a price book.
+_B = "95 % seeded bootstrap interval"
+DECISION = (
+    ("verdict", "valid | warn | invalid", None, "whether the point's numbers can be trusted, with its reasons "
+     "(analysis.verdict: window, samples, scrape gaps, load-generator health)", ("run.json", "requests.parquet")),
+    ("feasible", "flag", "higher", "attainment >= slo.attainment_target AND each threshold's percentile value <= its limit",
+     ("requests.parquet", "slo")),
+    ("attainment", "fraction", "higher", "count(requests meeting every SLO threshold) / count(measure requests); "
+     "errors, timeouts, drops are misses", ("requests.parquet", "slo")),
+    ("goodput_rps", "req/s", "higher", "requests meeting every SLO threshold / measure window", ("requests.parquet", "slo")),
+    ("goodput_output_tok_per_s", "tok/s", "higher", "output tokens of the requests meeting every SLO threshold / measure window",
+     ("requests.parquet", "slo")),
+    ("tok_per_s_per_gpu", "tok/s per GPU", "higher", "output_tok_per_s / GPUs billed (a CPU instance counts 1)",
+     ("output_tok_per_s", "gpu")),
+    ("tok_per_s_per_user", "tok/s per request", "higher", "interactivity_tok_per_s of the point", ("interactivity_tok_per_s",)),
+    ("usd_per_1m_output", "$ per 1M tokens", "lower", "G * P / (output_tok_per_s * 3600) * 1e6 (P = $/GPU-hour of the "
+     "book's tier or pricing.usd_per_hour, G = GPUs billed)", ("output_tok_per_s", "pricing")),
+    ("usd_per_1m_output_lo", "$ per 1M tokens", "lower", f"{_B}, low end (the bootstrap's relative spread on the estimate)",
+     ("requests.parquet", "pricing")),
+    ("usd_per_1m_output_hi", "$ per 1M tokens", "lower", f"{_B}, high end", ("requests.parquet", "pricing")),
+    ("usd_per_1m_goodput", "$ per 1M tokens", "lower", "G * P / (goodput_output_tok_per_s * 3600) * 1e6",
+     ("goodput_output_tok_per_s", "pricing")),
+    ("usd_per_1m_goodput_lo", "$ per 1M tokens", "lower", f"{_B}, low end", ("requests.parquet", "pricing")),
+    ("usd_per_1m_goodput_hi", "$ per 1M tokens", "lower", f"{_B}, high end", ("requests.parquet", "pricing")),
+    ("j_per_output_token", "J/token", "lower", "energy.j_per_output_token of the point (measured, or estimated from TDP)",
+     ("energy.j_per_output_token",)),
+    ("mbu", "fraction", "higher", "decode memory-bandwidth utilisation: measured decode tok/s ÷ the roofline's bound "
+     "(analysis.roofline)", ("output_tok_per_s", "config.json", "host_bandwidth")),
+    ("decode_bound_tok_per_s", "tok/s", None, "the roofline's decode bound at the measured batch and context",
+     ("config.json", "host_bandwidth")),
+)  # fmt: skip
+
+
 def _place(rows: Iterable[_Row], scope: str, block: str = "") -> tuple[Metric, ...]:
     out = []
     for r in rows:
@@ -234,6 +270,7 @@ METRICS: tuple[Metric, ...] = (
              ("failed_scrapes", "scrapes", "lower", "scrapes that returned an error", ("engine_metrics.error",))),
             "run", "engine_metrics"),
     *_place(ENGINE, "run", "engine_metrics.summary_during_load"),
+    *_place(DECISION, "decision"),
 )  # fmt: skip
 
 BLOCK_TITLES = {
@@ -252,11 +289,25 @@ BLOCK_TITLES = {
     ("run", "telemetry.summary_during_load"): "… telemetry.summary_during_load: the GPU or CPU rows above over all points",
     ("run", "engine_metrics"): "… run.json → engine_metrics",
     ("run", "engine_metrics.summary_during_load"): "… engine_metrics.summary_during_load: as per point, over all points",
+    ("decision", ""): "Per load point of a decision, at an SLO and a price book: decision.json → points[] "
+                      "(run.json → load_points[i].summary.decision: the same at the run's own slo and pricing)",
 }
 
 
 def by_path(scope: str) -> dict[str, Metric]:
     return {m.path: m for m in METRICS if m.scope == scope}
+
+
+def direction_of(name: str) -> str | None:
+    """Which way is better for a metric named as a point summary, the store or the decision name it:
+    a catalogued point or decision metric, or a statistic of a catalogued distribution
+    (ttft_ms_p99 -> ttft_ms); None = neither way, or not catalogued."""
+    for scope in ("point", "decision"):
+        if (m := by_path(scope).get(name)) is not None:
+            return m.direction
+    base, _, stat = name.rpartition("_")
+    m = by_path("point").get(base)
+    return m.direction if m is not None and m.distribution and stat in DISTRIBUTION_KEYS and stat != "count" else None
 
 
 def emitted_paths(summary: Mapping[str, Any], prefix: str = "") -> set[str]:

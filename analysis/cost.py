@@ -32,14 +32,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.schema import PRICE_TIERS
 from analysis.telemetry import counter_increase
-from experiments.schema import PRICE_TIERS
+from engines import ADAPTERS
 from loadgen.records import MEASURE, OK
 
-# vLLM's per-request phase histograms (vllm/v1/metrics/loggers.py); the _sum sample is seconds.
-VLLM_PREFILL_SUM = "vllm:request_prefill_time_seconds_sum"
-VLLM_DECODE_SUM = "vllm:request_decode_time_seconds_sum"
-PHASE_TIMERS: dict[str, tuple[str, str]] = {"vllm": (VLLM_PREFILL_SUM, VLLM_DECODE_SUM)}
+# (prefill, decode) phase-timer _sum samples per engine, as each adapter declares them (EngineAdapter.phase_timers)
+PHASE_TIMERS: dict[str, tuple[str, str]] = {n: a.phase_timers for n, a in ADAPTERS.items() if a.phase_timers}
 
 ENERGY_MEASURED = "measured"
 ENERGY_FROM_TDP = "estimated from TDP"

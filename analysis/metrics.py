@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analysis.notes import Note
+from analysis.records.run import LOAD_UNITS, load_unit
 from loadgen.arrivals import shape_multiplier
 from loadgen.records import DROPPED, MEASURE, OK, STATUSES
 
@@ -52,7 +53,6 @@ METRIC_COLUMNS = (
     "output_tokens_source", "output_tokens_client",
 )  # fmt: skip
 DERIVED_COLUMNS = ("ttft_ms", "e2e_ms", "tpot_ms", "sched_lag_ms", "n_chunks")
-LOAD_UNITS = {"concurrency": "users", "trace": "x speed-up"}  # every other kind: req/s
 _GAP_BLOCK = 1 << 22  # chunk timestamps differenced per block, so no full-size int64 temporary exists
 
 
@@ -411,7 +411,7 @@ def summarize_point(
     summary: dict[str, Any] = {
         "kind": kind,
         "load_value": value,
-        "load_unit": LOAD_UNITS.get(kind, "req/s"),
+        "load_unit": load_unit(kind),
         "offered_rate_rps": offered_rate_rps(kind, value, warmup_s=warmup_s, duration_s=duration_s,
                                              cooldown_s=cooldown_s, shape=shape),  # fmt: skip
         "scheduled_rate_rps": (n_measure / duration_s) if duration_s > 0 else None,

@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.confidence import interval, rng
+from analysis.schema import QualityConfig
 
 MEASURES = ("prompt_logprobs", "generated_topk", "text")
 # The seeds' accuracy claims, quoted where the report shows what was measured beside them
@@ -321,12 +322,12 @@ def compare(variant: pd.DataFrame, baseline: pd.DataFrame, *, variant_id: str, b
 
 @dataclass
 class Thresholds:
-    """conf/quality/ thresholds; null = not applied."""
+    """conf/quality/ thresholds; null = not applied. Defaults: analysis.schema.QualityConfig's."""
 
-    min_top1_agreement: float | None = 0.9
-    max_ppl_ratio: float | None = 1.05
-    max_task_accuracy_drop_points: float | None = 1.0
-    min_exact_match_rate: float | None = None
+    min_top1_agreement: float | None = QualityConfig.min_top1_agreement
+    max_ppl_ratio: float | None = QualityConfig.max_ppl_ratio
+    max_task_accuracy_drop_points: float | None = QualityConfig.max_task_accuracy_drop_points
+    min_exact_match_rate: float | None = QualityConfig.min_exact_match_rate
 
 
 def gate(res: QualityResult, th: Thresholds | Mapping[str, Any]) -> QualityResult:

@@ -7,8 +7,8 @@ exports/*.json into that folder (analysis.report_export):
   - a results folder: the experiment report, from decision.json and the run folders it lists.
     Without decision.json it says in one line how to get one (the SLO and the prices are a choice,
     so the report does not pick defaults silently) and exits 2.
-The same happens at the end of each run (experiments.artifacts.write_artifacts -> write_run_report)
-and of each sweep (experiments.sweep runs this command after analysis.decide).
+The same happens at the end of each run (experiments.postrun.after_artifacts -> write_run_report)
+and of each sweep (experiments.sweeps.callback runs this command after analysis.decide).
 
 Both reports are one self-contained file: CSS, the table-sorting script and every figure (inline
 SVG, analysis.report_plots) are inside it; it makes no network request and works with scripts off.
@@ -34,6 +34,8 @@ import pandas as pd
 from analysis import report_data as rd
 from analysis import report_plots as rp
 from analysis.notes import note_text
+from analysis.records.atomic import write_text_atomic
+from analysis.records.run import load_unit
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 EXIT_BAD_INPUT = 2
@@ -64,7 +66,7 @@ def _env() -> Any:
 
 def _point_label(summary: dict[str, Any], p: dict[str, Any]) -> str:
     kind = summary["config"]["traffic"]["kind"]
-    unit = {"concurrency": "users", "trace": "x speed-up"}.get(kind, "req/s")
+    unit = load_unit(kind)
     value = p.get("load_value", p.get("value"))  # run.json v2 names it load_value (v1: value)
     return f"#{p['index']} · {value:g} {unit}"
 
@@ -199,7 +201,7 @@ def write_run_report(run_dir: Path, *, summary: dict[str, Any] | None = None, re
     run = rd.load_run(run_dir, summary=summary, requests=requests, telemetry=telemetry, engine_metrics=engine_metrics)
     decision = _read_decision(run_dir / "decision.json") if (run_dir / "decision.json").is_file() else None
     html = render_run(run, decision)
-    _write_text(run_dir / "report.html", html)
+    write_text_atomic(run_dir / "report.html", html)
     rows = run_view_rows(run, decision)
     write_exports(run_dir, rows, point_exports(run, rows))
     return run_dir / "report.html"
@@ -212,12 +214,6 @@ def run_view_rows(run: rd.RunData, decision: Mapping[str, Any] | None) -> list[d
         r["is_operating_point"] = knee.get("row") is r  # the highest SLO-feasible load of the run
         r["is_chosen"] = False
     return rows
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 # -- the experiment report -----------------------------------------------------------------------
@@ -338,8 +334,8 @@ def _capacity(decision: Mapping[str, Any], folder: Path) -> dict[str, Any]:
 
 def experiment_view(folder: Path, decision: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """(view for experiment.html.j2, comparison rows, vLLM-format exports) of a decided results folder."""
-    from analysis.results import find_runs
-    from experiments.artifacts import read_run_json
+    from analysis.records.layout import find_runs
+    from analysis.records.run import read_run_json
 
     folder = Path(folder)
     summaries: dict[str, dict[str, Any]] = {}
@@ -539,7 +535,7 @@ def write_experiment_report(folder: Path) -> Path:
         raise ReportError(f"no decision.json in {folder}: run `python -m analysis.decide {folder} [slo=... pricing=...]` "
                           f"first (it picks the SLO and the prices), then this command again")  # fmt: skip
     html, rows, exports = render_experiment(folder, _read_decision(path))
-    _write_text(folder / "report.html", html)
+    write_text_atomic(folder / "report.html", html)
     write_exports(folder, rows, exports)
     return folder / "report.html"
 
@@ -559,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         if (folder / "run.json").is_file():
             out = write_run_report(folder)
         else:
-            from analysis.results import find_runs
+            from analysis.records.layout import find_runs
 
             if not (folder / "decision.json").is_file() and not find_runs(folder):
                 raise ReportError(f"no runs in {folder}: no run.json below it")

@@ -1,7 +1,7 @@
 """What the reports show, assembled from decision.json and the run folders (the view model).
 
-Reads only what the lab wrote: run.json (experiments.artifacts.read_run_json), the request rows
-(analysis.results.request_files: requests.parquet, or a killed run's points/*.requests.parquet),
+Reads only what the lab wrote: run.json (analysis.records.run.read_run_json), the request rows
+(analysis.records.layout.request_files: requests.parquet, or a killed run's points/*.requests.parquet),
 telemetry.parquet, engine_metrics.parquet, workload.parquet, engine.log, and decision.json. No
 number is computed here that the decision layer already computed: the comparison rows are the
 decision's per-point rows (or, for a run report, the per-point decision the run recorded);
@@ -104,8 +104,9 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES, max_bytes: int = 64_000) -
 def load_run(path: Path, *, summary: dict[str, Any] | None = None, requests: pd.DataFrame | None = None,
              telemetry: pd.DataFrame | None = None, engine_metrics: pd.DataFrame | None = None) -> RunData:  # fmt: skip
     """A run folder for the report; frames already in memory (the end of a run) are used as given."""
-    from analysis.results import read_requests, request_files
-    from experiments.artifacts import read_run_json
+    from analysis.records.layout import request_files
+    from analysis.records.run import read_run_json
+    from analysis.results import read_requests
 
     path = Path(path)
     s = summary if summary is not None else read_run_json(path / "run.json")
@@ -196,8 +197,8 @@ def load_label(value: Any, unit: str) -> str:
 
 def rows_from_run(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per load point of run.json: its summary and the per-point decision the run recorded
-    (experiments.artifacts.add_point_decisions: the same numbers as analysis.decide on the folder)."""
-    from experiments.artifacts import load_unit
+    (experiments.postrun.add_point_decisions: the same numbers as analysis.decide on the folder)."""
+    from analysis.records.run import load_unit
 
     kind = ((summary.get("config") or {}).get("traffic") or {}).get("kind")
     rows = []
@@ -283,9 +284,9 @@ def engine_options(summary: Mapping[str, Any]) -> list[str]:
 def differing_settings(launch: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
     """variant_id -> the launch settings (key=value, flattened) in which the variants differ: what
     distinguishes each one from the others (analysis.results labels variants by the same rule)."""
-    from analysis.results import _flat
+    from analysis.results import flatten
 
-    flat = {vid: _flat(dict(lf)) for vid, lf in launch.items()}
+    flat = {vid: flatten(dict(lf)) for vid, lf in launch.items()}
     keys = sorted({k for f in flat.values() for k in f})
     differ = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flat.values()}) > 1]
     return {vid: [f"{k}={f.get(k)}" for k in differ] for vid, f in flat.items()}

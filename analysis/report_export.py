@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.records.atomic import atomic_path
+
 VLLM_PERCENTILES = (90, 95, 99)
 # (servelab column, vLLM metric attribute name) for the latency keys mean_<x>_ms, median_..., std_..., pNN_...
 VLLM_LATENCIES = (("ttft", "ttft"), ("tpot", "tpot"), ("itl", "itl"), ("e2e", "e2el"))
@@ -178,13 +180,11 @@ def write_exports(folder: Path, rows: Sequence[Mapping[str, Any]], points_json: 
     exports/ folder is replaced as a whole so a point that no longer exists leaves no file."""
     folder = Path(folder)
     written = []
-    tmp = folder / "summary.csv.tmp"
-    with tmp.open("w", newline="") as f:
+    with atomic_path(folder / "summary.csv") as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(CSV_COLUMNS)
         for r in rows:
             w.writerow([csv_value(r.get(c)) for c in CSV_COLUMNS])
-    tmp.replace(folder / "summary.csv")
     written.append(folder / "summary.csv")
     new = folder / "exports.tmp"
     shutil.rmtree(new, ignore_errors=True)

@@ -33,7 +33,7 @@ PHASE_COLORS = {"warmup": "#a0aec0", "measure": "#2b6cb0", "cooldown": "#a0aec0"
 WIDTH = 11.0  # inches; the page scales the SVG to its column
 
 
-def _plt() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +54,7 @@ def svg(fig: Any, key: str) -> str:
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": f"servelab-{key}", "svg.fonttype": "none", "svg.id": f"svg-{key}"}):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
-    _plt().close(fig)
+    pyplot().close(fig)
     s = buf.getvalue()
     s = s[s.index("<svg") :]
     s = s.replace(' xmlns:xlink="http://www.w3.org/1999/xlink"', "").replace(' xmlns="http://www.w3.org/2000/svg"', "")
@@ -75,7 +75,7 @@ def margins(fig: Any, left: float = 0.8, right: float = 0.3, top: float = 0.45, 
 
 def message_figure(key: str, text: str, height: float = 1.2) -> str:
     """A figure that says why there is nothing to draw (so every plot slot is present)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH, height))
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color="#4a5568", wrap=True)
@@ -129,7 +129,7 @@ def pareto_plot(rows: Sequence[Mapping[str, Any]], frontier: Sequence[Mapping[st
     pts = [r for r in rows if r.get("verdict") != "invalid" and r.get("tok_per_s_per_user") and r.get("tok_per_s_per_gpu")]
     if not pts:
         return message_figure(key, "No valid point has both tok/s per user and tok/s per GPU: nothing to plot.")
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH, 4.6))
     seen: set[str] = set()
     for r in pts:
@@ -195,7 +195,7 @@ def latency_load_plot(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, st
     by = _agg_by_load(rows)
     if not by:
         return message_figure(key, "No measured point: nothing to plot.")
-    plt = _plt()
+    plt = pyplot()
     metrics = [("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "E2E latency")]
     fig, axes = plt.subplots(1, 3, figsize=(WIDTH, 3.8))
     unit = next(iter(by.values()))["load_unit"].iloc[0]
@@ -250,7 +250,7 @@ def distributions_plot(series: Mapping[str, Mapping[str, Any]], colors: Mapping[
     each metric, with the SLO limit as a red vertical line. `series`: label -> {metric: values}."""
     if not any(len(np.asarray(s.get(m, []))) for s in series.values() for m, _ in metrics):
         return message_figure(key, "No successful measured request: no latency distribution.")
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(WIDTH, 3.6), squeeze=False)
     for ax, (m, name) in zip(axes[0], metrics, strict=True):
         for i, (label, s) in enumerate(series.items()):
@@ -281,7 +281,7 @@ def timeline_plot(requests: pd.DataFrame, telemetry: pd.DataFrame | None, engine
     GPU power, utilisation and memory (NVML) or engine CPU % and RSS (CPU sampler); the engine's
     running and waiting requests and KV-cache use (its /metrics); shaded load-point windows.
     `points`: [{label, t0_ns, t_end_ns}]."""
-    plt = _plt()
+    plt = pyplot()
     tel = telemetry if telemetry is not None and not telemetry.empty else None
     eng = engine if engine is not None and not engine.empty and len(engine.columns) > 1 else None
     if eng is not None:
@@ -393,7 +393,7 @@ def cost_plot(bars: Sequence[Mapping[str, Any]], plans: Sequence[Mapping[str, An
     """Left: $/1M output tokens of each variant at its operating point split into the billed
     GPU-hours (hardware) and the energy at pricing.usd_per_kwh x PUE (hatched when the price
     already includes it). Right: the monthly cost of each purchasing mix of the capacity plan."""
-    plt = _plt()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(WIDTH, 3.8))
     if bars:
         y = np.arange(len(bars))
@@ -448,7 +448,7 @@ def tornado_plot(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str], b
     rows = [r for r in rows if r.get("usd_low") is not None or r.get("usd_high") is not None]
     if not rows or baseline_usd is None:
         return message_figure(key, "No sensitivity row to draw (no chosen variant, or nothing could be evaluated).")
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH, 0.7 * len(rows) + 1.4))
     y = np.arange(len(rows))
     for yi, r in zip(y, rows, strict=True):

@@ -42,7 +42,7 @@ def _threshold(w: Mapping[str, Any]) -> float | None:
 def semantic_plot(curve: Sequence[Mapping[str, Any]], threshold: float | None, key: str = "whatif-semantic") -> str:
     if not curve:
         return rp.message_figure(key, "No semantic-cache simulation in decision.json (whatif=all or whatif=semantic_cache).")
-    plt = rp._plt()
+    plt = rp.pyplot()
     fig, ax = plt.subplots(figsize=(rp.WIDTH, 3.4))
     x = np.array([c["threshold"] for c in curve])
     ax.plot(x, [100 * c["hit_rate"] for c in curve], "o-", color=rp.PALETTE[0], label="hit rate")
@@ -72,7 +72,7 @@ def policy_plot(policies: Mapping[str, Any] | None, key: str = "whatif-policies"
              "reserved_base_on_demand_burst_spot": "reserved + on-demand + spot"}  # fmt: skip
     m = policies.get("monthly_usd") or {}
     keys = [k for k in names if k in m]
-    plt = rp._plt()
+    plt = rp.pyplot()
     fig, ax = plt.subplots(figsize=(rp.WIDTH, 3.0))
     vals = [m[k] for k in keys]
     y = np.arange(len(keys))

@@ -7,10 +7,10 @@ analysis.cost (price, $/1M, phase split, energy), analysis.confidence.goodput_ci
 bootstrap of goodput and $/1M) and analysis.verdict (valid | warn | invalid). This module only
 reads files and assembles; the math lives in those modules.
 
-run.json is read through experiments.artifacts.read_run_json: v2 carries variant_id at the top
+run.json is read through analysis.records.run.read_run_json: v2 carries variant_id at the top
 and point_id / repetition per load point (docs/identity.md), used as written; v1 (written
 before identity existed) is upgraded with variant_id and point_id derived from its recorded
-config by the same rules (experiments.identity). v1 recorded no repetition: it is the 0-based
+config by the same rules (analysis.records.identity). v1 recorded no repetition: it is the 0-based
 order of runs with the same (variant_id, point_id) by started_at_utc.
 
 Side effects: reads run.json, requests.parquet, engine_metrics.parquet and telemetry.parquet;
@@ -20,7 +20,6 @@ writes nothing.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,7 +32,9 @@ import pyarrow.parquet as pq
 
 from analysis.metrics import arrow_to_pandas_type
 from analysis.points import as_float as _f
-from experiments.artifacts import read_run_json
+from analysis.records.layout import find_runs, lab_alive, request_files
+from analysis.records.plain import jsonable
+from analysis.records.run import load_unit, read_run_json
 
 # requests.parquet columns the decision needs (the rest, e.g. output_text, is never read)
 REQUEST_COLUMNS = (
@@ -45,7 +46,6 @@ SUMMARY_COLUMNS = (
     *REQUEST_COLUMNS, "t_scheduled_ns", "max_tokens", "prompt_tokens_client", "output_tokens_source",
     "output_tokens_client",
 )  # fmt: skip
-LOAD_UNITS = {"concurrency": "users", "trace": "x speed-up"}
 
 
 class ResultsError(ValueError):
@@ -77,14 +77,6 @@ class Table:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)  # (run_id/point_id) -> slo, cost, verdict dicts
 
 
-def find_runs(folder: Path) -> list[Path]:
-    """Run folders under `folder` (itself if it holds run.json), sorted by path."""
-    folder = Path(folder)
-    if (folder / "run.json").is_file():
-        return [folder]
-    return sorted(p.parent for p in folder.rglob("run.json") if "work" not in p.parent.parts[-1:])
-
-
 def load_runs(folder: Path) -> list[RunInfo]:
     """Every run.json under `folder`, with identity derived for v1; non-ok runs are marked skipped."""
     folder = Path(folder)
@@ -102,8 +94,8 @@ def load_runs(folder: Path) -> list[RunInfo]:
             continue
         info = RunInfo(p, s, str(s["variant_id"]))
         status = s.get("status")
-        if status == "running" and not _lab_alive(s):
-            status = "cancelled"  # its lab died (kill -9): the points it finished are on disk (experiments.resume)
+        if status == "running" and not lab_alive(s.get("lab")):
+            status = "cancelled"  # its lab died (kill -9): the points it finished are on disk (experiments.sweeps.resume)
         if status not in ("ok", "cancelled"):
             info.skipped = f"status {status}" + (f": {s['failure'].get('reason')}" if s.get("failure") else "")
         elif not [lp for lp in s.get("load_points") or [] if not (lp.get("interrupted") or lp.get("aborted"))]:
@@ -111,7 +103,7 @@ def load_runs(folder: Path) -> list[RunInfo]:
         elif not request_files(p):
             info.skipped = "no requests.parquet"
         runs.append(info)
-    _label(runs)
+    label_variants(runs)
     if not any(r.skipped is None for r in runs):
         raise ResultsError(f"no usable runs in {folder}: " + "; ".join(f"{r.path.name}: {r.skipped}" for r in runs))
     return runs
@@ -140,31 +132,16 @@ def load_quality(runs: list[RunInfo]) -> tuple[dict[str, dict[str, Any]], dict[s
     return {v: s for v, (_, s) in best.items()}, rows
 
 
-def _lab_alive(s: dict[str, Any]) -> bool:
-    from experiments.resume import lab_alive
-
-    return lab_alive(s.get("lab"))
-
-
-def request_files(run_dir: Path) -> list[Path]:
-    """A run's request rows: requests.parquet, or (a run whose lab died before writing it) the
-    per-point files points/*.requests.parquet written as each point finished."""
-    whole = Path(run_dir) / "requests.parquet"
-    if whole.is_file():
-        return [whole]
-    return sorted((Path(run_dir) / "points").glob("*.requests.parquet"))
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(d, dict):
         return {prefix: json.dumps(d, sort_keys=True, default=str) if isinstance(d, list) else d}
     out: dict[str, Any] = {}
     for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
     return out
 
 
-def _label(runs: list[RunInfo]) -> None:
+def label_variants(runs: list[RunInfo]) -> None:
     """variant_label = engine/quant; where labels collide, the settings that differ among the colliding
     variants are appended (model, gpu, then engine and quant options, at most 3, as key=value), and
     the first 6 hex of the id where that is still not enough."""
@@ -177,7 +154,7 @@ def _label(runs: list[RunInfo]) -> None:
         group = [vid for vid, b in base.items() if b == name]
         if len(group) < 2:
             continue
-        flat = {vid: _flat(launch[vid]) for vid in group}
+        flat = {vid: flatten(launch[vid]) for vid in group}
         keys = sorted({k for f in flat.values() for k in f})
         differ = [k for k in keys if len({json.dumps(flat[v].get(k), default=str) for v in group}) > 1]
         order = ["model.name", "gpu.name", "gpu.count"]
@@ -419,7 +396,7 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
             pid = str(lp["point_id"])
             ident = {"variant_id": run.variant_id, "variant_label": run.variant_label, "run_id": run.run_id,
                      "point_id": pid, "repetition": lp.get("repetition"), "load_value": float(lp["load_value"]),
-                     "load_unit": LOAD_UNITS.get(kind, "req/s"),
+                     "load_unit": load_unit(kind),
                      "time_to_ready_s": (run.summary.get("engine") or {}).get("time_to_ready_s"),
                      "started_at_utc": run.summary.get("started_at_utc")}  # fmt: skip
             row, det = point_row(
@@ -475,25 +452,5 @@ def table_for_json(df: pd.DataFrame) -> list[dict[str, Any]]:
     drop = [c for c in df.columns if c.endswith("_boot")]
     out = []
     for r in df.drop(columns=drop).to_dict(orient="records"):
-        out.append({k: _jsonable(v) for k, v in r.items()})
+        out.append({k: jsonable(v) for k, v in r.items()})
     return out
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating, float)):
-        return float(v) if math.isfinite(float(v)) else None  # JSON has no NaN or infinity
-    if isinstance(v, np.ndarray):
-        return [_jsonable(x) for x in v.tolist()]
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if v is pd.NA or v is pd.NaT:
-        return None
-    if isinstance(v, pa.Scalar):
-        return v.as_py()
-    return v

@@ -8,7 +8,7 @@ Energy over a window [t0, t1] (all times monotonic ns, the requests' clock), per
 Energy cost = E / 3.6e6 kWh × pricing.usd_per_kwh × PUE (the decision layer applies it).
 
 Engine metrics: raw Prometheus samples are mapped to one name per concept per engine
-(:data:`ENGINE_METRICS`); gauges are summarised over the scrapes inside the window, counters as
+(:data:`ENGINE_METRICS`, as each engine adapter declares them); gauges are summarised over the scrapes inside the window, counters as
 their increase from the last scrape at or before t0 to the first scrape at or after t1
 (:func:`counter_increase`): the scrapes inside a 3 s window at a 1 s interval span only about 2 s of
 it, and which requests fall in that part depends on timing (a round-robin prefix workload then
@@ -25,30 +25,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.notes import Note
+from engines import ADAPTERS
 
-# concept -> Prometheus sample name, per engine (vLLM 0.32/0.33, SGLang 0.5.x, TGI 3.x; docs/engine-flags.md)
-ENGINE_METRICS: dict[str, dict[str, str]] = {
-    "vllm": {
-        "running": "vllm:num_requests_running",
-        "waiting": "vllm:num_requests_waiting",
-        "kv_usage_frac": "vllm:kv_cache_usage_perc",  # a fraction in [0, 1] despite the name
-        "preemptions_total": "vllm:num_preemptions_total",
-        "prefix_cache_hits_total": "vllm:prefix_cache_hits_total",
-        "prefix_cache_queries_total": "vllm:prefix_cache_queries_total",
-        "generation_tokens_total": "vllm:generation_tokens_total",
-    },
-    "sglang": {
-        "running": "sglang:num_running_reqs",
-        "waiting": "sglang:num_queue_reqs",
-        "kv_usage_frac": "sglang:token_usage",
-        "prefix_cache_hit_rate": "sglang:cache_hit_rate",
-        "generation_tokens_total": "sglang:generation_tokens_total",
-    },
-    "tgi": {
-        "running": "tgi_batch_current_size",
-        "waiting": "tgi_queue_size",
-    },
-}
+# concept -> Prometheus sample name, per engine: what each adapter declares (EngineAdapter.metric_names)
+ENGINE_METRICS: dict[str, dict[str, str]] = {n: dict(a.metric_names) for n, a in ADAPTERS.items() if a.metric_names}
 GAUGES = ("running", "waiting", "kv_usage_frac", "prefix_cache_hit_rate")
 
 

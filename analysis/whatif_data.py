@@ -243,7 +243,8 @@ def _paraphrase_stream(decision: Mapping[str, Any], runs_by_id: Mapping[str, Any
     """Prompts, clusters and arrival times of a measured paraphrase run's operating point."""
     import pandas as pd
 
-    from analysis.results import read_requests, request_files
+    from analysis.records.layout import request_files
+    from analysis.results import read_requests
 
     for run in runs_by_id.values():
         if (run.config.get("workload") or {}).get("kind") != "paraphrase" or not (run.path / "workload.parquet").is_file():
@@ -386,7 +387,8 @@ def _auto_pair(decision: Mapping[str, Any], runs_by_id: Mapping[str, Any]) -> tu
 def cascade_row(c: Any, decision: Mapping[str, Any], runs_by_id: Mapping[str, Any], volume: float | None) -> dict[str, Any]:
     import pandas as pd
 
-    from analysis.results import read_requests, request_files
+    from analysis.records.layout import request_files
+    from analysis.results import read_requests
 
     name = "cascade routing (two measured variants)"
     if c.small and c.large:

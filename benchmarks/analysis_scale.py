@@ -230,7 +230,7 @@ def pipeline_stages(path: Path):
         from types import SimpleNamespace
 
         from analysis import cost
-        from experiments.schema import PricingConfig, SloConfig
+        from analysis.schema import PricingConfig, SloConfig
 
         slo = SloConfig(name="interactive", ttft_ms=500.0, tpot_ms=50.0, percentile=99.0)
         pricing = PricingConfig(name="bench", usd_per_hour=8.6)

@@ -502,7 +502,7 @@ def mbu_by_point(run_dir: Path, run: dict[str, Any]) -> tuple[dict[str, dict[str
     """{point_id: {mbu, decode_bound_tok_per_s, bandwidth ...}} from the decision table (analysis.results),
     at the run's own slo, pricing and gpu; (.., why) when it cannot be computed."""
     from analysis import results
-    from experiments.schema import GpuPrice, PricingConfig, SloConfig
+    from analysis.schema import GpuPrice, PricingConfig, SloConfig
 
     cfg = run.get("config") or {}
     try:
@@ -529,7 +529,7 @@ def summarize(run_dir: Path | None, out: Path, state: dict[str, Any]) -> dict[st
     copies run.json, report.html, telemetry.parquet and engine.log into `out`. Returns the summary."""
     import pandas as pd
 
-    from experiments.artifacts import read_run_json
+    from analysis.records.run import read_run_json
 
     s: dict[str, Any] = {"passed": False, "checks": {}, "steps": state.get("steps", []), "facts": state.get("facts", {}),
                          "plan": state.get("plan", {}), "run_dir": str(run_dir) if run_dir else None}  # fmt: skip
@@ -865,7 +865,7 @@ def _check_servelab_config(plan: Plan, model_dir: Path | None) -> tuple[bool, st
     if cfg.gpu.memory_bandwidth_gb_per_s is None or cfg.gpu.count != 1 or cfg.gpu.tdp_w is None:
         wrong.append("conf/gpu/h200_141g.yaml lacks memory_bandwidth_gb_per_s, count 1 or tdp_w")
     if model_dir is not None:
-        from experiments.runner import Workload
+        from experiments.measure import Workload
 
         Workload(cfg)  # the prompts are built and counted with the model's tokenizer, and fit its context
     ok = not problems and not wrong

@@ -1,4 +1,4 @@
-"""Benchmark: the adaptive knee search (experiments.search) against a 10-point grid, for real.
+"""Benchmark: the adaptive knee search (experiments.sweeps.search) against a 10-point grid, for real.
 
 Starts the in-repo timing server with a known capacity (tests/support/timing_server.py
 --max-streams N: N streams at once, the rest queue FIFO; each request holds a stream for
@@ -50,12 +50,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analysis.metrics import requests_frame, summarize_point  # noqa: E402
+from analysis.schema import SloConfig  # noqa: E402
 from analysis.slo import evaluate_point  # noqa: E402
 from engines.process import Supervisor, free_port, wait_http_ready  # noqa: E402
-from experiments.schema import SloConfig, TrafficConfig, WorkloadConfig  # noqa: E402
-from experiments.search import GridSearch, KneeSearch  # noqa: E402
+from experiments.sweeps.search import GridSearch, KneeSearch  # noqa: E402
 from loadgen.driver import build_spec, run_load_point  # noqa: E402
 from loadgen.records import to_table  # noqa: E402
+from loadgen.schema import TrafficConfig, WorkloadConfig  # noqa: E402
 from loadgen.workload import WorkloadItem  # noqa: E402
 
 GRID_POINTS = 10

@@ -38,8 +38,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from experiments.schema import TrafficConfig, WorkloadConfig  # noqa: E402
-from loadgen.driver import build_spec, read_jsonl, run_load_point  # noqa: E402
+from loadgen.driver import build_spec, run_load_point  # noqa: E402
+from loadgen.jsonl import read_jsonl  # noqa: E402
+from loadgen.schema import TrafficConfig, WorkloadConfig  # noqa: E402
 from loadgen.workload import WorkloadItem  # noqa: E402
 
 

@@ -118,6 +118,12 @@ class EngineAdapter(ABC):
     # (teacher forcing over the OpenAI completions API), generated_topk (the top-k log-probabilities
     # of generated tokens, OpenAI's `logprobs` fields) or text (greedy outputs only).
     quality_measure: ClassVar[str] = "text"
+    # The engine's Prometheus /metrics names, one per concept the lab summarises (analysis.telemetry:
+    # running, waiting, kv_usage_frac, preemptions_total, prefix_cache_*, generation_tokens_total).
+    metric_names: ClassVar[Mapping[str, str]] = {}
+    # (prefill seconds, decode seconds) histogram _sum samples of its per-request phase timers, from
+    # which analysis.cost splits GPU time into input and output; None = the engine has none.
+    phase_timers: ClassVar[tuple[str, str] | None] = None
 
     def quality_fields(self, fixed_length: bool) -> dict[str, Any]:
         """Extra JSON fields of a quality-gate request: token ids and log-probabilities where the
@@ -142,7 +148,7 @@ class EngineAdapter(ABC):
         """The exact process to start. Pure."""
 
     def placement_env(self, placement: Any, facts: HostFacts | None = None) -> dict[str, str]:
-        """Environment that applies a core placement (experiments.placement.Placement) to this engine,
+        """Environment that applies a core placement (engines.placement.Placement) to this engine,
         e.g. the vLLM CPU build's OMP thread binding. Pure; {} = nothing engine-specific to set
         (the placement's core affinity is applied by the supervisor at spawn)."""
         return {}

@@ -25,6 +25,14 @@ class SglangAdapter(EngineAdapter):
     # its OpenAI completions return the top-k of generated tokens (`logprobs: k`), not prompt
     # log-probabilities: the quality gate reads it as generated_topk (not run here: no GPU)
     quality_measure = "generated_topk"
+    # SGLang 0.5.x /metrics (docs/engine-flags.md)
+    metric_names = {
+        "running": "sglang:num_running_reqs",
+        "waiting": "sglang:num_queue_reqs",
+        "kv_usage_frac": "sglang:token_usage",
+        "prefix_cache_hit_rate": "sglang:cache_hit_rate",
+        "generation_tokens_total": "sglang:generation_tokens_total",
+    }
 
     def quality_fields(self, fixed_length: bool) -> dict[str, Any]:
         return {"ignore_eos": fixed_length}

@@ -29,6 +29,8 @@ class TgiAdapter(EngineAdapter):
     # chat completions with `logprobs: true, top_logprobs: k`: the quality gate's generated_topk
     # measure (no prompt log-probabilities on that API; not run here: no GPU)
     quality_measure = "generated_topk"
+    # TGI 3.x /metrics (docs/engine-flags.md)
+    metric_names = {"running": "tgi_batch_current_size", "waiting": "tgi_queue_size"}
 
     def needs_checkpoint(self) -> bool:
         return self.quant.method in ("awq", "gptq")  # int8/int4: bitsandbytes at load time

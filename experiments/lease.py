@@ -2,7 +2,7 @@
 
 The lease covers discover -> preflight -> plan -> start -> ready -> samplers -> teardown and
 nothing about load. It is a context manager keyed by its launch key (``variant_id``, see
-experiments.identity), so a sweep can hand one ready engine to several sets of points:
+analysis.records.identity), so a sweep can hand one ready engine to several sets of points:
 
     lease = EngineLease(cfg, run_dir, work, supervisor)
     problems = lease.prepare()          # discover + preflight, pure checks; [] = launchable
@@ -25,6 +25,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from analysis.records import identity
+from analysis.records.run import EngineRecord
 from engines import ADAPTERS
 from engines.base import EngineAdapter, HostFacts, LaunchPlan
 from engines.process import (
@@ -37,8 +39,7 @@ from engines.process import (
     wait_http_ready,
     wait_ready,
 )
-from experiments import discover, identity, placement, preflight
-from experiments.artifacts import EngineRecord
+from experiments import discover, placement, preflight
 from experiments.telemetry import SamplerProcess
 
 log = logging.getLogger("servelab")

@@ -1,10 +1,12 @@
 """Measuring one load point against a ready engine lease. Returns a typed :class:`PointResult`.
+:class:`Workload` is what every point of a run sends: its items, built (and checked against the
+context) before any engine starts.
 
 A point is: build its spec (pure, loadgen.driver.build_spec), run it in the load-generator
 process (loadgen.driver.run_load_point) while the lease watches the engine, count the client
 side tokens of what came back (post-run annotation), and summarise it (analysis.metrics).
 
-Side effects: runs the load generator (a child of the run's supervisor) against the lease's
+Side effects: :class:`Workload` reads the tokenizer and the dataset or trace file; runs the load generator (a child of the run's supervisor) against the lease's
 engine over loopback HTTP; the records stream into `work/`.
 """
 
@@ -15,13 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from analysis.metrics import summarize_point
-from experiments import identity
-from experiments.artifacts import PointRecord, load_unit, nullable_dtype
-from experiments.lease import EngineLease
+from analysis.records import identity
+from analysis.records.run import PointRecord, RunRecord, load_unit
+from experiments import preflight
+from experiments.artifacts import nullable_dtype, write_point_requests
+from experiments.lease import EngineLease, Rejected
+from experiments.schema import RunConfig
+from loadgen.dataset import DatasetError, load_sharegpt
 from loadgen.driver import LoadInterrupted, LoadPointOutput, build_spec, run_load_point
 from loadgen.records import to_table
-from loadgen.tokenizer import annotate_client_counts
+from loadgen.tokenizer import annotate_client_counts, load_token_counter
+from loadgen.trace import TraceError, load_trace, trace_items
+from loadgen.workload import WorkloadError, build_items
 
 log = logging.getLogger("servelab")
 
@@ -136,3 +146,68 @@ def slo_check(result: PointResult, slo: Any) -> dict[str, Any]:
 
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
+
+
+def keep_point(record: RunRecord, results: list[PointResult], res: PointResult, lease: EngineLease,
+               run_dir: Path) -> None:  # fmt: skip
+    """Keep a measured point (its rows durable on disk before run.json lists it) and note what
+    happened around it (problems, dead samplers)."""
+    results.append(res)
+    record.put_point(res.record)
+    try:
+        write_point_requests(record, res, run_dir)
+    except Exception as e:  # noqa: BLE001 - the rows are still in memory and in work/; say so
+        record.note("artifacts", "point_write_failed", f"load point {res.index}: rows not written yet: {e}")
+    for p in res.record.problems:
+        record.note("loadgen", "problem", f"load point {res.index}: {p}", res.record.t0_ns, res.record.t_end_ns)
+    for name in lease.dead_samplers():
+        record.note("telemetry", "sampler_died",
+                    f"{name} sampler died during the run (see {name}.log); samples after that are missing")  # fmt: skip
+
+
+def prepare(cfg: RunConfig, lease: EngineLease, record: RunRecord, run_dir: Path) -> Workload:
+    """Everything before the engine starts: provenance, the lease's preflight (Rejected with its
+    problems), the placement and warnings into `record`, the workload (built and checked), the
+    host's memory bandwidth for a CPU plan, and workload.parquet."""
+    from experiments import discover, hostbench
+    from experiments.artifacts import with_identity, write_parquet
+
+    record.provenance = discover.provenance()
+    if problems := lease.prepare():
+        raise Rejected(problems)
+    record.placement = lease.placement.to_dict() if lease.placement is not None else None
+    for w in lease.warnings:
+        record.note("preflight", "warning", w)
+    workload = Workload(cfg)
+    if cfg.gpu.count == 0 and not lease.plan_is_external():
+        # The CPU roofline needs the host's memory bandwidth: measured now, before the engine
+        # competes for it, and recorded (never guessed).
+        record.host_bandwidth = hostbench.copy_bandwidth()
+    # What was sent, per prompt_idx: requests.parquet joins it on (run_id, prompt_idx).
+    write_parquet(with_identity(workload.frame(), record.identity()), run_dir / "workload.parquet")
+    record.artifacts["workload"] = "workload.parquet"
+    return workload
+
+
+class Workload:
+    """The items of a run, built (and checked against the context) before any engine starts."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.counter = load_token_counter(cfg.model.tokenizer or cfg.model.path)
+        w = cfg.workload
+        self.trace_times_s: list[float] | None = None
+        try:
+            if cfg.traffic.kind == "trace":
+                rows = load_trace(cfg.traffic.trace_path)  # preflight checked that it is set
+                self.items = trace_items(self.counter, rows, w.seed)
+                self.trace_times_s = [r.timestamp_s for r in rows]
+            else:
+                dataset = load_sharegpt(w.dataset_path) if w.kind == "sharegpt" else None
+                self.items = build_items(w, self.counter, dataset)
+        except (DatasetError, WorkloadError, TraceError) as e:
+            raise Rejected([str(e)]) from None
+        if too_long := preflight.context_problems(cfg, self.items):
+            raise Rejected(too_long)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([it.to_dict() for it in self.items])

@@ -11,9 +11,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from analysis.schema import decision_problems, quality_threshold_problems
 from engines import ADAPTERS
 from engines.base import EngineAdapter, HostFacts
-from experiments.schema import PRICE_TIERS, RunConfig
+from experiments.schema import RunConfig
 from loadgen import workload
 from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, SHAPES
 from loadgen.openai_api import ENDPOINT_PATHS
@@ -182,14 +183,7 @@ def quality_problems(cfg: RunConfig) -> list[str]:
     for k in ("max_new_tokens", "task_max_tokens", "concurrency", "top_logprobs"):
         if not (isinstance(getattr(q, k), int) and getattr(q, k) >= 1):
             out.append(f"quality.{k} must be an integer >= 1, got {getattr(q, k)}")
-    for k in ("min_top1_agreement", "min_exact_match_rate"):
-        v = getattr(q, k)
-        if v is not None and not (_number(v) and 0 <= v <= 1):
-            out.append(f"quality.{k} must be in [0, 1] or null (not applied), got {v}")
-    if q.max_ppl_ratio is not None and not _positive(q.max_ppl_ratio):
-        out.append(f"quality.max_ppl_ratio must be > 0 or null (not applied), got {q.max_ppl_ratio}")
-    if q.max_task_accuracy_drop_points is not None and not _number(q.max_task_accuracy_drop_points):
-        out.append(f"quality.max_task_accuracy_drop_points must be a number (points) or null, got {q.max_task_accuracy_drop_points}")
+    out += quality_threshold_problems(q)
     if q.baseline_quant == cfg.quant.name and cfg.quant.method is not None:
         out.append(f"quality.baseline_quant={q.baseline_quant} is a quantized variant; the baseline must be unquantized (none)")
     return out
@@ -336,58 +330,6 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         if not _positive(getattr(tel, name)):
             out.append(f"telemetry.{name} must be > 0 (seconds), got {getattr(tel, name)}")
     out += decision_problems(cfg)
-    return out
-
-
-def decision_problems(cfg: RunConfig) -> list[str]:
-    """Problems in the decision-layer inputs (gpu, slo, pricing), one line each naming the fix.
-
-    Checked before any engine starts, so a run is never measured against a price or an SLO the
-    decision layer would refuse afterwards.
-    """
-    out: list[str] = []
-    g = cfg.gpu  # gpu.count is checked with the other plan checks in check()
-    for f in ("memory_gib", "tdp_w", "memory_bandwidth_gb_per_s", "bf16_dense_tflops"):
-        v = getattr(g, f, None)
-        if v is not None and v <= 0:
-            out.append(f"gpu.{f} must be > 0 or null, got {v}")
-
-    s = cfg.slo
-    for m in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
-        v = getattr(s, m, None)
-        if v is not None and v <= 0:
-            out.append(f"slo.{m} must be > 0 (or null = not constrained), got {v}")
-    for f in ("percentile", "ttft_percentile", "tpot_percentile", "itl_percentile", "e2e_percentile"):
-        v = getattr(s, f, None)
-        if v is not None and not 0 < v <= 100:
-            out.append(f"slo.{f} must be in (0, 100], got {v}")
-    if not 0 < s.attainment_target <= 1:
-        out.append(f"slo.attainment_target must be in (0, 1] (a share of requests), got {s.attainment_target}")
-
-    p = cfg.pricing
-    if p.tier not in PRICE_TIERS:
-        out.append(f"pricing.tier={p.tier!r}: use one of {', '.join(PRICE_TIERS)}")
-    if p.usd_per_hour is not None and p.usd_per_hour < 0:
-        out.append(f"pricing.usd_per_hour must be >= 0, got {p.usd_per_hour}")
-    for gpu_name, entry in (p.gpus or {}).items():
-        for tier in PRICE_TIERS:
-            v = getattr(entry, tier)
-            if v is not None and v < 0:
-                out.append(f"pricing.gpus.{gpu_name}.{tier} must be >= 0, got {v}")
-    if p.usd_per_kwh < 0:
-        out.append(f"pricing.usd_per_kwh must be >= 0, got {p.usd_per_kwh}")
-    if p.pue < 1:
-        out.append(f"pricing.pue must be >= 1 (facility power / IT power), got {p.pue}")
-    if p.spot_interruptions_per_hour is not None and p.spot_interruptions_per_hour < 0:
-        out.append(f"pricing.spot_interruptions_per_hour must be >= 0, got {p.spot_interruptions_per_hour}")
-    if p.usd_per_hour is None and p.tier in PRICE_TIERS:
-        entry = (p.gpus or {}).get(g.name)
-        if entry is None or getattr(entry, p.tier) is None:
-            listed = ", ".join(k for k, e in (p.gpus or {}).items() if getattr(e, p.tier) is not None) or "none"
-            out.append(
-                f"pricing={p.name} has no {p.tier} price for gpu={g.name} (it prices: {listed}); "
-                f"pick another pricing book or set pricing.usd_per_hour"
-            )
     return out
 
 

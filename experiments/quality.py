@@ -18,6 +18,9 @@ After a launch's load points (experiments.runner), with quality=gate:
 Rows go to quality.parquet (one per prompt), the summary to quality.json, both atomically. The
 figures are computed from them later by analysis.quality (docs/quality.md).
 
+:func:`baseline_first` measures the baseline variant first where the experiment has none (through
+the runner's own entry, in this process); :func:`quality_phase` is the step the runner calls.
+
 Side effects: HTTP requests to the lease's engine; writes quality.parquet / quality.json in the
 run folder; reads earlier quality.json/parquet files of the experiment.
 """
@@ -28,6 +31,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +39,9 @@ from typing import Any
 
 import pandas as pd
 
-from experiments.artifacts import write_json_atomic, write_parquet
-from experiments.identity import stable_hash
+from analysis.records.atomic import write_json_atomic
+from analysis.records.identity import stable_hash
+from experiments.artifacts import write_parquet
 from loadgen import quality_sets
 
 log = logging.getLogger("servelab")
@@ -292,6 +297,63 @@ def quality_done(variant_dir: Path, cfg: Any) -> bool:
         if d.get("status") == "ok" and d.get("sets_key") == key:
             return True
     return False
+
+
+# -- the quality step of a launch ------------------------------------------------------------------
+def pending(cfg: Any, variant_dir: Path) -> bool:
+    """Whether quality=gate still has to run for this variant (no ok quality run of these prompt sets)."""
+    return cfg.quality is not None and cfg.quality.enabled and not quality_done(variant_dir, cfg)
+
+
+def baseline_first(cfg: Any, variant_dir: Path, overrides: list[str] | None, *, launch: Callable[..., int],
+                   progress: Any = None) -> None:  # fmt: skip
+    """quality=gate on a quantized variant whose experiment has no baseline quality rows: the baseline
+    (quant=<baseline_quant>, the same command otherwise) is measured first, as its own variant of the
+    experiment (its points too, so the speed-up has a measured reference), through `launch`: the
+    entry every variant of a sweep goes through (experiments.runner.run_variant), in this process.
+    A variant that its own preflight refuses launches no baseline (its run is then refused with
+    those problems in one line, as any other)."""
+    from analysis.records.identity import launch_key
+    from analysis.records.layout import variant_dir_name
+    from engines.process import Supervisor
+    from experiments.config import compose_run
+    from experiments.lease import EngineLease
+
+    q = cfg.quality
+    if is_baseline(cfg) or not q.launch_baseline:
+        return
+    if problems := EngineLease(cfg, variant_dir, variant_dir, Supervisor(guardian=False)).prepare():
+        log.info("quality: no baseline launched: this variant is refused (%s)", "; ".join(problems))
+        return
+    try:
+        key = sets_key(q, prompt_items(q))
+    except quality_sets.QualitySetError:
+        return  # the variant's own preflight refuses the bad prompt set in one line
+    if find_reference(variant_dir.parent, cfg, key) is not None:
+        return
+    keep = [o for o in (overrides or []) if o.split("=", 1)[0].lstrip("+~") not in ("quant", "hydra.mode")]
+    base_overrides = [*keep, f"quant={q.baseline_quant}", f"experiment_name={cfg.experiment_name}",
+                      f"results_dir={cfg.results_dir}"]  # fmt: skip
+    base = compose_run(base_overrides)
+    base_dir = Path(cfg.results_dir) / cfg.experiment_name / variant_dir_name(base.engine.name, base.quant.name,
+                                                                              launch_key(base))  # fmt: skip
+    log.info("quality: no quant=%s baseline rows in %s; launching the baseline first: %s", q.baseline_quant,
+             variant_dir.parent, " ".join(base_overrides))  # fmt: skip
+    rc = launch(base, base_dir, base_overrides, progress=progress)
+    if rc == 130:
+        raise KeyboardInterrupt
+    if rc != 0:
+        log.error("quality: the baseline launch ended with exit %d; this variant's quality run will say no_baseline", rc)
+
+
+def quality_phase(lease: Any, cfg: Any, run_dir: Path, record: Any, *, progress: Any = None) -> None:
+    """The quality step of a launch after its load points: the gate's prompt sets against the ready
+    lease (run_quality), its summary into run.json (`quality`, artifacts.quality)."""
+    log.info("quality: the gate's prompt sets against %s/%s", cfg.engine.name, cfg.quant.name)
+    record.quality = run_quality(lease, cfg, run_dir, record, experiment_dir=run_dir.parent.parent, progress=progress)
+    if (run_dir / QUALITY_ROWS).is_file():
+        record.artifacts["quality"] = QUALITY_ROWS
+    record.save(run_dir)
 
 
 __all__ = ["QUALITY_JSON", "QUALITY_ROWS", "Reference", "find_reference", "is_baseline", "prompt_items",

@@ -3,7 +3,7 @@
 `open_store(root)` returns an in-memory DuckDB connection with these views:
 
 - `runs`, `points`: one row per run.json / per `load_points[]` entry, built from the run.json
-  files (read through experiments.artifacts.read_run_json, so v1 files get the v2 identity)
+  files (read through analysis.records.run.read_run_json, so v1 files get the v2 identity)
   into small in-memory tables: they are metadata, a few rows per run.
 - `requests`, `telemetry`, `engine_metrics`, `loadgen`, `workload`: views over the parquet
   files where they lie (read_parquet over the file list, union_by_name): nothing is copied.
@@ -37,8 +37,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.results import RunInfo, _label, find_runs
-from experiments.artifacts import read_run_json
+from analysis.catalog import direction_of
+from analysis.records.layout import find_runs
+from analysis.records.run import read_run_json
+from analysis.results import RunInfo, label_variants
 
 EXIT_BAD_INPUT = 2
 IDENTITY = ("run_id", "variant_id", "point_id", "repetition")
@@ -140,7 +142,7 @@ def _read_runs(root: Path) -> list[RunInfo]:
             infos.append(RunInfo(p, {}, "", skipped=f"unreadable run.json: {' '.join(str(e).split())}"))
             continue
         infos.append(RunInfo(p, s, str(s.get("variant_id") or "")))
-    _label(infos)
+    label_variants(infos)
     return infos
 
 
@@ -448,7 +450,8 @@ def compare(root: str | Path, a: str, b: str) -> pd.DataFrame:
 
     Points match by point_id, else by load value and unit. Columns: variant_a/b (labels), load_value,
     load_unit, matched_by, metric, a, a_lo, a_hi, n_a, b, b_lo, b_hi, n_b, delta (b - a), delta_pct,
-    overlap (yes | no | n/a), overlap_basis. a/b are means over repetitions; lo/hi are the min/max
+    better (a | b | same: which side is better by the metric catalog's direction; None when the
+    metric has none or a side is missing), overlap (yes | no | n/a), overlap_basis. a/b are means over repetitions; lo/hi are the min/max
     across repetitions ("range") or, for one measurement, run.json's interval ("interval").
     `.attrs["a"]`, `.attrs["b"]` say what each side resolved to.
     """
@@ -501,11 +504,16 @@ def _metric_row(ra: Any, rb: Any, how: str, m: str, da: pd.DataFrame, db: pd.Dat
     else:
         overlap, basis = "n/a", None
     ref = ra if ra is not None else rb
+    better = direction_of(m)
+    if better is None or math.isnan(delta):
+        side = None
+    else:
+        side = "same" if delta == 0 else ("b" if (delta < 0) == (better == "lower") else "a")
     return {"variant_a": ra["variant_label"] if ra is not None else (da["variant_label"].iloc[0] if len(da) else None),
             "variant_b": rb["variant_label"] if rb is not None else (db["variant_label"].iloc[0] if len(db) else None),
             "load_value": ref["load_value"], "load_unit": ref["load_unit"], "matched_by": how, "metric": m,
             "a": a_mean, "a_lo": a_lo, "a_hi": a_hi, "n_a": n_a, "b": b_mean, "b_lo": b_lo, "b_hi": b_hi, "n_b": n_b,
-            "delta": delta, "delta_pct": pct, "overlap": overlap, "overlap_basis": basis}  # fmt: skip
+            "delta": delta, "delta_pct": pct, "better": side, "overlap": overlap, "overlap_basis": basis}  # fmt: skip
 
 
 # -- CLI --------------------------------------------------------------------------------------------
@@ -558,6 +566,7 @@ def render_compare(df: pd.DataFrame) -> str:
             t[c] = [f"{v:.4g}" if pd.notna(v) else "" for v in t[c]]
         t["delta_pct"] = [f"{v:+.1f}%" if pd.notna(v) else "" for v in t["delta_pct"]]
         t["overlap_basis"] = t["overlap_basis"].fillna("")
+        t["better"] = t["better"].fillna("")
         blocks.append(f"A {va}  vs  B {vb}\n" + t.to_string(index=False))
     return "\n\n".join(blocks)
 

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from engines.process import Child, Supervisor, free_port, shielded_teardown
+from loadgen.jsonl import read_jsonl
 from loadgen.spec import LoadPointSpec, build_spec
 
-__all__ = ["LoadInterrupted", "LoadPointOutput", "LoadPointSpec", "build_spec", "read_jsonl", "run_load_point"]
+__all__ = ["LoadInterrupted", "LoadPointOutput", "LoadPointSpec", "build_spec", "run_load_point"]
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +41,6 @@ class LoadPointOutput:
     interrupted: bool = False
     problems: list[str] = field(default_factory=list)
     aborted: str | None = None  # why abort() stopped the point early, if it did
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every complete JSON line of `path` ([] if missing). A torn last line (crash) is skipped."""
-    out: list[dict[str, Any]] = []
-    try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    except FileNotFoundError:
-        pass
-    return out
 
 
 def run_load_point(

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from loadgen.jsonl import JsonlError, iter_jsonl
+
 DATA = Path(__file__).resolve().parent / "data" / "quality"
 GENERIC_PATH = DATA / "generic.jsonl"
 TASK_PATH = DATA / "tasks.jsonl"
@@ -102,19 +104,16 @@ def load_set(path: str | Path, *, need_answers: bool) -> list[dict[str, Any]]:
     if not p.is_file():
         raise QualitySetError(f"quality prompt set {p}: no such file (python -m loadgen.quality_sets writes the built-in ones)")
     out = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise QualitySetError(f"{p}:{n}: not JSON ({e.msg}); one object per line with \"prompt\"") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"]:
-            raise QualitySetError(f"{p}:{n}: needs a non-empty string \"prompt\"")
-        if need_answers and not isinstance(obj.get("answer"), str):
-            raise QualitySetError(f"{p}:{n}: a task set needs a string \"answer\" on every line")
-        obj.setdefault("id", _id("user", obj["prompt"]))
-        out.append(obj)
+    try:
+        for n, obj in iter_jsonl(p, objects=False):
+            if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"]:
+                raise QualitySetError(f"{p}:{n}: needs a non-empty string \"prompt\"")
+            if need_answers and not isinstance(obj.get("answer"), str):
+                raise QualitySetError(f"{p}:{n}: a task set needs a string \"answer\" on every line")
+            obj.setdefault("id", _id("user", obj["prompt"]))
+            out.append(obj)
+    except JsonlError as e:
+        raise QualitySetError(f"{p}:{e.line}: not JSON ({e.msg}); one object per line with \"prompt\"") from None
     if not out:
         raise QualitySetError(f"quality prompt set {p} is empty")
     return out

@@ -7,7 +7,7 @@ users), for how long, to which server, and where to write. The driver builds it 
 reads it back with :meth:`LoadPointSpec.from_json`; a distributed master sends the same JSON to
 its workers. Nothing else crosses that boundary.
 
-Names are the config's names (experiments.schema.TrafficConfig / WorkloadConfig): `kind`,
+Names are the config's names (loadgen.schema.TrafficConfig / WorkloadConfig): `kind`,
 `loadgen_nice`, `workers`, ... One load point's entry of `traffic.points` is its `load_value`
 (requests/s, users or trace speed-up, by `kind`). Defaults live only in the schema: no setting
 here has a default (only the layout's `version` has), so every value is read from a config
@@ -34,7 +34,7 @@ from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, Arrival, open_l
 from loadgen.workload import WorkloadItem
 
 if TYPE_CHECKING:  # the schema is only read, never imported at run time (the generator stays light)
-    from experiments.schema import ShapeConfig, TrafficConfig, WorkloadConfig
+    from loadgen.schema import ShapeConfig, TrafficConfig, WorkloadConfig
 
 SPEC_VERSION = 1
 Loop = Literal["open", "closed"]
@@ -53,7 +53,7 @@ class RequestItem:
 
 @dataclass(frozen=True)
 class ShapeSpec:
-    """traffic.shape (experiments.schema.ShapeConfig) when set; see loadgen.arrivals.shape_multiplier."""
+    """traffic.shape (loadgen.schema.ShapeConfig) when set; see loadgen.arrivals.shape_multiplier."""
 
     kind: str
     start_fraction: float

@@ -11,13 +11,13 @@ Side effects: :func:`load_trace` reads the file; nothing else.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadgen.jsonl import JsonlError, iter_jsonl
 from loadgen.workload import TokenCounter, WorkloadItem, fixed_length_prompt
 
 
@@ -81,17 +81,11 @@ def load_trace(path: str | Path) -> list[TraceRow]:
             for d in reader:  # line_num counts physical lines (blank ones too), so errors point at the line
                 rows.append(_row(d, f"{p}:{reader.line_num}"))
     else:
-        with open(p) as f:
-            for i, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    d = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise TraceError(f"{p}:{i}: not valid JSON ({e.msg})") from None
-                if not isinstance(d, dict):
-                    raise TraceError(f"{p}:{i}: expected a JSON object per line")
+        try:
+            for i, d in iter_jsonl(p):
                 rows.append(_row(d, f"{p}:{i}"))
+        except JsonlError as e:
+            raise TraceError(str(e)) from None
     if not rows:
         raise TraceError(f"{p}: the trace has no rows")
     return rows

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The README's test command: sets up (scripts/setup.sh), then the default test run, in two passes:
+# The README's test command: sets up (scripts/setup.sh), checks the import layers (lint-imports,
+# pyproject.toml [tool.importlinter]; a broken contract fails the script before any test), then the
+# default test run, in two passes:
 #   1. every test that asserts no measured timing and starts no real engine, on 2 pytest-xdist
 #      workers: they mostly wait on subprocesses (the lab, fake engines, Locust), so two at a time
 #      fit 2 cores (about 40 % less wall time than one at a time);
@@ -12,6 +14,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit $?
+.venv/bin/lint-imports || { echo "test.sh: an import contract is broken (lint-imports above)" >&2; exit 1; }
 rc=0
 .venv/bin/python -m pytest -n "${SERVELAB_TEST_WORKERS:-2}" -m "not gpu and not slow and not serial and not engine" "$@"
 p1=$?

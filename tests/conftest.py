@@ -41,7 +41,7 @@ def compose(overrides: list[str] | None = None, return_hydra_config: bool = Fals
 
 
 def launch_dir(variant_dir: Path, n: int = 1) -> Path:
-    """The n-th launch folder of a variant's results folder (experiments.resume layout)."""
+    """The n-th launch folder of a variant's results folder (experiments.sweeps.resume layout)."""
     return Path(variant_dir) / f"launch-{n}"
 
 

@@ -1,4 +1,4 @@
-"""`hydra/sweeper=servelab`: Hydra's BasicSweeper over the overrides experiments.sweeper plans
+"""`hydra/sweeper=servelab`: Hydra's BasicSweeper over the overrides experiments.sweeps.plan plans
 (loads and repetitions folded into one job per variant, launch-level keys outermost).
 
 Side effects: a ConfigStore entry when Hydra discovers its plugins; those of BasicSweeper when it
@@ -28,12 +28,12 @@ ConfigStore.instance().store(group="hydra/sweeper", name="servelab", node=Servel
 
 
 class ServelabSweeper(BasicSweeper):
-    """BasicSweeper over the overrides of experiments.sweeper.plan_overrides."""
+    """BasicSweeper over the overrides of experiments.sweeps.plan.plan_overrides."""
 
     def sweep(self, arguments: list[str]) -> Any:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        from experiments.sweeper import plan_overrides
+        from experiments.sweeps.plan import plan_overrides
 
         assert self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)

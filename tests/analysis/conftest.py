@@ -11,11 +11,11 @@ On a busy machine the load generator's self-check may mark a point invalid; the 
 what the report shows against decision.json, not a fixed outcome.
 The workload is a two-conversation ShareGPT file whose first prompt is an XSS probe (XSS below),
 so the probe travels through the real pipeline into workload.parquet and the reports. Every run
-writes its run report at its end (experiments.artifacts). The sweep's own end-of-sweep decision
+writes its run report at its end (experiments.postrun). The sweep's own end-of-sweep decision
 is switched off (it would decide without a demand, and cost 13 s): the fixture decides once with
 a capacity plan (capacity.peak_rps=20, the sweep's default SLO and prices), then renders the
-experiment report through the sweep's own hook (SweepReport._report: `python -m analysis.report`
-in a child process), as the end of a sweep does.
+experiment report through the sweep's own hook (SweepReport._report: analysis.report's
+write_experiment_report, in the calling process), as the end of a sweep does.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _dataset(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def report_lab(tmp_path_factory, tiny_tokenizer_dir) -> SimpleNamespace:
     from analysis.decide import decide
-    from experiments.sweep import SweepReport
+    from experiments.sweeps.callback import SweepReport
 
     base = tmp_path_factory.mktemp("report_lab")
     data = _dataset(base / "sharegpt_xss.json")

@@ -8,8 +8,6 @@ import pytest
 from analysis.cost import (
     ENERGY_FROM_TDP,
     ENERGY_MEASURED,
-    VLLM_DECODE_SUM,
-    VLLM_PREFILL_SUM,
     PriceMissing,
     billed_units,
     phase_split,
@@ -18,8 +16,10 @@ from analysis.cost import (
     usd_per_1m,
 )
 from analysis.metrics import derive
+from analysis.schema import GpuPrice, PricingConfig
+from engines.schema import GpuConfig
+from engines.vllm import VLLM_DECODE_SUM, VLLM_PREFILL_SUM
 from experiments.config import to_run_config
-from experiments.schema import GpuConfig, GpuPrice, PricingConfig
 from tests.analysis.decision_records import frame, rec
 from tests.conftest import compose
 

@@ -81,8 +81,8 @@ def test_v1_identity_and_table(folder):
     assert runs[2].skipped.startswith("status failed")
     assert len({r.variant_id for r in runs}) == 3 and all(len(r.variant_id) == 12 for r in runs)
     assert [r.variant_label for r in runs] == ["vllm/none", "vllm/awq", "vllm/gptq"]
-    # v1 identity comes from experiments.identity over the recorded config: the port is not in the key
-    from experiments.artifacts import upgrade_v1
+    # v1 identity comes from analysis.records.identity over the recorded config: the port is not in the key
+    from analysis.records.run import upgrade_v1
 
     d = json.loads((folder / "r1_vllm_none" / "run.json").read_text())
     other = {**d, "config": {**d["config"], "engine": {**d["config"]["engine"], "port": 8123}}}
@@ -96,9 +96,9 @@ def test_decide_end_to_end(folder, capsys):
     d = json.loads((folder / "decision.json").read_text())
     assert d["schema_version"] == 1 and d["kind"] == "servelab.decision"
     assert d["overrides"] == ["capacity.peak_rps=10", "n_boot=200"]
-    # v1 point ids come from experiments.identity over the recorded traffic + workload, per load value
-    from experiments import identity
-    from experiments.artifacts import _Obj
+    # v1 point ids come from analysis.records.identity over the recorded traffic + workload, per load value
+    from analysis.records import identity
+    from analysis.records.run import ConfigView as _Obj
 
     cfg = _Obj(json.loads((folder / "r1_vllm_none" / "run.json").read_text())["config"])
     want = {identity.point_id(cfg.traffic, cfg.workload, v) for v in (1.0, 2.0, 4.0)}
@@ -149,6 +149,7 @@ def test_single_run_folder_writes_next_to_it(folder, capsys):
         ("capacity.plan=true", "capacity: a plan needs a peak"),
         ("capacity.rho_max=0", "rho_max"),
         ("slo=nonexistent", "invalid configuration"),
+        ("quality.max_ppl_ratio=-1", "quality.max_ppl_ratio must be > 0"),  # the gate it applies (was: unchecked)
     ],
 )
 def test_bad_inputs_one_line_each_exit_2(folder, capsys, override, needle):
@@ -172,7 +173,7 @@ def test_v1_repetitions_pool_and_v2_identity_is_used(tmp_path, capsys):
     j.update(schema_version=2, variant_id="abcdefabcdef")
     j["load_points"][0].update(point_id="p-two", repetition=0, load_value=j["load_points"][0].pop("value"))
     (v2 / "run.json").write_text(json.dumps(j))
-    from experiments.schema import PricingConfig, SloConfig
+    from analysis.schema import PricingConfig, SloConfig
 
     t = results.build_table(exp, slo=SloConfig(ttft_ms=500, tpot_ms=50), pricing=PricingConfig(usd_per_hour=1.0), n_boot=20)
     p = t.points.set_index("run_id")
@@ -242,7 +243,9 @@ def test_labels_name_what_differs(tmp_path):
 def test_decision_json_is_strict_json():
     import numpy as np
 
-    v = results._jsonable({"a": float("inf"), "b": np.float64("nan"), "c": [np.int64(3), np.bool_(True)],
+    from analysis.records.plain import jsonable
+
+    v = jsonable({"a": float("inf"), "b": np.float64("nan"), "c": [np.int64(3), np.bool_(True)],
                            "d": np.array([1.0, -np.inf])})  # fmt: skip
     assert v == {"a": None, "b": None, "c": [3, True], "d": [1.0, None]}
     json.dumps(v, allow_nan=False)

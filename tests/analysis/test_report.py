@@ -100,7 +100,7 @@ def test_svg_figures_are_deterministic_prefixed_and_escape_text():
     from analysis import report_plots as rp
 
     def fig(label):
-        plt = rp._plt()
+        plt = rp.pyplot()
         f, ax = plt.subplots(figsize=(3, 2))
         ax.scatter([1, 2], [3, 4], label=label)
         ax.legend()

@@ -36,24 +36,30 @@ def test_the_sweep_hook_renders_the_experiment_report(report_lab):
 def test_a_sweep_renders_after_deciding_and_survives_a_failing_report(monkeypatch, tmp_path, capsys):
     from omegaconf import OmegaConf
 
-    from experiments.sweep import SweepReport
+    from analysis.report import ReportError
+    from experiments.sweeps.callback import SweepReport
 
     calls = []
     cb = SweepReport()
     cb.rows = [{"folder": "v", "status": "ok"}]
     monkeypatch.setattr(SweepReport, "_decide", staticmethod(lambda d, c: calls.append("decide") or {"exit_code": 0}))
-    monkeypatch.setattr("experiments.sweep.subprocess.call", lambda *a, **k: calls.append(a[0][1:3]) or 1)
+
+    def broken(folder):
+        calls.append("report")
+        raise RuntimeError("the renderer broke")
+
+    monkeypatch.setattr("analysis.report.write_experiment_report", broken)
     cb.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
-    assert calls == ["decide", ["-m", "analysis.report"]]
+    assert calls == ["decide", "report"]  # decided first, then rendered, both in this process
     sweep = json.loads((tmp_path / "sweep.json").read_text())
     assert sweep["report"] == {"exit_code": 1, "path": None}  # recorded, not raised
-    assert "no report (analysis.report exit 1)" in capsys.readouterr().err
+    assert "no report (RuntimeError: the renderer broke)" in capsys.readouterr().err
 
-    def boom(*a, **k):
-        raise OSError("no python")
+    def refused(folder):
+        raise ReportError(f"no runs in {folder}")
 
-    monkeypatch.setattr("experiments.sweep.subprocess.call", boom)
-    assert SweepReport._report(tmp_path) == {"exit_code": -1, "path": None}
+    monkeypatch.setattr("analysis.report.write_experiment_report", refused)
+    assert SweepReport._report(tmp_path) == {"exit_code": 2, "path": None}
 
 
 def esc(s: str) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from analysis.schema import SloConfig
 from analysis.slo import evaluate_point, itl_gaps, thresholds
-from experiments.schema import SloConfig
 from tests.analysis.decision_records import MS, frame, rec
 
 CHAT = SloConfig(name="chat", ttft_ms=500, tpot_ms=50, percentile=99, attainment_target=0.5)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from engines.base import HostFacts
+from engines.schema import EngineConfig, GpuConfig
 from engines.vllm import VllmAdapter
 from experiments.config import to_run_config
-from experiments.schema import EngineConfig, GpuConfig
 from tests.conftest import compose
 
 
@@ -123,8 +123,8 @@ def test_draft_model_speculation():
 
 
 def test_cpu_build_takes_the_placement_thread_binding():
+    from engines.schema import PlacementConfig
     from experiments.placement import plan_placement
-    from experiments.schema import PlacementConfig
 
     p = plan_placement(PlacementConfig(omp_wait_policy="passive"), [0, 1], engine="vllm", gpu_planned=False)
     env = dict(adapter().launch_plan(8000, CPU_FACTS, placement=p).env)
@@ -142,8 +142,8 @@ def test_cpu_build_takes_the_placement_thread_binding():
 
 
 def test_gpu_plan_gets_no_cpu_thread_binding():
+    from engines.schema import PlacementConfig
     from experiments.placement import plan_placement
-    from experiments.schema import PlacementConfig
 
     facts = HostFacts(engine_python="/v/bin/python", engine_dist="vllm", engine_version="0.33.0", gpu_count_visible=1)
     p = plan_placement(PlacementConfig(mode="manual", engine_cpus=[1], loadgen_cpus=[0], omp_cpus=[1]), [0, 1],
@@ -164,7 +164,7 @@ def test_gpu_plan_gets_no_cpu_thread_binding():
 def test_cpu_build_refuses_what_this_cpus_kernels_lack(flags, quant, checkpoint, kv, refused):
     import dataclasses
 
-    from experiments.schema import ModelConfig, QuantConfig
+    from engines.schema import ModelConfig, QuantConfig
 
     a = VllmAdapter(EngineConfig(), ModelConfig(checkpoint_quant=checkpoint), QuantConfig(name=quant, kv_cache_dtype=kv),
                     GpuConfig())  # fmt: skip

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from engines.endpoint import EndpointAdapter
+from engines.schema import EngineConfig, GpuConfig, ModelConfig, QuantConfig
 from engines.tgi import TgiAdapter
 from engines.vllm import VllmAdapter
 from experiments import discover
-from experiments.schema import EngineConfig, GpuConfig, ModelConfig, QuantConfig
 
 PYTHON = sys.executable  # the real interpreter, for the fakes' shebang (tests patch sys.executable)
 

@@ -37,7 +37,7 @@ class Lab:
 
     def __init__(self, tmp_path: Path, tok_dir: Path, *overrides: str, faulty: str = "", stop_s: float = 5) -> None:
         self.variant_dir = tmp_path / "run"
-        self.dir = self.variant_dir / "launch-1"  # the one launch of the run (experiments.resume layout)
+        self.dir = self.variant_dir / "launch-1"  # the one launch of the run (experiments.sweeps.resume layout)
         self.pidfile = tmp_path / "engine.pids"
         self.out_path = tmp_path / "lab.out"
         env = dict(os.environ, PYTHONUNBUFFERED="1", SERVELAB_FAULTY_STOP_S=str(stop_s),

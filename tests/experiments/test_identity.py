@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from experiments import identity
-from experiments.artifacts import RunRecord, read_run_json, upgrade_v1
-from experiments.config import to_plain, to_run_config
+from analysis.records import identity
+from analysis.records.plain import to_plain
+from analysis.records.run import RunRecord, read_run_json, upgrade_v1
+from experiments.config import to_run_config
 from tests.conftest import compose
 
 

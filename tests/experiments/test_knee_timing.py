@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from benchmarks.knee_search import knee_slo, make_measure_feasible, run_planner, service_time_ms, true_knee
-from experiments.search import KneeSearch
+from experiments.sweeps.search import KneeSearch
 from tests.conftest import wait_http
 
 pytestmark = pytest.mark.serial  # measures timing: alone, in scripts/test.sh's second pass (see pyproject markers)

@@ -8,8 +8,7 @@ from engines import ADAPTERS
 from engines.process import Supervisor, group_alive
 from experiments.config import to_run_config
 from experiments.lease import EngineLease, Rejected
-from experiments.measure import PointPlan, measure_point
-from experiments.runner import Workload
+from experiments.measure import PointPlan, Workload, measure_point
 from tests.conftest import compose
 from tests.support.fake_adapter import TimingServerAdapter
 

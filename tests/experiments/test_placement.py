@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from engines.placement import cpu_list_str
+from engines.schema import PlacementConfig
 from experiments.config import to_run_config
-from experiments.placement import cpu_list_str, default_loadgen_cores, placement_problems, plan_placement
-from experiments.schema import PlacementConfig
+from experiments.placement import default_loadgen_cores, placement_problems, plan_placement
 from tests.conftest import compose
 
 

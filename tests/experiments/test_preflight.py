@@ -29,7 +29,7 @@ from experiments.schema import (
     TrafficConfig,
     WorkloadConfig,
 )
-from experiments.search import SearchConfig
+from experiments.sweeps.search import SearchConfig
 from loadgen.workload import WorkloadItem
 from tests.conftest import ROOT, compose, launch_dir
 

@@ -134,7 +134,7 @@ def test_the_vllm_adapter_casts_weights_and_asks_for_token_ids():
     log = "INFO Initializing a V1 LLM engine (v0.32.0) with config: model='m', dtype=torch.bfloat16, max_seq_len=1024, kv_cache_dtype=auto"
     assert a.effective_dtype(log) == "bfloat16"
     # the launch key of quant=none is what it was before weight_dtype existed (resume finds old results)
-    from experiments.identity import launch_fields
+    from analysis.records.identity import launch_fields
 
     assert "weight_dtype" not in launch_fields(compose([]))["quant"]
     assert launch_fields(cfg)["quant"]["weight_dtype"] == "float16"

@@ -85,7 +85,7 @@ def test_pipeline_writes_every_artifact(fake_engine, tiny_tokenizer_dir, tmp_pat
 
 def _check_identity(out, s):
     """run.json and every parquet row carry run_id, variant_id (and point_id, repetition per point)."""
-    from experiments import identity
+    from analysis.records import identity
 
     assert s["schema_version"] == 2 and s["run_id"] == out.name
     assert s["variant_id"] == identity.stable_hash(s["launch_fields"])

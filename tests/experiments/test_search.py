@@ -1,4 +1,4 @@
-"""The load-point planners (experiments.search) against synthetic curves with a known knee."""
+"""The load-point planners (experiments.sweeps.search) against synthetic curves with a known knee."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from experiments.search import GridSearch, KneeSearch, SearchConfig, bracket, planner_for
+from experiments.sweeps.search import GridSearch, KneeSearch, SearchConfig, bracket, planner_for
 
 
 def drive(planner, feasible):

@@ -1,7 +1,7 @@
 """experiments.store over a hand-built results folder: the views, their joins, the per-point
 request files rule, compare, and the CLI's one-line errors.
 
-Run folders are written in the real format: run.json v2 through experiments.artifacts.RunRecord /
+Run folders are written in the real format: run.json v2 through analysis.records.run.RunRecord /
 PointRecord, requests.parquet through the same functions the lab uses (loadgen.records.to_table,
 analysis.metrics.derive, artifacts.point_identity_columns), point summaries by
 analysis.metrics.summarize_point. Every request of a point has the same TTFT, so its p50 is exact.
@@ -15,8 +15,11 @@ import pandas as pd
 import pytest
 
 from analysis.metrics import derive, summarize_point
-from experiments import artifacts, identity, store
-from experiments.artifacts import EngineRecord, PointRecord, RunRecord, _Obj, write_parquet
+from analysis.records import identity
+from analysis.records.run import ConfigView as _Obj
+from analysis.records.run import EngineRecord, PointRecord, RunRecord, read_run_json
+from experiments import artifacts, store
+from experiments.artifacts import write_parquet
 from tests.analysis.decision_records import MS, frame, rec
 
 N = 20  # requests per point
@@ -92,7 +95,7 @@ def make_results(root):
     write_run(root, "other/c0", "gptq", 0, [(1.0, 90, (0.8, 0.7, 0.9)), (2.0, 180, (0.4, 0.3, 0.5))],
               traffic={**TRAFFIC, "duration_s": 40.0})  # fmt: skip
     tel = pd.DataFrame({"t_ns": [5 * 10**9, 35 * 10**9, 10**12 + 10**9], "sampler": "cpu", "engine_cpu_pct": 50.0})
-    a0 = artifacts.read_run_json(root / "base/a0")
+    a0 = read_run_json(root / "base/a0")
     rec_a0 = RunRecord(**{k: a0[k] for k in ("run_id", "variant_id", "experiment", "config", "launch_fields")},
                        load_points=[PointRecord(**{k: v for k, v in p.items()}) for p in a0["load_points"]])  # fmt: skip
     write_parquet(artifacts._timed_identity(tel, rec_a0), root / "base/a0/telemetry.parquet")
@@ -193,6 +196,11 @@ def test_compare_two_runs_interval_overlap(root):
     ttft = _rows(df, "ttft_ms_p50")
     assert (ttft.loc[1.0, "a"], ttft.loc[1.0, "b"], ttft.loc[1.0, "delta"], ttft.loc[1.0, "delta_pct"]) == (100.0, 150.0, 50.0, 50.0)
     assert ttft.loc[1.0, "overlap"] == "n/a" and pd.isna(ttft.loc[1.0, "a_lo"])
+    # which side is better, by the metric catalog's direction: B costs more and answers later
+    assert usd.loc[1.0, "better"] == "a" and ttft.loc[1.0, "better"] == "a"
+    tput = _rows(df, "output_tok_per_s")
+    d = tput.loc[1.0, "delta"]
+    assert tput.loc[1.0, "better"] == ("b" if d > 0 else "a" if d < 0 else "same")
 
 
 @pytest.mark.parametrize(("a", "b"), [("vllm/none", None), ("base", "tuned"), (None, "tuned")])

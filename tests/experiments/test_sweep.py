@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from experiments.resume import History, scan
-from experiments.schedule import Schedule
-from experiments.sweeper import plan_overrides
+from experiments.sweeps.plan import plan_overrides
+from experiments.sweeps.resume import History, scan
+from experiments.sweeps.schedule import Schedule
 from tests.conftest import ROOT, SUPPORT, compose
 
 LAB = SUPPORT / "lab_with_fakes.py"
@@ -93,7 +93,7 @@ def test_schedule_interleaves_repetitions_and_skips_what_is_done():
         s.observe(*nxt, feasible=True)
     assert order == [(1.0, 0), (2.0, 0), (1.0, 1), (2.0, 1)]  # rep 0 of every point first
     # (2, rep 0) done by an earlier launch: skipped, and recorded as skipped
-    from experiments.resume import DonePoint
+    from experiments.sweeps.resume import DonePoint
 
     h = History()
     pid = s.point_id(2.0)
@@ -197,6 +197,25 @@ def _wait_for(cond, proc: subprocess.Popen, out: Path, what: str, timeout_s: flo
     pytest.fail(f"timed out waiting for {what}:\n{out.read_text()[-3000:]}")
 
 
+def test_the_sweeps_decision_takes_every_override_its_runs_were_given(tiny_tokenizer_dir, tmp_path):
+    # was: the sweep decided in a child process fed with pricing=<name> and a fixed list of quality keys,
+    # so pricing.usd_per_hour, quality.require and quality.n_boot never reached its decision
+    argv = no_report(base(tiny_tokenizer_dir, tmp_path, "traffic.points=[8]", "quant=none,fp16", "pricing.usd_per_hour=2.5",
+                          "quality=gate", "quality.require=true", "quality.n_boot=200", "quality.num_prompts=6",
+                          "quality.num_tasks=2", "quality.max_new_tokens=4"))  # fmt: skip
+    p = lab(argv)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "analysis.decide" not in p.stderr  # decided in the sweep's own process
+    sweep = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert sweep["decision"]["exit_code"] == 0, p.stderr[-3000:]
+    assert "pricing.usd_per_hour=2.5" in sweep["decision"]["overrides"]
+    d = json.loads((tmp_path / "sw" / "decision.json").read_text())
+    assert d["config"]["pricing"]["usd_per_hour"] == 2.5 and d["config"]["pricing"]["name"] == "cpu_vm"
+    assert d["config"]["quality"]["require"] is True and d["config"]["quality"]["n_boot"] == 200
+    assert len(d["points"]) == 2 and {pt["usd_per_hour"] for pt in d["points"]} == {2.5}  # priced at the override
+    assert d["quality"]["applied"] and {v["quant"] for v in d["quality"]["variants"]} == {"none", "fp16"}
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_a_sweep_killed_mid_point_resumes_without_redoing_or_keeping_half_points(tiny_tokenizer_dir, tmp_path, sig):
     """kill -9 (or Ctrl-C) while variant 1's second (last) point runs; the same command then finishes
@@ -270,7 +289,7 @@ def _launch(variant_dir: Path, n: int, status: str, points: list[dict], *, reque
 
 
 def test_resume_counts_finished_points_of_ok_cancelled_and_stale_launches_only(tmp_path):
-    from experiments.resume import recover_stale
+    from experiments.sweeps.resume import recover_stale
 
     pt = lambda i, pid, **kw: {"index": i, "point_id": pid, "load_value": float(i), **kw}  # noqa: E731
     _launch(tmp_path, 1, "cancelled", [pt(0, "a"), pt(1, "b", interrupted=True)])

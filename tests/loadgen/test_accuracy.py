@@ -15,8 +15,9 @@ from statistics import median
 import numpy as np
 import pytest
 
-from experiments.schema import TrafficConfig, WorkloadConfig
-from loadgen.driver import build_spec, read_jsonl, run_load_point
+from loadgen.driver import build_spec, run_load_point
+from loadgen.jsonl import read_jsonl
+from loadgen.schema import TrafficConfig, WorkloadConfig
 from loadgen.workload import WorkloadItem
 
 pytestmark = pytest.mark.serial  # measures timing: alone, in scripts/test.sh's second pass (see pyproject markers)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.schema import TrafficConfig, WorkloadConfig
-from loadgen.driver import build_spec, read_jsonl, run_load_point
+from loadgen.driver import build_spec, run_load_point
+from loadgen.jsonl import read_jsonl
+from loadgen.schema import TrafficConfig, WorkloadConfig
 from loadgen.workload import WorkloadItem
 from tests.conftest import free_port
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from experiments.schema import ShapeConfig, TrafficConfig, WorkloadConfig
 from loadgen.arrivals import Arrival, open_loop_schedule
-from loadgen.driver import build_spec, read_jsonl, run_load_point
+from loadgen.driver import build_spec, run_load_point
+from loadgen.jsonl import read_jsonl
+from loadgen.schema import ShapeConfig, TrafficConfig, WorkloadConfig
 from loadgen.spec import DistributedSpec, LoadPointSpec, OutputPaths, RequestItem, ShapeSpec
 from loadgen.workload import WorkloadItem
 

@@ -11,8 +11,9 @@ from statistics import median
 
 import pytest
 
-from experiments.schema import TrafficConfig, WorkloadConfig
-from loadgen.driver import LoadInterrupted, build_spec, read_jsonl, run_load_point
+from loadgen.driver import LoadInterrupted, build_spec, run_load_point
+from loadgen.jsonl import read_jsonl
+from loadgen.schema import TrafficConfig, WorkloadConfig
 from loadgen.workload import WorkloadItem
 from tests.support.signals import ctrl_c_when, ok_record_in
 

@@ -8,9 +8,9 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from experiments.schema import ShapeConfig, TrafficConfig, WorkloadConfig
 from loadgen.arrivals import arrival_offsets, open_loop_schedule, shape_multiplier, trace_schedule
 from loadgen.driver import build_spec, run_load_point
+from loadgen.schema import ShapeConfig, TrafficConfig, WorkloadConfig
 from loadgen.trace import TraceError, load_trace, trace_items
 from loadgen.workload import WorkloadItem
 

@@ -8,8 +8,8 @@ import statistics
 
 import pytest
 
-from experiments.schema import WorkloadConfig
 from loadgen.dataset import DatasetError, load_sharegpt, parse_sharegpt
+from loadgen.schema import WorkloadConfig
 from loadgen.workload import (
     MAX_CLUSTERS,
     MAX_PARAPHRASES,

@@ -98,7 +98,7 @@ def round_load(v: float, integer: bool) -> float:
 
 @dataclass
 class SearchConfig:
-    """How the load points of a run are chosen (experiments.search).
+    """How the load points of a run are chosen (experiments.sweeps.search).
 
     grid: measure traffic.points in order. knee: search [lo, hi] for the highest SLO-feasible
     load, to within `tolerance` (relative), in at most `max_points` measurements (null: no cap;

@@ -22,7 +22,7 @@ import hashlib
 import json
 from typing import Any
 
-from experiments.config import to_plain
+from analysis.records.plain import to_plain
 
 ID_LEN = 12
 

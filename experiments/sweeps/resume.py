@@ -30,51 +30,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from experiments.artifacts import now_utc, read_run_json, write_json_atomic
-
-LAUNCH_PREFIX = "launch-"
-POINTS_DIR = "points"
-
-
-def variant_dir_name(engine: str, quant: str, variant_id: str) -> str:
-    """``<engine>_<quant>_<variant_id>``: readable, and unique because of the launch key."""
-    return f"{engine}_{quant}_{variant_id}"
-
-
-def point_file(index: int) -> str:
-    """The durable per-point request file of a run folder (until requests.parquet replaces it)."""
-    return f"{POINTS_DIR}/{index:03d}.requests.parquet"
-
-
-def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def lab_alive(lab: dict[str, Any] | None) -> bool:
-    """Whether the lab process that wrote a run.json (its `lab` = {pid, boot_id}) still runs."""
-    if not lab or not lab.get("pid"):
-        return False
-    if lab.get("boot_id") and lab["boot_id"] != boot_id():
-        return False  # the machine rebooted since
-    pid = int(lab["pid"])
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a recycled pid: alive, but not a lab
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except (OSError, IndexError):
-        return True
+from analysis.records.atomic import write_json_atomic
+from analysis.records.layout import lab_alive, launch_dirs, point_file
+from analysis.records.run import now_utc, read_run_json
 
 
 @dataclass(frozen=True)
@@ -120,15 +79,6 @@ class History:
 
     def is_done(self, point_id: str, repetition: int) -> bool:
         return (point_id, repetition) in self.done
-
-
-def launch_dirs(variant_dir: Path) -> list[tuple[int, Path]]:
-    out = []
-    for p in Path(variant_dir).glob(f"{LAUNCH_PREFIX}*"):
-        tail = p.name[len(LAUNCH_PREFIX) :]
-        if p.is_dir() and tail.isdigit():
-            out.append((int(tail), p))
-    return sorted(out)
 
 
 def _durable(run_dir: Path, index: int, has_requests: bool) -> bool:

@@ -1,10 +1,10 @@
 """Which load points one launch measures, and in what order: the grid or the knee search, minus
-what earlier launches of the variant already measured (experiments.resume).
+what earlier launches of the variant already measured (experiments.sweeps.resume).
 
 - grid (``search=grid``, the default): every value of ``traffic.points``, ``repetitions`` times,
   repetition-major (rep 0 of every point, then rep 1 of every point, ...), so slow drift of a shared
   machine spreads over all points instead of biasing the last ones;
-- knee (``search=knee``): experiments.search.KneeSearch proposes each next load from the measured
+- knee (``search=knee``): experiments.sweeps.search.KneeSearch proposes each next load from the measured
   feasibility of the earlier ones (repetition ``repetition``); with ``repetitions`` > 1 the final
   bracket (the knee and the first infeasible load) is then measured again for the intervals.
 
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from experiments import identity
-from experiments.resume import History
-from experiments.search import round_load
+from analysis.records import identity
+from experiments.sweeps.resume import History
+from experiments.sweeps.search import round_load
 
 
 class Schedule:
@@ -42,7 +42,7 @@ class Schedule:
         self._pending: tuple[float, int] | None = None
         self.planner: Any = None
         if self.kind == "knee":
-            from experiments.search import planner_for
+            from experiments.sweeps.search import planner_for
 
             self.integer = cfg.traffic.kind == "concurrency"
             self.planner = planner_for(self.search_cfg, [float(v) for v in cfg.traffic.points], kind=cfg.traffic.kind)
