@@ -125,7 +125,8 @@ def test_knee_search_finds_the_servers_capacity(timing_server, tmp_path):
     assert truth == 4
     assert state["status"] == "converged", state
     assert abs(state["knee"] - truth) / truth <= 0.05, state
-    assert state["points_used"] <= search.worst_case_points() == 4
+    # 4 for pure bisection of [1, 12]; measuring the top early (probe_top, the default) may cost one more
+    assert state["points_used"] <= search.worst_case_points() == 5
     # below capacity nobody waits; above it the p99 TTFT carries about one service time of queueing
     for h in measure.history:
         assert (h["ttft_p99_ms"] < ttft_ms + s_ms / 2) == (h["load"] <= streams), measure.history
