@@ -24,9 +24,7 @@ overloaded server (queues, timeouts, SLO misses) is a result and makes the point
   not_steady          output tok/s of the window's first and second half differ by > 10 %
                       and the completion counts differ significantly (|z| > 1.96, Poisson), or a
                       linear trend over `trend_bins` bins changes throughput by > 10 % with
-                      |t| > 2; or the TTFT median of the requests sent in the first and in the
-                      second half differ by > 10 % with disjoint 95 % intervals (distribution-
-                      free, binomial order statistics; >= min_half_ttft requests each)   warn
+                      |t| > 2                                                             warn
   too_few_samples     fewer than min_ok_invalid successful requests                     invalid
                       fewer than 100 (a p99 needs 100)                                   warn
   no_warmup           no warmup requests were excluded before the window                 warn
@@ -59,7 +57,6 @@ class VerdictLimits:
     steady_z: float = 1.96
     trend_bins: int = 10
     trend_t: float = 2.0
-    min_half_ttft: int = 20  # requests per half before their TTFT medians are compared
     min_ok_warn: int = 100
     min_ok_invalid: int = 10
 
@@ -90,32 +87,6 @@ def gap_share(t_ns: Any, t0_ns: int, t1_ns: int, interval_s: float, factor: floa
     d = np.diff(edges) / 1e9
     missing = np.where(d > factor * interval_s, d - interval_s, 0.0).sum()
     return float(min(missing / span, 1.0))
-
-
-def median_ci(values: np.ndarray, z: float = 1.96) -> tuple[float, float, float] | None:
-    """(median, lo, hi): the distribution-free interval of a median from order statistics, 0-based
-    ranks (n-1)/2 -+ z*sqrt(n)/2 (the binomial(n, 1/2) normal approximation); None for fewer than 2 values."""
-    v = np.sort(np.asarray(values, dtype=float))
-    n = len(v)
-    if n < 2:
-        return None
-    half, mid = z * np.sqrt(n) / 2, (n - 1) / 2  # mid: the median's 0-based rank
-    lo = v[max(int(np.floor(mid - half)), 0)]
-    hi = v[min(int(np.ceil(mid + half)), n - 1)]
-    return float(np.median(v)), float(lo), float(hi)
-
-
-def ttft_halves(sent_ns: np.ndarray, ttft_ms: np.ndarray, t0_ns: int, t1_ns: int) -> dict[str, Any] | None:
-    """TTFT median with its interval for the requests sent in the window's first and second half."""
-    sent = np.asarray(sent_ns, dtype=np.int64)
-    ttft = np.asarray(ttft_ms, dtype=float)
-    keep = np.isfinite(ttft) & (sent >= t0_ns) & (sent <= t1_ns)
-    sent, ttft = sent[keep], ttft[keep]
-    first = sent < t0_ns + (t1_ns - t0_ns) / 2
-    a, b = median_ci(ttft[first]), median_ci(ttft[~first])
-    if a is None or b is None:
-        return None
-    return {"first": a, "second": b, "n": (int(first.sum()), int((~first).sum()))}
 
 
 def steadiness(done_ns: np.ndarray, tokens: np.ndarray, t0_ns: int, t1_ns: int, bins: int = 10) -> dict[str, Any]:
@@ -258,21 +229,6 @@ def verdict(
             elif tc is not None and abs(tc) > lim.steady_limit and tt is not None and abs(tt) > lim.trend_t:
                 reasons.append(_reason("not_steady", WARN, f"output tok/s trends {tc:+.0%} over the window (t = {tt:.1f})",
                                        value=tc, limit=lim.steady_limit, t=tt))  # fmt: skip
-            if "t_sent_ns" in m.columns and "t_first_token_ns" in m.columns:
-                ft = m["t_first_token_ns"].astype("Float64")
-                sent = m["t_sent_ns"].astype("Float64")
-                ttft = ((ft - sent) / 1e6).fillna(np.nan).to_numpy(dtype=float)
-                th = ttft_halves(sent.fillna(-1).to_numpy(dtype=np.int64), ttft, t0, t1)
-                if th is not None and min(th["n"]) >= lim.min_half_ttft:
-                    (m1, lo1, hi1), (m2, lo2, hi2) = th["first"], th["second"]
-                    change = (m2 - m1) / m1 if m1 > 0 else None
-                    if change is not None and abs(change) > lim.steady_limit and (lo2 > hi1 or hi2 < lo1):
-                        reasons.append(_reason("not_steady", WARN,
-                                               f"TTFT p50 went from {m1:.1f} ms [{lo1:.1f}, {hi1:.1f}] for requests sent in "
-                                               f"the first half of the window to {m2:.1f} ms [{lo2:.1f}, {hi2:.1f}] in the "
-                                               "second: the point drifted (a queue building up, warm-up too short, a cache "
-                                               "still filling, throttling)", metric="ttft_ms_p50", value=change,
-                                               limit=lim.steady_limit))  # fmt: skip
 
     if ok < lim.min_ok_invalid:
         reasons.append(_reason("too_few_samples", INVALID, f"only {ok} successful requests (< {lim.min_ok_invalid})", value=ok))
