@@ -10,7 +10,7 @@ A distribution metric is a dict of count, mean, min, p50, p90, p95, p99, max (nu
 percentiles). `sources` are the raw record fields, telemetry columns or config keys it derives from.
 tests/analysis/test_catalog.py checks that the functions emit exactly these paths, and that
 docs/metrics.md is what scripts/gen_metrics_doc.py renders from this table. `direction` is read
-by experiments.store compare (which side is better).
+by experiments.store compare and by the report's comparison table (which side is better).
 
 Side effects: none.
 """

@@ -107,7 +107,12 @@ def bootstrap(
     return out
 
 
-def interval(replicates: np.ndarray, level: float = LEVEL) -> tuple[float | None, float | None]:
+def interval(replicates: np.ndarray | None, level: float = LEVEL) -> tuple[float | None, float | None]:
+    """The central `level` percentile interval of the finite replicates (95 %: the 2.5 % and 97.5 %
+    quantiles, numpy's linear method); (None, None) without any. The one interval function of the
+    decision: per-point intervals, pooled repetitions (analysis.points) and quality scores use it."""
+    if replicates is None:
+        return None, None
     r = np.asarray(replicates, dtype=float)
     r = r[np.isfinite(r)]
     if r.size == 0:

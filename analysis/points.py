@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.confidence import interval
+
 REQUIRED = (
     "variant_id", "variant_label", "run_id", "point_id", "repetition", "load_value", "load_unit",
     "offered_rate_rps", "gpu_name", "gpu_count", "verdict", "verdict_reasons", "feasible", "attainment",
@@ -37,25 +39,14 @@ REQUIRED = (
     "tpot_ms_p99", "e2e_ms_p99", "time_to_ready_s",
 )  # fmt: skip
 VERDICT_ORDER = {"valid": 0, "warn": 1, "invalid": 2}
-# Share of bootstrap mass outside the reported interval (95 % intervals throughout).
+# Share of bootstrap mass outside the reported interval (95 % intervals throughout; the interval
+# itself is analysis.confidence.interval).
 ALPHA = 0.05
 
 
 def missing_columns(points: pd.DataFrame) -> list[str]:
     """REQUIRED columns absent from `points` (empty list = usable)."""
     return [c for c in REQUIRED if c not in points.columns]
-
-
-def interval(boot: np.ndarray | None) -> tuple[float | None, float | None]:
-    """The (2.5 %, 97.5 %) percentile interval of finite replicates; (None, None) without any."""
-    if boot is None:
-        return None, None
-    a = np.asarray(boot, dtype=float)
-    a = a[np.isfinite(a)]
-    if a.size == 0:
-        return None, None
-    lo, hi = np.percentile(a, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
-    return float(lo), float(hi)
 
 
 def pool_boot(boots: Sequence[np.ndarray | None], seed: int = 0) -> np.ndarray | None:

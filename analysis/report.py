@@ -136,6 +136,7 @@ def run_view(run: rd.RunData, decision: Mapping[str, Any] | None = None) -> dict
         "invalid": [lbl(r) for r in rows if r.get("verdict") == "invalid"],
         "plots": run_plots(run, rows, slo, labels, knee) if pts else [],
         "validity": rd.sort_validity(validity), "provenance": [rd.provenance(run, s)],
+        "better": rd.comparison_directions(), "best": {},  # one variant: no operating points to compare
     }  # fmt: skip
 
 
@@ -455,6 +456,7 @@ def experiment_view(folder: Path, decision: Mapping[str, Any]) -> tuple[dict[str
             p["prompts"] = rd.prompts_of(paths[rid])
             p["log_tail"] = rd.log_tail(paths[rid] / "engine.log")
     pricing = (decision.get("config") or {}).get("pricing") or {}
+    better = rd.comparison_directions()  # which side of each table column is better (the metric catalog)
     view = {
         "experiment": folder.resolve().name, "folder": str(folder), "created": decision.get("created_at_utc"),
         "n_variants": len(labels), "n_runs": len(decision.get("runs") or []), "rows": rows, "rec": rec,
@@ -463,6 +465,7 @@ def experiment_view(folder: Path, decision: Mapping[str, Any]) -> tuple[dict[str
         "plots": plots, "capacity": capacity, "formulas": decision.get("formulas") or {},
         "assumptions": decision.get("assumptions") or [], "prices": _prices(decision, {r["gpu_name"] for r in rows}),
         "validity": rd.sort_validity(validity), "provenance": prov,
+        "better": better, "best": rd.best_cells(rows, better),
     }  # fmt: skip
     view["whatif"] = _whatif_view(decision, folder)
     view["quality"] = decision.get("quality") or {"applied": False, "why": "decision.json has no quality section (decided before the gate existed)"}

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.catalog import direction_of
 from analysis.notes import note_text
 from analysis.points import as_float as _f
 
@@ -142,6 +143,35 @@ BASE_FIELDS = (
     "gpu_name", "gpu_count",
 )  # fmt: skip
 LATENCY = ("ttft", "tpot", "e2e")
+# The comparison table's numeric columns (row keys) and the catalogued metric each shows: the metric
+# catalog's `direction` (analysis.catalog) says which side of a column is better.
+COMPARISON_METRICS = {
+    "attainment": "attainment", "goodput_rps": "goodput_rps", "output_tok_per_s": "output_tok_per_s",
+    "ttft_p50": "ttft_ms_p50", "ttft_p99": "ttft_ms_p99", "tpot_p50": "tpot_ms_p50", "tpot_p99": "tpot_ms_p99",
+    "e2e_p50": "e2e_ms_p50", "e2e_p99": "e2e_ms_p99", "usd_per_1m_goodput": "usd_per_1m_goodput",
+    "usd_per_1m_output": "usd_per_1m_output", "j_per_output_token": "j_per_output_token", "mbu": "mbu",
+}  # fmt: skip
+
+
+def comparison_directions() -> dict[str, str]:
+    """Comparison-table column -> "lower" | "higher" (which side is better), read from the metric
+    catalog; a column whose metric has no direction is left out."""
+    return {k: d for k, m in COMPARISON_METRICS.items() if (d := direction_of(m)) is not None}
+
+
+def best_cells(rows: Sequence[Mapping[str, Any]], directions: Mapping[str, str]) -> dict[str, list[int]]:
+    """Column -> indices of the rows that hold its best value among the variants' operating points
+    (rows marked `is_operating_point`), best by `directions`; no column where fewer than two
+    variants have an operating point with a value in it (there is nothing to compare)."""
+    ops = [i for i, r in enumerate(rows) if r.get("is_operating_point")]
+    out: dict[str, list[int]] = {}
+    for col, d in directions.items():
+        vals = [(i, v) for i in ops if (v := _f(rows[i].get(col))) is not None]
+        if len({rows[i]["variant_id"] for i, _ in vals}) < 2:
+            continue
+        best = min(v for _, v in vals) if d == "lower" else max(v for _, v in vals)
+        out[col] = [i for i, v in vals if v == best]
+    return out
 
 
 def _latencies(out: dict[str, Any], ci: Mapping[str, Any] | None, point_summary: Mapping[str, Any] | None) -> None:

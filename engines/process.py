@@ -8,8 +8,7 @@ whole group down with SIGTERM -> bounded wait -> SIGKILL and reaps it. :meth:`Su
 stops everything in reverse start order and never raises. :func:`wait_ready` polls an engine's
 health endpoint while watching for its early death. :func:`shielded_teardown` and
 :func:`cancel_on_signal` set the SIGINT/SIGTERM policy: a second signal shortens grace periods
-("hurry") instead of interrupting teardown. :class:`EngineProcess` is the older one-engine API,
-now a thin wrapper on a Supervisor.
+("hurry") instead of interrupting teardown.
 
 Side effects (this is the place for them): forks and signals processes, opens log files,
 changes signal handlers while the context managers are active, HTTP on loopback.
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from engines.base import LaunchPlan, strip_ansi, tail
+from engines.base import strip_ansi, tail
 from engines.guardian import group_alive
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ class EngineCrashed(EngineError):
 
 
 __all__ = [
-    "Child", "EngineCrashed", "EngineDied", "EngineError", "EngineProcess", "EngineStartTimeout", "Shield",
+    "Child", "EngineCrashed", "EngineDied", "EngineError", "EngineStartTimeout", "Shield",
     "Supervisor", "cancel_on_signal", "free_port", "group_alive", "shielded_teardown", "wait_http_ready", "wait_ready",
 ]  # fmt: skip
 
@@ -499,71 +498,3 @@ def cancel_on_signal(supervisor: Supervisor | None) -> Iterator[Shield]:
 
     with _handlers(on_signal):
         yield shield
-
-
-# -- the older one-engine API ---------------------------------------------------------------
-class EngineProcess:
-    """Runs one plan on a Supervisor (its own unless one is given). Context manager: the group is
-    always torn down on exit.
-
-    >>> with EngineProcess(plan, run_dir / "engine.log") as eng:
-    ...     eng.wait_ready()
-    """
-
-    def __init__(self, plan: LaunchPlan, log_path: Path, poll_interval_s: float = 0.5,
-                 supervisor: Supervisor | None = None) -> None:  # fmt: skip
-        self.plan = plan
-        self.log_path = Path(log_path)
-        self.poll_interval_s = poll_interval_s
-        self._own = supervisor is None
-        self.supervisor = supervisor if supervisor is not None else Supervisor()
-        self.child: Child | None = None
-
-    @property
-    def proc(self) -> subprocess.Popen[bytes] | None:
-        return self.child._proc if self.child is not None else None
-
-    @property
-    def pgid(self) -> int | None:
-        return self.child.pgid if self.child is not None else None
-
-    @property
-    def started_mono_ns(self) -> int | None:
-        return self.child.started_mono_ns if self.child is not None else None
-
-    @property
-    def ready_mono_ns(self) -> int | None:
-        return self.child.ready_mono_ns if self.child is not None else None
-
-    def start(self) -> None:
-        self.child = self.supervisor.spawn(self.plan.engine, self.plan.argv, log_path=self.log_path, env=self.plan.env,
-                                           cwd=self.plan.cwd, critical=True, stop_timeout_s=self.plan.stop_timeout_s)  # fmt: skip
-
-    def wait_ready(self) -> float:
-        """Block until the health endpoint answers 200; seconds from start to ready."""
-        assert self.child is not None, "start() first"
-        return wait_ready(self.child, self.plan.base_url + self.plan.health_path, self.plan.ready_timeout_s,
-                          poll_s=self.poll_interval_s)  # fmt: skip
-
-    def stop(self) -> int | None:
-        """Stops the engine's group (and, with a private supervisor, the guardian). Idempotent;
-        the leader's exit code (None if it never started)."""
-        if self.child is None:
-            return None
-        code = self.child.stop()
-        if self._own:
-            self.supervisor.stop_all()
-        return code
-
-    def __enter__(self) -> EngineProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def log_text(self) -> str:
-        return read_log(self.log_path)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return tail(self.log_text(), lines)

@@ -17,10 +17,12 @@ job's position in a Hydra sweep is experiments.sweeps.plan.sweep_position.
 
 Modes: `SERVELAB_PROGRESS=auto|rich|plain|off` (default auto; a mode passed to make_progress
 other than "auto" wins over the variable):
-  rich   a rich Live display on stderr, redrawn 4x/s; log lines keep appearing above it (while it
-         is shown, logging handlers that write to the terminal are pointed at rich's proxy of
-         that stream, and sys.stdout/sys.stderr are redirected by Live; all restored by close()).
-         Transient: it disappears on close and leaves only the log lines.
+  rich   a rich.progress display on stderr (position and ETAs, the engine start's and the load
+         point's bars, the phase strip, the last point's summary), redrawn 4x/s; log lines keep
+         appearing above it (while it is shown, logging handlers that write to the terminal are
+         pointed at rich's proxy of that stream, and sys.stdout/sys.stderr are redirected by the
+         display; all restored by close()). Transient: it disappears on close and leaves only the
+         log lines, in the lab's own log format (the handlers are kept, not swapped for rich's).
   plain  lines through the `servelab` logger: one at each event and phase change, and at most
          one every `interval_s` (10 s) during the engine start and long phases, e.g.
          `progress: job 2/4 vllm/awq point 3/5 poisson 4 (rep 1/2) measure 12/30 s, ETA job 1m40s sweep 6m10s`
@@ -68,6 +70,10 @@ log = logging.getLogger("servelab")
 ENV_VAR = "SERVELAB_PROGRESS"
 MODES = ("auto", "rich", "plain", "off")
 PLAIN_INTERVAL_S = 10.0
+# The rich display's rows, top to bottom: position and ETAs, the engine start, the load point, its
+# phase strip, the last point's summary (each a rich.progress task, hidden while it has nothing).
+ROWS = ("head", "engine", "point", "phases", "last")
+BAR_WIDTH = 30
 
 
 # -- reporters -----------------------------------------------------------------------------------
@@ -288,7 +294,7 @@ class PlainProgress(Progress):
 
 
 class RichProgress(Progress):
-    """A rich Live display (stderr by default) that log lines scroll above. `ticker=False`: tick() redraws."""
+    """A rich.progress display (stderr by default) that log lines scroll above. `ticker=False`: tick() redraws."""
 
     mode = "rich"
 
@@ -298,11 +304,12 @@ class RichProgress(Progress):
         super().__init__(clock=clock, history=history)
         from rich.console import Console
 
-        # The stream is fixed now: once Live redirects sys.stderr, "sys.stderr" would be its own proxy.
+        # The stream is fixed now: once the display redirects sys.stderr, "sys.stderr" would be its own proxy.
         self.console = console if console is not None else Console(file=stream or sys.stderr)
         self._period_s = 1.0 / refresh_per_second
         self._want_ticker = ticker
-        self._live: Any = None
+        self._live: Any = None  # the rich.progress display while shown (experiments.progress._display)
+        self._tasks: dict[str, Any] = {}  # ROWS name -> its task id
         self._patched: list[tuple[logging.StreamHandler, Any]] = []
 
     def _event(self, text: str | None, level: int, point: bool) -> Callable[[], None] | None:
@@ -322,15 +329,15 @@ class RichProgress(Progress):
             live.refresh()
 
     def _start_live(self) -> None:
-        from rich.live import Live
-
-        # auto_refresh off: our own thread redraws, so an error while drawing is caught (a dying
-        # refresh thread of rich's own would print a traceback on the broken terminal instead).
-        self._live = Live(console=self.console, get_renderable=self._render, auto_refresh=False,
-                          transient=True, redirect_stdout=True, redirect_stderr=True)  # fmt: skip
+        # rich.progress draws the display: one task per row (ROWS). auto_refresh off: our own thread
+        # redraws, so an error while drawing is caught (a dying refresh thread of rich's own would
+        # print a traceback on the broken terminal instead).
+        bars = _display(self.console, self.tracker.clock, self._rows)
+        self._tasks = {name: bars.add_task(name, visible=False, label=None, cell=None, right=None) for name in ROWS}
         terminal_streams = {id(sys.stderr), id(sys.stdout), id(sys.__stderr__), id(sys.__stdout__),
                             id(self.console.file)}  # fmt: skip
-        self._live.start()
+        self._live = bars
+        bars.start()
         self._patch_log_handlers(terminal_streams)
         if self._want_ticker:
             self._start_ticker(self._period_s)
@@ -338,7 +345,7 @@ class RichProgress(Progress):
     def _patch_log_handlers(self, terminal_streams: set[int]) -> None:
         """Point StreamHandlers that write to the terminal at rich's proxy, so their lines print above
         the display instead of through it (Hydra's console handler holds the real sys.stderr object,
-        so Live's own sys.stderr redirect does not reach it)."""
+        so the display's own sys.stderr redirect does not reach it)."""
         from rich.file_proxy import FileProxy
 
         loggers: list[logging.Logger] = [logging.getLogger()]
@@ -373,48 +380,90 @@ class RichProgress(Progress):
             if live is not None:
                 live.stop()
 
-    def _render(self) -> Any:
-        from rich.console import Group
+    def _rows(self, bars: Any) -> Any:
+        """The rows of the display, from the progress model now: each ROWS task is updated (a bar from
+        its total and completed seconds, or a text cell) or hidden, then rich.progress lays them out."""
         from rich.progress_bar import ProgressBar
-        from rich.table import Table
         from rich.text import Text
 
         try:
             s, now = self.tracker.snapshot()
             p = phase_at(s, now)
             eta = eta_at(s, now, self.tracker.history)
-            grid = Table.grid(padding=(0, 1))
-            grid.add_column(no_wrap=True, style="bold")
-            grid.add_column(no_wrap=True)
-            grid.add_column(no_wrap=True)
-            head = Text(position_text(s) or "servelab", style="bold cyan")
-            grid.add_row(Text("servelab"), head, Text(eta_text(eta), style="bold"))
+            # name -> (label, middle: (total, completed) for a bar, else a renderable, right)
+            rows: dict[str, tuple[str, Any, Any]] = {
+                "head": ("servelab", Text(position_text(s) or "servelab", style="bold cyan"),
+                         Text(eta_text(eta), style="bold")),
+            }  # fmt: skip
             if s.engine == "starting":
                 total = s.engine_timeout_s or 0.0
-                bar = ProgressBar(
-                    total=total or None, completed=min(p.elapsed_s, total) if total else 0, width=30
-                )
-                grid.add_row(Text("engine"), bar, Text(phase_text(p).removeprefix("engine ")))
+                bar = (total, min(p.elapsed_s, total)) if total else ProgressBar(total=None, completed=0, width=BAR_WIDTH)
+                rows["engine"] = ("engine", bar, Text(phase_text(p).removeprefix("engine ")))
             elif s.engine == "ready" and s.engine_ready_s is not None:
-                grid.add_row(Text("engine"), Text("ready", style="green"),
-                             Text(f"after {s.engine_ready_s:.1f} s", style="dim"))  # fmt: skip
+                rows["engine"] = ("engine", Text("ready", style="green"), Text(f"after {s.engine_ready_s:.1f} s", style="dim"))
             elif s.engine == "failed":
-                grid.add_row(Text("engine"), Text("failed", style="bold red"), Text(s.engine_reason or ""))
+                rows["engine"] = ("engine", Text("failed", style="bold red"), Text(s.engine_reason or ""))
             if s.point_index is not None:
                 label = point_position_text(s)
                 if s.point_running and p.total_s:
-                    bar = ProgressBar(total=p.total_s, completed=min(p.elapsed_s, p.total_s), width=30)
-                    grid.add_row(Text("point"), bar, Text(f"{phase_text(p)}  {label}"))
+                    rows["point"] = ("point", (p.total_s, min(p.elapsed_s, p.total_s)), Text(f"{phase_text(p)}  {label}"))
                 elif s.point_running:
-                    grid.add_row(Text("point"), Text(phase_text(p)), Text(label))
+                    rows["point"] = ("point", Text(phase_text(p)), Text(label))
                 else:
-                    grid.add_row(Text("point"), Text("done", style="green"), Text(label))
-                grid.add_row(Text(""), _phase_strip(s, p), Text(""))
+                    rows["point"] = ("point", Text("done", style="green"), Text(label))
+                rows["phases"] = ("", _phase_strip(s, p), Text(""))
             if s.last_summary:
-                grid.add_row(Text("last"), Text(s.last_summary, style="dim"), Text(""))
-            return Group(grid)
+                rows["last"] = ("last", Text(s.last_summary, style="dim"), Text(""))
+            for name, task in self._tasks.items():
+                row = rows.get(name)
+                if row is None:
+                    bars.update(task, visible=False)
+                    continue
+                label_, middle, right = row
+                if isinstance(middle, tuple):
+                    bars.update(task, total=middle[0], completed=middle[1], visible=True, label=Text(label_), cell=None,
+                                right=right)  # fmt: skip
+                else:
+                    bars.update(task, visible=True, label=Text(label_), cell=middle, right=right)
+            return bars.make_tasks_table(bars.tasks)
         except Exception as e:  # noqa: BLE001 - called from the drawing thread: never let it die loudly
             return Text(f"(progress unavailable: {type(e).__name__})", style="dim")
+
+
+def _display(console: Any, clock: Callable[[], float], rows: Callable[[Any], Any]) -> Any:
+    """A rich.progress display on `console` whose rows `rows(display)` lays out (RichProgress._rows):
+    a label column, a bar column (a task's total and completed, or the task's own `cell` in place of
+    the bar) and a text column. Not started; transient, it redirects stdout and stderr while shown."""
+    from rich.progress import BarColumn, ProgressColumn
+    from rich.progress import Progress as RichBars
+    from rich.table import Column
+    from rich.text import Text
+
+    class Field(ProgressColumn):
+        """A task's own renderable, from its fields."""
+
+        def __init__(self, name: str, table_column: Column) -> None:
+            super().__init__(table_column=table_column)
+            self.name = name
+
+        def render(self, task: Any) -> Any:
+            value = task.fields.get(self.name)
+            return value if value is not None else Text("")
+
+    class BarOrCell(BarColumn):
+        """The task's bar, or its `cell` where it has one (a state in words, the phase strip)."""
+
+        def render(self, task: Any) -> Any:
+            cell = task.fields.get("cell")
+            return cell if cell is not None else super().render(task)
+
+    class Display(RichBars):
+        def get_renderables(self) -> Any:
+            yield rows(self)
+
+    return Display(Field("label", Column(no_wrap=True, style="bold")), BarOrCell(bar_width=BAR_WIDTH, table_column=Column(no_wrap=True)),
+                   Field("right", Column(no_wrap=True)), console=console, get_time=clock, auto_refresh=False,
+                   transient=True, redirect_stdout=True, redirect_stderr=True)  # fmt: skip
 
 
 def _phase_strip(s: State, p: Phase) -> Any:

@@ -19,14 +19,13 @@ samplers and the load generator through the supervisor.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import traceback
 from pathlib import Path
 from typing import Any
 
 from analysis.records import identity
-from analysis.records.layout import LAUNCH_PREFIX, boot_id
+from analysis.records.layout import LAUNCH_PREFIX, lab_stamp
 from analysis.records.plain import to_plain
 from analysis.records.run import EXIT, RunRecord, read_run_json
 from engines.process import EngineError, Supervisor, cancel_on_signal, shielded_teardown
@@ -125,7 +124,7 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
     record = RunRecord(
         run_id=run_id or run_dir.name, variant_id=identity.launch_key(cfg), experiment=cfg.experiment_name,
         config=to_plain(cfg), launch_fields=identity.launch_fields(cfg), overrides=list(overrides or []),
-        lab={"pid": os.getpid(), "boot_id": boot_id()}, launch=launch,
+        lab=lab_stamp(), launch=launch,
     )  # fmt: skip
     record.resume = schedule.state()
     record.save(run_dir)

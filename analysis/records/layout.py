@@ -5,11 +5,13 @@
 ``launch-<n>/`` (:func:`launch_dirs`). A run folder holds run.json, requests.parquet (or, until
 that is written, one ``points/<index>.requests.parquet`` per finished load point:
 :func:`point_file`, :func:`request_files`) and the other artifacts (results/README.md).
-:func:`find_runs` finds every run folder below a folder; :func:`lab_alive` tells whether the
-lab process that wrote a run.json still runs (a run.json saying "running" whose lab is gone
-was killed).
+:func:`find_runs` finds every run folder below a folder; :func:`lab_stamp` is the lab process as
+a run.json records it and :func:`lab_alive` tells (through psutil: pid, process create time,
+boot id) whether that process still runs (a run.json saying "running" whose lab is gone was
+killed).
 
-Side effects: reads folder listings, /proc and sends signal 0 to a pid (:func:`lab_alive`).
+Side effects: reads folder listings, the boot id (/proc/sys/kernel/random/boot_id) and, through
+psutil, the state and create time of a process (:func:`lab_stamp`, :func:`lab_alive`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 LAUNCH_PREFIX = "launch-"
 POINTS_DIR = "points"
@@ -40,8 +44,20 @@ def boot_id() -> str:
         return ""
 
 
+# A process's create time is its boot time plus its start in clock ticks; psutil's boot time is
+# whole seconds and can move by one when the wall clock is stepped, so a recorded create time is
+# compared with this tolerance (a pid recycled within it by another process is not a concern).
+CREATE_TIME_TOLERANCE_S = 2.0
+
+
+def lab_stamp() -> dict[str, Any]:
+    """This process as the `lab` of a run.json: {pid, boot_id, create_time} (:func:`lab_alive`)."""
+    return {"pid": os.getpid(), "boot_id": boot_id(), "create_time": psutil.Process().create_time()}
+
+
 def lab_alive(lab: dict[str, Any] | None) -> bool:
-    """Whether the lab process that wrote a run.json (its `lab` = {pid, boot_id}) still runs."""
+    """Whether the lab process that wrote a run.json (its `lab` = {pid, boot_id, create_time};
+    records written before create_time was kept have only the first two) still runs."""
     if not lab or not lab.get("pid"):
         return False
     if lab.get("boot_id") and lab["boot_id"] != boot_id():
@@ -50,16 +66,17 @@ def lab_alive(lab: dict[str, Any] | None) -> bool:
     if pid == os.getpid():
         return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False  # exited, not yet reaped
+        created = lab.get("create_time")
+        if created is not None and abs(proc.create_time() - float(created)) > CREATE_TIME_TOLERANCE_S:
+            return False  # a recycled pid: alive, but not the lab
+        return True
+    except psutil.NoSuchProcess:  # ZombieProcess included
         return False
-    except PermissionError:
-        return True
-    try:  # a recycled pid: alive, but not a lab
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except (OSError, IndexError):
-        return True
+    except psutil.AccessDenied:
+        return True  # someone else's process holds the pid: it exists, and we cannot tell more
 
 
 def launch_dirs(variant_dir: Path) -> list[tuple[int, Path]]:

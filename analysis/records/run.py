@@ -100,7 +100,7 @@ class RunRecord:
         default_factory=lambda: {"monotonic_ns": time.monotonic_ns(), "wall_s": time.time(), "source": "CLOCK_MONOTONIC"}
     )
     provenance: dict[str, Any] | None = None
-    # The lab process writing this record ({pid, boot_id}): a later run of the same command tells
+    # The lab process writing this record ({pid, boot_id, create_time}): a later run of the same command tells
     # from it whether a run.json still saying "running" belongs to a dead process (experiments.sweeps.resume).
     lab: dict[str, Any] | None = None
     # Sweeps: which launch of the variant this is, and what earlier launches had already measured.

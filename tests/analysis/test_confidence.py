@@ -17,6 +17,8 @@ from analysis.confidence import (
     rng,
     too_few_warning,
 )
+from analysis.points import pool_boot, pool_repetitions
+from tests.analysis.decision_tables import point, table
 
 
 def sample(n, seed=7):
@@ -106,3 +108,14 @@ def test_latency_cis_names_each_metric_and_percentile():
     assert sorted(out) == sorted(f"{m}_p{q}" for m in ("ttft_ms", "tpot_ms", "e2e_ms") for q in (50, 90, 99))
     assert out["e2e_ms_p50"]["estimate"] == pytest.approx(np.percentile(rep["e2e_ms"][:-1], 50))
     assert interval(np.array([np.nan])) == (None, None)
+
+
+def test_pooled_repetitions_use_the_one_interval_function():
+    # analysis.points pools repetitions' cost replicates and takes their interval with this module's
+    # interval (np.quantile); it had its own np.percentile copy, which differed in the last digit.
+    g = np.random.default_rng(3)
+    boots = [g.gamma(4.0, 0.5, 400), g.gamma(4.0, 0.6, 400)]
+    rows = [point("A", load=1, usd=2.0, rep=r, boot=b) for r, b in enumerate(boots)]
+    pooled = pool_repetitions(table(rows)).iloc[0]
+    assert (pooled["usd_per_1m_goodput_lo"], pooled["usd_per_1m_goodput_hi"]) == interval(pool_boot(boots, 0))
+    assert interval(None) == (None, None)

@@ -1,14 +1,20 @@
-"""The results contract (analysis.records): the atomic writer and the one load-unit map."""
+"""The results contract (analysis.records): the atomic writer, the one load-unit map and the
+lab-alive check."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
+import time
 
+import psutil
 import pytest
 
 from analysis.records.atomic import atomic_path, write_json_atomic, write_text_atomic
+from analysis.records.layout import boot_id, lab_alive, lab_stamp
 from analysis.records.run import LOAD_UNITS, load_unit
 
 
@@ -71,3 +77,33 @@ def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+def test_lab_alive_through_pid_create_time_and_boot_id():
+    me = lab_stamp()
+    assert me["pid"] == os.getpid() and me["boot_id"] == boot_id() and lab_alive(me)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stamp = {"pid": child.pid, "boot_id": boot_id(), "create_time": psutil.Process(child.pid).create_time()}
+        assert lab_alive(stamp)
+        assert lab_alive({"pid": child.pid, "boot_id": boot_id()})  # written before create_time was kept
+        assert not lab_alive({**stamp, "create_time": stamp["create_time"] - 3600})  # the pid was recycled
+        assert not lab_alive({**stamp, "boot_id": "another-boot"})  # the machine rebooted since
+        child.kill()
+        child.wait()  # reaped: the pid is gone
+        assert not lab_alive(stamp)
+    finally:
+        child.kill()
+        child.wait()
+    assert not lab_alive(None) and not lab_alive({"pid": 0}) and not lab_alive({"pid": 2**22 + 12345, "boot_id": ""})
+
+
+def test_a_zombie_lab_is_not_alive():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 10
+        while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not lab_alive({"pid": child.pid, "boot_id": boot_id()})  # exited, not yet reaped
+    finally:
+        child.wait()

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import re
 
+from analysis import report_data as rd
+from analysis.catalog import direction_of
 from analysis.metrics import derive
 from analysis.notes import Note
+from analysis.report import _env as report_env
 from analysis.report import fmt, render_report
 from analysis.run_summary import point_resources
 from tests.analysis.test_catalog import cpu_rows
@@ -136,3 +139,40 @@ def test_gpu_timeline_and_engine_series_by_suffix():
     for label in ("power, all GPUs (W)", "GPU utilisation, mean (%)", "GPU memory used, all GPUs (GiB)",
                   "running requests", "waiting requests", "KV-cache use (%)", "TTFT (ms)"):  # fmt: skip
         assert f">{label}<" in s, label
+
+
+def table_row(variant: str, operating: bool, **values) -> dict:
+    r = {f: None for f in rd.BASE_FIELDS} | {f"{m}_{p}{e}": None for m in rd.LATENCY for p in ("p50", "p99")
+                                            for e in ("", "_lo", "_hi")}  # fmt: skip
+    return r | {"variant_id": variant, "variant_label": variant, "run_id": variant, "point_id": "p", "load_value": 1.0,
+                "load_unit": "req/s", "is_operating_point": operating, "is_chosen": False, **values}  # fmt: skip
+
+
+def test_the_comparison_table_says_which_side_is_better_from_the_metric_catalog(monkeypatch):
+    better = rd.comparison_directions()
+    # every numeric column of the table shows a catalogued metric with a direction
+    assert better == {k: direction_of(m) for k, m in rd.COMPARISON_METRICS.items()} and None not in better.values()
+    assert better["ttft_p99"] == better["usd_per_1m_goodput"] == "lower" and better["goodput_rps"] == "higher"
+    rows = [table_row("a", True, ttft_p99=120.0, goodput_rps=5.0, usd_per_1m_goodput=2.0),
+            table_row("b", True, ttft_p99=80.0, goodput_rps=4.0, usd_per_1m_goodput=2.0),
+            table_row("b", False, ttft_p99=10.0, goodput_rps=9.0, usd_per_1m_goodput=1.0)]  # fmt: skip
+    best = rd.best_cells(rows, better)  # among the operating points only (row 2 is not one)
+    assert best["ttft_p99"] == [1] and best["goodput_rps"] == [0] and best["usd_per_1m_goodput"] == [0, 1]  # a tie
+    assert "mbu" not in best  # no values to compare
+    assert rd.best_cells(rows[:1], better) == {}  # one variant: nothing to compare
+    html = report_env().get_template("_table.html.j2").render(rows=rows, show_variant=True, v={"better": better, "best": best})
+    assert '<th data-sort="num" data-better="lower" title="lower is better (metric catalog)">TTFT p99 ms' in html
+    assert 'data-better="higher" title="share of measured requests meeting every SLO threshold; higher is better' in html
+    assert '<th data-sort="num" data-key="usd" data-better="lower"' in html
+    assert html.count('class="best"') == sum(len(v) for v in best.values()) == 4
+    # the catalog drives it: were a lower TTFT worse, the other operating point would be the best
+    monkeypatch.setattr(rd, "direction_of", lambda m: "higher" if m == "ttft_ms_p99" else direction_of(m))
+    assert rd.best_cells(rows, rd.comparison_directions())["ttft_p99"] == [0]
+
+
+def test_the_run_report_table_carries_the_directions():
+    summary, records = summary_and_records()
+    html = render_report(summary, records, None)
+    table = html[html.index('<table class="sortable" id="comparison">') : html.index("</thead>")]
+    assert table.count("data-better=") == len(rd.COMPARISON_METRICS) and 'class="best"' not in html
+

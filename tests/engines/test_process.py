@@ -17,7 +17,6 @@ from engines.base import LaunchPlan
 from engines.process import (
     EngineCrashed,
     EngineDied,
-    EngineProcess,
     EngineStartTimeout,
     Supervisor,
     cancel_on_signal,
@@ -26,6 +25,7 @@ from engines.process import (
     wait_ready,
 )
 from tests.conftest import ROOT, SUPPORT, free_port, pid_alive
+from tests.support.engine_process import EngineProcess
 
 
 def plan(mode: str, tmp_path: Path, **kw) -> LaunchPlan:

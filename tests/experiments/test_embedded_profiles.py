@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 
 from engines.base import HostFacts
-from engines.process import EngineProcess, free_port
+from engines.process import free_port
 from engines.vllm import VllmAdapter
 from experiments.config import to_run_config
 from experiments.runner import run
 from tests.conftest import ROOT, compose
+from tests.support.engine_process import EngineProcess
 
 # The whole matrix is `-m slow`: every profile and workload is checked exactly against the timing
 # server (tests/loadgen), and the default run already drives the real engine end to end in
