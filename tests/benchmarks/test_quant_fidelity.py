@@ -82,7 +82,8 @@ def test_the_built_checkpoints_are_the_base_model_as_vllm_reads_them():
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["n_tokens"] == 6 * 32 and r["base_self_top1"] == 1.0
     v = r["variants"]
-    assert v["fp16"]["top1_agreement"] == 1.0 and abs(v["fp16"]["mean_llr"]) < 0.01
+    # measured 1.0 here; float32 kernels differ slightly across CPUs, and near-flat logits may flip one
+    assert v["fp16"]["top1_agreement"] >= 0.98 and abs(v["fp16"]["mean_llr"]) < 0.01
     for m in ("awq", "gptq"):
         assert v[m]["method"] == m
         assert v[m]["max_err_steps"] <= 0.51 and v[m]["weight_rel_rms"] < 0.15, v[
