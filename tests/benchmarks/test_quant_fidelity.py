@@ -80,7 +80,9 @@ def test_the_built_checkpoints_are_the_base_model_as_vllm_reads_them():
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(p.stdout.strip().splitlines()[-1])
-    assert r["n_tokens"] == 6 * 32 and r["base_self_top1"] == 1.0
+    # greedy (one position at a time) and teacher forced (the whole sequence) are different matmul
+    # shapes: a near-tie may flip on some CPU
+    assert r["n_tokens"] == 6 * 32 and r["base_self_top1"] >= 0.98
     v = r["variants"]
     # measured 1.0 here; float32 kernels differ slightly across CPUs, and near-flat logits may flip one
     assert v["fp16"]["top1_agreement"] >= 0.98 and abs(v["fp16"]["mean_llr"]) < 0.01
