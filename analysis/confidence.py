@@ -108,17 +108,20 @@ def bootstrap(
 
 
 def interval(replicates: np.ndarray | None, level: float = LEVEL) -> tuple[float | None, float | None]:
-    """The central `level` percentile interval of the finite replicates (95 %: the 2.5 % and 97.5 %
-    quantiles, numpy's linear method); (None, None) without any. The one interval function of the
-    decision: per-point intervals, pooled repetitions (analysis.points) and quality scores use it."""
+    """The central `level` percentile interval of the replicates (95 %: the 2.5 % and 97.5 %
+    quantiles, numpy's linear method); (None, None) without any. NaN replicates are left out; an
+    infinite one (a cost where a replicate served nothing, a knee beyond the measured range) stays
+    in, and an end that falls on it is None: unbounded on that side. The one interval function of
+    the decision: per-point intervals, pooled repetitions (analysis.points) and quality scores use it."""
     if replicates is None:
         return None, None
     r = np.asarray(replicates, dtype=float)
-    r = r[np.isfinite(r)]
+    r = r[~np.isnan(r)]
     if r.size == 0:
         return None, None
-    lo, hi = np.quantile(r, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    big = np.finfo(float).max / 4
+    lo, hi = np.quantile(np.clip(r, -big, big), [(1 - level) / 2, (1 + level) / 2])
+    return (float(lo) if abs(lo) < big / 2 else None), (float(hi) if abs(hi) < big / 2 else None)
 
 
 def _estimate_ci(estimate: float | None, reps: np.ndarray, level: float, warning: str | None = None,

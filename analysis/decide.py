@@ -60,20 +60,28 @@ def _usd(v: Any) -> str:
     return "-" if v is None else f"${v:,.4g}" if abs(v) < 1000 else f"${v:,.0f}"
 
 
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
 def summary_text(d: dict[str, Any], path: Path) -> str:
     """The short table the command prints."""
     sel = d["selection"]
-    lines = [f"decision for {d['results']} (slo={d['config']['slo']['name']}, pricing={d['config']['pricing']['name']}, "
+    lines = [sel.get("headline") or "", f"decision for {d['results']} (slo={d['config']['slo']['name']}, pricing={d['config']['pricing']['name']}, "
              f"basis {sel['basis']})"]  # fmt: skip
     ch, ru = sel["chosen"], sel["runner_up"]
     if ch is None:
         lines.append("chosen: none: no valid variant meets the SLO")
     else:
+        bound = " (at most: knee not reached)" if ch.get("usd_bound") == "at most" else ""
+        cap = (f", capacity {ch['capacity_rps']:.4g} req/s [{_num(ch.get('capacity_rps_lo'))}, {_num(ch.get('capacity_rps_hi'))}]"
+               if ch.get("capacity_rps") is not None and sel["basis"] == "knee" else "")  # fmt: skip
         lines.append(f"chosen:    {ch['variant_label']:<24} {_usd(ch['usd'])}/1M goodput tokens [{_usd(ch['usd_lo'])}, "
-                     f"{_usd(ch['usd_hi'])}] at {ch['load_value']:g} {ch['load_unit']} ({ch['verdict']})")  # fmt: skip
+                     f"{_usd(ch['usd_hi'])}]{bound} at {ch['load_value']:g} {ch['load_unit']}{cap} ({ch['verdict']})")  # fmt: skip
     if ru is not None:
         p = next((x["p_a_cheaper"] for x in sel["p_cheaper"] if x["b"] == ru["variant_id"]), None)
-        lines.append(f"runner-up: {ru['variant_label']:<24} {_usd(ru['usd'])}/1M [{_usd(ru['usd_lo'])}, {_usd(ru['usd_hi'])}] "
+        lines.append(f"runner-up: {ru['variant_label']:<24} {_usd(ru['usd'])}/1M [{_usd(ru['usd_lo'])}, {_usd(ru['usd_hi'])}]"
+                     + (" (at most: knee not reached)" if ru.get("usd_bound") == "at most" else "") + " "
                      f"at {ru['load_value']:g} {ru['load_unit']}"
                      + (f"  P(chosen cheaper) = {p:.2f}" if p is not None else ""))  # fmt: skip
     if sel["tie"]:

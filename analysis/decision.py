@@ -34,7 +34,12 @@ FORMULAS = {
     "attainment": "count(requests meeting every SLO threshold) / count(measure requests); errors, timeouts, drops are misses",
     "feasible": "attainment >= slo.attainment_target AND each threshold's percentile value <= its limit",
     "usd_per_1m_goodput": "G * P / (goodput_output_tok_per_s * 3600) * 1e6  (P = $/GPU-hour of the book's tier, G = GPUs billed)",
-    "interval": "2.5 / 97.5 % percentiles of seeded bootstrap replicates; repetitions resampled hierarchically",
+    "interval": "2.5 / 97.5 % percentiles of seeded time-block bootstrap replicates (analysis.blocks: the measure window "
+                "in blocks as long as the dependence, drawn with replacement; attainment, every threshold's percentile and "
+                "the throughput from one draw); repetitions resampled hierarchically",
+    "usd_at_capacity": "K / G(x_c); K = usd_per_1m_goodput * goodput_output_tok_per_s at the knee point ($/h * 1e6 / 3600), "
+                       "G(x_c) = goodput tok/s interpolated in load at the SLO crossing x_c; per replicate the same on its own "
+                       "bracket; knee not reached: at most the top load's cost",
     "knee": "last feasible measured load before the first infeasible one; estimate x = x_lo + s_lo / (s_lo - s_hi) * (x_hi - x_lo) "
             "per constraint slack s (attainment - target, limit - value), the smallest x wins",
     "pareto": "p on the frontier iff no q with q.x >= p.x and q.y >= p.y, one strictly; x = tok/s per user, y = tok/s per GPU",
@@ -59,7 +64,11 @@ ASSUMPTIONS = [
     "Throughput and $/1M use each point's measure window as analysis.metrics reports it (measure_window_s).",
     "Repetitions of one (variant_id, point_id): estimates averaged, latency percentiles the worst repetition.",
     "Invalid points are left out of knees, Pareto and selection; warn points are used and flagged.",
-    "Knee interval: attainment replicates only; latency percentiles held at their estimates.",
+    "Knee interval: joint replicates of attainment and every threshold's percentile, per time block (analysis.blocks); "
+    "it includes which requests a window served, their correlation, output lengths and repetitions; it excludes drift "
+    "beyond the window, price uncertainty (see sensitivity) and client measurement error.",
+    "Selection at the knee compares the cost at capacity; a variant whose knee was not reached has only an upper bound, "
+    "so it ties with the cheapest (no winner is declared on it).",
     "Sensitivity and length-mix rescaling hold SLO feasibility and the operating point at their measured values; "
     "GPU time per request = prefill + decode with the measured prefill share.",
     "Capacity: demand piecewise constant per bin, profile periodic; reactive autoscaler; billing from provisioning start.",
@@ -192,6 +201,7 @@ def run_decision(results: Path, cfg: DecideConfig, overrides: Sequence[str] = ()
         "pareto": res_mod.table_for_json(front[["variant_id", "variant_label", "point_id", "load_value", "load_unit",
                                                  "tok_per_s_per_user", "tok_per_s_per_gpu", "feasible"]]) if len(front) else [],
         "selection": sel.to_dict(),
+        "intervals": res_mod.INTERVALS,
         "sensitivity": {"rows": [r.to_dict() for r in torn], "not_evaluated": not_eval},
         "capacity": capacity,
         "quality": qual["section"],

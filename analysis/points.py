@@ -49,11 +49,13 @@ def missing_columns(points: pd.DataFrame) -> list[str]:
     return [c for c in REQUIRED if c not in points.columns]
 
 
-def pool_boot(boots: Sequence[np.ndarray | None], seed: int = 0) -> np.ndarray | None:
-    """Hierarchical bootstrap of the mean over repetitions (see module doc); None if any is missing.
+def pool_boot(boots: Sequence[np.ndarray | None], seed: int = 0, how: str = "mean") -> np.ndarray | None:
+    """Hierarchical bootstrap of the mean (or, how="max", the worst) over repetitions (see module
+    doc); None if any is missing.
 
-    Replicate b = mean over R draws (with replacement) of repetition r_j's replicate b. With one
-    repetition the replicates are returned unchanged.
+    Replicate b = mean (max) over R draws (with replacement) of repetition r_j's replicate b. With
+    one repetition the replicates are returned unchanged. The draws depend only on (seed, R, n), so
+    every column of one point pools the same picks: the joint replicates stay joint.
     """
     if not boots or any(b is None for b in boots):
         return None
@@ -64,7 +66,8 @@ def pool_boot(boots: Sequence[np.ndarray | None], seed: int = 0) -> np.ndarray |
     vals = np.stack([a[:n] for a in arrs])  # (R, n)
     r = len(arrs)
     pick = np.random.default_rng(seed).integers(0, r, size=(n, r))
-    return vals[pick, np.arange(n)[:, None]].mean(axis=1)
+    drawn = vals[pick, np.arange(n)[:, None]]
+    return drawn.max(axis=1) if how == "max" else drawn.mean(axis=1)
 
 
 def _worst_verdict(vs: Sequence[str]) -> str:
@@ -88,7 +91,10 @@ def pool_repetitions(points: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
                 if c in REQUIRED and c.endswith(("_lo", "_hi", "_boot")):
                     continue
                 col = g[c]
-                if c.startswith(("ttft_ms", "tpot_ms", "e2e_ms", "itl_ms", "slo_")):
+                if c.endswith("_boot"):
+                    # latency at the SLO percentile: the worst repetition, as its estimate
+                    row[c] = pool_boot(list(col), seed, "max" if c.startswith("slo_") else "mean")
+                elif c.startswith(("ttft_ms", "tpot_ms", "e2e_ms", "itl_ms", "slo_")):
                     row[c] = float(col.max()) if col.notna().any() else None  # the worst repetition
                 elif c in ("feasible",):
                     row[c] = bool(col.all())
@@ -98,8 +104,6 @@ def pool_repetitions(points: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
                     row[c] = [r for rs in col for r in (rs or [])]
                 elif c == "quality_gate":
                     row[c] = next((q for q in col if isinstance(q, str) and q), None)
-                elif c.endswith("_boot"):
-                    row[c] = pool_boot(list(col), seed)
                 elif pd.api.types.is_bool_dtype(col.dtype):
                     row[c] = bool(col.all())
                 elif pd.api.types.is_numeric_dtype(col.dtype) and c not in ("repetition", "gpu_count"):

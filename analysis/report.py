@@ -267,8 +267,21 @@ def _confidence(decision: Mapping[str, Any], labels: Mapping[str, str], rows: Se
     out = []
     if ch is None:
         return ["Nothing to be sure about: no variant meets the SLO at any valid measured load."]
-    out.append(f"Cost interval {rd.usd_ci(ch['usd'], ch.get('usd_lo'), ch.get('usd_hi'))} per 1M goodput tokens: 95 % seeded "
-               "bootstrap over the operating point's requests (repetitions resampled hierarchically).")  # fmt: skip
+    iv = decision.get("intervals") or {}
+    at_cap = sel.get("basis") == "knee" and ch.get("usd_bound") in ("estimate", "at most")
+    what = ("the cost at capacity (price / goodput tok/s at the SLO crossing)" if at_cap and ch.get("usd_bound") == "estimate"
+            else "at most the cost at the highest load measured (knee not reached)" if at_cap
+            else "the operating point's cost")  # fmt: skip
+    out.append(f"Cost interval {rd.usd_ci(ch['usd'], ch.get('usd_lo'), ch.get('usd_hi'))} per 1M goodput tokens, "
+               f"{what}: 95 % seeded time-block bootstrap"
+               + (f"; it includes {'; '.join(iv['includes'])}" if iv.get("includes") else "")
+               + (f"; it does not include {'; '.join(iv['excludes'])}" if iv.get("excludes") else "") + ".")  # fmt: skip
+    if ch.get("capacity_rps") is not None and at_cap:
+        lo, hi = ch.get("capacity_rps_lo"), ch.get("capacity_rps_hi")
+        out.append(f"Capacity under the SLO {ch['capacity_rps']:.3g} req/s"
+                   + (f" [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else " (no interval)")
+                   + (" at least: the knee was not reached" if ch.get("usd_bound") == "at most" else "")
+                   + ": goodput at the SLO crossing, interval from the same joint replicates.")  # fmt: skip
     if ru is not None:
         p = next((x.get("p_a_cheaper") for x in sel.get("p_cheaper") or [] if x.get("b") == ru["variant_id"]), None)
         if sel.get("tie") and ru["variant_id"] in (sel.get("tied") or []):
@@ -483,9 +496,11 @@ def _recommendation(decision: Mapping[str, Any], summaries: Mapping[str, Mapping
                     labels: Mapping[str, str], capacity: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
     sel = decision.get("selection") or {}
     ch, ru = sel.get("chosen"), sel.get("runner_up")
-    out: dict[str, Any] = {"chosen": None, "runner_up": ru, "excluded": [], "confidence": _confidence(decision, labels, rows)}
+    out: dict[str, Any] = {"chosen": None, "runner_up": ru, "excluded": [], "confidence": _confidence(decision, labels, rows),
+                           "headline": sel.get("headline"), "tie": bool(sel.get("tie"))}  # fmt: skip
     if sel.get("basis") == "knee" or sel.get("basis") is None:
-        out["basis_text"] = ("each variant at its knee, the highest measured load that still meets the SLO"
+        out["basis_text"] = ("each variant at its capacity under the SLO (the knee): the cost at capacity, "
+                             "measured at the highest load that still meets the SLO"
                              + (f"; the chosen one at {ch['load_value']:g} {ch['load_unit']} per replica" if ch else ""))  # fmt: skip
     else:
         out["basis_text"] = f"the lowest measured point at {sel['basis'].removeprefix('load ')} per replica"

@@ -38,7 +38,7 @@ from analysis.records.run import load_unit, read_run_json
 
 # requests.parquet columns the decision needs (the rest, e.g. output_text, is never read)
 REQUEST_COLUMNS = (
-    "load_point", "phase", "status", "http_status", "t_sent_ns", "t_first_token_ns", "t_last_token_ns",
+    "load_point", "phase", "status", "http_status", "t_scheduled_ns", "t_sent_ns", "t_first_token_ns", "t_last_token_ns",
     "t_done_ns", "chunk_ns", "prompt_tokens", "output_tokens", "ttft_ms", "tpot_ms", "e2e_ms",
 )  # fmt: skip
 # ... and what re-deriving the per-request metrics and re-summarising a point needs (analysis.metrics)
@@ -217,7 +217,7 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
     time_to_ready_s, started_at_utc. `model_config`: the model's parsed config.json (roofline;
     None = no roofline); `bandwidth`: (GB/s, where it comes from). No I/O.
     """
-    from analysis import confidence, cost
+    from analysis import cost
     from analysis import slo as slo_mod
     from analysis import verdict as verdict_mod
 
@@ -240,13 +240,12 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
         split=split, energy_j=(s.get("energy") or {}).get("joules"), tdp_w=getattr(gpu, "tdp_w", None),
         devices=int(gpu.count),
     )  # fmt: skip
-    meets, _per, values = slo_mod.meets_mask(m, slo)
+    meets, _per, _values = slo_mod.meets_mask(m, slo)
     ok = (m["status"] == "ok").to_numpy(dtype=bool)
     tok = np.where(ok, m["output_tokens"].astype("Float64").fillna(0).to_numpy(dtype=float), 0).astype(np.int64)
-    ci = confidence.goodput_ci([{"meets": meets, "output_tokens": tok, "window_s": res.window_s}],
-                               usd_per_hour=price.usd_per_hour, n=n_boot, seed=seed)  # fmt: skip
-    lat = {name: m.loc[ok, name].astype("Float64").dropna().to_numpy(dtype=float) for name in ("ttft_ms", "tpot_ms", "e2e_ms")}
-    lat_ci = confidence.latency_cis([lat], n=n_boot, seed=seed)
+    out_tok = _f(s.get("output_tok_per_s"))
+    boot = _point_replicates(m, ok, meets, tok, slo, res, out_tok, n_boot=n_boot, seed=seed)
+    rep = boot["replicates"]
     v = verdict_mod.verdict(
         s, requests=pdf, window=(t0, t1) if t0 is not None and t1 is not None else None,
         telemetry_t_ns=None if telemetry is None else telemetry["t_ns"].to_numpy(),
@@ -256,9 +255,9 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
         warmup_s=(traffic or {}).get("warmup_s"), interrupted=interrupted,
     )  # fmt: skip
     n_req = res.requests or 0
-    goodput_boot = ci["goodput_rps"].get("replicates")
-    att_boot = (np.asarray(goodput_boot) * res.window_s / n_req) if goodput_boot is not None and n_req and res.window_s else None
-    out_tok = _f(s.get("output_tok_per_s"))
+    cost_g = _cost_replicates(pc["usd_per_1m_goodput"], res.goodput_output_tok_per_s,
+                              rep.throughput.get("goodput_output_tok_per_s"))  # fmt: skip
+    cost_o = _cost_replicates(pc["usd_per_1m_output"], out_tok, rep.throughput.get("output_tok_per_s"))
     ok_n = int((s.get("requests") or {}).get("ok") or 0)
     row = {
         **{k: ident.get(k) for k in ("variant_id", "variant_label", "run_id", "point_id", "repetition", "load_value",
@@ -270,14 +269,17 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
         "goodput_output_tok_per_s": res.goodput_output_tok_per_s,
         "tok_per_s_per_gpu": out_tok / units if out_tok is not None else None,
         "tok_per_s_per_user": _f(s.get("interactivity_tok_per_s")),
-        "usd_per_1m_output": pc["usd_per_1m_output"], **_output_cost_ci(pc["usd_per_1m_output"], ci["usd_per_1m_output"]),
-        "usd_per_1m_goodput": pc["usd_per_1m_goodput"], "usd_per_1m_goodput_lo": ci["usd_per_1m_goodput"]["lo"],
-        "usd_per_1m_goodput_hi": ci["usd_per_1m_goodput"]["hi"],
-        "usd_per_1m_goodput_boot": ci["usd_per_1m_goodput"].get("replicates"),
+        "usd_per_1m_output": pc["usd_per_1m_output"], **_ci_columns("usd_per_1m_output", cost_o),
+        "usd_per_1m_goodput": pc["usd_per_1m_goodput"], **_ci_columns("usd_per_1m_goodput", cost_g),
         "ttft_ms_p99": _p(s, "ttft_ms"), "tpot_ms_p99": _p(s, "tpot_ms"), "e2e_ms_p99": _p(s, "e2e_ms"),
         "time_to_ready_s": _f(ident.get("time_to_ready_s")),
         # optional columns (analysis.points)
-        "attainment_boot": att_boot,
+        "attainment_boot": rep.attainment, "p_feasible": rep.p_feasible,
+        **_ci_columns("goodput_output_tok_per_s", rep.throughput.get("goodput_output_tok_per_s")),
+        **_ci_columns("goodput_rps", rep.throughput.get("goodput_rps")),
+        **_ci_columns("output_tok_per_s", rep.throughput.get("output_tok_per_s")),
+        **{f"slo_{k}_boot": v for k, v in rep.thresholds.items()},
+        "n_blocks": rep.blocks.n_blocks, "block_s": rep.blocks.length_s,
         "prefill_time_share": split.get("prefill_share"), "split_method": split.get("method"),
         "prompt_tokens_mean": (_first(s, "processed_prompt_tokens", "prompt_tokens") or 0) / ok_n if ok_n else None,
         "output_tokens_mean": (_first(s, "generated_tokens", "output_tokens") or 0) / ok_n if ok_n else None,
@@ -293,9 +295,19 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
         row[f"slo_{t.metric}"] = t.value_ms
     roof = _roofline(model_config, quant or {}, bandwidth, out_tok, split, res.window_s, row, int(gpu.count))
     row["decode_bound_tok_per_s"], row["mbu"] = roof.get("tok_per_s_bound"), roof.get("mbu")
-    ci_out = {k: {kk: vv for kk, vv in c.items() if kk != "replicates"} for k, c in ci.items()}
+    ci_out = {
+        "goodput_rps": _ci(res.goodput_rps, rep.throughput.get("goodput_rps")),
+        "goodput_output_tok_per_s": _ci(res.goodput_output_tok_per_s, rep.throughput.get("goodput_output_tok_per_s")),
+        "output_tok_per_s": _ci(out_tok, rep.throughput.get("output_tok_per_s")),
+        "usd_per_1m_output": _ci(pc["usd_per_1m_output"], cost_o),
+        "usd_per_1m_goodput": _ci(pc["usd_per_1m_goodput"], cost_g),
+        "attainment": _ci(res.attainment, rep.attainment),
+        **{f"slo_{k}": _ci(row.get(f"slo_{k}"), v_) for k, v_ in rep.thresholds.items()},
+    }  # fmt: skip
     details = {"slo": res.to_dict(), "verdict": v.to_dict(), "cost": {k: v_ for k, v_ in pc.items() if k != "price"},
-               "price": pc["price"], "split": split, "goodput_ci": ci_out, "latency_ci": lat_ci, "roofline": roof}  # fmt: skip
+               "price": pc["price"], "split": split, "goodput_ci": ci_out, "latency_ci": boot["latency_ci"],
+               "p_feasible": rep.p_feasible, "blocks": rep.blocks.describe(), "intervals": INTERVALS,
+               "roofline": roof}  # fmt: skip
     return row, details
 
 
@@ -416,24 +428,107 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
     return Table(points=df, runs=runs, problems=problems, details=details)
 
 
-def _output_cost_ci(estimate: float | None, ci: dict[str, Any]) -> dict[str, Any]:
-    """The $/1M-output interval on the estimate's own basis.
+# What a point's intervals carry, and what they do not (decision.json, the report's "how sure").
+INTERVALS = {
+    "method": "time-block bootstrap (analysis.blocks): the measure window cut into blocks, drawn with replacement, "
+              "every figure of a replicate from the same draw",
+    "includes": ["which requests arrived and were served in the window (the throughput it produced)",
+                 "correlation between neighbouring requests (blocks as long as the dependence lasts)",
+                 "the output-length spread", "repetitions' run-to-run spread, where a point was repeated"],
+    "excludes": ["drift beyond the window (a later hour, another host of the same type)",
+                 "price uncertainty (the sensitivity section varies it)", "client-side measurement error"],
+}  # fmt: skip
 
-    The estimate counts the tokens generated inside the steady window (analysis.metrics); the
-    bootstrap resamples the measure-phase requests, whose tokens differ from those by the ones in
-    flight at the window's edges. The bootstrap's relative spread is applied to the estimate
-    (replicates x estimate / bootstrap estimate), so the interval surrounds the number it qualifies.
-    """
-    boot_est = ci.get("estimate")
-    k = estimate / boot_est if estimate is not None and boot_est else None
 
-    def scaled(v: Any) -> Any:
-        return None if v is None or k is None else np.asarray(v, dtype=float) * k
+def _point_replicates(m: pd.DataFrame, ok: np.ndarray, meets: np.ndarray, tok: np.ndarray, slo: Any, res: Any,
+                      out_tok: float | None, *, n_boot: int, seed: int) -> dict[str, Any]:  # fmt: skip
+    """Joint time-block replicates of one point (analysis.blocks) and its latency intervals."""
+    from analysis import blocks as bl
+    from analysis import slo as slo_mod
 
-    lo, hi = scaled(ci.get("lo")), scaled(ci.get("hi"))
-    return {"usd_per_1m_output_lo": None if lo is None else float(lo),
-            "usd_per_1m_output_hi": None if hi is None else float(hi),
-            "usd_per_1m_output_boot": scaled(ci.get("replicates"))}  # fmt: skip
+    t = m["t_sent_ns"].astype("Float64")
+    if "t_scheduled_ns" in m.columns:  # a dropped request was never sent: its scheduled time
+        t = t.fillna(m["t_scheduled_ns"].astype("Float64"))
+    t = t.to_numpy(dtype=float, na_value=np.nan)
+    t = np.where(np.isfinite(t), t, np.nanmin(t) if np.isfinite(t).any() else 0.0)
+    e2e = m["e2e_ms"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    blocks = bl.make_blocks(t, np.where(ok, e2e, np.nan))
+    idx = blocks.index
+    ths = []
+    for th in slo_mod.thresholds(slo):
+        if th.metric == "itl_ms":
+            gaps, owner = slo_mod.itl_gaps(m["chunk_ns"])
+            keep = ok[owner]
+            vals, vidx = gaps[keep], idx[owner[keep]]
+        else:
+            v = m[th.metric].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+            keep = ok & np.isfinite(v)
+            vals, vidx = v[keep], idx[keep]
+        ths.append(bl.Threshold(th.metric, vals, vidx, th.percentile, th.limit_ms))
+    lat = {}
+    for name in ("ttft_ms", "tpot_ms", "e2e_ms"):
+        v = m[name].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+        keep = ok & np.isfinite(v)
+        lat[name] = (v[keep], idx[keep])
+    sums = {"goodput_rps": (meets.astype(float), res.goodput_rps),
+            "goodput_output_tok_per_s": (np.where(meets, tok, 0).astype(float), res.goodput_output_tok_per_s),
+            "output_tok_per_s": (tok.astype(float), out_tok)}  # fmt: skip
+    rep = bl.point_replicates(blocks, meets=meets, target=float(slo.attainment_target), thresholds=ths, sums=sums,
+                              latency=lat, n=n_boot, seed=seed)  # fmt: skip
+    from analysis.confidence import too_few_warning
+
+    latency_ci = {}
+    for name, (vals, _i) in lat.items():
+        for q in (50, 90, 99):
+            key = f"{name}_p{q:g}"
+            est = float(np.percentile(vals, q)) if vals.size else None
+            latency_ci[key] = {**_ci(est, rep.latency.get(key)), "warning": too_few_warning(vals.size, q, name)}
+    return {"replicates": rep, "latency_ci": latency_ci}
+
+
+def p_feasible(requests: pd.DataFrame, slo: Any, *, window_s: float | None = None, n_boot: int = 1000,
+               seed: int = 0) -> float | None:  # fmt: skip
+    """The share of a point's joint time-block replicates that meet the SLO (analysis.blocks): how
+    sure its feasible/infeasible verdict is, for the knee search. None without measure requests."""
+    from analysis import slo as slo_mod
+    from analysis.metrics import derive
+
+    df = requests if "ttft_ms" in requests.columns else derive(requests)
+    m = df[df["phase"] == "measure"].reset_index(drop=True)
+    if m.empty:
+        return None
+    res = slo_mod.evaluate_point(df, slo, window_s=window_s)
+    meets, _per, _v = slo_mod.meets_mask(m, slo)
+    ok = (m["status"] == "ok").to_numpy(dtype=bool)
+    tok = np.where(ok, m["output_tokens"].astype("Float64").fillna(0).to_numpy(dtype=float), 0).astype(np.int64)
+    rep = _point_replicates(m, ok, meets, tok, slo, res, None, n_boot=n_boot, seed=seed)["replicates"]
+    return rep.p_feasible
+
+
+def _cost_replicates(estimate: float | None, rate: float | None, rate_boot: np.ndarray | None) -> np.ndarray | None:
+    """$/1M replicates from throughput replicates: the cost scales as 1 / throughput (same price,
+    same window), so cost_r = estimate x rate / rate_r (a replicate that served nothing: inf)."""
+    if estimate is None or rate is None or rate_boot is None:
+        return None
+    r = np.asarray(rate_boot, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(r > 0, estimate * rate / np.where(r > 0, r, 1.0), np.inf)
+
+
+def _ci(estimate: Any, boot: np.ndarray | None) -> dict[str, Any]:
+    from analysis.confidence import LEVEL, interval
+
+    lo, hi = interval(boot) if boot is not None else (None, None)
+    return {"estimate": _f(estimate), "lo": lo, "hi": hi, "level": LEVEL,
+            "n_boot": int(len(boot)) if boot is not None else 0, "method": "time blocks"}  # fmt: skip
+
+
+def _ci_columns(name: str, boot: np.ndarray | None) -> dict[str, Any]:
+    """<name>_lo, <name>_hi and <name>_boot table columns of a replicate array."""
+    from analysis.confidence import interval
+
+    lo, hi = interval(boot) if boot is not None else (None, None)
+    return {f"{name}_lo": lo, f"{name}_hi": hi, f"{name}_boot": boot}
 
 
 def _first(s: dict[str, Any], *keys: str) -> Any:

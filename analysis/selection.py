@@ -1,10 +1,14 @@
 """Selection: the cheapest valid variant that meets the SLO at the requested load. Pure.
 
 Operating point of each variant:
-  load = None   its knee (analysis.knee): the highest measured SLO-feasible valid load, i.e.
-                the cheapest $/1M at which it still meets the SLO (replicas scale out beyond it)
-  load = X      the lowest measured point with load_value >= X (same load unit)
-Cost metric: usd_per_1m_goodput (output tokens of SLO-meeting requests only) with its interval.
+  load = None   its capacity under the SLO (analysis.knee): the cost is the cost at capacity,
+                usd_at_capacity = $/h / (goodput tok/s at the knee's crossing), with the interval of
+                the joint time-block replicates (the capacity's uncertainty, the output-length
+                spread, repetitions); the operating point named is the knee point. Where the knee
+                was not reached the cost is an upper bound ("at most": the top load's cost).
+  load = X      the lowest measured point with load_value >= X (same load unit): its
+                usd_per_1m_goodput with the point's time-block interval
+Cost metric: $ per 1M output tokens of SLO-meeting requests (goodput tokens).
 
 A variant is excluded, with every reason that applies (kind + one human line):
   invalid      its operating point (or every point) has verdict invalid; the verdict reasons follow
@@ -13,9 +17,10 @@ A variant is excluded, with every reason that applies (kind + one human line):
   unpriced     the operating point has no $/1M (no price for its GPU)
   quality      it failed a quality gate (hook: `quality` mapping or a `quality_gate` column)
 
-Ranking is by the estimate; the chosen variant is the cheapest. Every other candidate whose
-interval overlaps the chosen one's (lo_other <= hi_chosen) ties with it: the result says so and
-lists them. P(A cheaper than B) compares the two variants' bootstrap replicates as independent
+Ranking is by the estimate; the chosen variant is the cheapest. Another candidate ties with it
+when the two are equal within their intervals (lo_other <= hi_chosen), and every other candidate
+whose cost is only an upper bound (its knee not reached: its true cost may lie anywhere below)
+ties with it too. The result says so and lists them, and :func:`headline` declares no winner. P(A cheaper than B) compares the two variants' bootstrap replicates as independent
 draws, over all pairs (a, b): P = mean[a < b] + 0.5 * mean[a == b]; it is None without replicates.
 
 Side effects: none.
@@ -53,6 +58,11 @@ class Candidate:
     attainment: float | None = None
     goodput_rps: float | None = None
     tok_per_s_per_gpu: float | None = None
+    capacity_rps: float | None = None  # at the knee basis: goodput req/s at the crossing
+    capacity_rps_lo: float | None = None
+    capacity_rps_hi: float | None = None
+    knee_status: str | None = None  # analysis.knee status at the knee basis
+    usd_bound: str = "estimate"  # "at most": the knee was not reached, the cost is an upper bound
     boot: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,7 +109,7 @@ class Selection:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "basis": self.basis, "metric": self.metric,
+            "headline": headline(self), "basis": self.basis, "metric": self.metric,
             "chosen": self.chosen.to_dict() if self.chosen else None,
             "runner_up": self.runner_up.to_dict() if self.runner_up else None,
             "tie": self.tie, "tied": list(self.tied), "p_cheaper": list(self.p_cheaper),
@@ -128,11 +138,53 @@ def rank(candidates: Sequence[Candidate], excluded: Sequence[Exclusion] = (), *,
     if not ranked:
         return Selection(basis=basis, metric=metric, ranked=[], excluded=list(excluded))
     best = ranked[0]
-    best_hi = best.usd_hi if best.usd_hi is not None else best.usd
-    tied = [c.variant_id for c in ranked[1:] if (c.usd_lo if c.usd_lo is not None else c.usd) <= best_hi]
+    # with replicates, a null end is open (the replicates reach past the measured range)
+    best_hi = best.usd_hi if best.usd_hi is not None else (np.inf if best.boot is not None else best.usd)
+    # an upper bound ("at most": knee not reached) says nothing of how low the cost goes: it
+    # ties with the cheapest unless its bound already lies below the cheapest's low end
     probs = [{"a": best.variant_id, "b": c.variant_id, "p_a_cheaper": p_cheaper(best.boot, c.boot)} for c in ranked[1:]]
+
+    def tied_with_best(c: Candidate) -> bool:
+        if c.usd_bound == "at most":
+            return True
+        return (c.usd_lo if c.usd_lo is not None else (-np.inf if c.boot is not None else c.usd)) <= best_hi
+
+    tied = [c.variant_id for c in ranked[1:] if tied_with_best(c)]
     return Selection(basis=basis, metric=metric, ranked=ranked, excluded=list(excluded), tie=bool(tied),
                      tied=tied, p_cheaper=probs)  # fmt: skip
+
+
+def _usd(v: float | None) -> str:
+    return "-" if v is None else f"${v:,.4g}"
+
+
+def headline(sel: Selection, labels: Mapping[str, str] | None = None) -> str:
+    """The decision in one line: the winner with its cost and capacity intervals, or why there is
+    none (no variant meets the SLO; a tie, naming the variants whose knee was not reached)."""
+    ch = sel.chosen
+    if ch is None:
+        return "No variant meets the SLO at any valid measured load: nothing to deploy."
+    names = {c.variant_id: c.variant_label for c in sel.ranked} | dict(labels or {})
+    p = next((x["p_a_cheaper"] for x in sel.p_cheaper if sel.runner_up and x["b"] == sel.runner_up.variant_id), None)
+    p_txt = f"; P(cheaper) = {p:.2f}" if p is not None else ""
+    unreached = [c for c in [ch, *(c for c in sel.ranked if c.variant_id in sel.tied)] if c.usd_bound == "at most"]
+    if sel.tie:
+        who = ", ".join([ch.variant_label, *(names[v] for v in sel.tied)])
+        line = f"No winner: {who} cannot be told apart on cost (intervals overlap{p_txt})"
+        if unreached and sel.basis == "knee":
+            line += (f"; the knee of {', '.join(c.variant_label for c in unreached)} was not reached, so its cost at "
+                     "capacity is only an upper bound: measure higher loads (search=knee with a higher search.hi)")  # fmt: skip
+        return line + "."
+    cost = f"{_usd(ch.usd)} [{_usd(ch.usd_lo)}, {_usd(ch.usd_hi)}] per 1M goodput tokens"
+    if sel.basis == "knee":
+        where = " at most, knee not reached" if ch.usd_bound == "at most" else ""
+        cap = ""
+        if ch.capacity_rps is not None:
+            iv = (f" [{ch.capacity_rps_lo:.3g}, {ch.capacity_rps_hi:.3g}]"
+                  if ch.capacity_rps_lo is not None and ch.capacity_rps_hi is not None else "")  # fmt: skip
+            cap = f", capacity {ch.capacity_rps:.3g}{iv} req/s under the SLO"
+        return f"Deploy {ch.variant_label}: {cost}{where}{cap}{p_txt.replace(';', ',')}."
+    return f"Deploy {ch.variant_label}: {cost} at {ch.load_value:g} {ch.load_unit}{p_txt.replace(';', ',')}."
 
 
 def _reasons_for_invalid(rows: pd.DataFrame) -> list[dict[str, Any]]:
@@ -149,6 +201,17 @@ def _infeasible_reason(r: Any, target: float | None) -> dict[str, Any]:
     if att is not None:
         msg += f" (attainment {att:.3f}" + (f" < target {target:g})" if target is not None and att < target else ")")
     return {"kind": "infeasible", "message": msg, "load_value": float(r.load_value), "attainment": att}
+
+
+def _knee_candidate(r: pd.Series, k: Knee, metric: str) -> Candidate:
+    """The candidate at a variant's capacity: the knee point's row, the cost at capacity."""
+    c = _candidate(r, metric)
+    if k.usd_at_capacity is None:
+        return c
+    return replace(c, usd=float(k.usd_at_capacity), usd_lo=k.usd_at_capacity_lo, usd_hi=k.usd_at_capacity_hi,
+                   boot=k.usd_at_capacity_boot, capacity_rps=k.capacity_rps, capacity_rps_lo=k.capacity_rps_lo,
+                   capacity_rps_hi=k.capacity_rps_hi, knee_status=k.status,
+                   usd_bound=k.usd_at_capacity_bound or "estimate")  # fmt: skip
 
 
 def _candidate(r: pd.Series, metric: str) -> Candidate:
@@ -219,7 +282,8 @@ def select(points: pd.DataFrame, *, target: float, limits: Mapping[str, float] |
         if reasons:
             excl.append(Exclusion(variant_id=vid, variant_label=label, reasons=reasons))
         elif row is not None:
-            cands.append(_candidate(row, metric))
+            k = kn.get(vid)
+            cands.append(_knee_candidate(row, k, metric) if load is None and k is not None else _candidate(row, metric))
     return rank(cands, excl, basis=basis, metric=metric)
 
 

@@ -134,14 +134,21 @@ def slo_check(result: PointResult, slo: Any) -> dict[str, Any]:
     """The point's SLO feasibility as the decision layer computes it (analysis.slo.evaluate_point
     over the point's request rows and its steady window), for the knee search and for resume.
     A point stopped early (engine died) is infeasible whatever its rows say."""
+    from analysis.results import p_feasible
     from analysis.slo import evaluate_point
     from experiments.artifacts import requests_frame
 
-    res = evaluate_point(requests_frame([result]), slo, window_s=result.record.summary.get("measure_window_s"))
+    frame = requests_frame([result])
+    window = result.record.summary.get("measure_window_s")
+    res = evaluate_point(frame, slo, window_s=window)
     reasons = list(res.reasons)
+    p = p_feasible(frame, slo, window_s=window) if res.requests else None
     if result.record.aborted:
         reasons.insert(0, f"stopped early: {result.record.aborted}")
-    return {"slo": res.slo_name, "feasible": not reasons, "attainment": res.attainment, "reasons": reasons}
+        p = 0.0
+    # p_feasible: how sure the verdict is (the share of time-block replicates meeting the SLO)
+    return {"slo": res.slo_name, "feasible": not reasons, "attainment": res.attainment, "reasons": reasons,
+            "p_feasible": p}  # fmt: skip
 
 
 def _fmt(v: float | None) -> str:

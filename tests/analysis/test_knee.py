@@ -56,7 +56,8 @@ def test_interval_from_attainment_replicates():
 
 
 def test_replicates_below_the_range_leave_the_low_end_open():
-    boots = [[0.8] * 5 + [1.0] * 35, [0.99] * 40, [0.95] * 40, [0.5] * 40]
+    # 5 of 40 replicates miss the target at every load (1/8 > 2.5 %): below the range
+    boots = [[0.8] * 5 + [1.0] * 35, [0.8] * 5 + [0.99] * 35, [0.8] * 5 + [0.95] * 35, [0.5] * 40]
     k = variant_knee(curve([1.0, 0.99, 0.95, 0.5], boots=boots), target=0.9)
     assert k.estimate_lo is None and k.estimate_hi == pytest.approx(4 + 4 * 0.05 / 0.45)
     assert k.conservative_load() == 4.0  # falls back to the measured knee
@@ -79,10 +80,41 @@ def test_statuses_and_invalid_points_left_out():
     assert variant_knee(df, target=0.9).status == "no_valid_points"
 
 
-def test_feasible_again_above_an_infeasible_point_is_noted_not_used():
+def test_feasible_again_above_an_infeasible_point_is_noted_and_fitted_monotone():
+    # slacks on the SLO scale (attainment - 0.9) / 0.1: 1, -4, 0.5, -6; the fit runs on them clipped
+    # to [-1, 1]: 1, -1, 0.5, -1 -> pool 2 and 4 req/s: -0.25 each -> crossing 1 + 1 / 1.25
     k = variant_knee(curve([1.0, 0.5, 0.95, 0.3]), target=0.9)
     assert (k.knee_load, k.above_load) == (1.0, 2.0)
-    assert "feasible again above the knee at 4" in k.notes[0]
+    assert k.estimate == pytest.approx(1.8)
+    assert "not monotone" in k.notes[0] and "feasible again at 4 req/s" in k.notes[0]
+
+
+def test_one_noisy_point_below_the_knee_is_outvoted_by_its_neighbours():
+    # 2 req/s missed the target once (0.88) between three clean loads: the monotone fit pools it with
+    # 4 and 6 req/s ((-0.2 + 0.5 + 0.5) / 3 > 0), so the knee stays between 6 and 8 req/s
+    k = variant_knee(curve([1.0, 0.88, 0.95, 0.95, 0.5], loads=(1, 2, 4, 6, 8)), target=0.9)
+    assert (k.knee_load, k.above_load) == (6.0, 8.0) and 6.0 < k.estimate < 8.0
+    # the old rule (first infeasible point) would have put it at 1 req/s
+    assert k.estimate > 2.0
+
+
+def test_a_latency_replicate_moves_the_interval_jointly_with_attainment():
+    # attainment is safe everywhere; the TTFT p99 replicates at 4 req/s straddle the 500 ms limit in
+    # 20 of 40 replicates: those cross between 2 and 4, the rest between 4 and 8
+    df = curve([1.0, 1.0, 1.0, 1.0], ttft=[100, 200, 450, 900])
+    df["slo_ttft_ms"] = [100.0, 200.0, 450.0, 900.0]
+    df["attainment_boot"] = [np.ones(40)] * 4
+    df["slo_ttft_ms_boot"] = [np.full(40, 100.0), np.full(40, 200.0), np.r_[np.full(20, 450.0), np.full(20, 600.0)],
+                              np.full(40, 900.0)]  # fmt: skip
+    df["feasible"] = [True, True, True, False]
+    k = variant_knee(df, target=0.9, limits={"slo_ttft_ms": 500})
+    assert k.binding == "slo_ttft_ms" and k.estimate == pytest.approx(4 + 4 * 50 / 450)
+    # replicate crossing with 600 ms at 4: 2 + 2 * (300 / 400) = 3.5
+    assert k.estimate_lo == pytest.approx(3.5) and k.estimate_hi == pytest.approx(4 + 4 * 50 / 450)
+    # latency held at its estimate (the old interval) would have had zero width
+    df2 = df.drop(columns=["slo_ttft_ms_boot"])
+    k2 = variant_knee(df2, target=0.9, limits={"slo_ttft_ms": 500})
+    assert k2.estimate_lo == k2.estimate_hi == pytest.approx(k.estimate)
 
 
 def test_crossing_with_a_missing_percentile_fails_at_the_upper_point():

@@ -238,7 +238,9 @@ def test_experiment_report_in_chromium(report_lab, browser, tmp_path):
                    {"plot-pareto", "plot-latency-load", "plot-distributions", "plot-cost", "plot-tornado", *timelines},
                    len(d["points"]), messages)  # fmt: skip
     if ch is not None:
-        assert f["chosen"] == ch["variant_label"] and f"Deploy {ch['variant_label']}" in f["decision"]
+        first = "Cheapest on the estimate (no winner): " if d["selection"]["tie"] else "Deploy "
+        assert f["chosen"] == ch["variant_label"] and f"{first}{ch['variant_label']}" in f["decision"]
+        assert d["selection"]["headline"] in f["decision"]
     else:
         assert "No variant meets the SLO" in f["decision"]
     assert "Excluded" in f["decision"] and "How sure" in f["decision"]

@@ -90,7 +90,7 @@ def test_recommendation_comes_first_with_cost_slo_runner_up_and_exclusions(repor
     if ru is not None:
         assert f'<p id="runner-up">{esc(ru["variant_label"])}: ' in rec
         assert ('id="tie"' in rec) == (ru["variant_id"] in sel["tied"])
-    assert 'id="confidence"' in rec and "95 % seeded bootstrap" in rec
+    assert 'id="confidence"' in rec and "95 % seeded time-block bootstrap" in rec
 
 
 def test_the_fixture_measured_what_it_was_built_for(report_lab):

@@ -19,6 +19,7 @@ def rows():
         point("B", load=8, attainment=0.6, usd=0.7),
         # C: $2.00 [1.80, 2.20]: runner-up by rank but not tied
         point("C", load=4, attainment=0.99, usd=2.0, gpu="l4", boot=[1.9, 2.0, 2.1]),
+        point("C", load=8, attainment=0.5, usd=1.9, gpu="l4"),
         # D: every point invalid
         point("D", load=4, usd=0.1, verdict="invalid", reasons=[{"kind": "loadgen_saturated", "message": "CPU 95 %"}]),
         # E: misses the SLO everywhere
@@ -60,7 +61,7 @@ def test_at_a_requested_load():
     assert sel.basis == "load >= 3 req/s"
     sel = select(table(rows()), target=0.9, load=6.0)
     ex = {e.variant_id: e.reasons[0]["kind"] for e in sel.excluded}
-    assert ex["A"] == "infeasible" and ex["C"] == "not_measured" and sel.chosen is None
+    assert ex["A"] == "infeasible" and ex["C"] == "infeasible" and sel.chosen is None
 
 
 def test_unpriced_is_excluded():

@@ -209,3 +209,16 @@ def test_shootout_presets_sweep_by_the_planned_hardware():
             c = compose([f"experiment={exp}", f"gpu={g}"], return_hydra_config=True)
             assert OmegaConf.select(c, f"hydra.sweeper.params.{key}") == want
             assert str(OmegaConf.select(c, "hydra.mode")) == "RunMode.MULTIRUN"
+
+
+def test_shootout_presets_find_each_variants_capacity_within_a_stated_budget():
+    from experiments.sweeps.search import KneeSearch
+
+    for exp in ("quant_shootout", "engine_shootout"):
+        c = compose([f"experiment={exp}"])
+        assert c.search.kind == "knee" and c.search.max_points is not None  # capacity first, within a budget
+        lo, hi = min(c.traffic.points), max(c.traffic.points)
+        assert hi / lo >= 16 and c.search.expand_to is not None and c.search.expand_to > hi
+        s = KneeSearch(lo, hi, tolerance=c.search.tolerance, max_points=c.search.max_points,
+                       expand_to=c.search.expand_to)  # fmt: skip
+        assert s.point_cap() <= c.search.max_points

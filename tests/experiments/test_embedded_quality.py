@@ -36,7 +36,7 @@ def test_awq_gptq_and_fp8_kv_are_scored_against_none(tmp_path):
     for m in ("tiny-llama-awq", "tiny-llama-gptq"):
         assert (ROOT / "models" / m).is_dir(), "run `bash scripts/setup.sh`"
     argv = [sys.executable, "run.py", "experiment=quant_shootout", "hydra.sweeper.params.quant='none,awq,gptq,fp8_kv'",
-            "quality.num_prompts=24", "quality.num_tasks=6", f"results_dir={tmp_path}", "traffic.points=[2]",
+            "quality.num_prompts=24", "quality.num_tasks=6", f"results_dir={tmp_path}", "search=grid", "traffic.points=[2]",
             "traffic.duration_s=3", "traffic.warmup_s=0.5", "engine.enforce_eager=true", "report=false"]  # fmt: skip
     p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stderr[-4000:]

@@ -34,7 +34,7 @@ AVX512 = "avx512f" in cpu_flags()
 def _argv(results, *extra: str) -> list[str]:
     return [sys.executable, "run.py", "experiment=quant_shootout", "hydra.sweeper.params.quant='none,fp16,fp8_kv'",
             "quality.num_prompts=24", "quality.num_tasks=6",
-            f"results_dir={results}", "traffic.points=[2,4]", "traffic.duration_s=3", "traffic.warmup_s=0.5",
+            f"results_dir={results}", "search=grid", "traffic.points=[2,4]", "traffic.duration_s=3", "traffic.warmup_s=0.5",
             "engine.enforce_eager=true", *extra]  # fmt: skip
 
 
