@@ -67,7 +67,7 @@ def test_truly_equal_servers_tie_with_p_near_a_half(pairs):
 
 def test_a_fifth_more_capacity_is_told_apart(pairs):
     _, apart = pairs
-    for sel, table in apart:
+    for sel, _table in apart:
         assert sel.chosen.variant_id == "five" and not sel.tie
         assert sel.p_cheaper[0]["p_a_cheaper"] >= 0.95
         five, four = sel.ranked[0], sel.ranked[1]
