@@ -114,12 +114,14 @@ def test_non_monotone_trusts_the_lower_infeasible_point():
     s.observe(nxt, True)
     s.observe(32, True)  # feasible above the lowest infeasible load: recorded, not used
     assert s.state()["bracket"][1] == 8 and s.state()["points"][-1]["load"] == 32
-    # the same load seen both ways counts as infeasible (conservative)
+    # the same load seen both ways is pooled, not decided by its last verdict: mean 0.5 >= P_FEASIBLE
     assert bracket([]) == (None, None, [])
     t = KneeSearch(1, 64, integer=True)
     t.observe(10, True)
     t.observe(10, False)
-    assert bracket(t.observations)[:2] == (None, 10)
+    assert bracket(t.observations)[:2] == (10, None)
+    assert t.state()["pooled"] == [{"load": 10, "measurements": 2, "p_feasible": 0.5, "feasible": True,
+                                    "uncertain": True, "verdicts": [True, False]}]  # fmt: skip
 
 
 def test_start_gallops_from_a_prior():
@@ -136,7 +138,7 @@ def test_state_is_json_and_names_the_stop_rule():
     st = json.loads(json.dumps(s.state(), allow_nan=False))
     assert "stop when" in st["stop_rule"] and "0.05" in st["stop_rule"] and "adjacent" in st["stop_rule"]
     assert [p["load"] for p in st["points"]] == [26, 13, 19, 16, 14]
-    assert st["points"][0] == {"load": 26, "feasible": False, "reason": "ttft_ms p99 too high"}
+    assert st["points"][0] == {"load": 26, "feasible": False, "reason": "ttft_ms p99 too high", "p_feasible": None}
     assert st["done"] and st["points_used"] == 5 and st["range"] == [1, 64]
 
 
