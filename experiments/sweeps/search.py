@@ -83,8 +83,8 @@ not with the last verdict:
             load pool to 0.5, the most uncertain.
   re-measure when the search would stop (converged, all_feasible, none_feasible) and an end of
             its final bracket is uncertain, that end is measured again (status "remeasuring";
-            the most uncertain end first) - a new repetition of the load - and pooled. This is the
-            only way a load is proposed twice. At most MAX_MEASUREMENTS_PER_LOAD (3) measurements
+            the end measured fewer times first, then the more uncertain), as a new repetition of
+            the load, and pooled. This is the only way a load is proposed twice. At most MAX_MEASUREMENTS_PER_LOAD (3) measurements
             of one load, and at most HARD_CAP_MARGIN re-measures in all; a re-measure that flips
             a verdict reopens the bracket, and the probes that follow count against the same cap
             (point_cap(): max_points, else worst_case_points() + HARD_CAP_MARGIN). So the search
@@ -370,11 +370,12 @@ class KneeSearch:
         return len(self.observations) - len(pool(self.observations))
 
     def _uncertain_ends(self) -> list[Pooled]:
-        """The final bracket's ends whose pooled p_feasible is uncertain, most uncertain first."""
+        """The final bracket's ends whose pooled p_feasible is uncertain: the one measured fewer
+        times first (another measurement tells more there), then the more uncertain."""
         f, i, _ = bracket(self.observations)
         pooled = pool(self.observations)
         ends = [pooled[x] for x in (f, i) if x is not None and pooled[x].uncertain]
-        return sorted(ends, key=lambda e: (abs(e.p_feasible - P_FEASIBLE), e.load))
+        return sorted(ends, key=lambda e: (e.n, abs(e.p_feasible - P_FEASIBLE), e.load))
 
     def _remeasure(self) -> float | None:
         """The bracket end to measure again before stopping (module doc: re-measure), or None."""

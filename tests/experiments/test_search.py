@@ -268,7 +268,7 @@ def test_a_noisy_oracle_with_p_feasible_pools_and_ends_within_the_margin(integer
                 capped += st["status"] == "budget_exhausted"
             if st["knee"] is not None and abs(st["knee"] - knee) / knee <= s.tolerance:
                 found[with_p] += 1
-    # measured (300 seeds): pooling finds the knee within 5 % in 291/300 (continuous) and 298/300
+    # measured (300 seeds): pooling finds the knee within 5 % in 289/300 (continuous) and 298/300
     # (integer) searches, the last verdict alone in 254 and 275; the price is the margin: 9.75 of at
     # most 10 points (continuous), 7.81 of at most 9 (integer); 1 and 6 searches stopped by the cap
     assert found[True] >= 0.95 * 300 and found[True] > found[False], found
