@@ -84,10 +84,11 @@ not with the last verdict:
   re-measure when the search would stop (converged, all_feasible, none_feasible) and an end of
             its final bracket is uncertain, that end is measured again (status "remeasuring";
             the end measured fewer times first, then the more uncertain), as a new repetition of
-            the load, and pooled. This is the only way a load is proposed twice. At most MAX_MEASUREMENTS_PER_LOAD (3) measurements
-            of one load, and at most HARD_CAP_MARGIN re-measures in all; a re-measure that flips
-            a verdict reopens the bracket, and the probes that follow count against the same cap
-            (point_cap(): max_points, else worst_case_points() + HARD_CAP_MARGIN). So the search
+            the load, and pooled. This is the only way a load is proposed twice. At most
+            MAX_MEASUREMENTS_PER_LOAD (3) measurements of one load, and at most HARD_CAP_MARGIN
+            re-measures in all; a re-measure that flips a verdict reopens the bracket, and the
+            probes that follow count against the same cap (point_cap(): max_points, else
+            worst_case_points() + HARD_CAP_MARGIN). So the search
             takes at most worst_case_points() + HARD_CAP_MARGIN points whatever the outcomes, and
             a search whose ends are certain pays nothing: worst_case_points() is unchanged (it is
             counted on certain outcomes). An end still uncertain when the margin or the per-load
@@ -175,7 +176,7 @@ class Pooled:
 
 
 def _p(o: Observation) -> float:
-    if o.p_feasible is None or not math.isfinite(o.p_feasible):
+    if o.p_feasible is None or not math.isfinite(o.p_feasible):  # unknown: the verdict itself, 1 or 0
         return 1.0 if o.feasible else 0.0
     return min(max(float(o.p_feasible), 0.0), 1.0)
 
@@ -225,7 +226,9 @@ def _points(observations: Sequence[Observation]) -> list[dict[str, Any]]:
 
 
 def _observation(load: float, feasible: bool, reason: str, p_feasible: float | None) -> Observation:
-    return Observation(float(load), bool(feasible), str(reason), None if p_feasible is None else float(p_feasible))
+    """An observation as recorded; a p_feasible that is not a finite number counts as unknown."""
+    p = None if p_feasible is None else float(p_feasible)
+    return Observation(float(load), bool(feasible), str(reason), p if p is not None and math.isfinite(p) else None)
 
 
 def _rel_width(lo: float | None, hi: float | None) -> float | None:
