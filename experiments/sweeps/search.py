@@ -101,7 +101,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Protocol
 
 from loadgen.arrivals import CLOSED_LOOP_KINDS
@@ -482,7 +482,8 @@ class KneeSearch:
 
     @cached_property
     def _worst(self) -> int:
-        return self._depth([])
+        return _worst_case(self.lo, self.hi0, self.tolerance, self.integer, self.max_points, self.start,
+                           self.probe_top, self.expand_to)  # fmt: skip
 
     def worst_case_points(self) -> int:
         """The most points this search can take on a monotone curve, counted on its whole decision
@@ -546,6 +547,16 @@ class KneeSearch:
                 out.append(f"{e.load:g} is still uncertain (pooled p_feasible {e.p_feasible:.2f} over {e.n} "
                            f"measurement{'s' if e.n > 1 else ''}): stopped at {why}")  # fmt: skip
         return out
+
+
+@lru_cache(maxsize=256)
+def _worst_case(lo: float, hi: float, tolerance: float, integer: bool, max_points: int | None, start: float | None,
+                probe_top: bool, expand_to: float | None) -> int:  # fmt: skip
+    """KneeSearch.worst_case_points() of a search with these settings (its decision tree; cached:
+    the same settings give the same tree)."""
+    s = KneeSearch(lo, hi, tolerance=tolerance, integer=integer, max_points=max_points, start=start,
+                   probe_top=probe_top, expand_to=expand_to)  # fmt: skip
+    return s._depth([])
 
 
 def planner_for(search: Any, points: Sequence[float], kind: str | None = None) -> GridSearch | KneeSearch:
