@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -85,9 +86,14 @@ def test_a_load_measured_twice_in_one_launch_stays_two_measurements(tmp_path):
     assert [p["repetition"] for p in pts] == [0, 1]
     assert [p["ttft_ms_p99"] for p in pts] == pytest.approx([150.0, 420.0], abs=1.0)
     # the report's table: one row per measurement, each with the TTFT p99 its run.json point recorded
-    _, rows, _ = report.experiment_view(exp, d)
+    _, rows, exports = report.experiment_view(exp, d)
     rows = sorted((r for r in rows if r["load_value"] == 16.14), key=lambda r: r["repetition"])
     assert [r["repetition"] for r in rows] == [0, 1] and [r["index"] for r in rows] == [1, 2]
     assert [r["ttft_p99"] for r in rows] == pytest.approx([lps[1]["summary"]["ttft_ms"]["p99"],
                                                            lps[2]["summary"]["ttft_ms"]["p99"]])  # fmt: skip
     assert rows[0]["ttft_p99"] != rows[1]["ttft_p99"]
+    # its exports (one vLLM-format JSON per measurement) and summary.csv: two of each as well
+    assert [exports[f"v-1_point{i}"]["p99_ttft_ms"] for i in (1, 2)] == pytest.approx([150.0, 420.0], abs=1.0)
+    report.write_experiment_report(exp)
+    csv = pd.read_csv(exp / "summary.csv")
+    assert sorted(csv.loc[csv["load_value"] == 16.14, "repetition"].tolist()) == [0, 1]
