@@ -511,6 +511,7 @@ class KneeSearch:
             "stop_rule": self.stop_rule(),
             "status": status,
             "done": status in DONE,
+            "stopped": self._stopped(status, f, i),
             "knee": f if status != "none_feasible" else None,
             "bracket": [f, i],  # [highest feasible, lowest infeasible]; None: not measured
             "bracket_rel_width": _rel_width(f, i),
@@ -530,6 +531,26 @@ class KneeSearch:
             "pooled": [p.to_dict() for p in pool(self.observations).values()],
             "notes": notes,
         }
+
+    def _stopped(self, status: str, f: float | None, i: float | None) -> str | None:
+        """One sentence: why the search stopped, in how many points, and what re-measuring did."""
+        if status not in DONE:
+            return None
+        n, extra = len(self.observations), self.remeasures()
+        why = {
+            "converged": f"converged: [{f:g}, {i:g}] meets the stop rule" if f is not None and i is not None else "converged",
+            "all_feasible": f"all feasible up to hi = {self.hi:g}",
+            "none_feasible": f"infeasible at lo = {self.lo:g}",
+            "budget_exhausted": f"stopped at the cap of {self.point_cap()} points",
+        }[status]  # fmt: skip
+        out = f"{why} after {n} point{'s' if n != 1 else ''}"
+        if extra:
+            again = [f"{p.load:g} x{p.n} (pooled p_feasible {p.p_feasible:.2f}: {'feasible' if p.feasible else 'infeasible'})"
+                     for p in pool(self.observations).values() if p.n > 1]  # fmt: skip
+            out += f", {extra} of them measuring a load again: {', '.join(again)}"
+        if status != "budget_exhausted" and (left := self._uncertain_ends()):
+            out += "; still uncertain: " + ", ".join(f"{e.load:g} (p_feasible {e.p_feasible:.2f})" for e in left)
+        return out
 
     def _pooling_notes(self, status: str) -> list[str]:
         """What pooling did: each load measured more than once, and an end left uncertain."""

@@ -277,6 +277,51 @@ def test_a_noisy_oracle_with_p_feasible_pools_and_ends_within_the_margin(integer
           f"last verdict; points mean {sum(used) / len(used):.2f}, max {max(used)} (bound {bound}); capped {capped}")
 
 
+def test_an_uncertain_end_is_measured_again_and_pooled(monkeypatch):
+    from experiments.sweeps import search
+
+    s = KneeSearch(1, 64, integer=True)
+    for load, ok, p in ((26, False, 0.0), (13, True, 1.0), (14, False, 0.45)):
+        s.observe(load, ok, "", p)
+    # [13, 14] meets the stop rule, but 14 is a coin toss: measured again before stopping
+    assert s.status() == "remeasuring" and s.next_load() == 14
+    s.observe(14, True, "", 0.75)  # pooled (0.45 + 0.75) / 2 = 0.6: feasible, not the last verdict alone
+    st = s.state()
+    assert st["bracket"] == [14, 26] and st["status"] == "bracketed" and st["remeasures"] == 1
+    assert {"load": 14, "measurements": 2, "p_feasible": 0.6, "feasible": True, "uncertain": True,
+            "verdicts": [False, True]} in st["pooled"]  # fmt: skip
+    nxt = s.next_load()
+    assert 14 < nxt < 26  # the bracket reopened: bisection goes on, never onto a measured load
+    while (x := s.next_load()) is not None:
+        s.observe(x, x <= 15, "", 1.0 if x <= 15 else 0.0)
+    st = s.state()
+    assert st["status"] == "converged" and st["knee"] == 15 and st["points_used"] <= st["point_cap"] == 9
+    assert "14 measured 2 times (infeasible, feasible): pooled p_feasible 0.60, feasible" in st["notes"]
+    assert st["stopped"].startswith("converged: [15, 16] meets the stop rule") and "1 of them measuring" in st["stopped"]
+    assert "(0.1, 0.9) is measured again" in st["stop_rule"] and "at most 9 points" in st["stop_rule"]
+    # per load at most MAX_MEASUREMENTS_PER_LOAD, in all at most HARD_CAP_MARGIN re-measures
+    p_of = {1: 1.0, 2: 0.7, 3: 0.2, 4: 0.0}  # 2 and 3 stay uncertain however often they are measured
+    s = KneeSearch(1, 4, integer=True)
+    loads = []
+    while (x := s.next_load()) is not None:
+        loads.append(x)
+        s.observe(x, x <= 2, "", p_of[x])
+    st = s.state()
+    assert loads == [2, 4, 3, 2, 3] and st["remeasures"] == 2 == search.HARD_CAP_MARGIN  # fewer measured first
+    assert st["status"] == "converged" and st["knee"] == 2
+    assert "still uncertain: 2 (p_feasible 0.70), 3 (p_feasible 0.20)" in st["stopped"]
+    assert any("stopped at the margin of 2 re-measures" in n for n in st["notes"])
+    monkeypatch.setattr(search, "HARD_CAP_MARGIN", 5)  # a wider margin: the per-load cap stops it
+    s = KneeSearch(1, 4, integer=True)
+    loads = []
+    while (x := s.next_load()) is not None:
+        loads.append(x)
+        s.observe(x, x <= 2, "", p_of[x])
+    assert loads == [2, 4, 3, 2, 3, 2, 3] and s.remeasures() == 4 < search.HARD_CAP_MARGIN
+    assert {p["load"]: p["measurements"] for p in s.state()["pooled"]} == {2: 3, 4: 1, 3: 3}
+    assert sum("3 measurements of it" in n for n in s.state()["notes"]) == 2
+
+
 def test_without_max_points_a_hard_cap_still_holds():
     s = KneeSearch(1, 64, integer=True)
     cap = s.point_cap()
