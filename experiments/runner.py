@@ -162,7 +162,9 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
                     progress.point_finished(None)  # measure_point logged the summary line
                     res.record.search = slo_check(res, cfg.slo)
                     keep_point(record, results, res, lease, run_dir)
-                    schedule.observe(value, rep, res.record.search["feasible"], "; ".join(res.record.search["reasons"]))
+                    check = res.record.search
+                    schedule.observe(value, rep, check["feasible"], "; ".join(check["reasons"]),
+                                     p_feasible=check.get("p_feasible"))  # fmt: skip
                     record.resume = schedule.state()
                     record.save(run_dir)
                     if res.record.aborted:

@@ -43,6 +43,7 @@ class DonePoint:
     load_value: float
     run_id: str
     feasible: bool | None  # the in-run SLO check (knee search), None when not recorded
+    p_feasible: float | None = None  # its bootstrap share of feasible replicates, None when not recorded
 
 
 @dataclass
@@ -111,8 +112,9 @@ def scan(variant_dir: Path, variant_id: str) -> History:
             if not _durable(path, int(lp["index"]), has_requests):
                 h.skipped_points.append(f"{path.name} point {lp['index']}: no request rows on disk")
                 continue
-            feasible = (lp.get("search") or {}).get("feasible")
-            h.done.setdefault(key, DonePoint(key[0], key[1], float(lp["load_value"]), str(s.get("run_id")), feasible))
+            check = lp.get("search") or {}
+            h.done.setdefault(key, DonePoint(key[0], key[1], float(lp["load_value"]), str(s.get("run_id")),
+                                             check.get("feasible"), check.get("p_feasible")))  # fmt: skip
     return h
 
 

@@ -12,6 +12,13 @@ A pair already done is never measured again: for the knee search its recorded fe
 replayed into the planner, so a resumed search takes the same path and continues where it
 stopped. Pure apart from reading the planner's state; the runner drives it.
 
+Every measurement has its own identity (docs/identity.md): a load the launch measures again (the
+knee search re-measuring an uncertain end, a repeated value in ``traffic.points``, a final bracket
+end the search measured twice) gets the next repetition of its point_id not yet taken in this
+launch. The numbering is a function of the order the loads are asked for, so a resumed launch,
+which asks for them in the same order, finds each recorded measurement under the same
+repetition and skips it, and never records a new one under a repetition already recorded.
+
 Side effects: none.
 """
 
@@ -39,6 +46,7 @@ class Schedule:
         self.kind = str(getattr(self.search_cfg, "kind", "grid") or "grid")
         self.skipped: list[dict[str, Any]] = []  # done earlier: (value, rep, run_id)
         self.measured: list[tuple[float, int]] = []
+        self._taken: dict[str, set[int]] = {}  # point_id -> repetitions this launch measured or skipped as done
         self._pending: tuple[float, int] | None = None
         self.planner: Any = None
         if self.kind == "knee":
@@ -58,6 +66,21 @@ class Schedule:
     def _done(self, value: float, rep: int) -> Any:
         return self.history.done.get((self.point_id(value), rep))
 
+    def _claim(self, value: float, rep: int, *, replayable: bool = False) -> tuple[int, Any]:
+        """(repetition, done or None) for the next measurement of `value`, asked for as `rep`: the
+        first repetition >= rep not yet taken in this launch (module doc). A recorded one is taken
+        and returned as done; with `replayable` (the knee search) one recorded without its
+        feasibility cannot be replayed, so it is passed over rather than measured again under its
+        own repetition."""
+        taken = self._taken.setdefault(self.point_id(value), set())
+        while True:
+            while rep in taken:
+                rep += 1
+            taken.add(rep)
+            done = self._done(value, rep)
+            if done is None or not replayable or done.feasible is not None:
+                return rep, done
+
     # -- iteration ------------------------------------------------------------------------
     def next(self) -> tuple[float, int] | None:
         """The next (load_value, repetition) to measure, None when the schedule is finished."""
@@ -67,12 +90,14 @@ class Schedule:
         self._pending = nxt
         return nxt
 
-    def observe(self, value: float, rep: int, feasible: bool | None, reason: str = "") -> None:
-        """What the measurement of the pending pair found (feasible: the in-run SLO check)."""
+    def observe(self, value: float, rep: int, feasible: bool | None, reason: str = "",
+                p_feasible: float | None = None) -> None:  # fmt: skip
+        """What the measurement of the pending pair found (feasible: the in-run SLO check;
+        p_feasible: the share of its bootstrap replicates that are feasible, None if unknown)."""
         self._pending = None
         self.measured.append((value, rep))
-        if self.planner is not None and rep == self.reps[0] and self._extra is None:
-            self.planner.observe(value, bool(feasible), reason)
+        if self.planner is not None and self._extra is None:  # the search's own measurements
+            self.planner.observe(value, bool(feasible), reason, p_feasible)
 
     def planned_count(self) -> int:
         """How many points this launch is expected to measure (grid: exact; knee: its worst case)."""
@@ -90,8 +115,9 @@ class Schedule:
 
     def _next_grid(self) -> tuple[float, int] | None:
         while self._grid:
-            value, rep = self._grid.pop(0)
-            if (done := self._done(value, rep)) is None:
+            value, want = self._grid.pop(0)
+            rep, done = self._claim(value, want)  # a value listed twice: its next repetition
+            if done is None:
                 return value, rep
             self._skip(value, rep, done)
         return None
@@ -109,14 +135,16 @@ class Schedule:
             # the planner proposes loads as they are measured (4 significant digits: a readable,
             # stable value and point_id); rounding again changes nothing
             value = round_load(load, self.integer)
-            done = self._done(value, rep0)
-            if done is None or done.feasible is None:
-                return value, rep0
-            self._skip(value, rep0, done)
-            self.planner.observe(value, bool(done.feasible), "recorded by an earlier launch")
+            # a load the search asks for again (a re-measure) is a new repetition of its point
+            rep, done = self._claim(value, rep0, replayable=True)
+            if done is None:
+                return value, rep
+            self._skip(value, rep, done)
+            self.planner.observe(value, bool(done.feasible), "recorded by an earlier launch", done.p_feasible)
         while self._extra:
-            value, rep = self._extra.pop(0)
-            if (done := self._done(value, rep)) is None:
+            value, want = self._extra.pop(0)
+            rep, done = self._claim(value, want)
+            if done is None:
                 return value, rep
             self._skip(value, rep, done)
         return None

@@ -55,9 +55,10 @@ converged; steps are rounded down, so the brackets they make still meet the stop
 (Before, [15.37, 16.14] at 5 % proposed 15.37 x 1.05 = 16.1385, measured as 16.14 - the
 infeasible end itself - again and again.) Every probe lies strictly inside the open bracket
 (F, I) whatever its outcome, so each one removes at least half of the loads left, noisy or not:
-the search ends within worst_case_points() on any sequence of outcomes. With `max_points` null
-a cap of worst_case_points() + HARD_CAP_MARGIN still holds (budget_exhausted), should a resumed
-search replay observations it did not propose.
+bisection ends within worst_case_points() on any sequence of outcomes. With `max_points` null
+a cap of worst_case_points() + HARD_CAP_MARGIN holds as well (budget_exhausted): it bounds the
+re-measures of uncertain ends (below) and a resumed search that replays observations it did not
+propose.
 
 The top early (`probe_top`, default on). While every load measured so far is feasible, the next
 probe is hi itself: a range whose top is feasible is known as such after two points (the first
@@ -68,8 +69,31 @@ worst_case_points() counts (the tables above are for probe_top=false). `expand_t
 null: never) lets the search widen the range when hi is feasible: hi doubles (up to expand_to)
 and is probed again, until a load is infeasible or expand_to is feasible.
 
-One noisy observation near the knee misleads bisection silently (every later probe stays on its
-side); nothing here re-measures. Side effects: none.
+Near the knee a load's feasibility is uncertain, so the search decides with what it measured,
+not with the last verdict:
+  pooling   each observation may carry p_feasible, the probability that the load meets the SLO
+            (the share of the measurement's time-block bootstrap replicates that are feasible).
+            A load measured once is feasible as its own check said (`feasible`, the rule the
+            decision applies to a point); a load measured more than once is feasible when the mean
+            of its p_feasible values (of its 0/1 verdicts where none was given) is at least
+            P_FEASIBLE (0.5). The bracket is built over these pooled loads, one per load.
+  uncertain a load whose pooled p_feasible lies strictly between P_UNCERTAIN_LO (0.1) and
+            P_UNCERTAIN_HI (0.9): its verdict could flip on another measurement. A measurement
+            whose replicates agree to 9 in 10 is taken as settled; two opposite verdicts of one
+            load pool to 0.5, the most uncertain.
+  re-measure when the search would stop (converged, all_feasible, none_feasible) and an end of
+            its final bracket is uncertain, that end is measured again (status "remeasuring";
+            the end measured fewer times first, then the more uncertain), as a new repetition of
+            the load, and pooled. This is the only way a load is proposed twice. At most
+            MAX_MEASUREMENTS_PER_LOAD (3) measurements of one load, and at most HARD_CAP_MARGIN
+            re-measures in all; a re-measure that flips a verdict reopens the bracket, and the
+            probes that follow count against the same cap (point_cap(): max_points, else
+            worst_case_points() + HARD_CAP_MARGIN). So the search
+            takes at most worst_case_points() + HARD_CAP_MARGIN points whatever the outcomes, and
+            a search whose ends are certain pays nothing: worst_case_points() is unchanged (it is
+            counted on certain outcomes). An end still uncertain when the margin or the per-load
+            cap is spent is kept as pooled, and state()["notes"] says so.
+Side effects: none.
 """
 
 from __future__ import annotations
@@ -77,7 +101,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Protocol
 
 from loadgen.arrivals import CLOSED_LOOP_KINDS
@@ -88,7 +112,12 @@ TOLERANCE = 0.05
 EXPAND = 2.0
 DONE = ("converged", "all_feasible", "none_feasible", "budget_exhausted", "measured")
 SIG_DIGITS = 4  # continuous loads: significant digits of a proposed load (and of its point_id)
-HARD_CAP_MARGIN = 2  # points beyond worst_case_points() when max_points is null (module doc)
+# Points beyond worst_case_points(): the cap when max_points is null, and the most re-measures of
+# uncertain bracket ends in any case (module doc: pooling).
+HARD_CAP_MARGIN = 2
+P_FEASIBLE = 0.5  # a load measured more than once is feasible when its mean p_feasible >= this
+P_UNCERTAIN_LO, P_UNCERTAIN_HI = 0.1, 0.9  # pooled p_feasible strictly between: uncertain (re-measure)
+MAX_MEASUREMENTS_PER_LOAD = 3  # an uncertain end is measured at most this many times in all
 
 
 def round_load(v: float, integer: bool) -> float:
@@ -124,14 +153,57 @@ class Observation:
     load: float
     feasible: bool
     reason: str = ""  # why not feasible (analysis.slo reasons), or anything worth keeping
+    p_feasible: float | None = None  # P(the load meets the SLO), from the measurement's bootstrap; None: unknown
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """Every measurement of one load, pooled (module doc: pooling)."""
+
+    load: float
+    n: int  # measurements
+    p_feasible: float  # mean p_feasible (a measurement without one counts as its verdict, 1 or 0)
+    feasible: bool  # n == 1: the measurement's own verdict; else p_feasible >= P_FEASIBLE
+    verdicts: tuple[bool, ...]  # each measurement's own verdict, in order
+
+    @property
+    def uncertain(self) -> bool:
+        return P_UNCERTAIN_LO < self.p_feasible < P_UNCERTAIN_HI
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"load": self.load, "measurements": self.n, "p_feasible": round(self.p_feasible, 4),
+                "feasible": self.feasible, "uncertain": self.uncertain, "verdicts": list(self.verdicts)}  # fmt: skip
+
+
+def _p(o: Observation) -> float:
+    if o.p_feasible is None or not math.isfinite(o.p_feasible):  # unknown: the verdict itself, 1 or 0
+        return 1.0 if o.feasible else 0.0
+    return min(max(float(o.p_feasible), 0.0), 1.0)
+
+
+def pool(observations: Sequence[Observation]) -> dict[float, Pooled]:
+    """One :class:`Pooled` per load, in the order the loads were first measured."""
+    by: dict[float, list[Observation]] = {}
+    for o in observations:
+        by.setdefault(o.load, []).append(o)
+    out = {}
+    for load, obs in by.items():
+        p = sum(_p(o) for o in obs) / len(obs)
+        feasible = obs[0].feasible if len(obs) == 1 else p >= P_FEASIBLE
+        out[load] = Pooled(load, len(obs), p, bool(feasible), tuple(o.feasible for o in obs))
+    return out
 
 
 def bracket(observations: Sequence[Observation]) -> tuple[float | None, float | None, list[str]]:
     """(F, I, notes): I the lowest infeasible load, F the highest feasible load below it (see the
-    module doc); None where no such load was measured. Ties: infeasible wins (conservative)."""
-    bad = [o.load for o in observations if not o.feasible]
+    module doc), each load's measurements pooled first; None where no such load was measured."""
+    if len({o.load for o in observations}) == len(observations):
+        pooled: Sequence[Observation | Pooled] = observations  # each load once: its own verdict
+    else:
+        pooled = list(pool(observations).values())
+    bad = [o.load for o in pooled if not o.feasible]
     hi = min(bad) if bad else None
-    good = [o.load for o in observations if o.feasible]
+    good = [o.load for o in pooled if o.feasible]
     lo = max((x for x in good if hi is None or x < hi), default=None)
     notes = []
     if unused := sorted({x for x in good if hi is not None and x >= hi}):
@@ -144,12 +216,19 @@ class Planner(Protocol):
     """What the runner drives: :class:`GridSearch` and :class:`KneeSearch`."""
 
     def next_load(self) -> float | None: ...
-    def observe(self, load: float, feasible: bool, reason: str = "") -> None: ...
+    def observe(self, load: float, feasible: bool, reason: str = "", p_feasible: float | None = None) -> None: ...
     def state(self) -> dict[str, Any]: ...
 
 
 def _points(observations: Sequence[Observation]) -> list[dict[str, Any]]:
-    return [{"load": o.load, "feasible": o.feasible, "reason": o.reason} for o in observations]
+    return [{"load": o.load, "feasible": o.feasible, "reason": o.reason, "p_feasible": o.p_feasible}
+            for o in observations]  # fmt: skip
+
+
+def _observation(load: float, feasible: bool, reason: str, p_feasible: float | None) -> Observation:
+    """An observation as recorded; a p_feasible that is not a finite number counts as unknown."""
+    p = None if p_feasible is None else float(p_feasible)
+    return Observation(float(load), bool(feasible), str(reason), p if p is not None and math.isfinite(p) else None)
 
 
 def _rel_width(lo: float | None, hi: float | None) -> float | None:
@@ -172,8 +251,8 @@ class GridSearch:
         n = len(self.observations)
         return self.points[n] if n < len(self.points) else None
 
-    def observe(self, load: float, feasible: bool, reason: str = "") -> None:
-        self.observations.append(Observation(float(load), bool(feasible), str(reason)))
+    def observe(self, load: float, feasible: bool, reason: str = "", p_feasible: float | None = None) -> None:
+        self.observations.append(_observation(load, feasible, reason, p_feasible))
 
     def status(self) -> str:
         if len(self.observations) < len(self.points):
@@ -279,15 +358,42 @@ class KneeSearch:
         return out
 
     # -- planning ---------------------------------------------------------------------------------
-    def status(self) -> str:
-        """not_started | bracketing | bracketed | converged | all_feasible | none_feasible | budget_exhausted."""
-        f, i, _ = bracket(self.observations)
+    def _ended(self, f: float | None, i: float | None) -> str | None:
+        """converged | all_feasible | none_feasible when the bisection of bracket [f, i] has stopped, else None."""
         if i is not None and i <= self.lo and (f is None or f < self.lo):
             return "none_feasible"
         if f is not None and f >= self.hi:
             return "all_feasible"
         if f is not None and i is not None and (self.within(f, i) or not self.chain(f, i)):
             return "converged"
+        return None
+
+    def remeasures(self) -> int:
+        """Measurements beyond the first of each load (re-measures, and any replayed repeat)."""
+        return len(self.observations) - len(pool(self.observations))
+
+    def _uncertain_ends(self) -> list[Pooled]:
+        """The final bracket's ends whose pooled p_feasible is uncertain: the one measured fewer
+        times first (another measurement tells more there), then the more uncertain."""
+        f, i, _ = bracket(self.observations)
+        pooled = pool(self.observations)
+        ends = [pooled[x] for x in (f, i) if x is not None and pooled[x].uncertain]
+        return sorted(ends, key=lambda e: (e.n, abs(e.p_feasible - P_FEASIBLE), e.load))
+
+    def _remeasure(self) -> float | None:
+        """The bracket end to measure again before stopping (module doc: re-measure), or None."""
+        if self._uncapped or self._ended(*bracket(self.observations)[:2]) is None:
+            return None
+        if self.remeasures() >= HARD_CAP_MARGIN or len(self.observations) >= self.point_cap():
+            return None
+        return next((e.load for e in self._uncertain_ends() if e.n < MAX_MEASUREMENTS_PER_LOAD), None)
+
+    def status(self) -> str:
+        """not_started | bracketing | bracketed | remeasuring | converged | all_feasible | none_feasible |
+        budget_exhausted."""
+        f, i, _ = bracket(self.observations)
+        if (ended := self._ended(f, i)) is not None:
+            return "remeasuring" if self._remeasure() is not None else ended
         # the decision tree (worst_case_points) runs on copies without the hard cap: it is derived from it
         cap = self.max_points if self.max_points is not None else None if self._uncapped else self.point_cap()
         if cap is not None and len(self.observations) >= cap:
@@ -300,8 +406,12 @@ class KneeSearch:
         """The load to measure next (the same one until it is observed); None once the search stopped."""
         if self._pending is not None:
             return self._pending
-        if self.status() in DONE:
+        status = self.status()
+        if status in DONE:
             return None
+        if status == "remeasuring":  # an uncertain end of the final bracket: the one load proposed twice
+            self._pending = self._remeasure()
+            return self._pending
         f, i, _ = bracket(self.observations)
         chain = self.chain(f, i)
         if self.probe_top and self.start is None and i is None and f is not None \
@@ -326,10 +436,12 @@ class KneeSearch:
             return int(self.max_points)
         return self.worst_case_points() + HARD_CAP_MARGIN
 
-    def observe(self, load: float, feasible: bool, reason: str = "") -> None:
-        """Record one measured point (normally the one next_load() proposed; any load is accepted).
-        A feasible hi widens the range when expand_to allows (module doc)."""
-        self.observations.append(Observation(float(load), bool(feasible), str(reason)))
+    def observe(self, load: float, feasible: bool, reason: str = "", p_feasible: float | None = None) -> None:
+        """Record one measured point (normally the one next_load() proposed; any load is accepted):
+        its own verdict, and p_feasible (0..1, the measurement's bootstrap share of feasible
+        replicates; None: only the verdict is known). A feasible hi widens the range when
+        expand_to allows (module doc)."""
+        self.observations.append(_observation(load, feasible, reason, p_feasible))
         self._pending = None
         f, i, _ = bracket(self.observations)
         if self.expand_to is not None and i is None and f is not None and f >= self.hi and self.hi < self.expand_to:
@@ -346,14 +458,18 @@ class KneeSearch:
         return (f"stop when a feasible load F and the lowest infeasible load I above it satisfy "
                 f"(I - F)/F <= {self.tolerance:g}{adj} (converged); or when {top} = {self.hi:g} is feasible "
                 f"(all_feasible: the knee is at least hi); or when lo = {self.lo:g} is infeasible "
-                f"(none_feasible){cap}. The knee is F.")  # fmt: skip
+                f"(none_feasible){cap}. The knee is F. A load measured more than once is feasible when its "
+                f"mean p_feasible is >= {P_FEASIBLE:g}; before stopping, a bracket end whose pooled p_feasible "
+                f"lies in ({P_UNCERTAIN_LO:g}, {P_UNCERTAIN_HI:g}) is measured again (at most "
+                f"{MAX_MEASUREMENTS_PER_LOAD} measurements of a load, {HARD_CAP_MARGIN} re-measures in all; "
+                f"at most {self.point_cap()} points).")  # fmt: skip
 
     def _copy(self, observations: list[Observation]) -> KneeSearch:
         s = KneeSearch(self.lo, self.hi0, tolerance=self.tolerance, integer=self.integer, max_points=self.max_points,
                        start=self.start, probe_top=self.probe_top, expand_to=self.expand_to)  # fmt: skip
         s._uncapped = True  # the decision tree counts the stop rule's own depth
         for o in observations:  # replayed, so that a widening happens where it did
-            s.observe(o.load, o.feasible, o.reason)
+            s.observe(o.load, o.feasible, o.reason, o.p_feasible)
         return s
 
     _uncapped = False
@@ -366,7 +482,8 @@ class KneeSearch:
 
     @cached_property
     def _worst(self) -> int:
-        return self._depth([])
+        return _worst_case(self.lo, self.hi0, self.tolerance, self.integer, self.max_points, self.start,
+                           self.probe_top, self.expand_to)  # fmt: skip
 
     def worst_case_points(self) -> int:
         """The most points this search can take on a monotone curve, counted on its whole decision
@@ -388,11 +505,13 @@ class KneeSearch:
             notes.append(f"stopped after {self.point_cap()} points before the tolerance was met"
                          + ("" if self.max_points else f" (worst case {self.worst_case_points()} + a margin of "
                             f"{HARD_CAP_MARGIN}: the outcomes did not follow the search's own path)"))  # fmt: skip
+        notes += self._pooling_notes(status)
         return {
             "kind": self.kind,
             "stop_rule": self.stop_rule(),
             "status": status,
             "done": status in DONE,
+            "stopped": self._stopped(status, f, i),
             "knee": f if status != "none_feasible" else None,
             "bracket": [f, i],  # [highest feasible, lowest infeasible]; None: not measured
             "bracket_rel_width": _rel_width(f, i),
@@ -405,10 +524,60 @@ class KneeSearch:
             "expand_to": self.expand_to,
             "points_used": len(self.observations),
             "worst_case_points": self.worst_case_points(),
+            "point_cap": self.point_cap(),
+            "remeasures": self.remeasures(),
             "next": self._pending,
             "points": _points(self.observations),
+            "pooled": [p.to_dict() for p in pool(self.observations).values()],
             "notes": notes,
         }
+
+    def _stopped(self, status: str, f: float | None, i: float | None) -> str | None:
+        """One sentence: why the search stopped, in how many points, and what re-measuring did."""
+        if status not in DONE:
+            return None
+        n, extra = len(self.observations), self.remeasures()
+        why = {
+            "converged": f"converged: [{f:g}, {i:g}] meets the stop rule" if f is not None and i is not None else "converged",
+            "all_feasible": f"all feasible up to hi = {self.hi:g}",
+            "none_feasible": f"infeasible at lo = {self.lo:g}",
+            "budget_exhausted": f"stopped at the cap of {self.point_cap()} points",
+        }[status]  # fmt: skip
+        out = f"{why} after {n} point{'s' if n != 1 else ''}"
+        if extra:
+            again = [f"{p.load:g} x{p.n} (pooled p_feasible {p.p_feasible:.2f}: {'feasible' if p.feasible else 'infeasible'})"
+                     for p in pool(self.observations).values() if p.n > 1]  # fmt: skip
+            out += f", {extra} of them measuring a load again: {', '.join(again)}"
+        if status != "budget_exhausted" and (left := self._uncertain_ends()):
+            out += "; still uncertain: " + ", ".join(f"{e.load:g} (p_feasible {e.p_feasible:.2f})" for e in left)
+        return out
+
+    def _pooling_notes(self, status: str) -> list[str]:
+        """What pooling did: each load measured more than once, and an end left uncertain."""
+        out = []
+        for p in pool(self.observations).values():
+            if p.n > 1:
+                verdicts = ", ".join("feasible" if v else "infeasible" for v in p.verdicts)
+                out.append(f"{p.load:g} measured {p.n} times ({verdicts}): pooled p_feasible {p.p_feasible:.2f}, "
+                           f"{'feasible' if p.feasible else 'infeasible'}")  # fmt: skip
+        if status in DONE:
+            for e in self._uncertain_ends():
+                why = (f"{MAX_MEASUREMENTS_PER_LOAD} measurements of it" if e.n >= MAX_MEASUREMENTS_PER_LOAD
+                       else f"the margin of {HARD_CAP_MARGIN} re-measures" if self.remeasures() >= HARD_CAP_MARGIN
+                       else f"the cap of {self.point_cap()} points")  # fmt: skip
+                out.append(f"{e.load:g} is still uncertain (pooled p_feasible {e.p_feasible:.2f} over {e.n} "
+                           f"measurement{'s' if e.n > 1 else ''}): stopped at {why}")  # fmt: skip
+        return out
+
+
+@lru_cache(maxsize=256)
+def _worst_case(lo: float, hi: float, tolerance: float, integer: bool, max_points: int | None, start: float | None,
+                probe_top: bool, expand_to: float | None) -> int:  # fmt: skip
+    """KneeSearch.worst_case_points() of a search with these settings (its decision tree; cached:
+    the same settings give the same tree)."""
+    s = KneeSearch(lo, hi, tolerance=tolerance, integer=integer, max_points=max_points, start=start,
+                   probe_top=probe_top, expand_to=expand_to)  # fmt: skip
+    return s._depth([])
 
 
 def planner_for(search: Any, points: Sequence[float], kind: str | None = None) -> GridSearch | KneeSearch:

@@ -101,6 +101,39 @@ def _check_identity(out, s):
             assert len(inside) and (inside["point_id"] == inside["load_point"].map(pids)).all(), name
 
 
+def test_a_knee_re_measure_is_its_own_repetition_in_every_record(fake_engine, tiny_tokenizer_dir, tmp_path, monkeypatch):
+    """The runner hands each point's p_feasible to the knee search; an uncertain end is measured
+    again as a new repetition: run.json, the request rows and the per-point decision keep each
+    measurement under its own (point_id, repetition) (before: all under repetition 0)."""
+    from experiments import runner
+
+    real = runner.slo_check
+    p_of = {1.0: 1.0, 2.0: 0.7, 3.0: 0.2, 4.0: 0.0}  # 2 and 3 users: uncertain ends of the final bracket
+
+    def check(res, slo):  # the knee at 2 users whatever the timing server does on a busy machine
+        out = real(res, slo)
+        ok = res.record.load_value <= 2
+        return {**out, "feasible": ok, "reasons": [] if ok else ["ttft_ms p99 too high"],
+                "p_feasible": p_of[res.record.load_value]}  # fmt: skip
+
+    monkeypatch.setattr(runner, "slo_check", check)
+    out = tmp_path / "run"
+    c = cfg(tiny_tokenizer_dir, "traffic=concurrency", "traffic.points=[1,4]", "search=knee", "traffic.duration_s=1")
+    assert run(c, out, ["engine.name=timing"]) == 0
+    s = json.loads((out / "run.json").read_text())
+    got = [(p["load_value"], p["repetition"]) for p in s["load_points"]]
+    assert got == [(2.0, 0), (4.0, 0), (3.0, 0), (2.0, 1), (3.0, 1)], got
+    assert len({(p["point_id"], p["repetition"]) for p in s["load_points"]}) == len(got)
+    ks = s["resume"]["knee_search"]
+    assert ks["status"] == "converged" and ks["knee"] == 2 and ks["remeasures"] == 2
+    assert {p["load"]: p["measurements"] for p in ks["pooled"]} == {2: 2, 4: 1, 3: 2}
+    req = pd.read_parquet(out / "requests.parquet")
+    reps = req.groupby("load_point")["repetition"].unique().map(list).to_dict()
+    assert reps == {i: [r] for i, (_, r) in enumerate(got)}
+    # each measurement has a per-point decision (experiments.postrun keys them by (point_id, repetition))
+    assert all(p["summary"]["decision"]["attainment"] is not None for p in s["load_points"])
+
+
 def test_ctrl_c_saves_records_and_stops_the_engine(fake_engine, tiny_tokenizer_dir, tmp_path):
     out = tmp_path / "run"
     c = cfg(tiny_tokenizer_dir, "traffic.points=[10]", "traffic.duration_s=20")

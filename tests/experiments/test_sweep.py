@@ -111,6 +111,71 @@ def test_schedule_interleaves_repetitions_and_skips_what_is_done():
     assert s3.reps == [1, 2]
 
 
+def _knee_oracle(knee: float):
+    """feasible(load) and p_feasible(load) near `knee`: uncertain within a few % of it."""
+    import math
+
+    def check(load: float) -> tuple[bool, float]:
+        p = 1 / (1 + math.exp(-(knee - load) / (0.02 * knee)))
+        return p >= 0.5, round(p, 4)
+
+    return check
+
+
+def _drive(s: Schedule, check) -> list[tuple[float, int]]:
+    order = []
+    while (nxt := s.next()) is not None:
+        order.append(nxt)
+        ok, p = check(nxt[0])
+        s.observe(*nxt, feasible=ok, p_feasible=p)
+        assert len(order) <= 30
+    return order
+
+
+def test_a_load_measured_again_in_one_launch_is_a_new_repetition():
+    """docs/identity.md: (variant_id, point_id, repetition) names one measurement. Before, a load the
+    knee search measured four times in one launch was recorded four times as repetition 0."""
+    from experiments.config import to_run_config
+    from experiments.sweeps.resume import DonePoint
+
+    # a value listed twice in the grid: its next repetition, also across repetitions
+    s = Schedule(to_run_config(compose(["traffic.points=[1,2,1]", "repetitions=2"])))
+    assert _drive(s, lambda v: (True, None)) == [(1.0, 0), (2.0, 0), (1.0, 1), (1.0, 2), (2.0, 1), (1.0, 3)]
+    # the knee search re-measures an uncertain end of its final bracket: a new repetition of that load
+    cfg = to_run_config(compose(["search=knee", "traffic=constant", "traffic.points=[1,64]", "repetitions=2"]))
+    check = _knee_oracle(15.7)
+    s = Schedule(cfg)
+    order = _drive(s, check)
+    pids = [(s.point_id(v), r) for v, r in order]
+    assert len(set(pids)) == len(pids), order  # every measurement its own identity
+    st = s.state()["knee_search"]
+    again = [p["load"] for p in st["pooled"] if p["measurements"] > 1]
+    assert again and st["remeasures"] >= 1
+    search_reps = [r for v, r in order[: st["points_used"]] if v == again[0]]
+    assert search_reps[:2] == [0, 1]  # measured again by the search: repetition 1, not 0 again
+    # with repetitions=2 the final bracket is measured once more each: after the search's own repetitions
+    extra = order[st["points_used"]:]
+    assert [v for v, _ in extra] == [x for x in st["bracket"]] and all(r >= 1 for _, r in extra)
+    assert max(r for v, r in extra if v == again[0]) == max(search_reps) + 1
+    assert st["status"] == "converged" and abs(st["knee"] - 15.7) / 15.7 <= 0.05
+    # a resumed launch finds each recorded measurement under its own repetition and measures nothing
+    h = History()
+    for v, r in order:
+        ok, p = check(v)
+        h.done[(s.point_id(v), r)] = DonePoint(s.point_id(v), r, v, "v-1", ok, p)
+    again_s = Schedule(cfg, h)
+    assert again_s.next() is None and len(again_s.skipped) == len(order)
+    assert again_s.state()["knee_search"]["pooled"] == st["pooled"]
+    # cut half-way: the rest is measured under the same repetitions it would have had, none reused
+    half = dict(list(h.done.items())[: len(order) // 2])
+    rest = Schedule(cfg, History(done=half))
+    assert _drive(rest, check) == order[len(order) // 2:]
+    # one recorded without its feasibility cannot be replayed: passed over, never measured again as itself
+    first = order[0]
+    h1 = History(done={(s.point_id(first[0]), 0): DonePoint(s.point_id(first[0]), 0, first[0], "v-1", None)})
+    assert Schedule(cfg, h1).next() == (first[0], 1)
+
+
 # -- through run.py ------------------------------------------------------------------------------
 def test_two_variants_three_points_launch_twice_then_resume_launches_nothing(tiny_tokenizer_dir, tmp_path):
     # the loads are given as a sweep ([8],[16],[24]) and *after* the variant key: still one launch each
