@@ -44,6 +44,12 @@ VERDICT_ORDER = {"valid": 0, "warn": 1, "invalid": 2}
 ALPHA = 0.05
 
 
+def detail_key(run_id: Any, point_id: Any, repetition: Any) -> str:
+    """The key of one measurement's details in decision.json `point_details`: a load measured twice
+    in one launch is two repetitions, so the repetition is part of it."""
+    return f"{run_id}/{point_id}/{int(repetition or 0)}"
+
+
 def missing_columns(points: pd.DataFrame) -> list[str]:
     """REQUIRED columns absent from `points` (empty list = usable)."""
     return [c for c in REQUIRED if c not in points.columns]

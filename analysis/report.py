@@ -34,6 +34,7 @@ import pandas as pd
 from analysis import report_data as rd
 from analysis import report_plots as rp
 from analysis.notes import note_text
+from analysis.points import detail_key
 from analysis.records.atomic import write_text_atomic
 from analysis.records.run import load_unit
 
@@ -417,7 +418,7 @@ def experiment_view(folder: Path, decision: Mapping[str, Any]) -> tuple[dict[str
     bars = []
     for vid, (pid, _why) in ops.items():
         row = next((r for r in rows if r["variant_id"] == vid and r["point_id"] == pid), None)
-        det = (decision.get("point_details") or {}).get(f"{row['run_id']}/{pid}", {}) if row else {}
+        det = (decision.get("point_details") or {}).get(detail_key(row["run_id"], pid, row.get("repetition")), {}) if row else {}
         cost = det.get("cost") or {}
         if not cost:
             continue

@@ -200,16 +200,17 @@ def point_index(summaries: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str, s
 
 def rows_from_decision(decision: Mapping[str, Any], summaries: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per measured point of decision.json (its `points`), with the latency intervals of
-    `point_details` (keyed run_id/point_id: where two repetitions of one launch share that key,
-    the run.json percentiles are shown without an interval)."""
+    `point_details` (keyed run_id/point_id/repetition: every measurement its own)."""
+    from analysis.points import detail_key
+
     pts = decision.get("points") or []
-    keys = [f"{r['run_id']}/{r['point_id']}" for r in pts]
+    keys = [detail_key(r["run_id"], r["point_id"], r.get("repetition")) for r in pts]
     idx = point_index(summaries)
     rows = []
     for r, k in zip(pts, keys, strict=True):
         out = {f: r.get(f) for f in BASE_FIELDS}
         lp = idx.get((str(r["run_id"]), str(r["point_id"]), int(r.get("repetition") or 0))) or {}
-        ci = (decision.get("point_details") or {}).get(k, {}).get("latency_ci") if keys.count(k) == 1 else None
+        ci = (decision.get("point_details") or {}).get(k, {}).get("latency_ci")
         _latencies(out, ci, lp.get("summary"))
         out["index"] = lp.get("index")
         rows.append(out)

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from analysis.metrics import arrow_to_pandas_type
 from analysis.points import as_float as _f
+from analysis.points import detail_key
 from analysis.records.layout import find_runs, lab_alive, request_files
 from analysis.records.plain import jsonable
 from analysis.records.run import load_unit, read_run_json
@@ -418,7 +419,7 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
                 model_config=mcfg, quant=cfg.get("quant") or {}, bandwidth=bw,
             )  # fmt: skip
             rows.append(row)
-            details[f"{run.run_id}/{pid}"] = det
+            details[detail_key(run.run_id, pid, lp.get("repetition"))] = det
     df = pd.DataFrame(rows)
     if df.empty:
         raise ResultsError(f"no load points with request records in {folder}")

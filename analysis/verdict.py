@@ -25,6 +25,13 @@ overloaded server (queues, timeouts, SLO misses) is a result and makes the point
                       and the completion counts differ significantly (|z| > 1.96, Poisson), or a
                       linear trend over `trend_bins` bins changes throughput by > 10 % with
                       |t| > 2                                                             warn
+  drift               the window's halves disagree beyond their intervals (time-block bootstrap of
+                      each half, analysis.blocks: disjoint 95 % intervals and a change > 10 %) in
+                      TTFT p50 or queue depth (requests waiting for a first token, by Little's law:
+                      sum of TTFT / half span), or in output tok/s where not_steady has not said
+                      so; the reason names the drift: warm-up too short (first half slower), the
+                      engine slowing (thermal throttling, a cache filling, other load), or a queue
+                      growing through the window (offered load above capacity)           warn
   too_few_samples     fewer than min_ok_invalid successful requests                     invalid
                       fewer than 100 (a p99 needs 100)                                   warn
   no_warmup           no warmup requests were excluded before the window                 warn
@@ -116,6 +123,83 @@ def steadiness(done_ns: np.ndarray, tokens: np.ndarray, t0_ns: int, t1_ns: int, 
         trend_change = slope / y.mean()  # change over the whole window, relative to the mean
         trend_t = float(slope / se) if se > 0 else (np.inf if slope else 0.0)
     return {"halves_change": halves_change, "halves_z": z, "trend_change": trend_change, "trend_t": trend_t}
+
+
+def halves(requests: pd.DataFrame, t0_ns: int, t1_ns: int, *, n: int = 400, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per half of the window [t0, t1] (by send time): output tok/s, TTFT p50 and queue depth (mean
+    requests waiting for a first token: sum of TTFT / half span, Little's law), each with the 95 %
+    interval of a time-block bootstrap of that half (analysis.blocks)."""
+    from analysis import blocks as bl
+    from analysis.confidence import interval
+
+    def col(name: str) -> np.ndarray:
+        if name not in requests.columns:
+            return np.full(len(requests), np.nan)
+        return requests[name].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+
+    sent_f = col("t_sent_ns")
+    meas = (requests["phase"] == MEASURE).to_numpy(dtype=bool) & np.isfinite(sent_f)
+    sent = sent_f[meas].astype(np.int64)
+    ok_all = (requests["status"] == OK).to_numpy(dtype=bool)[meas]
+    ttft_all, e2e_all = col("ttft_ms")[meas], col("e2e_ms")[meas]
+    tok_all = np.nan_to_num(col("output_tokens")[meas])
+    mid = (t0_ns + t1_ns) // 2
+    out: dict[str, dict[str, Any]] = {}
+    for name, sel in (("first", (sent >= t0_ns) & (sent < mid)), ("second", (sent >= mid) & (sent <= t1_ns))):
+        if sel.sum() < 2:
+            return {}
+        ok, ttft = ok_all[sel], ttft_all[sel]
+        b = bl.make_blocks(sent[sel], e2e_all[sel])
+        span = (mid - t0_ns) / 1e9
+        tok = np.where(ok, tok_all[sel], 0.0)
+        keep = ok & np.isfinite(ttft)
+        wait_s = np.where(keep, ttft, 0.0) / 1e3
+        r = bl.point_replicates(b, meets=ok, target=0.0, n=n, seed=seed,
+                                sums={"tok_s": (tok, tok.sum() / span), "queue": (wait_s, wait_s.sum() / span)},
+                                latency={"ttft_ms": (ttft[keep], b.index[keep])}, percentiles=(50,))  # fmt: skip
+        out[name] = {
+            "tok_s": (tok.sum() / span, *interval(r.throughput["tok_s"])),
+            "queue": (wait_s.sum() / span, *interval(r.throughput["queue"])),
+            "ttft_p50": (float(np.percentile(ttft[keep], 50)) if keep.any() else None, *interval(r.latency["ttft_ms_p50"])),
+        }
+    return out
+
+
+def drift_reason(requests: pd.DataFrame, t0_ns: int, t1_ns: int, lim: VerdictLimits, *,
+                 throughput: bool = True) -> dict[str, Any] | None:  # fmt: skip
+    """The `drift` reason (module doc) when the window's halves disagree, else None."""
+    hv = halves(requests, t0_ns, t1_ns)
+    if not hv:
+        return None
+    a, b = hv["first"], hv["second"]
+
+    def moved(k: str) -> float | None:
+        (ea, la, ha), (eb, lb, hb) = a[k], b[k]
+        if None in (ea, la, ha, eb, lb, hb) or max(ea, eb) <= 0:
+            return None
+        apart = ha < lb or hb < la
+        change = (eb - ea) / max((ea + eb) / 2, 1e-12)
+        return change if apart and abs(change) > lim.steady_limit else None
+
+    keys = ["ttft_p50", "queue", *(["tok_s"] if throughput else [])]
+    ch = {k: moved(k) for k in keys}
+    if all(v is None for v in ch.values()):
+        return None
+    f = lambda k, d=1: f"{a[k][0]:.{d}f} -> {b[k][0]:.{d}f}"  # noqa: E731
+    slower = [k for k in ("ttft_p50", "queue") if ch.get(k) is not None]
+    if slower and all(ch[k] < 0 for k in slower):
+        why = "warm-up too short: the first half was slower (compilation or caches still warming; raise traffic.warmup_s)"
+    elif ch.get("queue") is not None and b["queue"][0] > 2 * max(a["queue"][0], 1e-9) and b["queue"][0] >= 1:
+        why = "a queue growing through the window: the offered load exceeds what the engine serves (the figures describe a transient)"
+    elif slower:
+        why = "the engine slowed in the second half (thermal throttling, a cache filling, or other load on the host)"
+    else:
+        why = "throughput changed between the halves (not steady)"
+    parts = [f"TTFT p50 {f('ttft_p50')} ms" if ch.get("ttft_p50") is not None else None,
+             f"queue {f('queue', 2)} requests" if ch.get("queue") is not None else None,
+             f"output tok/s {f('tok_s')}" if ch.get("tok_s") is not None else None]  # fmt: skip
+    return _reason("drift", WARN, f"the window's halves disagree beyond their intervals ({', '.join(p for p in parts if p)}): {why}",
+                   halves={k: {h: list(hv[h][k]) for h in hv} for k in keys}, changes=ch)  # fmt: skip
 
 
 def _token_reasons(summary: dict[str, Any], ok: int, lim: VerdictLimits) -> list[dict[str, Any]]:
@@ -229,6 +313,9 @@ def verdict(
             elif tc is not None and abs(tc) > lim.steady_limit and tt is not None and abs(tt) > lim.trend_t:
                 reasons.append(_reason("not_steady", WARN, f"output tok/s trends {tc:+.0%} over the window (t = {tt:.1f})",
                                        value=tc, limit=lim.steady_limit, t=tt))  # fmt: skip
+            steady_said = any(r["kind"] == "not_steady" for r in reasons)
+            if (d := drift_reason(requests, t0, t1, lim, throughput=not steady_said)) is not None:
+                reasons.append(d)
 
     if ok < lim.min_ok_invalid:
         reasons.append(_reason("too_few_samples", INVALID, f"only {ok} successful requests (< {lim.min_ok_invalid})", value=ok))

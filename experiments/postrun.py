@@ -17,9 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from analysis import results
+from analysis.points import detail_key
 from analysis.records.plain import jsonable, to_plain
 from analysis.records.run import RunRecord
 from experiments.artifacts import Written
@@ -75,10 +74,8 @@ def add_point_decisions(record: RunRecord, run_dir: Path, cfg: Any) -> None:
         table = results.build_table(run_dir, slo=cfg.slo, pricing=cfg.pricing,
                                     gpu_catalog={cfg.gpu.name: to_plain(cfg.gpu)})  # fmt: skip
         rows = {(r["point_id"], r["repetition"]): r for r in results.table_for_json(table.points)}
-        # details are keyed run_id/point_id: a point measured twice in this run has no interval of its own there
-        reps = pd.Series([k[0] for k in rows]).value_counts()
-        lat = {pid: jsonable((table.details.get(f"{record.run_id}/{pid}") or {}).get("latency_ci"))
-               for pid, n in reps.items() if n == 1}  # fmt: skip
+        lat = {(pid, rep): jsonable((table.details.get(detail_key(record.run_id, pid, rep)) or {}).get("latency_ci"))
+               for pid, rep in rows}  # fmt: skip
     except Exception as e:  # noqa: BLE001 - the measurement stands without its verdicts
         log.warning("per-point decision not computed: %s: %s", type(e).__name__, e)
         record.note("decision", "not_computed", f"per-point verdicts and $/1M not computed: {type(e).__name__}: {e}")
@@ -87,5 +84,5 @@ def add_point_decisions(record: RunRecord, run_dir: Path, cfg: Any) -> None:
         if (row := rows.get((p.point_id, p.repetition))) is not None:
             p.summary["decision"] = {
                 "slo": cfg.slo.name, "pricing": cfg.pricing.name, **{k: row.get(k) for k in DECISION_FIELDS},
-                "latency_ci": lat.get(p.point_id),
+                "latency_ci": lat.get((p.point_id, p.repetition)),
             }  # fmt: skip

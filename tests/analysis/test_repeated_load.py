@@ -92,6 +92,9 @@ def test_a_load_measured_twice_in_one_launch_stays_two_measurements(tmp_path):
     assert [r["ttft_p99"] for r in rows] == pytest.approx([lps[1]["summary"]["ttft_ms"]["p99"],
                                                            lps[2]["summary"]["ttft_ms"]["p99"]])  # fmt: skip
     assert rows[0]["ttft_p99"] != rows[1]["ttft_p99"]
+    # and each its own interval (point_details are keyed run_id/point_id/repetition)
+    assert all(r["ttft_p99_lo"] is not None and r["ttft_p99_lo"] <= r["ttft_p99"] <= r["ttft_p99_hi"] for r in rows)
+    assert rows[0]["ttft_p99_hi"] < rows[1]["ttft_p99_lo"]
     # its exports (one vLLM-format JSON per measurement) and summary.csv: two of each as well
     assert [exports[f"v-1_point{i}"]["p99_ttft_ms"] for i in (1, 2)] == pytest.approx([150.0, 420.0], abs=1.0)
     report.write_experiment_report(exp)

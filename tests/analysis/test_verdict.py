@@ -137,3 +137,33 @@ def test_interrupted_point_is_invalid_and_all_reasons_are_kept():
     assert v.status == INVALID
     assert set(kinds(v)) == {"interrupted", "error_rate", "too_few_samples", "warmup_excluded"}
     assert v.to_dict()["status"] == INVALID and all({"source", "kind", "message", "severity"} <= set(r) for r in v.reasons)
+
+
+def _drift(recs, window_ms=20_000):
+    from analysis.metrics import derive
+
+    v = verdict(summary(ok=len(recs)), requests=derive(frame(recs)), window=(0, window_ms * MS))
+    return next((r for r in v.reasons if r["kind"] == "drift"), None)
+
+
+def test_drift_names_a_warm_up_that_was_too_short():
+    g = np.random.default_rng(0)
+    # 20 s at 10 req/s; TTFT 150 ms for the first 10 s (still warming), then 40 ms
+    recs = [rec(i, sent=i * 100, chunks=(int((150 if i < 100 else 40) + g.integers(0, 10)), 200)) for i in range(200)]
+    d = _drift(recs)
+    assert d is not None and d["severity"] == WARN and "warm-up too short" in d["message"] and "TTFT p50" in d["message"]
+
+
+def test_drift_names_an_engine_that_slowed_and_a_growing_queue():
+    g = np.random.default_rng(1)
+    slowed = [rec(i, sent=i * 100, chunks=(int((40 if i < 100 else 90) + g.integers(0, 10)), 200)) for i in range(200)]
+    assert "engine slowed" in _drift(slowed)["message"]
+    # every request waits longer than the one before: a queue that only grows
+    growing = [rec(i, sent=i * 100, chunks=(20 + 15 * i, 30 + 15 * i)) for i in range(200)]
+    assert "queue growing" in _drift(growing)["message"]
+
+
+def test_no_drift_when_the_halves_agree_within_their_intervals():
+    g = np.random.default_rng(2)
+    steady = [rec(i, sent=int(i * 100 + g.integers(0, 50)), chunks=(int(40 + g.exponential(10)), 200)) for i in range(200)]
+    assert _drift(steady) is None
