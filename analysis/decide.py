@@ -87,6 +87,10 @@ def summary_text(d: dict[str, Any], path: Path) -> str:
     if sel["tie"]:
         labels = {c["variant_id"]: c["variant_label"] for c in sel["ranked"]}
         lines.append("TIE: intervals overlap with " + ", ".join(labels[v] for v in sel["tied"]))
+    iv = d.get("intervals") or {}
+    if iv and ch is not None:
+        lines.append("intervals: 95 %, time-block bootstrap; include " + "; ".join(iv.get("includes") or [])
+                     + "; not " + "; ".join(iv.get("excludes") or []))  # fmt: skip
     cap = d.get("capacity")
     if cap and cap["plans"] and ch is not None:
         pl = next((p for p in cap["plans"] if p["variant_id"] == ch["variant_id"]), None)
