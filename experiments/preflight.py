@@ -14,6 +14,7 @@ from typing import Any
 from analysis.schema import decision_problems, quality_threshold_problems
 from engines import ADAPTERS
 from engines.base import EngineAdapter, HostFacts
+from experiments.config import CONF
 from experiments.schema import RunConfig
 from loadgen import workload
 from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, SHAPES
@@ -22,6 +23,7 @@ from loadgen.workload import WorkloadItem
 
 TELEMETRY_SAMPLERS = ("auto", "cpu", "nvml", "off")
 QUANT_METHODS = (None, "fp8", "awq", "gptq", "int8", "int4")
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 SPECULATIVE_METHODS = (None, "ngram", "draft")
 LAUNCHERS = ("native", "docker")
 # Weight dtypes every adapter can pass on (vLLM's --dtype choices; the others accept a subset or ignore it).
@@ -37,6 +39,8 @@ CHECKPOINTS_FOR = {
     "int8": ("int8", "w8a8", "compressed-tensors"),
     "int4": ("int4", "awq", "gptq", "compressed-tensors"),
 }
+# Formats a stored checkpoint may declare in model.checkpoint_quant (null = full precision).
+CHECKPOINT_FORMATS = ("fp8", *dict.fromkeys(f for fs in CHECKPOINTS_FOR.values() for f in fs))
 
 
 def _looks_like_path(p: str) -> bool:
@@ -66,6 +70,9 @@ def engine_problems(cfg: RunConfig, adapter: EngineAdapter | None = None) -> lis
         out.append(f"engine.launcher={e.launcher!r}: use native or docker")
     elif e.launcher == "docker" and adapter is not None and "docker" not in adapter.binaries:
         out.append(f"engine.launcher=docker: engine={adapter.name} has no docker launcher; use engine.launcher=native")
+    if e.base_url is not None and e.name != "endpoint":
+        out.append(f"engine.base_url only applies to engine=endpoint (engine={e.name} is launched here); "
+                   "set engine.base_url=null, or engine=endpoint")  # fmt: skip
     if e.image is not None and not e.image.strip():
         out.append("engine.image is empty: name an image or set it to null (the engine's default image)")
     if e.api_key_env is not None and not _ENV_NAME.fullmatch(e.api_key_env):
@@ -183,9 +190,26 @@ def quality_problems(cfg: RunConfig) -> list[str]:
     for k in ("max_new_tokens", "task_max_tokens", "concurrency", "top_logprobs"):
         if not (isinstance(getattr(q, k), int) and getattr(q, k) >= 1):
             out.append(f"quality.{k} must be an integer >= 1, got {getattr(q, k)}")
+    if not _positive(q.request_timeout_s):
+        out.append(f"quality.request_timeout_s must be > 0 (seconds), got {q.request_timeout_s}")
+    quants = sorted(p.stem for p in (CONF / "quant").glob("*.yaml"))
+    if q.baseline_quant not in quants:
+        out.append(f"quality.baseline_quant={q.baseline_quant!r} is not a quant option; use one of {', '.join(quants)} "
+                   "(the unquantized one: none)")  # fmt: skip
     out += quality_threshold_problems(q)
     if q.baseline_quant == cfg.quant.name and cfg.quant.method is not None:
         out.append(f"quality.baseline_quant={q.baseline_quant} is a quantized variant; the baseline must be unquantized (none)")
+    return out
+
+
+def folder_problems(cfg: RunConfig) -> list[str]:
+    """experiment_name and results_dir name the folders the run writes into."""
+    out: list[str] = []
+    name = cfg.experiment_name
+    if not name.strip() or name.strip(".") == "" or any(c in name for c in "/\\") or name != name.strip():
+        out.append(f"experiment_name={name!r} must be one folder name (no '/', not empty), e.g. experiment_name=quants")
+    if not cfg.results_dir.strip():
+        out.append("results_dir is empty: give the folder results go to, e.g. results_dir=results")
     return out
 
 
@@ -205,13 +229,14 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
     """Every problem of the planned run, one line each naming the fix ([] = it may start). Pure."""
     out: list[str] = []
     if cfg.engine.name not in ADAPTERS:
-        out.append(f"engine={cfg.engine.name}: no adapter; known engines: {', '.join(sorted(ADAPTERS))}")
+        out.append(f"engine.name={cfg.engine.name!r} has no adapter; known engines: {', '.join(sorted(ADAPTERS))} "
+                   "(engine=<name>)")  # fmt: skip
     out += engine_problems(cfg, adapter)
     if adapter is not None and facts is not None:
         out += [p for p in adapter.problems(facts) if p not in out]  # an adapter may repeat a range line
         if facts.port_in_use:
             out.append(f"engine.port={cfg.engine.port} is already in use on {cfg.engine.host}; pick another or 0 (a free port)")
-    if adapter is not None and cfg.workload.endpoint not in adapter.usage_endpoints:
+    if adapter is not None and cfg.workload.endpoint in ENDPOINT_PATHS and cfg.workload.endpoint not in adapter.usage_endpoints:
         out.append(
             f"engine={adapter.name} streams token usage only on {', '.join(adapter.usage_endpoints)}; "
             f"set workload.endpoint={adapter.usage_endpoints[0]}"
@@ -223,6 +248,7 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append(f"repetition must be >= 0 (0 = the first measurement of a point), got {cfg.repetition}")
     if cfg.repetitions < 1:
         out.append(f"repetitions must be >= 1 (how many times each point is measured), got {cfg.repetitions}")
+    out += folder_problems(cfg)
     out += search_problems(cfg)
     out += quality_problems(cfg)
 
@@ -231,6 +257,11 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append("model.path is empty: give a local folder or a hub id")
     if m.served_name is not None and not m.served_name.strip():
         out.append("model.served_name is empty: give the name the API should expose or null (model.name)")
+    if m.tokenizer is not None and not m.tokenizer.strip():
+        out.append("model.tokenizer is empty: give a tokenizer folder or hub id, or null (the model's own)")
+    if m.checkpoint_quant not in (None, *CHECKPOINT_FORMATS):
+        out.append(f"model.checkpoint_quant={m.checkpoint_quant!r}: use one of {', '.join(CHECKPOINT_FORMATS)} "
+                   "or null (full precision)")  # fmt: skip
     if not (isinstance(m.max_context_tokens, int) and m.max_context_tokens >= 1):
         out.append(f"model.max_context_tokens must be >= 1 (the model's context length), got {m.max_context_tokens}")
     if m.params_b is not None and not _positive(m.params_b):
@@ -251,6 +282,10 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append(f"quant.method={q.method!r}: use one of {', '.join(str(x) for x in QUANT_METHODS)}")
     if q.bits is not None and not 1 <= q.bits <= 16:
         out.append(f"quant.bits must be 1..16 or null, got {q.bits}")
+    if q.kernel is not None and not q.kernel.strip():
+        out.append("quant.kernel is empty: name the engine's kernel, e.g. quant.kernel=awq_marlin, or null (the engine picks)")
+    if q.kv_cache_dtype not in KV_CACHE_DTYPES:
+        out.append(f"quant.kv_cache_dtype={q.kv_cache_dtype!r}: use one of {', '.join(KV_CACHE_DTYPES)}")
     if adapter is not None and adapter.needs_checkpoint():
         ok = CHECKPOINTS_FOR.get(q.method or "", (q.method,))
         if m.checkpoint_quant not in ok:
@@ -273,11 +308,13 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append(f"traffic.kind={t.kind!r}: use one of {', '.join(kinds)}")
     if not t.points:
         out.append("traffic.points is empty: give at least one load point, e.g. traffic.points=[4]")
-    for v in t.points:
-        if not _positive(v):
-            out.append(f"traffic.points: {v} is not > 0 (each point is a finite rate, user count or speed-up)")
-        elif t.kind in CLOSED_LOOP_KINDS and float(v) != int(v):
-            out.append(f"traffic.points: {v} is not a whole number of users (traffic.kind={t.kind})")
+    pts = list(t.points)
+    if bad := [v for v in pts if not _positive(v)]:
+        out.append(f"traffic.points={pts}: {bad[0]} is not > 0; every point is a finite rate, user count or speed-up "
+                   "> 0, e.g. traffic.points=[1,2,4]")  # fmt: skip
+    elif t.kind in CLOSED_LOOP_KINDS and (bad := [v for v in pts if float(v) != int(v)]):
+        out.append(f"traffic.points={pts}: {bad[0]} is not a whole number of users (traffic.kind={t.kind}); "
+                   "e.g. traffic.points=[1,2,4]")  # fmt: skip
     for name in ("duration_s", "request_timeout_s", "drain_timeout_s"):
         if not _positive(getattr(t, name)):
             out.append(f"traffic.{name} must be > 0 (seconds), got {getattr(t, name)}")
@@ -315,6 +352,8 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append(f"traffic.master_port must be 0..65535 (0 = a free port), got {t.master_port}")
     if not -20 <= t.loadgen_nice <= 19:
         out.append(f"traffic.loadgen_nice must be -20..19 (os.nice; negative needs root), got {t.loadgen_nice}")
+    if not t.master_bind.strip() or "://" in t.master_bind or any(c.isspace() for c in t.master_bind):
+        out.append(f"traffic.master_bind={t.master_bind!r} must be an address to listen on, e.g. 127.0.0.1 or 0.0.0.0")
     if t.remote_workers > 0:
         if t.master_port == 0:
             out.append("traffic.remote_workers needs a fixed traffic.master_port that the other machines can reach")

