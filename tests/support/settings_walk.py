@@ -66,3 +66,20 @@ def with_(cfg: Any, settings: dict[str, Any]) -> Any:
 def names_the_field(field: str, line: str) -> bool:
     """Whether a problem line names the walked field (``*`` and ``[]`` stand for any key or element)."""
     return all(part in line for part in field.replace("[]", "").split("*"))
+
+
+def float_cases(bad: dict[str, tuple[dict[str, Any], str]]) -> dict[str, str]:
+    """field -> the setting that carries its bad value, for every BAD case whose value is a float
+    (or, for a list's elements, a list of floats): the fields where NaN and infinity must be refused
+    too (a `v < 0` check lets NaN through)."""
+    def floats(v: Any) -> bool:
+        return isinstance(v, float) or (isinstance(v, list) and bool(v) and all(isinstance(x, float) for x in v))
+
+    return {field: key for field, (settings, _) in bad.items() for key, v in settings.items()
+            if floats(v) and names_the_field(field, key)}  # fmt: skip
+
+
+def with_float(settings: dict[str, Any], key: str, value: float) -> dict[str, Any]:
+    """`settings` with `value` in place of the float at `key` (of a list: its last element)."""
+    old = settings[key]
+    return {**settings, key: [*old[:-1], value] if isinstance(old, list) else value}
