@@ -188,6 +188,31 @@ def register_decide_configs() -> None:
 
 
 # -- checks ---------------------------------------------------------------------------------------
+def unknown_settings(obj: Any, prefix: str = "") -> list[str]:
+    """Keys a typed config carries that its schema does not define, one line each (`+traffic.foo=1`
+    on a command line adds one, and nothing would read it); nested groups and dicts of entries too."""
+    import dataclasses
+    import difflib
+
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return []
+    names = [f.name for f in dataclasses.fields(obj)]
+    out = []
+    for key in vars(obj):
+        if key not in names:
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean {prefix}{near[0]}?" if near else f"the settings of {prefix.rstrip('.') or 'the top level'} are: {', '.join(names)}"
+            out.append(f"{prefix}{key} is not a setting: drop it ({hint})")
+    for name in names:
+        v = getattr(obj, name)
+        if isinstance(v, dict):
+            for k, item in v.items():
+                out += unknown_settings(item, f"{prefix}{name}.{k}.")
+        else:
+            out += unknown_settings(v, f"{prefix}{name}.")
+    return out
+
+
 def _number(x: Any) -> bool:
     """A finite int or float (not a bool): NaN and infinity pass no range check."""
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
@@ -305,12 +330,12 @@ def quality_threshold_problems(q: Any) -> list[str]:
 
 
 def decide_problems(cfg: Any) -> list[str]:
-    """The decision's own settings (DecideConfig: select_load, sensitivity, n_boot), one line each
-    naming the fix. Its groups are checked by decision_problems, capacity_problems,
-    quality_threshold_problems and analysis.whatif.config_problems."""
+    """The decision's own settings (DecideConfig: select_load, sensitivity, n_boot) and keys that no
+    schema defines, one line each naming the fix. Its groups' values are checked by
+    decision_problems, capacity_problems, quality_threshold_problems and analysis.whatif.config_problems."""
     from analysis.records.run import LOAD_UNITS
 
-    out: list[str] = []
+    out: list[str] = unknown_settings(cfg)
     if cfg.select_load is not None and not (_number(cfg.select_load) and cfg.select_load > 0):
         out.append(f"select_load must be > 0 (a load in select_load_unit) or null (each variant's knee), got {cfg.select_load}")
     units = tuple(dict.fromkeys(("req/s", *LOAD_UNITS.values())))

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from analysis.schema import decision_problems, quality_threshold_problems
+from analysis.schema import decision_problems, quality_threshold_problems, unknown_settings
 from engines import ADAPTERS
 from engines.base import EngineAdapter, HostFacts
 from experiments.config import CONF
@@ -227,7 +227,7 @@ def plan_problems(cfg: RunConfig) -> list[str]:
 
 def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None) -> list[str]:
     """Every problem of the planned run, one line each naming the fix ([] = it may start). Pure."""
-    out: list[str] = []
+    out: list[str] = unknown_settings(cfg)
     if cfg.engine.name not in ADAPTERS:
         out.append(f"engine.name={cfg.engine.name!r} has no adapter; known engines: {', '.join(sorted(ADAPTERS))} "
                    "(engine=<name>)")  # fmt: skip

@@ -205,6 +205,7 @@ def folder(tmp_path_factory):
         ("capacity.peak_rps=inf", "decide: capacity.peak_rps=inf must be > 0 (req/s at the peak), or null"),
         ("capacity.profile_rps=[1,nan]", "decide: capacity.profile_rps=[1.0, nan]: every rate must be a number >= 0"),
         ("select_load_unit=rps", "decide: select_load_unit='rps': use one of req/s, users, x speed-up"),
+        ("+capacity.peek_rps=40", "decide: capacity.peek_rps is not a setting: drop it (did you mean capacity.peak_rps?)"),
     ],
 )
 def test_the_command_refuses_them_in_one_line_exit_2(folder, capsys, override, line):

@@ -224,6 +224,21 @@ def test_nan_and_infinity_are_refused_in_every_float_field(base, field, value):
     assert len(ps) == 1 and names_the_field(field, ps[0]), ps
 
 
+@pytest.mark.parametrize(
+    "overrides,line",
+    [
+        (["+traffic.duraton_s=30"], "traffic.duraton_s is not a setting: drop it (did you mean traffic.duration_s?)"),
+        (["+engine.speculative.tokens=3"], "engine.speculative.tokens is not a setting: drop it (did you mean "
+                                           "engine.speculative.num_tokens?)"),
+        (["+zzz=1"], "zzz is not a setting: drop it (the settings of the top level are: engine, quant, "),
+    ],
+)  # fmt: skip
+def test_a_key_no_schema_defines_is_refused(overrides, line):
+    """`+group.key=value` adds a key Hydra accepts and nothing reads: a typo would change nothing, silently."""
+    ps = problems(to_run_config(compose(overrides)))
+    assert len(ps) == 1 and ps[0].startswith(line), ps
+
+
 def test_engine_problems_is_the_engine_part_of_check(base):
     cfg = with_(base, {"engine.max_num_seqs": 0, "engine.port": -1, "engine.dtype": "int3"})
     ep = preflight.engine_problems(cfg)
