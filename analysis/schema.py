@@ -11,6 +11,7 @@ Side effects: :func:`register_decide_configs` writes into Hydra's global ConfigS
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,30 @@ def register_decide_configs() -> None:
                           ("gpu", GpuConfig), ("quality", QualityConfig), ("whatif", WhatIfConfig)):  # fmt: skip
         cs.store(group=group, name=f"_{group}_schema", node=schema)
     cs.store(name="_decide_schema", node=DecideConfig)
+
+
+def composition_error_line(ex: BaseException) -> str:
+    """A setting Hydra could not compose (a value of the wrong type, an unknown option or key, bad
+    override syntax), on one line: Hydra's first line, the options it lists (schemas left out) and
+    the first line of the cause. Pure; run.py and analysis.decide print it."""
+    text = str(ex)
+    lines = [ln.strip() for ln in text.splitlines()]
+    head = re.sub(r"^In '[^']*': ", "", lines[0] if lines else type(ex).__name__).rstrip(".")
+    listed = next((i for i, ln in enumerate(lines) if ln.startswith("Available options in ")), None)
+    if listed is not None:
+        options = []
+        for ln in lines[listed + 1:]:
+            if not ln or ln.startswith("Config search path"):
+                break
+            if not ln.startswith("_"):
+                options.append(ln)
+        head += f"; {lines[listed].rstrip(':').lower()}: {', '.join(options)}"
+    if type(ex).__name__ == "OverrideParseException":
+        head = f"could not parse an override: {head}"
+    cause = ex.__cause__
+    if cause is not None and (first := str(cause).strip().splitlines()[:1]):
+        head += f": {first[0].strip()}"
+    return head
 
 
 # -- checks ---------------------------------------------------------------------------------------

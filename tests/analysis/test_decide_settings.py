@@ -205,6 +205,10 @@ def folder(tmp_path_factory):
         ("capacity.peak_rps=inf", "decide: capacity.peak_rps=inf must be > 0 (req/s at the peak), or null"),
         ("capacity.profile_rps=[1,nan]", "decide: capacity.profile_rps=[1.0, nan]: every rate must be a number >= 0"),
         ("select_load_unit=rps", "decide: select_load_unit='rps': use one of req/s, users, x speed-up"),
+        ("slo=fast", "decide: invalid configuration: Could not find 'slo/fast'; available options in 'slo': batch, "
+                     "code_completion, interactive, none"),
+        ("n_boot=many", "decide: invalid configuration: Error merging override n_boot=many: Value 'many' of type 'str' "
+                        "could not be converted to Integer"),
         ("+capacity.peek_rps=40", "decide: capacity.peek_rps is not a setting: drop it (did you mean capacity.peak_rps?)"),
     ],
 )

@@ -361,6 +361,25 @@ def test_run_py_rejects_a_bad_engine_option_before_launch(tmp_path, override, li
     assert s["engine"] is None and not (run_dir / "engine.log").exists()  # nothing was launched
 
 
+@pytest.mark.parametrize(
+    "override,line",
+    [
+        ("repetitions=abc", "servelab: invalid setting: Error merging override repetitions=abc: Value 'abc' of type "
+                            "'str' could not be converted to Integer"),
+        ("slo=fast", "servelab: invalid setting: Could not find 'slo/fast'; available options in 'slo': batch, "
+                     "code_completion, interactive, none"),
+        ("traffic.duraton_s=30", "servelab: invalid setting: Could not override 'traffic.duraton_s': Key 'duraton_s' "
+                                 "not in 'TrafficConfig'"),
+    ],
+)  # fmt: skip
+def test_run_py_refuses_a_setting_hydra_cannot_compose_in_one_line(tmp_path, override, line):
+    """Hydra's own report was several lines and exit 1; now one line and exit 2, like preflight's."""
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), override, f"results_dir={tmp_path}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and r.stderr.splitlines() == [line], r.stderr[-2000:]
+    assert not any(tmp_path.iterdir())  # nothing was started, no folder written
+
+
 def test_a_knee_search_start_or_expand_to_outside_its_range_is_refused(base):
     knee = {"search.kind": "knee", "search.lo": 2.0, "search.hi": 16.0}
     (p,) = problems(with_(base, {**knee, "search.start": 20.0}))
