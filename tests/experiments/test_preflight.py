@@ -388,3 +388,22 @@ def test_a_knee_search_start_or_expand_to_outside_its_range_is_refused(base):
     assert "search.expand_to=8.0 is below hi=16.0" in p
     (p,) = problems(with_(base, {**knee, "search.lo": 16.0, "search.hi": 2.0}))
     assert "needs a range lo < hi" in p
+
+
+def test_a_sweep_whose_every_variant_was_refused_exits_2(monkeypatch, tmp_path, capsys):
+    """`-m quant=none,fp16 repetitions=0`: each job is refused in one line; the sweep then ended 0
+    with nothing measured. One refused variant among measured ones still ends 0 (the sweep goes on)."""
+    from omegaconf import OmegaConf
+
+    from experiments.sweeps.callback import SweepReport
+
+    monkeypatch.setattr(SweepReport, "_decide", staticmethod(lambda d, c: {"exit_code": 0}))
+    monkeypatch.setattr(SweepReport, "_report", staticmethod(lambda d: {"exit_code": 0}))
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    cb = SweepReport()
+    cb.rows = [{"folder": f"v{i}", "status": "refused", "reason": "repetitions must be >= 1"} for i in range(2)]
+    with pytest.raises(SystemExit) as e:
+        cb.on_multirun_end(config)
+    assert e.value.code == 2 and "every variant was refused by preflight" in capsys.readouterr().err
+    cb.rows = [{"folder": "v0", "status": "refused"}, {"folder": "v1", "status": "ok"}]
+    cb.on_multirun_end(config)  # no exit
