@@ -311,6 +311,9 @@ def capacity_problems(cap: Any) -> list[str]:
                        "capacity.profile_rps=[2,5,3], or null")  # fmt: skip
         elif bad := [v for v in rates if not (_number(v) and v >= 0)]:
             out.append(f"capacity.profile_rps={rates}: every rate must be a number >= 0 (req/s), not {bad[0]}")
+        elif max(rates) == 0:
+            out.append(f"capacity.profile_rps={rates} has no demand (every rate is 0): give the req/s of each "
+                       "bin, e.g. capacity.profile_rps=[2,5,3], or null")  # fmt: skip
     if cap.trace_path is not None and not Path(cap.trace_path).is_file():
         out.append(f"capacity.trace_path={cap.trace_path!r}: no such file; give a loadgen trace (JSONL/CSV) or null")
     for name, lo_open, hi in (("rho_max", True, 1.0), ("availability", True, 1.0), ("spot_share_max", False, 1.0),

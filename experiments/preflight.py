@@ -129,7 +129,9 @@ def engine_problems(cfg: RunConfig, adapter: EngineAdapter | None = None) -> lis
     if not _at_least(e.cpu_kvcache_space_gib, 0):
         out.append(f"engine.cpu_kvcache_space_gib must be >= 0 (0 = the engine's default), got {e.cpu_kvcache_space_gib}")
     for arg in e.extra_args:
-        if (flag := arg.split("=", 1)[0]) in LAB_FLAGS:
+        if not arg.strip():
+            out.append(f"engine.extra_args={list(e.extra_args)} has an empty argument; drop it")
+        elif (flag := arg.split("=", 1)[0]) in LAB_FLAGS:
             out.append(f"engine.extra_args sets {flag}, which the lab sets itself: use engine.host/engine.port instead")
     if bad := [k for k in e.env if not _ENV_NAME.fullmatch(k)]:
         out.append(f"engine.env: {', '.join(map(repr, bad))} is not an environment variable name (letters, digits, _)")

@@ -188,6 +188,11 @@ def test_nan_and_infinity_are_refused_in_every_float_field(base, field, value):
     assert len(ps) == 1 and names_the_field(field, ps[0]), ps
 
 
+def test_a_profile_without_demand_is_refused(base):
+    ps = problems(with_(base, {"capacity.profile_rps": [0.0, 0.0]}))
+    assert len(ps) == 1 and ps[0].startswith("capacity.profile_rps=[0.0, 0.0] has no demand (every rate is 0)"), ps
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     from tests.analysis.test_decide import write_run

@@ -276,6 +276,8 @@ def test_prompt_lookup_min_above_max(base):
 def test_lab_flags_in_extra_args_in_either_form(base):
     (p,) = problems(with_(base, {"engine.extra_args": ["--host=0.0.0.0"]}))
     assert "sets --host" in p
+    assert problems(with_(base, {"engine.extra_args": ["--seed", " "]})) == [
+        "engine.extra_args=['--seed', ' '] has an empty argument; drop it"]
     assert problems(with_(base, {"engine.extra_args": ["--max-num-batched-tokens", "512"]})) == []
 
 
