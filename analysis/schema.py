@@ -380,4 +380,11 @@ def decide_problems(cfg: Any) -> list[str]:
         out.append(f"sensitivity.spot_share must be in [0, 1] (a share of the fleet), got {sens.spot_share}")
     if not (isinstance(cfg.n_boot, int) and not isinstance(cfg.n_boot, bool) and cfg.n_boot >= 1):
         out.append(f"n_boot must be >= 1 (bootstrap replicates per point, e.g. 1000), got {cfg.n_boot}")
+    if cfg.output:  # null or empty: <results folder>/decision.json
+        path = Path(cfg.output)
+        if path.is_dir():
+            out.append(f"output={cfg.output} is a folder; give a file path, e.g. output={path / 'decision.json'}, or null")
+        elif not path.parent.is_dir():
+            out.append(f"output={cfg.output}: the folder {path.parent} does not exist; create it, or give another "
+                       "path, or null (<results folder>/decision.json)")  # fmt: skip
     return out

@@ -107,6 +107,7 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "sensitivity.output_ratios[]": ({"sensitivity.output_ratios": [0.5, 0.0]}, "must be two factors > 0 (low, high)"),
     "sensitivity.spot_share": ({"sensitivity.spot_share": 2.0}, "must be in [0, 1]"),
     "n_boot": ({"n_boot": 0}, "must be >= 1"),
+    "output": ({"output": "/no/such/folder/decision.json"}, "the folder /no/such/folder does not exist; create it"),
     # whatif (analysis.whatif.config_problems)
     "whatif.techniques[]": ({"whatif.techniques": ["magic"]}, "use any of"),
     "whatif.requests_per_month": ({"whatif.requests_per_month": -1.0}, "must be >= 0"),
@@ -140,7 +141,6 @@ UNCHECKED = {
     "whatif.semantic_cache.seed": "any integer seeds the simulated stream",
     "quality.baseline_quant": "a quant name matched against the runs; none found: the section says no baseline",
     "seed": "any integer seeds the bootstraps",
-    "output": "a path for decision.json; null or empty = <results folder>/decision.json",
     **{f"quality.{k}": _RUN_ONLY for k in ("generic_path", "task_path", "num_prompts", "num_tasks", "max_new_tokens",
                                            "task_max_tokens", "concurrency", "request_timeout_s", "top_logprobs")},
 }  # fmt: skip
@@ -214,6 +214,8 @@ def folder(tmp_path_factory):
                      "code_completion, interactive, none"),
         ("n_boot=many", "decide: invalid configuration: Error merging override n_boot=many: Value 'many' of type 'str' "
                         "could not be converted to Integer"),
+        ("output=/no/such/folder/d.json", "decide: output=/no/such/folder/d.json: the folder /no/such/folder does "
+                                          "not exist"),
         ("+capacity.peek_rps=40", "decide: capacity.peek_rps is not a setting: drop it (did you mean capacity.peak_rps?)"),
     ],
 )
