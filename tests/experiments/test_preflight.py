@@ -382,6 +382,15 @@ def test_run_py_refuses_a_setting_hydra_cannot_compose_in_one_line(tmp_path, ove
     assert not any(tmp_path.iterdir())  # nothing was started, no folder written
 
 
+def test_run_py_refuses_a_results_dir_it_cannot_create_in_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), f"results_dir={tmp_path / 'a_file'}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr[-2000:]
+    assert r.stderr.startswith(f"servelab: invalid setting: cannot create the results folder {tmp_path / 'a_file'}/")
+    assert "set results_dir to a folder you can write" in r.stderr
+
+
 def test_a_knee_search_start_or_expand_to_outside_its_range_is_refused(base):
     knee = {"search.kind": "knee", "search.lo": 2.0, "search.hi": 16.0}
     (p,) = problems(with_(base, {**knee, "search.start": 20.0}))
