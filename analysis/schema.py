@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+_CONF = Path(__file__).resolve().parent.parent / "conf"  # the config tree (conf/quant/ names the quant options)
 
 @dataclass
 class SloConfig:
@@ -341,8 +342,8 @@ def capacity_problems(cap: Any) -> list[str]:
 
 
 def quality_threshold_problems(q: Any) -> list[str]:
-    """Bad quality-gate thresholds and its bootstrap count (`q`: a QualityConfig), one line each:
-    checked by the run's preflight (experiments.preflight) and by the decision, which applies them."""
+    """Bad quality-gate thresholds, its bootstrap count and baseline (`q`: a QualityConfig), one line
+    each: checked by the run's preflight (experiments.preflight) and by the decision, which applies them."""
     out: list[str] = []
     for k in ("min_top1_agreement", "min_exact_match_rate"):
         v = getattr(q, k)
@@ -354,6 +355,10 @@ def quality_threshold_problems(q: Any) -> list[str]:
         out.append(f"quality.max_task_accuracy_drop_points must be a number (points) or null, got {q.max_task_accuracy_drop_points}")
     if not (isinstance(q.n_boot, int) and q.n_boot >= 1):
         out.append(f"quality.n_boot must be >= 1 (bootstrap replicates, e.g. 1000), got {q.n_boot}")
+    quants = sorted(p.stem for p in (_CONF / "quant").glob("*.yaml"))
+    if q.baseline_quant not in quants:
+        out.append(f"quality.baseline_quant={q.baseline_quant!r} is not a quant option; use one of {', '.join(quants)} "
+                   "(the unquantized one: none)")  # fmt: skip
     return out
 
 

@@ -55,6 +55,7 @@ SHARED_BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "quality.max_task_accuracy_drop_points": (
         {"quality.enabled": True, "quality.max_task_accuracy_drop_points": math.nan}, "must be a number (points) or null"),
     "quality.n_boot": ({"quality.enabled": True, "quality.n_boot": 0}, "must be >= 1"),
+    "quality.baseline_quant": ({"quality.enabled": True, "quality.baseline_quant": "nf4"}, "is not a quant option; use one of"),
 }  # fmt: skip
 
 # Shared fields nobody checks, and why (run.py's test reuses these too).
@@ -139,7 +140,6 @@ UNCHECKED = {
     "whatif.variant": "a variant label or id, checked against the results' variants when a technique needs it "
                       "(decide: whatif.variant=<x>: no such variant; the variants are: ...)",
     "whatif.semantic_cache.seed": "any integer seeds the simulated stream",
-    "quality.baseline_quant": "a quant name matched against the runs; none found: the section says no baseline",
     "seed": "any integer seeds the bootstraps",
     **{f"quality.{k}": _RUN_ONLY for k in ("generic_path", "task_path", "num_prompts", "num_tasks", "max_new_tokens",
                                            "task_max_tokens", "concurrency", "request_timeout_s", "top_logprobs")},

@@ -165,7 +165,6 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
        for n in ("engine_cpus", "loadgen_cpus", "telemetry_cpus", "lab_cpus")},
     "placement.omp_cpus[]": ({**MANUAL, "placement.omp_cpus": [3]}, "must lie within placement.engine_cpus"),
     # quality=gate's measurement (its thresholds are in SHARED_BAD)
-    "quality.baseline_quant": ({**QUALITY, "quality.baseline_quant": "nf4"}, "is not a quant option; use one of"),
     "quality.generic_path": ({**QUALITY, "quality.generic_path": "/no/such/set.jsonl"}, "no such file"),
     "quality.task_path": ({**QUALITY, "quality.task_path": "/no/such/tasks.jsonl"}, "no such file"),
     "quality.num_prompts": ({**QUALITY, "quality.num_prompts": 0}, "must be >= 1 or null (all)"),
