@@ -25,6 +25,8 @@ QUANT_METHODS = (None, "fp8", "awq", "gptq", "int8", "int4")
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 SPECULATIVE_METHODS = (None, "ngram", "draft")
 LAUNCHERS = ("native", "docker")
+# search settings a grid never reads (null = not given)
+KNEE_ONLY = ("lo", "hi", "start", "expand_to", "max_points")
 # Weight dtypes every adapter can pass on (vLLM's --dtype choices; the others accept a subset or ignore it).
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 # Flags the lab sets itself from engine.host/engine.port: a second copy in extra_args would make the
@@ -153,6 +155,9 @@ def search_problems(cfg: RunConfig) -> list[str]:
         out.append(f"search.tolerance must be in (0, 1) (relative width of the final bracket), got {sc.tolerance}")
     if sc.max_points is not None and sc.max_points < 2:
         out.append(f"search.max_points must be >= 2 (a bracket needs two loads) or null, got {sc.max_points}")
+    if sc.kind == "grid" and (given := [f"search.{k}" for k in KNEE_ONLY if getattr(sc, k, None) is not None]):
+        out.append(f"{', '.join(given)} only apply with search=knee (search=grid measures traffic.points); "
+                   "add search=knee or drop them")  # fmt: skip
     if sc.kind == "knee" and not out:
         pts = [float(v) for v in cfg.traffic.points]
         lo = sc.lo if sc.lo is not None else min(pts, default=None)

@@ -47,18 +47,19 @@ def problems(cfg: RunConfig, adapter_cls=None, facts: HostFacts = FACTS) -> list
 # A list field has two names: the list (e.g. empty) and its elements ("traffic.points[]").
 MANUAL = {"placement.mode": "manual", "placement.engine_cpus": [1, 2], "placement.loadgen_cpus": [0]}
 QUALITY = {"quality.enabled": True}
+KNEE = {"search.kind": "knee", "traffic.points": [1.0, 16.0]}
 BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     **SHARED_BAD,  # slo, pricing, gpu, the quality gate's thresholds: analysis.schema, as the decision
     "experiment_name": ({"experiment_name": "a/b"}, "must be one folder name (no '/', not empty)"),
     "results_dir": ({"results_dir": " "}, "give the folder results go to"),
     "repetition": ({"repetition": -1}, "repetition must be >= 0"),
     "repetitions": ({"repetitions": 0}, "repetitions must be >= 1"),
-    "search.lo": ({"search.lo": -1.0}, "search.lo must be > 0"),
-    "search.hi": ({"search.hi": 0.0}, "search.hi must be > 0"),
-    "search.start": ({"search.start": 0.0}, "search.start must be > 0"),
-    "search.tolerance": ({"search.tolerance": 0.0}, "search.tolerance must be in (0, 1)"),
-    "search.max_points": ({"search.max_points": 1}, "search.max_points must be >= 2"),
-    "search.expand_to": ({"search.expand_to": -5.0}, "search.expand_to must be > 0"),
+    "search.lo": ({**KNEE, "search.lo": -1.0}, "search.lo must be > 0"),
+    "search.hi": ({**KNEE, "search.hi": 0.0}, "search.hi must be > 0"),
+    "search.start": ({**KNEE, "search.start": 0.0}, "search.start must be > 0"),
+    "search.tolerance": ({**KNEE, "search.tolerance": 0.0}, "search.tolerance must be in (0, 1)"),
+    "search.max_points": ({**KNEE, "search.max_points": 1}, "search.max_points must be >= 2"),
+    "search.expand_to": ({**KNEE, "search.expand_to": -5.0}, "search.expand_to must be > 0"),
     "search.kind": ({"search.kind": "random"}, "use search=grid or search=knee"),
     # engine
     "engine.name": ({"engine.name": "vllm2"}, "known engines: endpoint, sglang, tgi, transformers, vllm"),
@@ -388,6 +389,12 @@ def test_run_py_refuses_a_results_dir_it_cannot_create_in_one_line(tmp_path):
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr[-2000:]
     assert r.stderr.startswith(f"servelab: invalid setting: cannot create the results folder {tmp_path / 'a_file'}/")
     assert "set results_dir to a folder you can write" in r.stderr
+
+
+def test_knee_settings_with_a_grid_search_are_refused(base):
+    """search.lo/hi without search=knee: the grid measures traffic.points and the range was silently unused."""
+    assert problems(with_(base, {"search.lo": 2.0, "search.hi": 16.0})) == [
+        "search.lo, search.hi only apply with search=knee (search=grid measures traffic.points); add search=knee or drop them"]
 
 
 def test_a_knee_search_start_or_expand_to_outside_its_range_is_refused(base):
