@@ -127,6 +127,14 @@ def engine_problems(cfg: RunConfig, adapter: EngineAdapter | None = None) -> lis
     lo, hi = lookup.values()
     if lo is not None and hi is not None and 1 <= hi < lo:
         out.append(f"engine.speculative.prompt_lookup_min={lo} is above prompt_lookup_max={hi}; swap or lower it")
+    # settings of one method given with another are never read: say so rather than run without them
+    if sp.draft_model is not None and sp.method != "draft":
+        out.append(f"engine.speculative.draft_model only applies with engine.speculative.method=draft (method="
+                   f"{sp.method}); set the method or drop draft_model")  # fmt: skip
+    if sp.method != "ngram" and (given := [f"engine.speculative.{n}" for n, v in lookup.items() if v is not None]):
+        out.append(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with "
+                   f"engine.speculative.method=ngram (method={sp.method}); "
+                   "set the method or drop them")  # fmt: skip
     if not _at_least(e.cpu_kvcache_space_gib, 0):
         out.append(f"engine.cpu_kvcache_space_gib must be >= 0 (0 = the engine's default), got {e.cpu_kvcache_space_gib}")
     for arg in e.extra_args:
@@ -156,7 +164,8 @@ def search_problems(cfg: RunConfig) -> list[str]:
     if sc.max_points is not None and sc.max_points < 2:
         out.append(f"search.max_points must be >= 2 (a bracket needs two loads) or null, got {sc.max_points}")
     if sc.kind == "grid" and (given := [f"search.{k}" for k in KNEE_ONLY if getattr(sc, k, None) is not None]):
-        out.append(f"{', '.join(given)} only apply with search=knee (search=grid measures traffic.points); "
+        out.append(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with search=knee "
+                   "(search=grid measures traffic.points); "
                    "add search=knee or drop them")  # fmt: skip
     if sc.kind == "knee" and not out:
         pts = [float(v) for v in cfg.traffic.points]

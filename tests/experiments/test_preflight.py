@@ -86,8 +86,10 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "engine.speculative.draft_model": ({"engine.speculative.method": "draft"}, "needs engine.speculative.draft_model"),
     "engine.speculative.num_tokens": (
         {"engine.speculative.method": "ngram", "engine.speculative.num_tokens": 0}, "must be >= 1"),
-    "engine.speculative.prompt_lookup_max": ({"engine.speculative.prompt_lookup_max": 0}, "must be >= 1 or null"),
-    "engine.speculative.prompt_lookup_min": ({"engine.speculative.prompt_lookup_min": -2}, "must be >= 1 or null"),
+    "engine.speculative.prompt_lookup_max": (
+        {"engine.speculative.method": "ngram", "engine.speculative.prompt_lookup_max": 0}, "must be >= 1 or null"),
+    "engine.speculative.prompt_lookup_min": (
+        {"engine.speculative.method": "ngram", "engine.speculative.prompt_lookup_min": -2}, "must be >= 1 or null"),
     # model and quant
     "model.path": ({"model.path": ""}, "give a local folder or a hub id"),
     "model.served_name": ({"model.served_name": ""}, "or null"),
@@ -269,8 +271,20 @@ def test_max_model_len_above_the_models_context(base):
 
 
 def test_prompt_lookup_min_above_max(base):
-    cfg = with_(base, {"engine.speculative.prompt_lookup_min": 5, "engine.speculative.prompt_lookup_max": 2})
+    cfg = with_(base, {"engine.speculative.method": "ngram", "engine.speculative.prompt_lookup_min": 5,
+                       "engine.speculative.prompt_lookup_max": 2})  # fmt: skip
     assert problems(cfg) == ["engine.speculative.prompt_lookup_min=5 is above prompt_lookup_max=2; swap or lower it"]
+
+
+def test_a_speculative_setting_of_another_method_is_refused(base):
+    """Given without its method, it was never read: the run measured no speculation at all."""
+    assert problems(with_(base, {"engine.speculative.draft_model": "/m/draft"})) == [
+        "engine.speculative.draft_model only applies with engine.speculative.method=draft (method=None); "
+        "set the method or drop draft_model"]
+    assert problems(with_(base, {"engine.speculative.method": "draft", "engine.speculative.draft_model": "/m/d",
+                                 "engine.speculative.prompt_lookup_max": 4})) == [  # fmt: skip
+        "engine.speculative.prompt_lookup_max only applies with engine.speculative.method=ngram (method=draft); "
+        "set the method or drop them"]
 
 
 def test_lab_flags_in_extra_args_in_either_form(base):
@@ -395,6 +409,8 @@ def test_knee_settings_with_a_grid_search_are_refused(base):
     """search.lo/hi without search=knee: the grid measures traffic.points and the range was silently unused."""
     assert problems(with_(base, {"search.lo": 2.0, "search.hi": 16.0})) == [
         "search.lo, search.hi only apply with search=knee (search=grid measures traffic.points); add search=knee or drop them"]
+    assert problems(with_(base, {"search.max_points": 4})) == [
+        "search.max_points only applies with search=knee (search=grid measures traffic.points); add search=knee or drop them"]
 
 
 def test_a_knee_search_start_or_expand_to_outside_its_range_is_refused(base):
