@@ -13,14 +13,54 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from analysis.schema import composition_error_line
 from experiments.schema import register_configs
 
 register_configs()
+_started: list[bool] = []  # set when main() runs: Hydra composed the config and made the run's folder
+
+
+def _settings_hydra_cannot_compose_in_one_line() -> None:
+    """A setting Hydra cannot compose (a value of the wrong type, an unknown option or key, bad
+    override syntax), or a results_dir it cannot create, ends like preflight's refusals: one line
+    that names it, exit 2, nothing started, instead of Hydra's several lines (or a traceback) and
+    exit 1. HYDRA_FULL_ERROR=1 keeps Hydra's report. Wraps hydra._internal.utils.run_and_report,
+    which runs the app; left alone where it is missing."""
+    import os
+
+    from hydra._internal import utils as hydra_utils
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    report = getattr(hydra_utils, "run_and_report", None)
+    if report is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return
+
+    def run_and_report(func: Any) -> Any:
+        def refuse_in_one_line() -> Any:
+            try:
+                return func()
+            except (ConfigCompositionException, OverrideParseException) as e:
+                print(f"servelab: invalid setting: {composition_error_line(e)}", file=sys.stderr)
+                sys.exit(2)
+            except OSError as e:
+                if _started:  # the run's own failure: Hydra reports it as before
+                    raise
+                print(f"servelab: invalid setting: cannot create the results folder {e.filename} ({e.strerror}); "
+                      "set results_dir to a folder you can write, e.g. results_dir=results", file=sys.stderr)  # fmt: skip
+                sys.exit(2)
+
+        return report(refuse_in_one_line)
+
+    hydra_utils.run_and_report = run_and_report
+
+
+_settings_hydra_cannot_compose_in_one_line()
 
 
 def _sigterm(*_: object) -> None:
@@ -39,6 +79,7 @@ def main(cfg: DictConfig) -> int:
     from experiments.config import to_run_config
     from experiments.runner import run_variant
 
+    _started.append(True)
     signal.signal(signal.SIGTERM, _sigterm)
     hc = HydraConfig.get()
     try:

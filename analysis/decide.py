@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.decision import CONF, BadInput, run_decision
-from analysis.schema import DecideConfig, register_decide_configs
+from analysis.schema import DecideConfig, composition_error_line, register_decide_configs
 
 EXIT_BAD_INPUT = 2
 __all__ = ["CONF", "EXIT_BAD_INPUT", "compose", "decide", "main", "summary_text", "whatif_lines"]
@@ -41,7 +41,7 @@ def compose(overrides: list[str]) -> DecideConfig:
             cfg = hcompose(config_name="decide", overrides=overrides)
         obj = OmegaConf.to_object(cfg)
     except Exception as e:  # noqa: BLE001 - Hydra/OmegaConf raise many types; one line for the user
-        raise BadInput(f"invalid configuration: {str(e).splitlines()[0]}") from e
+        raise BadInput(f"invalid configuration: {composition_error_line(e)}") from e
     finally:
         if held is not None:
             restore_gh_from_backup(held)

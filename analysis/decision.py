@@ -125,7 +125,7 @@ def gpu_catalog(names: set[str]) -> dict[str, Any]:
 
 def input_problems(cfg: DecideConfig, run_gpus: dict[str, int]) -> list[str]:
     """Every bad input (analysis.schema.decision_problems per run GPU, the capacity group, the
-    quality gate's thresholds when the gate is applied)."""
+    quality gate's thresholds when the gate is applied, the decision's own settings)."""
     out: list[str] = []
     for name, count in sorted(run_gpus.items()):
         g = SimpleNamespace(**{**vars(cfg.gpu), "name": name, "count": count}) if hasattr(cfg.gpu, "__dict__") else cfg.gpu
@@ -133,7 +133,10 @@ def input_problems(cfg: DecideConfig, run_gpus: dict[str, int]) -> list[str]:
             if p not in out:
                 out.append(p)
     quality = cfg.quality if cfg.quality is not None and cfg.quality.enabled else None
-    return out + capacity_problems(cfg.capacity) + (quality_threshold_problems(quality) if quality is not None else [])
+    from analysis.schema import decide_problems
+
+    out += capacity_problems(cfg.capacity) + (quality_threshold_problems(quality) if quality is not None else [])
+    return out + decide_problems(cfg)
 
 
 def _limits(table, slo) -> dict[str, float]:

@@ -11,10 +11,12 @@ Side effects: :func:`register_decide_configs` writes into Hydra's global ConfigS
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+_CONF = Path(__file__).resolve().parent.parent / "conf"  # the config tree (conf/quant/ names the quant options)
 
 @dataclass
 class SloConfig:
@@ -187,7 +189,61 @@ def register_decide_configs() -> None:
     cs.store(name="_decide_schema", node=DecideConfig)
 
 
+def composition_error_line(ex: BaseException) -> str:
+    """A setting Hydra could not compose (a value of the wrong type, an unknown option or key, bad
+    override syntax), on one line: Hydra's first line, the options it lists (schemas left out) and
+    the first line of the cause. Pure; run.py and analysis.decide print it."""
+    text = str(ex)
+    lines = [ln.strip() for ln in text.splitlines()]
+    head = re.sub(r"^In '[^']*': ", "", lines[0] if lines else type(ex).__name__).rstrip(".")
+    listed = next((i for i, ln in enumerate(lines) if ln.startswith("Available options in ")), None)
+    if listed is not None:
+        options = []
+        for ln in lines[listed + 1:]:
+            if not ln or ln.startswith("Config search path"):
+                break
+            if not ln.startswith("_"):
+                options.append(ln)
+        head += f"; {lines[listed].rstrip(':').lower()}: {', '.join(options)}"
+    if type(ex).__name__ == "OverrideParseException":
+        head = f"could not parse an override: {head}"
+    cause = ex.__cause__
+    if cause is not None and (first := str(cause).strip().splitlines()[:1]):
+        head += f": {first[0].strip()}"
+    return head
+
+
 # -- checks ---------------------------------------------------------------------------------------
+def unknown_settings(obj: Any, prefix: str = "") -> list[str]:
+    """Keys a typed config carries that its schema does not define, one line each (`+traffic.foo=1`
+    on a command line adds one, and nothing would read it); nested groups and dicts of entries too."""
+    import dataclasses
+    import difflib
+
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return []
+    names = [f.name for f in dataclasses.fields(obj)]
+    out = []
+    for key in vars(obj):
+        if key not in names:
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean {prefix}{near[0]}?" if near else f"the settings of {prefix.rstrip('.') or 'the top level'} are: {', '.join(names)}"
+            out.append(f"{prefix}{key} is not a setting: drop it ({hint})")
+    for name in names:
+        v = getattr(obj, name)
+        if isinstance(v, dict):
+            for k, item in v.items():
+                out += unknown_settings(item, f"{prefix}{name}.{k}.")
+        else:
+            out += unknown_settings(v, f"{prefix}{name}.")
+    return out
+
+
+def _number(x: Any) -> bool:
+    """A finite int or float (not a bool): NaN and infinity pass no range check."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def decision_problems(cfg: Any) -> list[str]:
     """Problems in the decision-layer inputs (`cfg.gpu`, `cfg.slo`, `cfg.pricing`), one line each naming the fix.
 
@@ -198,36 +254,37 @@ def decision_problems(cfg: Any) -> list[str]:
     g = cfg.gpu  # gpu.count is checked with the other plan checks in check()
     for f in ("memory_gib", "tdp_w", "memory_bandwidth_gb_per_s", "bf16_dense_tflops"):
         v = getattr(g, f, None)
-        if v is not None and v <= 0:
+        if v is not None and not (_number(v) and v > 0):
             out.append(f"gpu.{f} must be > 0 or null, got {v}")
 
     s = cfg.slo
     for m in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
         v = getattr(s, m, None)
-        if v is not None and v <= 0:
+        if v is not None and not (_number(v) and v > 0):
             out.append(f"slo.{m} must be > 0 (or null = not constrained), got {v}")
     for f in ("percentile", "ttft_percentile", "tpot_percentile", "itl_percentile", "e2e_percentile"):
         v = getattr(s, f, None)
-        if v is not None and not 0 < v <= 100:
+        if v is not None and not (_number(v) and 0 < v <= 100):
             out.append(f"slo.{f} must be in (0, 100], got {v}")
-    if not 0 < s.attainment_target <= 1:
+    if not (_number(s.attainment_target) and 0 < s.attainment_target <= 1):
         out.append(f"slo.attainment_target must be in (0, 1] (a share of requests), got {s.attainment_target}")
 
     p = cfg.pricing
     if p.tier not in PRICE_TIERS:
         out.append(f"pricing.tier={p.tier!r}: use one of {', '.join(PRICE_TIERS)}")
-    if p.usd_per_hour is not None and p.usd_per_hour < 0:
+    if p.usd_per_hour is not None and not (_number(p.usd_per_hour) and p.usd_per_hour >= 0):
         out.append(f"pricing.usd_per_hour must be >= 0, got {p.usd_per_hour}")
     for gpu_name, entry in (p.gpus or {}).items():
         for tier in PRICE_TIERS:
             v = getattr(entry, tier)
-            if v is not None and v < 0:
+            if v is not None and not (_number(v) and v >= 0):
                 out.append(f"pricing.gpus.{gpu_name}.{tier} must be >= 0, got {v}")
-    if p.usd_per_kwh < 0:
+    if not (_number(p.usd_per_kwh) and p.usd_per_kwh >= 0):
         out.append(f"pricing.usd_per_kwh must be >= 0, got {p.usd_per_kwh}")
-    if p.pue < 1:
+    if not (_number(p.pue) and p.pue >= 1):
         out.append(f"pricing.pue must be >= 1 (facility power / IT power), got {p.pue}")
-    if p.spot_interruptions_per_hour is not None and p.spot_interruptions_per_hour < 0:
+    if p.spot_interruptions_per_hour is not None and not (_number(p.spot_interruptions_per_hour)
+                                                           and p.spot_interruptions_per_hour >= 0):
         out.append(f"pricing.spot_interruptions_per_hour must be >= 0, got {p.spot_interruptions_per_hour}")
     if p.usd_per_hour is None and p.tier in PRICE_TIERS:
         entry = (p.gpus or {}).get(g.name)
@@ -241,48 +298,98 @@ def decision_problems(cfg: Any) -> list[str]:
 
 
 def capacity_problems(cap: Any) -> list[str]:
-    """Bad capacity inputs, one line each."""
+    """Bad capacity inputs, one line each naming the fix."""
     out = []
     has_demand = cap.peak_rps is not None or bool(cap.profile_rps) or bool(cap.trace_path)
     if cap.plan and not has_demand:
         out.append("capacity: a plan needs a peak: set capacity.peak_rps, capacity.profile_rps or capacity.trace_path")
-    if cap.peak_rps is not None and cap.peak_rps <= 0:
-        out.append(f"capacity.peak_rps={cap.peak_rps} must be > 0")
-    if cap.profile_rps and any(v < 0 for v in cap.profile_rps):
-        out.append("capacity.profile_rps has a negative rate")
-    if cap.trace_path and not Path(cap.trace_path).is_file():
-        out.append(f"capacity.trace_path={cap.trace_path}: no such file")
+    if cap.peak_rps is not None and not (_number(cap.peak_rps) and cap.peak_rps > 0):
+        out.append(f"capacity.peak_rps={cap.peak_rps} must be > 0 (req/s at the peak), or null")
+    if cap.profile_rps is not None:
+        rates = list(cap.profile_rps)
+        if not rates:
+            out.append("capacity.profile_rps is empty: give one req/s per capacity.profile_bin_s, e.g. "
+                       "capacity.profile_rps=[2,5,3], or null")  # fmt: skip
+        elif bad := [v for v in rates if not (_number(v) and v >= 0)]:
+            out.append(f"capacity.profile_rps={rates}: every rate must be a number >= 0 (req/s), not {bad[0]}")
+        elif max(rates) == 0:
+            out.append(f"capacity.profile_rps={rates} has no demand (every rate is 0): give the req/s of each "
+                       "bin, e.g. capacity.profile_rps=[2,5,3], or null")  # fmt: skip
+    if cap.trace_path is not None and not Path(cap.trace_path).is_file():
+        out.append(f"capacity.trace_path={cap.trace_path!r}: no such file; give a loadgen trace (JSONL/CSV) or null")
     for name, lo_open, hi in (("rho_max", True, 1.0), ("availability", True, 1.0), ("spot_share_max", False, 1.0),
                               ("spot_availability", False, 1.0)):  # fmt: skip
         v = getattr(cap, name)
-        if not ((0 < v) if lo_open else (0 <= v)) or v > hi:
+        if not (_number(v) and ((0 < v) if lo_open else (0 <= v)) and v <= hi):
             out.append(f"capacity.{name}={v} must be in {'(' if lo_open else '['}0, {hi:g}]")
-    for name in ("provisioning_s", "spare_replicas", "min_replicas", "profile_bin_s", "hours_per_month"):
-        if getattr(cap, name) < 0 or (name in ("profile_bin_s", "hours_per_month") and getattr(cap, name) == 0):
-            out.append(f"capacity.{name}={getattr(cap, name)} must be {'> 0' if name in ('profile_bin_s', 'hours_per_month') else '>= 0'}")
-    for name in ("engine_start_s", "spot_interruptions_per_hour", "spot_restart_s", "reserved_replicas",
-                 "prompt_tokens_mean", "output_tokens_mean"):  # fmt: skip
-        v = getattr(cap, name)
-        if v is not None and v < 0:
+    for name in ("profile_bin_s", "hours_per_month"):
+        if not (_number(v := getattr(cap, name)) and v > 0):
+            out.append(f"capacity.{name}={v} must be > 0")
+    for name in ("provisioning_s", "spare_replicas", "min_replicas"):
+        if not (_number(v := getattr(cap, name)) and v >= 0):
             out.append(f"capacity.{name}={v} must be >= 0")
+    for name in ("engine_start_s", "spot_interruptions_per_hour", "spot_restart_s", "reserved_replicas"):
+        v = getattr(cap, name)
+        if v is not None and not (_number(v) and v >= 0):
+            out.append(f"capacity.{name}={v} must be >= 0, or null (measured or the price book's)")
+    for name in ("prompt_tokens_mean", "output_tokens_mean"):
+        v = getattr(cap, name)
+        if v is not None and not (_number(v) and v > 0):
+            out.append(f"capacity.{name}={v} must be > 0 (tokens per request), or null (as measured)")
     if cap.reserved_term not in ("1y", "3y"):
         out.append(f"capacity.reserved_term={cap.reserved_term!r}: use 1y or 3y")
     return out
 
 
 def quality_threshold_problems(q: Any) -> list[str]:
-    """Bad quality-gate thresholds (`q`: a QualityConfig), one line each: checked by the run's
-    preflight (experiments.preflight) and by the decision, which applies them."""
-    def number(x: Any) -> bool:
-        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
+    """Bad quality-gate thresholds, its bootstrap count and baseline (`q`: a QualityConfig), one line
+    each: checked by the run's preflight (experiments.preflight) and by the decision, which applies them."""
     out: list[str] = []
     for k in ("min_top1_agreement", "min_exact_match_rate"):
         v = getattr(q, k)
-        if v is not None and not (number(v) and 0 <= v <= 1):
+        if v is not None and not (_number(v) and 0 <= v <= 1):
             out.append(f"quality.{k} must be in [0, 1] or null (not applied), got {v}")
-    if q.max_ppl_ratio is not None and not (number(q.max_ppl_ratio) and q.max_ppl_ratio > 0):
+    if q.max_ppl_ratio is not None and not (_number(q.max_ppl_ratio) and q.max_ppl_ratio > 0):
         out.append(f"quality.max_ppl_ratio must be > 0 or null (not applied), got {q.max_ppl_ratio}")
-    if q.max_task_accuracy_drop_points is not None and not number(q.max_task_accuracy_drop_points):
+    if q.max_task_accuracy_drop_points is not None and not _number(q.max_task_accuracy_drop_points):
         out.append(f"quality.max_task_accuracy_drop_points must be a number (points) or null, got {q.max_task_accuracy_drop_points}")
+    if not (isinstance(q.n_boot, int) and q.n_boot >= 1):
+        out.append(f"quality.n_boot must be >= 1 (bootstrap replicates, e.g. 1000), got {q.n_boot}")
+    quants = sorted(p.stem for p in (_CONF / "quant").glob("*.yaml"))
+    if q.baseline_quant not in quants:
+        out.append(f"quality.baseline_quant={q.baseline_quant!r} is not a quant option; use one of {', '.join(quants)} "
+                   "(the unquantized one: none)")  # fmt: skip
+    return out
+
+
+def decide_problems(cfg: Any) -> list[str]:
+    """The decision's own settings (DecideConfig: select_load, sensitivity, n_boot) and keys that no
+    schema defines, one line each naming the fix. Its groups' values are checked by
+    decision_problems, capacity_problems, quality_threshold_problems and analysis.whatif.config_problems."""
+    from analysis.records.run import LOAD_UNITS
+
+    out: list[str] = unknown_settings(cfg)
+    if cfg.select_load is not None and not (_number(cfg.select_load) and cfg.select_load > 0):
+        out.append(f"select_load must be > 0 (a load in select_load_unit) or null (each variant's knee), got {cfg.select_load}")
+    units = tuple(dict.fromkeys(("req/s", *LOAD_UNITS.values())))
+    if cfg.select_load_unit not in units:
+        out.append(f"select_load_unit={cfg.select_load_unit!r}: use one of {', '.join(units)}")
+    sens = cfg.sensitivity
+    if not (_number(sens.price_delta) and 0 < sens.price_delta < 1):
+        out.append(f"sensitivity.price_delta must be in (0, 1) (the price's +- share, e.g. 0.3), got {sens.price_delta}")
+    ratios = list(sens.output_ratios)
+    if len(ratios) != 2 or not all(_number(r) and r > 0 for r in ratios):
+        out.append(f"sensitivity.output_ratios={ratios} must be two factors > 0 (low, high), e.g. "
+                   "sensitivity.output_ratios=[0.5,2.0]")  # fmt: skip
+    if not (_number(sens.spot_share) and 0 <= sens.spot_share <= 1):
+        out.append(f"sensitivity.spot_share must be in [0, 1] (a share of the fleet), got {sens.spot_share}")
+    if not (isinstance(cfg.n_boot, int) and not isinstance(cfg.n_boot, bool) and cfg.n_boot >= 1):
+        out.append(f"n_boot must be >= 1 (bootstrap replicates per point, e.g. 1000), got {cfg.n_boot}")
+    if cfg.output:  # null or empty: <results folder>/decision.json
+        path = Path(cfg.output)
+        if path.is_dir():
+            out.append(f"output={cfg.output} is a folder; give a file path, e.g. output={path / 'decision.json'}, or null")
+        elif not path.parent.is_dir():
+            out.append(f"output={cfg.output}: the folder {path.parent} does not exist; create it, or give another "
+                       "path, or null (<results folder>/decision.json)")  # fmt: skip
     return out

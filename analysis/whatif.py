@@ -125,23 +125,27 @@ def config_problems(w: Any) -> list[str]:
     """Bad what-if settings, one line each naming the fix."""
     from loadgen.workload import MAX_CLUSTERS, MAX_PARAPHRASES
 
+    def number(x: Any) -> bool:  # finite: NaN and infinity pass no range check
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
     out = []
     bad = [t for t in w.techniques if t not in TECHNIQUES]
     if bad:
         out.append(f"whatif.techniques: unknown {bad}; use any of {list(TECHNIQUES)} (or whatif=all|none)")
-    if w.requests_per_month is not None and w.requests_per_month < 0:
-        out.append(f"whatif.requests_per_month={w.requests_per_month} must be >= 0")
+    if w.requests_per_month is not None and not (number(w.requests_per_month) and w.requests_per_month >= 0):
+        out.append(f"whatif.requests_per_month={w.requests_per_month} must be >= 0, or null (the capacity plan's demand)")
     s = w.semantic_cache
-    if not s.thresholds or any(not 0 < t <= 1 for t in s.thresholds):
+    if not s.thresholds or any(not (number(t) and 0 < t <= 1) for t in s.thresholds):
         out.append(f"whatif.semantic_cache.thresholds={list(s.thresholds)} must be a non-empty list of cosines in (0, 1]")
-    if not 0 < s.threshold <= 1:
+    if not (number(s.threshold) and 0 < s.threshold <= 1):
         out.append(f"whatif.semantic_cache.threshold={s.threshold} must be in (0, 1]")
-    if not s.ttl_s > 0:
+    if not (number(s.ttl_s) and s.ttl_s > 0):
         out.append(f"whatif.semantic_cache.ttl_s={s.ttl_s} must be > 0")
     if s.analyzer not in ANALYZERS:
         out.append(f"whatif.semantic_cache.analyzer={s.analyzer!r}: use char or char_wb")
     if not 1 <= s.ngram_min <= s.ngram_max:
-        out.append(f"whatif.semantic_cache.ngram_min={s.ngram_min}, ngram_max={s.ngram_max}: need 1 <= ngram_min <= ngram_max")
+        out.append(f"whatif.semantic_cache.ngram_min={s.ngram_min}, whatif.semantic_cache.ngram_max={s.ngram_max}: "
+                   "need 1 <= ngram_min <= ngram_max")  # fmt: skip
     if not 1 <= s.num_clusters <= MAX_CLUSTERS:
         out.append(f"whatif.semantic_cache.num_clusters={s.num_clusters} must be 1..{MAX_CLUSTERS}")
     if not 1 <= s.paraphrases_per_cluster <= MAX_PARAPHRASES:
@@ -151,8 +155,8 @@ def config_problems(w: Any) -> list[str]:
     c = w.cascade
     if c.rule not in RULES:
         out.append(f"whatif.cascade.rule={c.rule!r}: use prompt_length")
-    if c.threshold is not None and c.threshold < 0:
-        out.append(f"whatif.cascade.threshold={c.threshold} must be >= 0 (prompt tokens)")
+    if c.threshold is not None and not (number(c.threshold) and c.threshold >= 0):
+        out.append(f"whatif.cascade.threshold={c.threshold} must be >= 0 (prompt tokens), or null (the 90th percentile)")
     if c.small is not None and c.small == c.large:
         out.append(f"whatif.cascade.small and whatif.cascade.large are both {c.small!r}: name two different variants")
     return out

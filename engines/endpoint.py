@@ -25,7 +25,7 @@ class EndpointAdapter(EngineAdapter):
         if not url:
             out.append("engine=endpoint needs engine.base_url, e.g. engine.base_url=http://127.0.0.1:8000")
         elif urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-            out.append(f"engine.base_url={url!r} is not an http(s) URL")
+            out.append(f"engine.base_url={url!r} is not an http(s) URL; e.g. engine.base_url=http://127.0.0.1:8000")
         if not (self.model.served_name or self.model.name):
             out.append("engine=endpoint needs model.served_name: the model name the server expects")
         return out

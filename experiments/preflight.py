@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from analysis.schema import decision_problems, quality_threshold_problems
+from analysis.schema import decision_problems, quality_threshold_problems, unknown_settings
 from engines import ADAPTERS
 from engines.base import EngineAdapter, HostFacts
 from experiments.schema import RunConfig
@@ -22,8 +22,11 @@ from loadgen.workload import WorkloadItem
 
 TELEMETRY_SAMPLERS = ("auto", "cpu", "nvml", "off")
 QUANT_METHODS = (None, "fp8", "awq", "gptq", "int8", "int4")
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 SPECULATIVE_METHODS = (None, "ngram", "draft")
 LAUNCHERS = ("native", "docker")
+# search settings a grid never reads (null = not given)
+KNEE_ONLY = ("lo", "hi", "start", "expand_to", "max_points")
 # Weight dtypes every adapter can pass on (vLLM's --dtype choices; the others accept a subset or ignore it).
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 # Flags the lab sets itself from engine.host/engine.port: a second copy in extra_args would make the
@@ -37,6 +40,8 @@ CHECKPOINTS_FOR = {
     "int8": ("int8", "w8a8", "compressed-tensors"),
     "int4": ("int4", "awq", "gptq", "compressed-tensors"),
 }
+# Formats a stored checkpoint may declare in model.checkpoint_quant (null = full precision).
+CHECKPOINT_FORMATS = ("fp8", *dict.fromkeys(f for fs in CHECKPOINTS_FOR.values() for f in fs))
 
 
 def _looks_like_path(p: str) -> bool:
@@ -66,6 +71,9 @@ def engine_problems(cfg: RunConfig, adapter: EngineAdapter | None = None) -> lis
         out.append(f"engine.launcher={e.launcher!r}: use native or docker")
     elif e.launcher == "docker" and adapter is not None and "docker" not in adapter.binaries:
         out.append(f"engine.launcher=docker: engine={adapter.name} has no docker launcher; use engine.launcher=native")
+    if e.base_url is not None and e.name != "endpoint":
+        out.append(f"engine.base_url only applies to engine=endpoint (engine={e.name} is launched here); "
+                   "set engine.base_url=null, or engine=endpoint")  # fmt: skip
     if e.image is not None and not e.image.strip():
         out.append("engine.image is empty: name an image or set it to null (the engine's default image)")
     if e.api_key_env is not None and not _ENV_NAME.fullmatch(e.api_key_env):
@@ -119,10 +127,20 @@ def engine_problems(cfg: RunConfig, adapter: EngineAdapter | None = None) -> lis
     lo, hi = lookup.values()
     if lo is not None and hi is not None and 1 <= hi < lo:
         out.append(f"engine.speculative.prompt_lookup_min={lo} is above prompt_lookup_max={hi}; swap or lower it")
+    # settings of one method given with another are never read: say so rather than run without them
+    if sp.draft_model is not None and sp.method != "draft":
+        out.append(f"engine.speculative.draft_model only applies with engine.speculative.method=draft (method="
+                   f"{sp.method}); set the method or drop draft_model")  # fmt: skip
+    if sp.method != "ngram" and (given := [f"engine.speculative.{n}" for n, v in lookup.items() if v is not None]):
+        out.append(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with "
+                   f"engine.speculative.method=ngram (method={sp.method}); "
+                   "set the method or drop them")  # fmt: skip
     if not _at_least(e.cpu_kvcache_space_gib, 0):
         out.append(f"engine.cpu_kvcache_space_gib must be >= 0 (0 = the engine's default), got {e.cpu_kvcache_space_gib}")
     for arg in e.extra_args:
-        if (flag := arg.split("=", 1)[0]) in LAB_FLAGS:
+        if not arg.strip():
+            out.append(f"engine.extra_args={list(e.extra_args)} has an empty argument; drop it")
+        elif (flag := arg.split("=", 1)[0]) in LAB_FLAGS:
             out.append(f"engine.extra_args sets {flag}, which the lab sets itself: use engine.host/engine.port instead")
     if bad := [k for k in e.env if not _ENV_NAME.fullmatch(k)]:
         out.append(f"engine.env: {', '.join(map(repr, bad))} is not an environment variable name (letters, digits, _)")
@@ -145,6 +163,10 @@ def search_problems(cfg: RunConfig) -> list[str]:
         out.append(f"search.tolerance must be in (0, 1) (relative width of the final bracket), got {sc.tolerance}")
     if sc.max_points is not None and sc.max_points < 2:
         out.append(f"search.max_points must be >= 2 (a bracket needs two loads) or null, got {sc.max_points}")
+    if sc.kind == "grid" and (given := [f"search.{k}" for k in KNEE_ONLY if getattr(sc, k, None) is not None]):
+        out.append(f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with search=knee "
+                   "(search=grid measures traffic.points); "
+                   "add search=knee or drop them")  # fmt: skip
     if sc.kind == "knee" and not out:
         pts = [float(v) for v in cfg.traffic.points]
         lo = sc.lo if sc.lo is not None else min(pts, default=None)
@@ -183,9 +205,22 @@ def quality_problems(cfg: RunConfig) -> list[str]:
     for k in ("max_new_tokens", "task_max_tokens", "concurrency", "top_logprobs"):
         if not (isinstance(getattr(q, k), int) and getattr(q, k) >= 1):
             out.append(f"quality.{k} must be an integer >= 1, got {getattr(q, k)}")
+    if not _positive(q.request_timeout_s):
+        out.append(f"quality.request_timeout_s must be > 0 (seconds), got {q.request_timeout_s}")
     out += quality_threshold_problems(q)
     if q.baseline_quant == cfg.quant.name and cfg.quant.method is not None:
         out.append(f"quality.baseline_quant={q.baseline_quant} is a quantized variant; the baseline must be unquantized (none)")
+    return out
+
+
+def folder_problems(cfg: RunConfig) -> list[str]:
+    """experiment_name and results_dir name the folders the run writes into."""
+    out: list[str] = []
+    name = cfg.experiment_name
+    if not name.strip() or name.strip(".") == "" or any(c in name for c in "/\\") or name != name.strip():
+        out.append(f"experiment_name={name!r} must be one folder name (no '/', not empty), e.g. experiment_name=quants")
+    if not cfg.results_dir.strip():
+        out.append("results_dir is empty: give the folder results go to, e.g. results_dir=results")
     return out
 
 
@@ -203,15 +238,16 @@ def plan_problems(cfg: RunConfig) -> list[str]:
 
 def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None) -> list[str]:
     """Every problem of the planned run, one line each naming the fix ([] = it may start). Pure."""
-    out: list[str] = []
+    out: list[str] = unknown_settings(cfg)
     if cfg.engine.name not in ADAPTERS:
-        out.append(f"engine={cfg.engine.name}: no adapter; known engines: {', '.join(sorted(ADAPTERS))}")
+        out.append(f"engine.name={cfg.engine.name!r} has no adapter; known engines: {', '.join(sorted(ADAPTERS))} "
+                   "(engine=<name>)")  # fmt: skip
     out += engine_problems(cfg, adapter)
     if adapter is not None and facts is not None:
         out += [p for p in adapter.problems(facts) if p not in out]  # an adapter may repeat a range line
         if facts.port_in_use:
             out.append(f"engine.port={cfg.engine.port} is already in use on {cfg.engine.host}; pick another or 0 (a free port)")
-    if adapter is not None and cfg.workload.endpoint not in adapter.usage_endpoints:
+    if adapter is not None and cfg.workload.endpoint in ENDPOINT_PATHS and cfg.workload.endpoint not in adapter.usage_endpoints:
         out.append(
             f"engine={adapter.name} streams token usage only on {', '.join(adapter.usage_endpoints)}; "
             f"set workload.endpoint={adapter.usage_endpoints[0]}"
@@ -223,6 +259,7 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append(f"repetition must be >= 0 (0 = the first measurement of a point), got {cfg.repetition}")
     if cfg.repetitions < 1:
         out.append(f"repetitions must be >= 1 (how many times each point is measured), got {cfg.repetitions}")
+    out += folder_problems(cfg)
     out += search_problems(cfg)
     out += quality_problems(cfg)
 
@@ -231,6 +268,11 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append("model.path is empty: give a local folder or a hub id")
     if m.served_name is not None and not m.served_name.strip():
         out.append("model.served_name is empty: give the name the API should expose or null (model.name)")
+    if m.tokenizer is not None and not m.tokenizer.strip():
+        out.append("model.tokenizer is empty: give a tokenizer folder or hub id, or null (the model's own)")
+    if m.checkpoint_quant not in (None, *CHECKPOINT_FORMATS):
+        out.append(f"model.checkpoint_quant={m.checkpoint_quant!r}: use one of {', '.join(CHECKPOINT_FORMATS)} "
+                   "or null (full precision)")  # fmt: skip
     if not (isinstance(m.max_context_tokens, int) and m.max_context_tokens >= 1):
         out.append(f"model.max_context_tokens must be >= 1 (the model's context length), got {m.max_context_tokens}")
     if m.params_b is not None and not _positive(m.params_b):
@@ -251,6 +293,10 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append(f"quant.method={q.method!r}: use one of {', '.join(str(x) for x in QUANT_METHODS)}")
     if q.bits is not None and not 1 <= q.bits <= 16:
         out.append(f"quant.bits must be 1..16 or null, got {q.bits}")
+    if q.kernel is not None and not q.kernel.strip():
+        out.append("quant.kernel is empty: name the engine's kernel, e.g. quant.kernel=awq_marlin, or null (the engine picks)")
+    if q.kv_cache_dtype not in KV_CACHE_DTYPES:
+        out.append(f"quant.kv_cache_dtype={q.kv_cache_dtype!r}: use one of {', '.join(KV_CACHE_DTYPES)}")
     if adapter is not None and adapter.needs_checkpoint():
         ok = CHECKPOINTS_FOR.get(q.method or "", (q.method,))
         if m.checkpoint_quant not in ok:
@@ -263,7 +309,7 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
     if w.endpoint not in ENDPOINT_PATHS:
         out.append(f"workload.endpoint={w.endpoint!r}: use one of {', '.join(ENDPOINT_PATHS)}")
     out += workload.config_problems(w)
-    if w.temperature < 0:
+    if not _at_least(w.temperature, 0):
         out.append(f"workload.temperature must be >= 0 (0 = greedy), got {w.temperature}")
     out += context_problems(cfg)
 
@@ -273,11 +319,13 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append(f"traffic.kind={t.kind!r}: use one of {', '.join(kinds)}")
     if not t.points:
         out.append("traffic.points is empty: give at least one load point, e.g. traffic.points=[4]")
-    for v in t.points:
-        if not _positive(v):
-            out.append(f"traffic.points: {v} is not > 0 (each point is a finite rate, user count or speed-up)")
-        elif t.kind in CLOSED_LOOP_KINDS and float(v) != int(v):
-            out.append(f"traffic.points: {v} is not a whole number of users (traffic.kind={t.kind})")
+    pts = list(t.points)
+    if bad := [v for v in pts if not _positive(v)]:
+        out.append(f"traffic.points={pts}: {bad[0]} is not > 0; every point is a finite rate, user count or speed-up "
+                   "> 0, e.g. traffic.points=[1,2,4]")  # fmt: skip
+    elif t.kind in CLOSED_LOOP_KINDS and (bad := [v for v in pts if float(v) != int(v)]):
+        out.append(f"traffic.points={pts}: {bad[0]} is not a whole number of users (traffic.kind={t.kind}); "
+                   "e.g. traffic.points=[1,2,4]")  # fmt: skip
     for name in ("duration_s", "request_timeout_s", "drain_timeout_s"):
         if not _positive(getattr(t, name)):
             out.append(f"traffic.{name} must be > 0 (seconds), got {getattr(t, name)}")
@@ -315,6 +363,8 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         out.append(f"traffic.master_port must be 0..65535 (0 = a free port), got {t.master_port}")
     if not -20 <= t.loadgen_nice <= 19:
         out.append(f"traffic.loadgen_nice must be -20..19 (os.nice; negative needs root), got {t.loadgen_nice}")
+    if not t.master_bind.strip() or "://" in t.master_bind or any(c.isspace() for c in t.master_bind):
+        out.append(f"traffic.master_bind={t.master_bind!r} must be an address to listen on, e.g. 127.0.0.1 or 0.0.0.0")
     if t.remote_workers > 0:
         if t.master_port == 0:
             out.append("traffic.remote_workers needs a fixed traffic.master_port that the other machines can reach")

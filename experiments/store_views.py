@@ -299,6 +299,11 @@ def query(root: str | Path, sql: str) -> pd.DataFrame:
 def _run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
     try:
         cur = con.execute(sql)
+    except duckdb.Error as e:
+        raise StoreError(_one_line(e)) from None
+    if cur is None:  # empty, or only comments: DuckDB runs nothing and returns no cursor
+        raise StoreError(f"no SQL statement in {sql!r}; give one, e.g. query \"SELECT run_id, status FROM runs\"")
+    try:
         return cur.df() if cur.description else pd.DataFrame()
     except duckdb.Error as e:
         raise StoreError(_one_line(e)) from None

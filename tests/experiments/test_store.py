@@ -259,6 +259,8 @@ def test_cli_compare_says_what_each_side_is(root, capsys):
         (["compare", "a0", "f0"], "'f0' is run f0 but none of its 1 run(s) is usable (ok, cancelled or killed with finished points)"),
         (["compare", "a0"], "the following arguments are required: b"),
         (["--format", "xml", "query", "SELECT 1"], "invalid choice: 'xml'"),
+        (["query", ""], "no SQL statement in ''; give one, e.g. query"),  # was a traceback
+        (["query", "-- only a comment"], "no SQL statement in '-- only a comment'"),
     ],
 )
 def test_bad_input_one_line_exit_2(root, capsys, argv, needle):
