@@ -177,13 +177,16 @@ def headline(sel: Selection, labels: Mapping[str, str] | None = None) -> str:
         return line + "."
     cost = f"{_usd(ch.usd)} [{_usd(ch.usd_lo)}, {_usd(ch.usd_hi)}] per 1M goodput tokens"
     if sel.basis == "knee":
-        where = " at most, knee not reached" if ch.usd_bound == "at most" else ""
-        cap = ""
-        if ch.capacity_rps is not None:
+        if ch.usd_bound == "at most":  # the knee not reached: bounds, not estimates
+            cap = f" or less (knee not reached: capacity at least {ch.capacity_rps:.3g} req/s under the SLO)" \
+                if ch.capacity_rps is not None else " or less (knee not reached)"  # fmt: skip
+        elif ch.capacity_rps is not None:
             iv = (f" [{ch.capacity_rps_lo:.3g}, {ch.capacity_rps_hi:.3g}]"
                   if ch.capacity_rps_lo is not None and ch.capacity_rps_hi is not None else "")  # fmt: skip
-            cap = f", capacity {ch.capacity_rps:.3g}{iv} req/s under the SLO"
-        return f"Deploy {ch.variant_label}: {cost}{where}{cap}{p_txt.replace(';', ',')}."
+            cap = f" at capacity, {ch.capacity_rps:.3g}{iv} req/s under the SLO"
+        else:
+            cap = ""
+        return f"Deploy {ch.variant_label}: {cost}{cap}{p_txt.replace(';', ',')}."
     return f"Deploy {ch.variant_label}: {cost} at {ch.load_value:g} {ch.load_unit}{p_txt.replace(';', ',')}."
 
 

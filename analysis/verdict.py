@@ -153,13 +153,16 @@ def halves(requests: pd.DataFrame, t0_ns: int, t1_ns: int, *, n: int = 400, seed
         span = (mid - t0_ns) / 1e9
         tok = np.where(ok, tok_all[sel], 0.0)
         keep = ok & np.isfinite(ttft)
-        wait_s = np.where(keep, ttft, 0.0) / 1e3
+        # waits in whole microseconds: integer sums are exact in any order, so the replicates are the
+        # same bit for bit on any CPU's matrix kernels
+        wait_us = np.round(np.where(keep, ttft, 0.0) * 1e3)
         r = bl.point_replicates(b, meets=ok, target=0.0, n=n, seed=seed,
-                                sums={"tok_s": (tok, tok.sum() / span), "queue": (wait_s, wait_s.sum() / span)},
+                                sums={"tok_s": (tok, tok.sum() / span), "queue": (wait_us, wait_us.sum() / span)},
                                 latency={"ttft_ms": (ttft[keep], b.index[keep])}, percentiles=(50,))  # fmt: skip
+        lo_q, hi_q = interval(r.throughput["queue"])
         out[name] = {
             "tok_s": (tok.sum() / span, *interval(r.throughput["tok_s"])),
-            "queue": (wait_s.sum() / span, *interval(r.throughput["queue"])),
+            "queue": (wait_us.sum() / span / 1e6, None if lo_q is None else lo_q / 1e6, None if hi_q is None else hi_q / 1e6),
             "ttft_p50": (float(np.percentile(ttft[keep], 50)) if keep.any() else None, *interval(r.latency["ttft_ms_p50"])),
         }
     return out

@@ -1,8 +1,9 @@
-"""The same decision before and after the layering (issue 20): tests/data/decision_before_after/
-holds a stored results folder (two v1 run.json files, one of them failed, and one v2) and the
-decision.json that `python -m analysis.decide <folder> capacity.peak_rps=10 n_boot=200` wrote
-for it with the code before the results contract moved (commit 92fb23a). Deciding the same
-records now must give the same decision, number for number."""
+"""The same decision before and after a restructuring: tests/data/decision_before_after/ holds a
+stored results folder (two v1 run.json files, one of them failed, and one v2) and the decision.json
+that `python -m analysis.decide <folder> capacity.peak_rps=10 n_boot=200` wrote for it. Deciding
+the same records must give the same decision, number for number. First stored before the results
+contract moved (issue 20, commit 92fb23a); stored again by the "how sure" change (time-block
+intervals, the cost at capacity, `intervals` and `headline`), which changes the decision on purpose."""
 
 from __future__ import annotations
 
