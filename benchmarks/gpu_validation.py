@@ -502,6 +502,7 @@ def mbu_by_point(run_dir: Path, run: dict[str, Any]) -> tuple[dict[str, dict[str
     """{point_id: {mbu, decode_bound_tok_per_s, bandwidth ...}} from the decision table (analysis.results),
     at the run's own slo, pricing and gpu; (.., why) when it cannot be computed."""
     from analysis import results
+    from analysis.points import detail_key
     from analysis.schema import GpuPrice, PricingConfig, SloConfig
 
     cfg = run.get("config") or {}
@@ -515,7 +516,7 @@ def mbu_by_point(run_dir: Path, run: dict[str, Any]) -> tuple[dict[str, dict[str
         return {}, f"{type(e).__name__}: {e}"
     out = {}
     for row in results.table_for_json(table.points):
-        det = table.details.get(f"{row['run_id']}/{row['point_id']}", {})
+        det = table.details.get(detail_key(row["run_id"], row["point_id"], row.get("repetition")), {})
         roof = det.get("roofline") or {}
         out[row["point_id"]] = {"mbu": row.get("mbu"), "decode_bound_tok_per_s": row.get("decode_bound_tok_per_s"),
                                 "bandwidth_gb_per_s": roof.get("bandwidth_gb_per_s"),
