@@ -3,8 +3,9 @@
 A results folder is results/<experiment> (every run.json below it) or one run folder. For each
 run with status ok and each of its load points, the point's rows of requests.parquet go
 through the per-point functions: analysis.slo.evaluate_point (attainment, goodput, feasible),
-analysis.cost (price, $/1M, phase split, energy), analysis.confidence.goodput_ci (seeded
-bootstrap of goodput and $/1M) and analysis.verdict (valid | warn | invalid). This module only
+analysis.cost (price, $/1M, phase split, energy), analysis.blocks (the joint time-block
+replicates of attainment, SLO percentiles, goodput and $/1M) and analysis.verdict (valid | warn |
+invalid). This module only
 reads files and assembles; the math lives in those modules.
 
 run.json is read through analysis.records.run.read_run_json: v2 carries variant_id at the top

@@ -6,7 +6,7 @@ Stages (each timed, with the peak resident memory of this process during the sta
   read       requests.parquet -> a DataFrame, the way the decision layer reads a run
   metrics    per-request metrics (analysis.metrics.derive)
   summary    the point summary run.json holds (analysis.metrics.summarize_point)
-  bootstrap  seeded bootstrap of SLO attainment and $/1M (analysis.confidence, when present)
+  bootstrap  the per-point evaluation: time-block replicates (analysis.blocks), cost, verdict
   decision   per-point table row -> knee, Pareto, selection and capacity plan (analysis.*)
 Target (issue 9): read .. decision <= 15 s and <= 3 GiB peak RSS on 2 cores for 1 M requests.
 

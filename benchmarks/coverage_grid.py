@@ -15,7 +15,6 @@ Side effects: none (in-process simulation). Prints coverage, mean relative width
 from __future__ import annotations
 
 import argparse
-import heapq
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,19 +27,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def window_feasible(rate: float, args, g: np.random.Generator) -> bool:
-    end = args.warmup_s + args.duration_s
-    n = g.poisson(rate * end * 1.2) + 10
-    t = np.cumsum(g.exponential(1000.0 / rate, size=n))
-    t = t[t < end * 1000.0]
-    free = [0.0] * args.streams
-    heapq.heapify(free)
-    ttft = np.empty(len(t))
+    """One simulated window of the queue model (benchmarks/coverage.py's simulator) judged by the SLO."""
+    from benchmarks.coverage import simulate_window
+
     s_ms = args.ttft_ms + (args.tokens - 1) * args.itl_ms
-    for k, a in enumerate(t):
-        start = max(a, heapq.heappop(free))
-        heapq.heappush(free, start + s_ms)
-        ttft[k] = start - a + args.ttft_ms
-    x = ttft[t >= args.warmup_s * 1000.0]
+    x = simulate_window(rate, args.streams, s_ms, args.ttft_ms, args.warmup_s, args.duration_s, g)
     return bool(np.percentile(x, args.percentile) <= args.limit_ms and (x <= args.limit_ms).mean() >= args.attainment)
 
 

@@ -57,7 +57,7 @@ def write_report(record: RunRecord, run_dir: Path, written: Written) -> None:
 
 
 # What the single-run report shows of the decision layer for each point (analysis.points columns),
-# plus `latency_ci` (the TTFT/TPOT/E2E percentile intervals of analysis.confidence.latency_cis).
+# plus `latency_ci` (the TTFT/TPOT/E2E percentile intervals of analysis.blocks: time-block replicates).
 DECISION_FIELDS = (
     "verdict", "verdict_reasons", "feasible", "feasibility_reasons", "attainment", "goodput_rps",
     "goodput_output_tok_per_s", "output_tok_per_s", "tok_per_s_per_gpu", "tok_per_s_per_user",

