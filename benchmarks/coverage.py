@@ -10,7 +10,8 @@ model (an M/D/C FIFO queue; nothing of the lab's analysis is used): for each rat
 `--sims` windows (warmup, then `--duration-s` measured, requests counted by send time); a window
 is feasible when its TTFT p99 <= the limit and the share of requests with TTFT <= the limit is
 >= the target. The true knee is the highest rate whose windows are feasible at least half the
-time (linear interpolation of that probability between grid rates); the true $/1M goodput tokens
+time (the shares made non-increasing in rate by isotonic regression, then linear between grid
+rates); the true $/1M goodput tokens
 at the knee is price / (3600 * goodput tok/s there) * 1e6, goodput tok/s = rate * tokens * mean
 attainment. The client's own overhead on TTFT (HTTP, parsing) is measured first at a low rate and
 added to the simulated TTFT.
@@ -77,6 +78,21 @@ def simulate_window(rate: float, c: int, s_ms: float, ttft_ms: float, warmup_s: 
     return ttft[t >= warmup_s * 1000.0]
 
 
+def half_crossing(rates: np.ndarray, p: np.ndarray, lo: float, hi: float) -> float:
+    """Where the share of feasible windows crosses 0.5: the shares, each from finitely many
+    simulated windows, made non-increasing in rate first (isotonic regression; the true share is
+    monotone, and a noisy first dip below 0.5 would otherwise move the truth), then linear between
+    the rates on either side."""
+    from scipy.optimize import isotonic_regression
+
+    f = isotonic_regression(p, increasing=False).x
+    above = np.flatnonzero(f < 0.5)
+    if above.size == 0 or above[0] == 0:
+        raise SystemExit(f"the true knee is outside [{lo}, {hi}] req/s: widen --lo/--hi")
+    j = int(above[0])  # first rate feasible less than half the time
+    return float(rates[j - 1] + (rates[j] - rates[j - 1]) * (f[j - 1] - 0.5) / (f[j - 1] - f[j]))
+
+
 def truth(args, overhead_ms: float) -> dict:
     """The true knee and $/1M at it for this window (module doc), from the simulation alone."""
     s_ms = args.ttft_ms + (args.tokens - 1) * args.itl_ms
@@ -95,12 +111,7 @@ def truth(args, overhead_ms: float) -> dict:
             ok += np.percentile(x, 99) <= args.ttft_limit_ms and share >= args.attainment
         p_feasible.append(ok / args.sims)
         attain.append(float(np.mean(att)) if att else 0.0)
-    p = np.array(p_feasible)
-    above = np.flatnonzero(p < 0.5)
-    if above.size == 0 or above[0] == 0:
-        raise SystemExit(f"the true knee is outside [{args.lo}, {args.hi}] req/s: widen --lo/--hi")
-    j = int(above[0])  # first rate feasible less than half the time
-    knee = float(rates[j - 1] + (rates[j] - rates[j - 1]) * (p[j - 1] - 0.5) / (p[j - 1] - p[j]))
+    knee = half_crossing(rates, np.array(p_feasible), args.lo, args.hi)
     att_knee = float(np.interp(knee, rates, attain))
     tok_s = knee * args.tokens * att_knee
     return {"knee_rps": knee, "attainment_at_knee": att_knee, "goodput_tok_s": tok_s,
