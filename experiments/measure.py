@@ -12,6 +12,7 @@ engine over loopback HTTP; the records stream into `work/`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,8 @@ from loadgen.dataset import DatasetError, load_sharegpt
 from loadgen.driver import LoadInterrupted, LoadPointOutput, build_spec, run_load_point
 from loadgen.records import to_table
 from loadgen.tokenizer import annotate_client_counts, load_token_counter
-from loadgen.trace import TraceError, load_trace, trace_items
-from loadgen.workload import WorkloadError, build_items
+from loadgen.trace import Trace, TraceError, read_trace, trace_items, window_rows
+from loadgen.workload import WorkloadError, WorkloadItem, build_items
 
 log = logging.getLogger("servelab")
 
@@ -75,9 +76,13 @@ def measure_point(
     traffic: Any | None = None,
     workload: Any | None = None,
     trace_times_s: list[float] | None = None,
+    arrivals: Any | None = None,
 ) -> PointResult:
     """Run `point` against the open `lease` and summarise it.
 
+    `arrivals`: the traffic settings the schedule is drawn from when they are not `traffic`'s
+    (workload=fitted: gamma with the trace's fitted shape, Workload.arrivals); the point's identity
+    and summary stay `traffic`'s.
     A crash of the engine stops the point at once (result.record.aborted says why); Ctrl-C
     raises PointInterrupted carrying the records received so far.
     """
@@ -85,7 +90,8 @@ def measure_point(
     w = workload if workload is not None else lease.cfg.workload
     assert lease.adapter is not None and lease.plan is not None
     spec = build_spec(
-        load_point=point.index, load_value=float(point.load_value), traffic=t, workload=w, items=items,
+        load_point=point.index, load_value=float(point.load_value), traffic=arrivals if arrivals is not None else t,
+        workload=w, items=items,
         base_url=lease.plan.base_url, model=lease.plan.served_model, extras_for=lease.adapter.request_extras,
         workdir=work, api_key_env=lease.plan.api_key_env, trace_times_s=trace_times_s,
         cpus=lease.placement.loadgen_cpus if lease.placement else None,
@@ -186,6 +192,9 @@ def prepare(cfg: RunConfig, lease: EngineLease, record: RunRecord, run_dir: Path
     for w in lease.warnings:
         record.note("preflight", "warning", w)
     workload = Workload(cfg)
+    record.trace = workload.trace
+    for n in workload.notes:
+        record.note("workload", "trace", n)
     if cfg.gpu.count == 0 and not lease.plan_is_external():
         # The CPU roofline needs the host's memory bandwidth: measured now, before the engine
         # competes for it, and recorded (never guessed).
@@ -197,17 +206,26 @@ def prepare(cfg: RunConfig, lease: EngineLease, record: RunRecord, run_dir: Path
 
 
 class Workload:
-    """The items of a run, built (and checked against the context) before any engine starts."""
+    """The items of a run, built (and checked against the context) before any engine starts.
+
+    A trace (traffic=trace, or workload=fitted) is read with the traffic.trace_* settings; what
+    run.json records about it is `trace` (loadgen.trace.Trace.describe, and the fit), the rows it
+    left out are `notes`. workload=fitted also sets `arrivals`: the traffic settings its schedule
+    is drawn from (gamma with the fitted shape at each point's rate).
+    """
 
     def __init__(self, cfg: RunConfig) -> None:
         self.counter = load_token_counter(cfg.model.tokenizer or cfg.model.path)
         w = cfg.workload
         self.trace_times_s: list[float] | None = None
+        self.arrivals: Any | None = None
+        self.trace: dict[str, Any] | None = None
+        self.notes: list[str] = []
         try:
             if cfg.traffic.kind == "trace":
-                rows = load_trace(cfg.traffic.trace_path)  # preflight checked that it is set
-                self.items = trace_items(self.counter, rows, w.seed)
-                self.trace_times_s = [r.timestamp_s for r in rows]
+                self._replay(cfg)
+            elif w.kind == "fitted":
+                self._fitted(cfg)
             else:
                 dataset = load_sharegpt(w.dataset_path) if w.kind == "sharegpt" else None
                 self.items = build_items(w, self.counter, dataset)
@@ -216,5 +234,59 @@ class Workload:
         if too_long := preflight.context_problems(cfg, self.items):
             raise Rejected(too_long)
 
+    def _read(self, cfg: RunConfig) -> Trace:
+        t = cfg.traffic
+        trace = read_trace(t.trace_path, t.trace_format, block_tokens=t.trace_block_tokens, model=t.trace_model,
+                           log_type=t.trace_log_type)  # fmt: skip  # preflight checked that the path is set
+        self.notes += trace.notes()
+        return trace
+
+    @staticmethod
+    def _fits(cfg: RunConfig, lengths: list[tuple[int, int]]) -> None:
+        """The context rule on lengths before any prompt is built (a long trace is refused at once)."""
+        if too_long := preflight.context_problems(cfg, [WorkloadItem(i, "", a, b) for i, (a, b) in enumerate(lengths)]):
+            raise Rejected(too_long)
+
+    def _replay(self, cfg: RunConfig) -> None:
+        t = cfg.traffic
+        trace = self._read(cfg)
+        smallest = smallest_load(cfg)
+        rows, beyond = window_rows(trace, smallest, t.warmup_s + t.duration_s + t.cooldown_s)
+        if beyond:
+            self.notes.append(f"{trace.path}: {beyond} of {len(trace.rows)} rows arrive after the window at the smallest "
+                              f"speed-up {smallest:g}: never sent, so not built")  # fmt: skip
+        self._fits(cfg, [(r.input_tokens, r.output_tokens) for r in rows])
+        self.items = trace_items(self.counter, rows, cfg.workload.seed, trace.block_tokens)
+        self.trace_times_s = [r.timestamp_s for r in rows]
+        self.trace = trace.describe() | {"rows_built": len(rows), "smallest_speedup": smallest}
+
+    def _fitted(self, cfg: RunConfig) -> None:
+        from loadgen.fitted import fit_trace, fitted_items
+
+        w = cfg.workload
+        trace = self._read(cfg)
+        fit = fit_trace(trace, (w.prompt_min, w.prompt_max), (w.output_min, w.output_max))
+        if fit.left_out:
+            self.notes.append(f"workload=fitted: {fit.left_out} of {fit.left_out + len(fit.pairs)} trace rows lie "
+                              "outside workload.prompt_min..prompt_max or output_min..output_max: left out of the fit")  # fmt: skip
+        self._fits(cfg, list(fit.pairs))
+        self.items, generated = fitted_items(fit, self.counter, w.num_prompts, w.seed)
+        self.arrivals = dataclasses.replace(cfg.traffic, kind="gamma", burstiness=fit.shape)
+        a = fit.arrivals
+        self.notes.append(
+            f"workload=fitted: gamma arrivals of shape k={fit.shape:.3g} fitted to {trace.path} (method of moments; its "
+            f"recorded rate {a['recorded_rate_rps']:.3g} req/s), sent at traffic.points req/s"
+        )
+        self.trace = trace.describe() | {"fitted": fit.figures() | {"generated": generated}}
+
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame([it.to_dict() for it in self.items])
+
+
+def smallest_load(cfg: RunConfig) -> float:
+    """The smallest load value the run may measure: its points, and a knee search's lower end."""
+    loads = [float(v) for v in cfg.traffic.points]
+    sc = getattr(cfg, "search", None)
+    if sc is not None and sc.kind == "knee" and sc.lo is not None:
+        loads.append(float(sc.lo))
+    return min(loads)

@@ -18,6 +18,7 @@ from experiments.schema import RunConfig
 from loadgen import workload
 from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, SHAPES
 from loadgen.openai_api import ENDPOINT_PATHS
+from loadgen.trace import TRACE_FORMATS
 from loadgen.workload import WorkloadItem
 
 TELEMETRY_SAMPLERS = ("auto", "cpu", "nvml", "off")
@@ -334,6 +335,7 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
             out.append(f"traffic.{name} must be >= 0 (seconds), got {getattr(t, name)}")
     if t.kind == "trace" and not t.trace_path:
         out.append("traffic.kind=trace needs traffic.trace_path (a JSONL or CSV trace)")
+    out += trace_problems(cfg)
     if t.kind == "gamma" and not _positive(t.burstiness):
         out.append(f"traffic.burstiness must be > 0 (1 = Poisson, < 1 burstier), got {t.burstiness}")
     sh = t.shape
@@ -380,6 +382,38 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
         if not _positive(getattr(tel, name)):
             out.append(f"telemetry.{name} must be > 0 (seconds), got {getattr(tel, name)}")
     out += decision_problems(cfg)
+    return out
+
+
+# Traffic kinds workload=fitted can draw its gamma arrivals for: the open-loop rates.
+FITTED_TRAFFIC = ("poisson", "gamma")
+
+
+def trace_problems(cfg: RunConfig) -> list[str]:
+    """traffic.trace_* settings, and what workload=fitted needs (its trace, a rate traffic). Pure:
+    the file itself is read (and a bad row named) when the workload is built, before the engine starts."""
+    t, w, out = cfg.traffic, cfg.workload, []
+    if t.trace_format not in TRACE_FORMATS:
+        out.append(f"traffic.trace_format={t.trace_format!r}: use one of {', '.join(TRACE_FORMATS)} (auto = from its columns)")
+    if not (isinstance(t.trace_block_tokens, int) and t.trace_block_tokens >= 1):
+        out.append(f"traffic.trace_block_tokens must be >= 1 (tokens per hash_ids block of a Mooncake trace; 512 in "
+                   f"Mooncake's published traces), got {t.trace_block_tokens}")  # fmt: skip
+    for name, examples in (("trace_model", "ChatGPT or GPT-4"), ("trace_log_type", "'Conversation log' or 'API log'")):
+        v = getattr(t, name)
+        if v is None:
+            continue
+        if not v.strip():
+            out.append(f"traffic.{name} is empty: give a value of the BurstGPT column ({examples}) or null (every row)")
+        elif t.trace_format not in ("auto", "burstgpt"):
+            out.append(f"traffic.{name} only applies to BurstGPT traces (traffic.trace_format={t.trace_format}); "
+                       "set it to null, or traffic.trace_format=burstgpt")  # fmt: skip
+    if w.kind == "fitted":
+        if not t.trace_path:
+            out.append("workload=fitted needs traffic.trace_path: the trace whose shape is fitted (any traffic.trace_format)")
+        if t.kind not in FITTED_TRAFFIC:
+            out.append(f"workload=fitted sends gamma arrivals of the trace's fitted shape at traffic.points req/s, so "
+                       f"traffic.kind={t.kind} does not apply: use traffic=poisson or traffic=gamma "
+                       "(traffic=trace replays the trace itself)")  # fmt: skip
     return out
 
 
@@ -441,11 +475,22 @@ def warnings(cfg: RunConfig, adapter: EngineAdapter | None) -> list[str]:
     w = cfg.workload
     for f in ("prompt", "output"):
         dist = getattr(w, f"{f}_dist")
-        ignored = w.kind != "synthetic" and (f == "prompt" or w.kind == "sharegpt")
+        ignored = w.kind != "synthetic" and (f == "prompt" or w.kind in ("sharegpt", "fitted"))
         if dist != "fixed" and ignored:
             out.append(f"workload.{f}_dist={dist} has no effect with workload.kind={w.kind}; set it to fixed")
         elif dist == "fixed" and getattr(w, f"{f}_spread"):
             out.append(f"workload.{f}_spread is ignored because workload.{f}_dist=fixed")
+    t = cfg.traffic
+    if w.kind == "fitted" and t.kind in FITTED_TRAFFIC:
+        if t.kind == "gamma":
+            out.append(f"traffic.burstiness={t.burstiness} is not read with workload=fitted: the gamma shape is fitted "
+                       "from the trace (run.json trace.fitted.arrivals)")  # fmt: skip
+        window = t.warmup_s + t.duration_s + t.cooldown_s
+        most = max((float(v) for v in t.points if _positive(v)), default=0.0) * window
+        if most > w.num_prompts:
+            out.append(f"workload=fitted: about {most:.0f} requests at the highest point but workload.num_prompts="
+                       f"{w.num_prompts} items, so items repeat and a prefix cache serves the repeats whole; raise "
+                       "workload.num_prompts for a faithful hit rate")  # fmt: skip
     if adapter is not None and adapter.name == "endpoint" and cfg.telemetry.sampler != "off":
         out.append("engine=endpoint: the server runs elsewhere, so no engine process telemetry is sampled")
     return out

@@ -155,6 +155,7 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
                         res = measure_point(
                             lease, PointPlan(i, value, rep), items=workload.items,
                             counter=workload.counter, work=work, trace_times_s=workload.trace_times_s,
+                            arrivals=workload.arrivals,
                         )  # fmt: skip
                     except PointInterrupted as e:
                         keep_point(record, results, e.result, lease, run_dir)

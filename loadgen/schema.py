@@ -19,7 +19,7 @@ class WorkloadConfig:
     """
 
     name: str = "synthetic_fixed"
-    kind: str = "synthetic"  # synthetic | sharegpt | shared_prefix | paraphrase
+    kind: str = "synthetic"  # synthetic | sharegpt | shared_prefix | paraphrase | fitted
     endpoint: str = "completions"  # completions | chat
     # Prompt length (kind=synthetic): the fixed value, or the mean of prompt_dist.
     prompt_tokens: int = 128
@@ -53,6 +53,9 @@ class WorkloadConfig:
     # kind=paraphrase: clusters of differently worded questions with one meaning (built-in topics).
     num_clusters: int = 16
     paraphrases_per_cluster: int = 4
+    # kind=fitted: num_prompts items drawn from the lengths (and Mooncake prefix reuse) of
+    # traffic.trace_path, sent with gamma arrivals of the trace's fitted shape at traffic.points req/s;
+    # trace rows outside prompt_min..prompt_max / output_min..output_max are left out of the fit.
 
 
 @dataclass
@@ -84,7 +87,17 @@ class TrafficConfig:
     burstiness: float = 1.0  # gamma: shape k (1 = Poisson, < 1 burstier)
     think_time_s: float = 0.0  # concurrency: pause of each user between its requests
     shape: ShapeConfig = field(default_factory=ShapeConfig)
-    trace_path: str | None = None  # trace: JSONL/CSV with timestamp, input_tokens, output_tokens
+    # The trace replayed by kind=trace, or fitted by workload=fitted (docs/traces.md).
+    trace_path: str | None = None
+    # Its format: auto (from its columns) | servelab (timestamp, input_tokens, output_tokens) |
+    # mooncake (JSONL: timestamp ms, input_length, output_length, hash_ids) | azure (CSV: TIMESTAMP,
+    # ContextTokens, GeneratedTokens) | burstgpt (CSV: Timestamp, Model, Request tokens, Response tokens, ...)
+    trace_format: str = "auto"
+    trace_block_tokens: int = 512  # mooncake: tokens per hash_ids block (512 in Mooncake's published traces)
+    # burstgpt: keep only the rows of this Model (e.g. ChatGPT, GPT-4) / Log Type (Conversation log,
+    # API log); null = every row
+    trace_model: str | None = None
+    trace_log_type: str | None = None
     # Distributed load: workers > 1 runs a Locust master plus this many local worker processes;
     # remote_workers more may connect from other machines to master_bind:master_port with
     # `python -m loadgen.locust_runner --role worker --master-host <this host> --master-port <port>`.

@@ -11,6 +11,8 @@ tokenizer runs in the load generator's hot path. :func:`build_items` is the one 
   :func:`loadgen.dataset.load_sharegpt`), the reply's token count as max_tokens.
 - ``shared_prefix``: ``num_groups`` long common prefixes, each item one of them + a short distinct suffix.
 - ``paraphrase``: ``num_clusters`` clusters of differently worded questions with the same meaning.
+- ``fitted``: drawn from a trace's fitted shape; built by :mod:`loadgen.fitted` from the trace,
+  not here (the settings are checked here).
 
 Same config + same tokenizer (+ same dataset) = the same items, always.
 The paraphrase templates are data (loadgen/data/paraphrase.json); the request wire format lives
@@ -32,7 +34,7 @@ from typing import Any, Protocol
 
 from loadgen.dataset import ChatPair, DatasetError
 
-WORKLOAD_KINDS = ("synthetic", "sharegpt", "shared_prefix", "paraphrase")
+WORKLOAD_KINDS = ("synthetic", "sharegpt", "shared_prefix", "paraphrase", "fitted")
 LENGTH_DISTS = ("fixed", "uniform", "normal", "lognormal")
 # Between a shared prefix and its suffix, so the suffix cannot merge with the prefix's last token.
 PREFIX_SEPARATOR = "\n\n"
@@ -272,8 +274,8 @@ def config_problems(w: Any) -> list[str]:
     out: list[str] = []
     prompt, output = LengthDist.of(w, "prompt"), LengthDist.of(w, "output")
     out += prompt.problems(bounds_only=w.kind != "synthetic")
-    out += output.problems(bounds_only=w.kind == "sharegpt")
-    if w.kind in ("synthetic", "sharegpt", "shared_prefix") and w.num_prompts < 1:
+    out += output.problems(bounds_only=w.kind in ("sharegpt", "fitted"))
+    if w.kind in ("synthetic", "sharegpt", "shared_prefix", "fitted") and w.num_prompts < 1:
         out.append(f"workload.num_prompts must be >= 1, got {w.num_prompts}")
     if w.kind == "sharegpt" and not w.dataset_path:
         out.append(
@@ -302,8 +304,8 @@ def config_problems(w: Any) -> list[str]:
 def token_bounds(w: Any) -> tuple[int | None, int | None]:
     """(most prompt tokens, most output tokens) any item of `w` can have; None = not known before building."""
     output = LengthDist.of(w, "output")
-    if w.kind == "sharegpt":
-        return w.prompt_max, w.output_max  # prompts outside prompt_min..prompt_max are skipped
+    if w.kind in ("sharegpt", "fitted"):
+        return w.prompt_max, w.output_max  # prompts (trace rows) outside the bounds are skipped
     if w.kind == "shared_prefix":
         prompt: int | None = w.prefix_tokens + len(PREFIX_SEPARATOR.encode()) + w.suffix_tokens
     elif w.kind == "paraphrase":
@@ -318,6 +320,7 @@ LENGTH_FIX = {
     "sharegpt": "workload.prompt_max/output_max",
     "shared_prefix": "workload.prefix_tokens/suffix_tokens/output_max",
     "paraphrase": "workload.output_max (or output_tokens)",
+    "fitted": "workload.prompt_max/output_max (trace rows outside them are left out of the fit)",
 }
 
 
@@ -352,6 +355,8 @@ def build_items(w: Any, tok: TokenCounter, dataset: Sequence[ChatPair] | None = 
     if w.kind == "synthetic":
         lengths = LengthDist.of(w, "prompt").sample(w.num_prompts, length_rng(w.seed, "prompt"))
         return _random_prompts(tok, lengths, outputs.sample(w.num_prompts, out_rng), w.seed)
+    if w.kind == "fitted":
+        raise WorkloadError("workload.kind=fitted is drawn from its trace: loadgen.fitted.fitted_items, not build_items")
     if w.kind == "sharegpt":
         if dataset is None:
             raise WorkloadError("workload.kind=sharegpt: build_items needs the loaded dataset (loadgen.dataset.load_sharegpt)")

@@ -39,6 +39,9 @@ _TRAFFIC_NOT_IN_KEY = frozenset(
     {"name", "points", "workers", "remote_workers", "master_bind", "master_port", "loadgen_nice"}
 )
 _WORKLOAD_NOT_IN_KEY = frozenset({"name"})
+# Traffic fields that joined the schema later: left out at their default, so the point ids of runs
+# recorded before them still hold (a trace's format, Mooncake block size, BurstGPT filters).
+_TRAFFIC_LATER = {"trace_format": "auto", "trace_block_tokens": 512, "trace_model": None, "trace_log_type": None}
 
 
 def stable_hash(obj: Any) -> str:
@@ -70,7 +73,8 @@ def launch_key(cfg: Any) -> str:
 
 def point_fields(traffic: Any, workload: Any, load_value: float) -> dict[str, Any]:
     """What a point id is computed over: the traffic settings with this point's value, and the workload."""
-    t = {k: v for k, v in to_plain(traffic).items() if k not in _TRAFFIC_NOT_IN_KEY}
+    t = {k: v for k, v in to_plain(traffic).items()
+         if k not in _TRAFFIC_NOT_IN_KEY and not (k in _TRAFFIC_LATER and v == _TRAFFIC_LATER[k])}  # fmt: skip
     w = {k: v for k, v in to_plain(workload).items() if k not in _WORKLOAD_NOT_IN_KEY}
     return {"traffic": t, "load_value": float(load_value), "workload": w}
 

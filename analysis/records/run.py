@@ -117,6 +117,9 @@ class RunRecord:
     artifacts: dict[str, str] = field(default_factory=dict)
     # quality=gate: the summary of this launch's quality run (experiments.quality; rows in quality.parquet)
     quality: dict[str, Any] | None = None
+    # traffic=trace or workload=fitted: the trace read (format, rows, rows skipped and why, span, recorded
+    # rate, Mooncake prefix reuse) and, for workload=fitted, the fitted parameters (docs/traces.md)
+    trace: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

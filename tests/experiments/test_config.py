@@ -93,7 +93,8 @@ def test_preflight_problems_name_the_fix(overrides, needle):
 
 @pytest.mark.parametrize("option", options("workload"))
 def test_every_workload_option_passes_preflight(option):
-    extra = ["workload.dataset_path=tests/data/sharegpt_sample.json"] if option == "sharegpt" else []
+    extra = {"sharegpt": ["workload.dataset_path=tests/data/sharegpt_sample.json"],
+             "fitted": ["traffic.trace_path=tests/data/mooncake_sample.jsonl"]}.get(option, [])  # fmt: skip
     assert problems([f"workload={option}", *extra]) == []
 
 

@@ -89,3 +89,16 @@ def test_a_newer_schema_is_refused_with_the_path(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"schema_version": 99}))
     with pytest.raises(ValueError, match="run.json schema_version 99 is newer"):
         read_run_json(tmp_path)
+
+
+def test_the_trace_settings_added_later_leave_earlier_point_ids_unchanged():
+    """traffic.trace_format, trace_block_tokens, trace_model and trace_log_type joined the schema after
+    runs were recorded: at their defaults they are not hashed (the ids recorded before still hold);
+    set, they make another point."""
+    c = cfg("traffic=trace", "traffic.trace_path=/t.jsonl")
+    fields = identity.point_fields(c.traffic, c.workload, 1.0)["traffic"]
+    assert not {"trace_format", "trace_block_tokens", "trace_model", "trace_log_type"} & set(fields)
+    p = identity.point_id(c.traffic, c.workload, 1.0)
+    for o in ("traffic.trace_format=mooncake", "traffic.trace_block_tokens=256", "traffic.trace_model=GPT-4"):
+        c2 = cfg("traffic=trace", "traffic.trace_path=/t.jsonl", o)
+        assert identity.point_id(c2.traffic, c2.workload, 1.0) != p, o

@@ -149,6 +149,11 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "traffic.max_inflight": ({"traffic.max_inflight": 0}, "must be >= 1"),
     "traffic.loadgen_nice": ({"traffic.loadgen_nice": 40}, "must be -20..19"),
     "traffic.trace_path": ({"traffic.kind": "trace"}, "needs traffic.trace_path"),
+    "traffic.trace_format": ({"traffic.trace_format": "sharegpt"}, "use one of auto, servelab, mooncake, azure, burstgpt"),
+    "traffic.trace_block_tokens": ({"traffic.trace_block_tokens": 0}, "must be >= 1 (tokens per hash_ids block"),
+    "traffic.trace_model": ({"traffic.trace_model": " "}, "or null (every row)"),
+    "traffic.trace_log_type": (
+        {"traffic.trace_format": "azure", "traffic.trace_log_type": "API log"}, "only applies to BurstGPT traces"),
     "traffic.shape.kind": ({"traffic.shape.kind": "sawtooth"}, "or null"),
     "traffic.shape.start_fraction": (
         {"traffic.shape.kind": "ramp", "traffic.shape.start_fraction": 1.5}, "must be within [0, 1]"),
