@@ -230,3 +230,12 @@ def test_a_tokenizer_that_cannot_keep_blocks_exact_is_refused(tiny_tokenizer_dir
     # the tests' 400-entry tokenizer knows ten words: too few to build distinct blocks
     with pytest.raises(WorkloadError, match="too few to build block prompts"):
         BlockPrompts(load_token_counter(str(tiny_tokenizer_dir)), 16, 0)
+
+
+@pytest.mark.parametrize("name,fmt,options", [("mooncake_sample.jsonl", "mooncake", {"block_tokens": 64}),
+                                              ("azure_sample.csv", "azure", {}), ("burstgpt_sample.csv", "burstgpt", {})])
+def test_the_sample_traces_read_as_their_format_and_fit_the_embedded_context(name, fmt, options):
+    """tests/data/*_sample.*: synthetic files in each published schema, for trying the formats (docs/traces.md)."""
+    t = read_trace(ROOT / "tests" / "data" / name, **options)
+    assert t.format == fmt and len(t.rows) >= 195
+    assert max(r.input_tokens + r.output_tokens for r in t.rows) <= 1024
