@@ -154,11 +154,37 @@ def evaluate(cfg: Any, decision: Mapping[str, Any], runs: Sequence[Any]) -> dict
 
 
 # -- prefix caching --------------------------------------------------------------------------------
+_TRACE_KEYS = ("trace_path", "trace_format", "trace_block_tokens", "trace_model", "trace_log_type")
+
+
+def _trace_source(run: Any) -> dict[str, Any] | None:
+    """The trace a run's requests came from (traffic=trace replays it, workload=fitted draws from it), else None."""
+    t, w = run.config.get("traffic") or {}, run.config.get("workload") or {}
+    if t.get("kind") != "trace" and w.get("kind") != "fitted":
+        return None
+    return {"use": "replay" if t.get("kind") == "trace" else "fitted", **{k: t.get(k) for k in _TRACE_KEYS}}
+
+
 def _launch_key_without_prefix(run: Any) -> str:
     lf = json.loads(json.dumps(run.summary.get("launch_fields") or {k: run.config.get(k) for k in ("engine", "model", "quant", "gpu")}))
     (lf.get("engine") or {}).pop("prefix_caching", None)
     wl = run.config.get("workload") or {}
-    return json.dumps({"launch": lf, "workload": wl}, sort_keys=True)
+    return json.dumps({"launch": lf, "workload": wl, "trace": _trace_source(run)}, sort_keys=True)
+
+
+def _traffic_of(run: Any) -> dict[str, Any]:
+    """What the pair was measured on, in words, and the trace's own prefix reuse when it names its blocks
+    (Mooncake: the ideal hit rate an infinite cache would reach on the rows sent; run.json `trace`)."""
+    src, rec = _trace_source(run), run.summary.get("trace") or {}
+    if src is None:
+        return {"label": f"workload={(run.config.get('workload') or {}).get('name')}", "ideal_hit_rate": None}
+    name = str(src["trace_path"]).rsplit("/", 1)[-1]
+    fmt = rec.get("format") or src["trace_format"]
+    label = f"{'the replay of' if src['use'] == 'replay' else 'workload=fitted on'} {name} ({fmt} trace"
+    label += f", {rec['block_tokens']}-token blocks)" if rec.get("block_tokens") else ")"
+    reuse = (rec.get("prefix_reuse_built") or rec.get("prefix_reuse")) if src["use"] == "replay" else \
+        ((rec.get("fitted") or {}).get("generated") or {}).get("prefix_reuse")  # fmt: skip
+    return {"label": label, "ideal_hit_rate": _f((reuse or {}).get("ideal_hit_rate"))}
 
 
 def prefix_cache_row(decision: Mapping[str, Any], runs_by_id: Mapping[str, Any], volume: float | None) -> dict[str, Any]:
@@ -217,14 +243,18 @@ def prefix_cache_row(decision: Mapping[str, Any], runs_by_id: Mapping[str, Any],
                         "off": {k: v for k, v in b.items() if k not in ("point", "summary")}})  # fmt: skip
     ttft = "; ".join(f"at {b['load_value']:g} {on['point'].get('load_unit')} {b['on']['ttft_ms_p50'] or 0:.0f} vs "
                      f"{b['off']['ttft_ms_p50'] or 0:.0f} ms" for b in by_load)  # fmt: skip
-    head = (f"engine hit rate {_pct(hr_on)} on vs {_pct(hr_off)} off; TTFT p50 (on vs off) {ttft}; output tok/s at "
-            f"{load:g} {pct(on['output_tok_per_s'], off['output_tok_per_s'])}")  # fmt: skip
+    traffic = _traffic_of(pair[True][0])
+    ideal = traffic["ideal_hit_rate"]
+    head = (f"on {traffic['label']}: engine hit rate {_pct(hr_on)} on vs {_pct(hr_off)} off"
+            + (f" (the trace's ideal, an infinite cache: {_pct(ideal)})" if ideal is not None else "")
+            + f"; TTFT p50 (on vs off) {ttft}; output tok/s at {load:g} {pct(on['output_tok_per_s'], off['output_tok_per_s'])}")  # fmt: skip
     inputs = [{"run_id": on["run_id"], "what": f"prefix_caching=true at {load:g} {on['point'].get('load_unit')}"},
               {"run_id": off["run_id"], "what": f"prefix_caching=false at {load:g} {off['point'].get('load_unit')}"}]
     details = {"load_value": load, "basis": basis, "usd_per_1m_on": u_on, "usd_per_1m_off": u_off,
                "ttft_ms_p50_delta": dt, "on": {k: v for k, v in on.items() if k not in ("point", "summary")},
                "off": {k: v for k, v in off.items() if k not in ("point", "summary")},
-               "on_variant": _label(decision, on_vid), "off_variant": _label(decision, off_vid), "by_load": by_load}  # fmt: skip
+               "on_variant": _label(decision, on_vid), "off_variant": _label(decision, off_vid), "by_load": by_load,
+               "traffic": traffic["label"], "trace_ideal_hit_rate": ideal}  # fmt: skip
     deltas = [f"{b['on']['ttft_ms_p50'] - b['off']['ttft_ms_p50']:+.0f} ms at {b['load_value']:g}" for b in by_load
               if b["on"]["ttft_ms_p50"] is not None and b["off"]["ttft_ms_p50"] is not None]  # fmt: skip
     lat = f"TTFT p50 with caching: {', '.join(deltas)} {on['point'].get('load_unit')} (negative = faster)" if deltas else ""

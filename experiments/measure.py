@@ -31,7 +31,7 @@ from loadgen.dataset import DatasetError, load_sharegpt
 from loadgen.driver import LoadInterrupted, LoadPointOutput, build_spec, run_load_point
 from loadgen.records import to_table
 from loadgen.tokenizer import annotate_client_counts, load_token_counter
-from loadgen.trace import Trace, TraceError, read_trace, trace_items, window_rows
+from loadgen.trace import Trace, TraceError, read_trace, reuse_summary, trace_items, window_rows
 from loadgen.workload import WorkloadError, WorkloadItem, build_items
 
 log = logging.getLogger("servelab")
@@ -259,6 +259,8 @@ class Workload:
         self.items = trace_items(self.counter, rows, cfg.workload.seed, trace.block_tokens)
         self.trace_times_s = [r.timestamp_s for r in rows]
         self.trace = trace.describe() | {"rows_built": len(rows), "smallest_speedup": smallest}
+        if trace.block_tokens is not None:  # the reuse among the rows that can be sent (the file's is prefix_reuse)
+            self.trace["prefix_reuse_built"] = reuse_summary(rows, trace.block_tokens)
 
     def _fitted(self, cfg: RunConfig) -> None:
         from loadgen.fitted import fit_trace, fitted_items

@@ -102,11 +102,8 @@ class Trace:
             "span_s": span, "recorded_rate_rps": (len(ts) - 1) / span if span > 0 else None,
             "block_tokens": self.block_tokens,
         }  # fmt: skip
-        if self.format == "mooncake":  # counted in arrival order, as the engine will see the rows
-            rows = sorted(self.rows, key=lambda r: r.timestamp_s)
-            d["prefix_reuse"] = prefix_reuse(
-                [r.hash_ids or () for r in rows], [r.input_tokens for r in rows], self.block_tokens or 1
-            ).summary()
+        if self.format == "mooncake":
+            d["prefix_reuse"] = reuse_summary(self.rows, self.block_tokens or 1)
         return d
 
 
@@ -439,6 +436,12 @@ def prefix_reuse(hash_ids: Iterable[Sequence[int]], input_tokens: Sequence[int],
             node = node[0].setdefault(h, [{}, i, 0])
             node[1], node[2] = i, max(node[2], fill(k))
     return PrefixReuse(block_tokens, tuple(shared), tuple(tokens), tuple(distance), tuple(blocks), tuple(lengths))
+
+
+def reuse_summary(rows: Sequence[TraceRow], block_tokens: int) -> dict[str, Any]:
+    """PrefixReuse.summary() of Mooncake rows, counted in arrival order (as the engine sees them)."""
+    rows = sorted(rows, key=lambda r: r.timestamp_s)
+    return prefix_reuse([r.hash_ids or () for r in rows], [r.input_tokens for r in rows], block_tokens).summary()
 
 
 # -- items ------------------------------------------------------------------------------------------

@@ -265,3 +265,33 @@ def test_every_whatif_option_composes(option):
     assert isinstance(w, wf.WhatIfConfig) and w.name == option and wf.config_problems(w) == []
     assert w.techniques == ([] if option == "none" else list(wf.TECHNIQUES) if option == "all" else [option])
     assert decide.compose([]).whatif.techniques == []  # the default: no what-if
+
+
+def test_the_prefix_cache_row_on_a_mooncake_replay_names_the_trace_and_its_ideal_hit_rate(tmp_path):
+    """experiment=prefix_cache traffic=trace on a Mooncake trace: the pair is matched on the trace too
+    (runs of another trace are not its pair), and the row says what it was measured on beside the
+    trace's own ideal hit rate (run.json `trace`, the rows sent)."""
+    from tests.analysis.test_decide import write_run
+
+    exp = tmp_path / "exp"
+    trace = {"kind": "trace", "points": [1.0, 2.0], "warmup_s": 5.0, "duration_s": 30.0, "trace_path": "/d/conv.jsonl",
+             "trace_format": "auto", "trace_block_tokens": 512, "trace_model": None, "trace_log_type": None}  # fmt: skip
+    runs = {"on": (True, 700.0, "/d/conv.jsonl"), "off": (False, 0.0, "/d/conv.jsonl"), "other": (False, 0.0, "/d/tool.jsonl")}
+    for name, (pc, hits, path) in runs.items():
+        d = write_run(exp, name, "none", [(1.0, [100 if pc else 300]), (2.0, [120 if pc else 320])],
+                      engine={"name": "vllm", "port": 0, "prefix_caching": pc})  # fmt: skip
+        s = json.loads((d / "run.json").read_text())
+        s["config"]["traffic"] = {**trace, "trace_path": path}
+        s["trace"] = {"format": "mooncake", "block_tokens": 512, "prefix_reuse": {"ideal_hit_rate": 0.4},
+                      "prefix_reuse_built": {"ideal_hit_rate": 0.75}}  # fmt: skip
+        for lp in s["load_points"]:
+            lp["summary"]["engine_metrics"] = {"prefix_cache_hits_total_increase": hits,
+                                               "prefix_cache_queries_total_increase": 1000.0 if hits else 0.0}  # fmt: skip
+        (d / "run.json").write_text(json.dumps(s))
+    assert decide.main([str(exp), "whatif=prefix_cache", "n_boot=50"]) == 0
+    (row,) = json.loads((exp / "decision.json").read_text())["whatif"]["rows"]
+    assert row["status"] == "evaluated" and {m["run_id"] for m in row["measured_inputs"]} == {"on", "off"}
+    assert row["details"]["traffic"] == "the replay of conv.jsonl (mooncake trace, 512-token blocks)"
+    assert row["details"]["trace_ideal_hit_rate"] == 0.75 and row["details"]["on"]["hit_rate"] == 0.7
+    assert row["headline"].startswith("on the replay of conv.jsonl (mooncake trace, 512-token blocks): engine hit rate "
+                                      "70.0 % on vs 0.0 % off (the trace's ideal, an infinite cache: 75.0 %)")
