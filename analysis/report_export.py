@@ -83,6 +83,16 @@ def _gaps_ms(chunks: pd.Series) -> np.ndarray:
     return (np.concatenate(parts) / 1e6) if parts else np.zeros(0)
 
 
+
+def _burstiness(run: Mapping[str, Any], kind: str) -> float | None:
+    """vLLM's `burstiness` (the gamma shape of the gaps): 1.0 for Poisson; workload=fitted sends gamma
+    gaps of the trace's fitted shape whatever traffic.kind says (run.json trace.fitted.arrivals)."""
+    if ((run.get("config") or {}).get("workload") or {}).get("kind") == "fitted":
+        shape = (((run.get("trace") or {}).get("fitted") or {}).get("arrivals") or {}).get("gamma_shape")
+        return float(shape) if shape is not None else None
+    return 1.0 if kind == "poisson" else None
+
+
 def vllm_point_json(point_requests: pd.DataFrame, *, summary: Mapping[str, Any], run: Mapping[str, Any],
                     ident: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
     """vLLM bench serve's result keys for one point (module doc). `point_requests`: the point's rows of
@@ -115,7 +125,7 @@ def vllm_point_json(point_requests: pd.DataFrame, *, summary: Mapping[str, Any],
         "tokenizer_id": model.get("tokenizer") or model.get("path"),
         "num_prompts": int(len(sent)),
         "request_rate": load if kind not in ("concurrency", "steps", "trace") else "inf",
-        "burstiness": 1.0 if kind == "poisson" else None,
+        "burstiness": _burstiness(run, kind),
         "max_concurrency": int(load) if kind == "concurrency" else None,
         "duration": dur,
         "completed": int(len(ok)),

@@ -154,6 +154,8 @@ def test_a_fitted_run_records_its_fit_and_sends_gamma_arrivals(fake_engine, tmp_
     sent = sorted((req["t_scheduled_ns"] - s["load_points"][0]["t0_ns"]) / 1e9)
     want = open_loop_schedule("gamma", 20.0, 0.5, 2.0, 64, seed=c.traffic.seed, burstiness=f["arrivals"]["gamma_shape"])
     assert sent == pytest.approx([a.offset_s for a in want], abs=1e-6)  # exactly the fitted gamma schedule
+    (export,) = (json.loads(f.read_text()) for f in (out / "exports").glob("*.json"))
+    assert export["burstiness"] == f["arrivals"]["gamma_shape"]  # vLLM's key: the gamma shape sent, not poisson's 1.0
 
 
 def test_a_bad_mooncake_row_is_refused_before_the_engine_starts(fake_engine, tmp_path):
