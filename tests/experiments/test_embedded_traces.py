@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from engines.base import HostFacts
@@ -42,11 +43,19 @@ def vllm_url(tmp_path_factory):
 
 
 def measured(out) -> tuple[dict, float]:
+    """run.json and the engine's own prefix-cache hit rate over the run: the increase of vLLM's
+    counters between the run's first and last scrape (engine=endpoint maps no series into the point
+    summaries, so they are read from engine_metrics.parquet)."""
     s = json.loads((out / "run.json").read_text())
     assert s["status"] == "ok", s["failure"]
+    raw = pd.read_parquet(out / "engine_metrics.parquet")
+
+    def increase(name: str) -> float:
+        v = raw[raw["name"] == name].sort_values("t_ns")["value"]
+        return float(v.iloc[-1] - v.iloc[0])
+
+    hit = increase("vllm:prefix_cache_hits_total") / increase("vllm:prefix_cache_queries_total")
     m = s["load_points"][0]["summary"]
-    em = m["engine_metrics"]
-    hit = em["prefix_cache_hits_total_increase"] / em["prefix_cache_queries_total_increase"]
     print(f"{out.name}: {m['requests']['ok']} requests ok, TTFT p50 {m['ttft_ms']['p50']:.0f} ms, engine hit rate {hit:.3f}")
     return s, hit
 
