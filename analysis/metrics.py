@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 from analysis.notes import Note
 from analysis.records.run import LOAD_UNITS, load_unit
+from analysis.sessions import summary as sessions_summary
 from loadgen.arrivals import shape_multiplier
 from loadgen.records import DROPPED, MEASURE, OK, STATUSES
 
@@ -411,7 +412,7 @@ def summarize_point(
     summary: dict[str, Any] = {
         "kind": kind,
         "load_value": value,
-        "load_unit": load_unit(kind),
+        "load_unit": load_unit(kind, "sessions" if "session_id" in df.columns and df["session_id"].notna().any() else None),
         "offered_rate_rps": offered_rate_rps(kind, value, warmup_s=warmup_s, duration_s=duration_s,
                                              cooldown_s=cooldown_s, shape=shape),  # fmt: skip
         "scheduled_rate_rps": (n_measure / duration_s) if duration_s > 0 else None,
@@ -463,6 +464,8 @@ def summarize_point(
             "mean_server_minus_client": float((out_n - oc)[od].mean()) if od.any() else 0.0,
         }
     summary["loadgen"] = loadgen_health(lag_samples, summary["sched_lag_ms"])
+    if (sess := sessions_summary(df)) is not None:
+        summary["sessions"] = sess
     return summary
 
 

@@ -473,3 +473,35 @@ def tornado_plot(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str], b
     ax.grid(alpha=0.3, axis="x")
     margins(fig, left=1.9, right=0.3, top=0.4, bottom=0.55)
     return svg(fig, key)
+
+
+def turn_plot(series: Sequence[Mapping[str, Any]], limit_ms: float | None = None, key: str = "turns") -> str:
+    """TTFT p50 (dashed) and p99 (solid) against the turn of a conversation (left) and against the
+    context length the turn sent (right; the server's mean prompt tokens), one colour per series;
+    the prefix cache's hit share per turn, where the engine reported it, in the legend.
+    `series`: {label, color, by_turn: analysis.sessions.by_turn rows}."""
+    drawn = [s for s in series if s.get("by_turn")]
+    if not drawn:
+        return message_figure(key, "No multi-turn sessions in these points: nothing to draw against the turn.")
+    plt = pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(WIDTH, 3.6))
+    for s in drawn:
+        rows = sorted(s["by_turn"], key=lambda r: r["turn"])
+        t = [r["turn"] for r in rows]
+        ctx = [r.get("prompt_tokens_mean") or np.nan for r in rows]
+        hits = [r.get("cache_hit") for r in rows]
+        lab = s["label"] + ("" if all(h is None for h in hits) else
+                            " (cache hit " + ", ".join("-" if h is None else f"{h:.0%}" for h in hits) + ")")  # fmt: skip
+        for ax, x in ((a, t), (b, ctx)):
+            ax.plot(x, [r.get("ttft_ms_p99") or np.nan for r in rows], "-o", color=s["color"], ms=4, label=lab)
+            ax.plot(x, [r.get("ttft_ms_p50") or np.nan for r in rows], "--", color=s["color"], lw=1)
+    for ax, xl in ((a, "turn (0 = the first)"), (b, "context length (mean prompt tokens)")):
+        if limit_ms:
+            ax.axhline(limit_ms, color=SLO_COLOR, lw=1)
+        ax.set_xlabel(xl)
+        ax.set_ylabel("TTFT (ms)")
+        ax.grid(alpha=0.3)
+    a.xaxis.get_major_locator().set_params(integer=True)
+    a.legend(fontsize=8, loc="upper left")
+    margins(fig, left=0.8, right=0.3, top=0.3, bottom=0.6, wspace=0.25)
+    return svg(fig, key)

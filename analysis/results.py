@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analysis import sessions as sessions_mod
 from analysis.metrics import arrow_to_pandas_type
 from analysis.points import as_float as _f
 from analysis.points import detail_key
@@ -42,6 +43,8 @@ from analysis.records.run import load_unit, read_run_json
 REQUEST_COLUMNS = (
     "load_point", "phase", "status", "http_status", "t_scheduled_ns", "t_sent_ns", "t_first_token_ns", "t_last_token_ns",
     "t_done_ns", "chunk_ns", "prompt_tokens", "output_tokens", "ttft_ms", "tpot_ms", "e2e_ms",
+    # sessions (analysis.sessions); absent from single-request runs' files before they existed
+    "session_id", "turn", "session_end", "cached_tokens", "history_tokens",
 )  # fmt: skip
 # ... and what re-deriving the per-request metrics and re-summarising a point needs (analysis.metrics)
 SUMMARY_COLUMNS = (
@@ -295,6 +298,9 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
     }  # fmt: skip
     for t in res.thresholds:
         row[f"slo_{t.metric}"] = t.value_ms
+    if sessions_mod.has_sessions(pdf):  # a session meets the SLO when every one of its turns does
+        meets_all, _p2, _v2 = slo_mod.meets_mask(pdf, slo)
+        row["session_attainment"] = sessions_mod.by_session(pdf, pd.Series(meets_all, index=pdf.index)).get("slo_attainment")
     roof = _roofline(model_config, quant or {}, bandwidth, out_tok, split, res.window_s, row, int(gpu.count))
     row["decode_bound_tok_per_s"], row["mbu"] = roof.get("tok_per_s_bound"), roof.get("mbu")
     ci_out = {
@@ -410,7 +416,7 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
             pid = str(lp["point_id"])
             ident = {"variant_id": run.variant_id, "variant_label": run.variant_label, "run_id": run.run_id,
                      "point_id": pid, "repetition": lp.get("repetition"), "load_value": float(lp["load_value"]),
-                     "load_unit": load_unit(kind),
+                     "load_unit": lp.get("load_unit") or load_unit(kind),
                      "time_to_ready_s": (run.summary.get("engine") or {}).get("time_to_ready_s"),
                      "started_at_utc": run.summary.get("started_at_utc")}  # fmt: skip
             row, det = point_row(

@@ -371,7 +371,7 @@ def decide_problems(cfg: Any) -> list[str]:
     out: list[str] = unknown_settings(cfg)
     if cfg.select_load is not None and not (_number(cfg.select_load) and cfg.select_load > 0):
         out.append(f"select_load must be > 0 (a load in select_load_unit) or null (each variant's knee), got {cfg.select_load}")
-    units = tuple(dict.fromkeys(("req/s", *LOAD_UNITS.values())))
+    units = tuple(dict.fromkeys(("req/s", "sessions/s", *LOAD_UNITS.values())))
     if cfg.select_load_unit not in units:
         out.append(f"select_load_unit={cfg.select_load_unit!r}: use one of {', '.join(units)}")
     sens = cfg.sensitivity

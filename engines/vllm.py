@@ -116,6 +116,9 @@ class VllmAdapter(EngineAdapter):
             # Without this uvicorn logs one line per request, which bloats engine.log and costs
             # CPU that the 2-core embedded default cannot spare.
             "--disable-uvicorn-access-log",
+            # usage.prompt_tokens_details.cached_tokens on every reply: the prefix-cache hits of each
+            # request (a session's turn), not only the engine-wide counters
+            "--enable-prompt-tokens-details",
         ]  # fmt: skip
         if m.tokenizer:
             argv += ["--tokenizer", m.tokenizer]

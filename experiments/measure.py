@@ -96,10 +96,12 @@ def measure_point(
         workdir=work, api_key_env=lease.plan.api_key_env, trace_times_s=trace_times_s,
         cpus=lease.placement.loadgen_cpus if lease.placement else None,
         realtime=bool(lease.placement and lease.placement.loadgen_realtime),
+        sessions=[it.session for it in items if getattr(it, "session", None) is not None],
+        max_model_len=preflight.context_limit(lease.cfg),
     )  # fmt: skip
     rec = PointRecord(
         index=point.index, point_id=identity.point_id(t, w, point.load_value), repetition=point.repetition,
-        load_value=float(point.load_value), load_unit=load_unit(t.kind),
+        load_value=float(point.load_value), load_unit=load_unit(t.kind, w.kind),
     )  # fmt: skip
     log.info(
         "load point %d: %s %g %s for %.0f s (+%.0f s warmup)",

@@ -68,6 +68,14 @@ REQUEST_SCHEMA = pa.schema(
         pa.field("output_tokens", pa.int32()),  # from usage; else the number of content chunks
         pa.field("output_tokens_source", pa.string()),  # usage | chunks
         pa.field("output_text", pa.string()),  # the generated text, as streamed
+        # the server's count of prompt tokens it served from its prefix cache
+        # (usage.prompt_tokens_details.cached_tokens; null where the server does not say)
+        pa.field("cached_tokens", pa.int32()),
+        # workload.kind=sessions (loadgen.sessions); null for single requests
+        pa.field("session_id", pa.string()),  # "<load point>-<session number>"
+        pa.field("turn", pa.int32()),  # 0-based turn number in the conversation (steady state: may start > 0)
+        pa.field("history_tokens", pa.int32()),  # prompt tokens resent as history (all but the new message)
+        pa.field("session_end", pa.string()),  # on a session's last record: why it ended (loadgen.sessions)
     ]
 )
 

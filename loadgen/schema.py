@@ -19,7 +19,7 @@ class WorkloadConfig:
     """
 
     name: str = "synthetic_fixed"
-    kind: str = "synthetic"  # synthetic | sharegpt | shared_prefix | paraphrase | fitted
+    kind: str = "synthetic"  # synthetic | sharegpt | shared_prefix | paraphrase | sessions | fitted
     endpoint: str = "completions"  # completions | chat
     # Prompt length (kind=synthetic): the fixed value, or the mean of prompt_dist.
     prompt_tokens: int = 128
@@ -53,6 +53,21 @@ class WorkloadConfig:
     # kind=paraphrase: clusters of differently worded questions with one meaning (built-in topics).
     num_clusters: int = 16
     paraphrases_per_cluster: int = 4
+    # kind=sessions (loadgen.sessions): conversations. Each of `num_prompts` planned sessions has
+    # `turns` turns; a turn sends the whole history (system prompt, earlier user messages, the
+    # engine's actual earlier replies) plus a new user message of prompt_* tokens and asks for
+    # output_* tokens, then the session thinks for think_s (think_dist: fixed | exponential).
+    turns: int = 4
+    think_s: float = 1.0
+    think_dist: str = "exponential"
+    system_prompt_tokens: int = 0  # 0: no system prompt
+    system_prompts: int = 1  # distinct system prompts, shared round robin across sessions
+    # Start each session at a random turn 0..turns-1 with a synthetic earlier history already in
+    # context, so a short window is not all first turns (docs/workloads.md: steady state).
+    steady_state: bool = False
+    session_shape: str = "chat"  # chat | agent (each step after the first appends a tool result)
+    tool_result_tokens: int = 64  # agent: length of each appended tool result
+    fan_out: int = 1  # agent: parallel requests per step sharing the context (the first reply is kept)
     # kind=fitted: num_prompts items drawn from the lengths (and Mooncake prefix reuse) of
     # traffic.trace_path, sent with gamma arrivals of the trace's fitted shape at traffic.points req/s;
     # trace rows outside prompt_min..prompt_max / output_min..output_max are left out of the fit.

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, Arrival, open_loop_schedule, trace_schedule
+from loadgen.sessions import SessionPlan
 from loadgen.workload import WorkloadItem
 
 if TYPE_CHECKING:  # the schema is only read, never imported at run time (the generator stays light)
@@ -122,6 +123,10 @@ class LoadPointSpec:
     realtime: bool
     distributed: DistributedSpec
     paths: OutputPaths
+    # workload.kind=sessions: the planned sessions (loadgen.sessions); open loop, each arrival
+    # opens session `prompt_idx`; closed loop, each user runs sessions back to back. () otherwise.
+    sessions: tuple[SessionPlan, ...]
+    max_model_len: int | None  # the engine's context limit: a session ends before a turn would pass it
     version: int = SPEC_VERSION  # of this JSON layout (checked on read); not a setting
 
     @property
@@ -153,6 +158,7 @@ class LoadPointSpec:
         d["cpus"] = list(self.cpus) if self.cpus is not None else None
         d["distributed"] = dataclasses.asdict(self.distributed)
         d["paths"] = dataclasses.asdict(self.paths)
+        d["sessions"] = [p.to_dict() for p in self.sessions]
         return d
 
     def to_json(self) -> str:
@@ -176,6 +182,7 @@ class LoadPointSpec:
                 "cpus": tuple(d["cpus"]) if d["cpus"] is not None else None,
                 "distributed": DistributedSpec(**d["distributed"]),
                 "paths": OutputPaths(**d["paths"]),
+                "sessions": tuple(SessionPlan.from_dict(p) for p in d["sessions"]),
             }
         )
 
@@ -206,12 +213,16 @@ def build_spec(
     trace_times_s: Sequence[float] | None = None,
     cpus: Sequence[int] | None = None,
     realtime: bool = False,
+    sessions: Sequence[SessionPlan] = (),
+    max_model_len: int | None = None,
 ) -> LoadPointSpec:
     """The complete instruction for one load point. Pure (reads no file; `workdir` only names paths).
 
     `extras_for(max_tokens)` gives the engine-specific request fields (e.g. ignore_eos).
     `trace_times_s` (kind=trace): the trace's arrival times. `cpus`: the generator's CPU affinity
     (from the placement), None to inherit the lab's; `realtime`: ask for SCHED_RR (placement).
+    `sessions` (workload.kind=sessions): the session plans; an open-loop arrival then opens a
+    session (rates are sessions/s). `max_model_len`: the engine's context limit, for sessions.
     Raises ValueError for a kind this generator does not know or a non-integer user count.
     """
     t = traffic
@@ -227,7 +238,7 @@ def build_spec(
     elif t.kind in OPEN_LOOP_KINDS:
         schedule = tuple(
             open_loop_schedule(
-                t.kind, value, t.warmup_s, t.duration_s, len(items),
+                t.kind, value, t.warmup_s, t.duration_s, len(sessions) if sessions else len(items),
                 seed=t.seed + load_point,  # each point its own stream, reproducible
                 cooldown_s=t.cooldown_s, burstiness=t.burstiness, shape=shape_spec(t.shape),
             )
@@ -271,4 +282,6 @@ def build_spec(
             lag=str(workdir / f"loadgen_lag.{load_point}.jsonl"),
             meta=str(workdir / f"loadgen_meta.{load_point}.json"),
         ),
+        sessions=tuple(p.with_extras(extras_for) for p in sessions),
+        max_model_len=int(max_model_len) if max_model_len else None,
     )

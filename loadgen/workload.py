@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from loadgen.dataset import ChatPair, DatasetError
 
-WORKLOAD_KINDS = ("synthetic", "sharegpt", "shared_prefix", "paraphrase", "fitted")
+WORKLOAD_KINDS = ("synthetic", "sharegpt", "shared_prefix", "paraphrase", "sessions", "fitted")
 LENGTH_DISTS = ("fixed", "uniform", "normal", "lognormal")
 # Between a shared prefix and its suffix, so the suffix cannot merge with the prefix's last token.
 PREFIX_SEPARATOR = "\n\n"
@@ -61,6 +61,7 @@ class WorkloadItem:
     cluster: int | None = None  # paraphrase: which meaning cluster (0-based)
     reference_output_tokens: int | None = None  # sharegpt: token count of the dataset's reply
     source_index: int | None = None  # sharegpt: 0-based index of the conversation in the file
+    session: Any = None  # sessions: the SessionPlan (loadgen.sessions); the item is its first request
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -272,6 +273,10 @@ def config_problems(w: Any) -> list[str]:
     if w.kind not in WORKLOAD_KINDS:
         return [f"workload.kind={w.kind!r}: use one of {', '.join(WORKLOAD_KINDS)}"]
     out: list[str] = []
+    if w.kind == "sessions":
+        from loadgen import sessions
+
+        out += sessions.config_problems(w)
     prompt, output = LengthDist.of(w, "prompt"), LengthDist.of(w, "output")
     out += prompt.problems(bounds_only=w.kind != "synthetic")
     out += output.problems(bounds_only=w.kind in ("sharegpt", "fitted"))
@@ -310,6 +315,9 @@ def token_bounds(w: Any) -> tuple[int | None, int | None]:
         prompt: int | None = w.prefix_tokens + len(PREFIX_SEPARATOR.encode()) + w.suffix_tokens
     elif w.kind == "paraphrase":
         prompt = _paraphrase_bound()
+    elif w.kind == "sessions":  # the first turn's (later turns grow: a session ends at the context limit)
+        user = LengthDist.of(w, "prompt").upper()
+        prompt = None if user is None or w.steady_state else w.system_prompt_tokens + user
     else:
         prompt = LengthDist.of(w, "prompt").upper()
     return prompt, output.upper()
@@ -320,6 +328,8 @@ LENGTH_FIX = {
     "sharegpt": "workload.prompt_max/output_max",
     "shared_prefix": "workload.prefix_tokens/suffix_tokens/output_max",
     "paraphrase": "workload.output_max (or output_tokens)",
+    "sessions": "workload.turns/prompt_max/output_max/system_prompt_tokens (a session ends at the limit; its first "
+                "request must fit)",
     "fitted": "workload.prompt_max/output_max (trace rows outside them are left out of the fit)",
 }
 
@@ -363,6 +373,15 @@ def build_items(w: Any, tok: TokenCounter, dataset: Sequence[ChatPair] | None = 
         return _sharegpt_items(tok, w, dataset)
     if w.kind == "shared_prefix":
         return _shared_prefix_items(tok, w, outputs.sample(w.num_prompts, out_rng))
+    if w.kind == "sessions":  # one item per planned session: its first request (counted), the plan with it
+        from loadgen.sessions import build_sessions
+
+        items = []
+        for plan in build_sessions(w, tok):
+            text = plan.first_request_text()
+            items.append(WorkloadItem(plan.session_idx, text, len(tok.encode(text)), plan.turns[0].max_tokens,
+                                      session=plan))  # fmt: skip
+        return items
     clusters = paraphrase_clusters(w.num_clusters, w.paraphrases_per_cluster, w.seed)
     n = w.num_clusters * w.paraphrases_per_cluster
     max_tokens = outputs.sample(n, out_rng)

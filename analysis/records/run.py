@@ -68,7 +68,7 @@ class PointRecord:
     point_id: str
     repetition: int
     load_value: float
-    load_unit: str  # req/s | users | x speed-up
+    load_unit: str  # req/s | sessions/s | users | x speed-up
     t0_ns: int | None = None
     t_end_ns: int | None = None
     interrupted: bool = False  # Ctrl-C / SIGTERM while it ran
@@ -206,6 +206,8 @@ def upgrade_v1(d: dict[str, Any]) -> dict[str, Any]:
 LOAD_UNITS = {"concurrency": "users", "steps": "users", "trace": "x speed-up"}
 
 
-def load_unit(traffic_kind: str | None) -> str:
-    """The unit of a load point's value under traffic kind `traffic_kind`."""
-    return LOAD_UNITS.get(traffic_kind or "", "req/s")
+def load_unit(traffic_kind: str | None, workload_kind: str | None = None) -> str:
+    """The unit of a load point's value under traffic kind `traffic_kind`: an open-loop rate of
+    workload.kind=sessions opens conversations ("sessions/s"), each of several requests."""
+    unit = LOAD_UNITS.get(traffic_kind or "", "req/s")
+    return "sessions/s" if unit == "req/s" and workload_kind == "sessions" else unit

@@ -43,6 +43,16 @@ from loadgen import clock
 from loadgen.arrivals import phase_of, shape_multiplier
 from loadgen.openai_api import DONE, ENDPOINT_PATHS, choice_text, request_body, sse_payload
 from loadgen.records import CANCELLED, DROPPED, ERROR, OK, TIMEOUT, empty_record
+from loadgen.sessions import (
+    COMPLETED,
+    CONTEXT_LIMIT,
+    FAILED,
+    STOPPED,
+    WINDOW_END,
+    ContextEstimate,
+    SessionPlan,
+    turn_body,
+)
 from loadgen.spec import LoadPointSpec, RequestItem
 from loadgen.sse_client import ConnectionPool, build_request
 
@@ -100,6 +110,8 @@ class LoadGen:
     raw_requests: dict[int, bytes] = field(default_factory=dict)  # prompt_idx -> exact request bytes
     sink: RecordSink | None = None
     pools: list[gevent.pool.Pool] = field(default_factory=list)  # open-loop request pools, cancelled at exit
+    headers: dict[str, str] = field(default_factory=dict)  # HTTP headers of every request (auth)
+    sessions_started: int = 0  # closed-loop sessions: the next session's number
     worker_index: int | None = None  # distributed: this worker's index (None: local or master)
     worker_count: int = 1
     t0_ns: int = 0  # start of the window on this process's clock
@@ -171,8 +183,7 @@ class StreamingUser(User):
         self.conns.close()
 
     def send(self, item: RequestItem, t_sched_ns: int, phase: str, request_id: str) -> None:
-        g = self.gen
-        spec = g.spec
+        spec = self.gen.spec
         rec = empty_record(
             load_point=spec.load_point,
             request_id=request_id,
@@ -184,6 +195,14 @@ class StreamingUser(User):
             prompt_tokens_client=item.prompt_tokens_client,
             t_scheduled_ns=t_sched_ns,
         )
+        self.stream(rec, self.gen.raw_requests[item.prompt_idx])
+
+    def stream(self, rec: dict[str, Any], raw: bytes, keep: bool = False) -> dict[str, Any]:
+        """Send the request bytes `raw`, read its stream into `rec` (stamps, text, usage) and add
+        the record to the sink; `keep`: return it unadded (a session adds it once it knows whether
+        the session goes on). A failure of the request is recorded, never raised (except cancel)."""
+        g = self.gen
+        spec = g.spec
         chat = spec.endpoint == "chat"
         chunks: list[int] = []
         texts: list[str] = []
@@ -193,7 +212,7 @@ class StreamingUser(User):
         exc: Exception | None = None
         try:
             with gevent.Timeout(spec.request_timeout_s):
-                t_sent, resp, sock = self.conns.send(g.raw_requests[item.prompt_idx])
+                t_sent, resp, sock = self.conns.send(raw)
                 rec["t_sent_ns"] = t_sent
                 rec["t_headers_ns"] = now()
                 rec["http_status"] = int(resp.status_code or 0)
@@ -260,12 +279,14 @@ class StreamingUser(User):
                 rec["prompt_tokens"] = usage.get("prompt_tokens")
                 rec["output_tokens"] = usage.get("completion_tokens")
                 rec["output_tokens_source"] = "usage"
+                rec["cached_tokens"] = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
             elif chunks:
                 rec["output_tokens"] = len(chunks)
                 rec["output_tokens_source"] = "chunks"
             g.inflight -= 1
             g.done += 1
-            g.add(rec)
+            if not keep:
+                g.add(rec)
             # Locust's live table only (rounded); the record above is the measurement.
             if rec["status"] == OK:
                 exc = None
@@ -275,6 +296,89 @@ class StreamingUser(User):
                 request_type="POST", name=spec.endpoint, response_time=(rec["t_done_ns"] - rec["t_sent_ns"]) / 1e6,
                 response_length=len(chunks), exception=exc, context={},
             )  # fmt: skip
+        return rec
+
+    def _first_count(self, plan: SessionPlan) -> int | None:
+        """The client's token count of a session's first request where it is exact: on completions
+        the lab counted the very text (the session's item); on chat the messages' tokens, which
+        the template offsets by a constant only when no synthetic history varies the message count.
+        Later turns carry the engine's replies, which the generator does not tokenize: null."""
+        spec = self.gen.spec
+        if spec.endpoint == "completions":
+            return spec.items[plan.session_idx].prompt_tokens_client
+        return None if plan.history else plan.system_tokens + plan.turns[0].user_tokens
+
+    def run_session(self, plan: SessionPlan, t_sched_ns: int, session_id: str) -> None:
+        """One conversation (loadgen.sessions): each turn sends the history with the actual replies
+        so far, then thinks. A turn's record is added once the session knows whether it goes on, so
+        the last one carries `session_end`; the turn's intended send time (t_scheduled_ns) is the
+        session's arrival for its first turn and reply-done + think for the others (the generator's
+        lateness against it is its schedule lag, as for any request)."""
+        g = self.gen
+        spec = g.spec
+        est = ContextEstimate(plan)
+        replies: list[str] = []
+        pending: dict[str, Any] | None = None
+        end = COMPLETED
+        t_next = t_sched_ns
+        try:
+            for j, turn in enumerate(plan.turns):
+                if j:
+                    delay = (t_next - now()) / 1e9
+                    if delay > 0:
+                        gevent.sleep(delay)
+                if g.stopping:
+                    end = STOPPED
+                    break
+                if now() >= g.end_ns:
+                    end = WINDOW_END
+                    break
+                if spec.max_model_len and est.next_prompt(j) + turn.max_tokens > spec.max_model_len:
+                    end = CONTEXT_LIMIT
+                    break
+                if pending is not None:
+                    g.add(pending)
+                    pending = None
+                body = turn_body(plan, replies, j, endpoint=spec.endpoint, model=spec.model,
+                                 temperature=spec.temperature)  # fmt: skip
+                raw = build_request(spec.base_url, ENDPOINT_PATHS[spec.endpoint], json.dumps(body).encode(),
+                                    g.headers)  # fmt: skip
+                k = plan.first_turn + j
+                phase = phase_of((t_next - g.t0_ns) / 1e9, spec.warmup_s, spec.duration_s)
+                base = dict(load_point=spec.load_point, worker=os.getpid(), phase=phase, prompt_idx=plan.session_idx,
+                            endpoint=spec.endpoint, max_tokens=turn.max_tokens, t_scheduled_ns=t_next,
+                            session_id=session_id, turn=k,
+                            prompt_tokens_client=self._first_count(plan) if j == 0 else None)  # fmt: skip
+                recs = [empty_record(request_id=f"{session_id}-t{k}" + (f"-f{b}" if plan.fan_out > 1 else ""), **base)
+                        for b in range(plan.fan_out)]  # fmt: skip
+                pending = recs[0]  # filled in place, so a cancel mid-stream still records it
+                if plan.fan_out == 1:
+                    rec = self.stream(recs[0], raw, keep=True)
+                else:  # parallel branches sharing the context; the first answered one is kept
+                    branches = [gevent.spawn(self.stream, r, raw, True) for r in recs]
+                    try:
+                        gevent.joinall(branches)
+                    finally:  # stopped mid-step: the branches are cancelled and recorded too
+                        gevent.killall(branches, block=True, timeout=5)
+                        done = sorted(recs, key=lambda r: (r["status"] != OK, r["t_done_ns"] or 0))
+                        rec = pending = done[0]
+                        for r in done[1:]:
+                            r["history_tokens"] = est.history_tokens(j, r["prompt_tokens"])
+                            g.add(r)
+                rec["history_tokens"] = est.history_tokens(j, rec["prompt_tokens"])
+                if rec["status"] != OK:
+                    end = FAILED
+                    break
+                est.answered(j, rec["prompt_tokens"], rec["output_tokens"])
+                replies.append(rec["output_text"] or "")
+                t_next = now() + int(turn.think_s * 1e9)
+        except GreenletExit:
+            end = STOPPED
+            raise
+        finally:
+            if pending is not None:
+                pending["session_end"] = end
+                g.add(pending)
 
 
 class OpenLoopUser(StreamingUser):
@@ -302,14 +406,19 @@ class OpenLoopUser(StreamingUser):
             if pool.full():
                 g.dropped += 1
                 it = items[a.prompt_idx]
+                sess = spec.sessions[a.prompt_idx] if spec.sessions else None
                 g.add(empty_record(
                     load_point=spec.load_point, request_id=rid, worker=os.getpid(), phase=a.phase,
                     prompt_idx=a.prompt_idx, endpoint=spec.endpoint, max_tokens=it.max_tokens,
                     prompt_tokens_client=it.prompt_tokens_client, t_scheduled_ns=t_sched,
                     status=DROPPED, error=f"max_inflight={spec.max_inflight} reached",
+                    **({"session_id": rid, "turn": sess.first_turn, "session_end": FAILED} if sess else {}),
                 ))  # fmt: skip
                 continue
-            pool.spawn(self.send, items[a.prompt_idx], t_sched, a.phase, rid)
+            if spec.sessions:  # an arrival opens a conversation (rates are sessions/s)
+                pool.spawn(self.run_session, spec.sessions[a.prompt_idx], t_sched, rid)
+            else:
+                pool.spawn(self.send, items[a.prompt_idx], t_sched, a.phase, rid)
         finish(g, pool)
         raise StopUser()
 
@@ -327,9 +436,14 @@ class ClosedLoopUser(StreamingUser):
         t = now()
         if g.stopping or t >= g.end_ns:
             raise StopUser()
+        tag = "" if g.worker_index is None else f"w{g.worker_index}-"
+        if spec.sessions:  # each user holds one conversation at a time, back to back
+            n = g.sessions_started
+            g.sessions_started += 1
+            self.run_session(spec.sessions[n % len(spec.sessions)], t, f"{spec.load_point}-{tag}s{n}")
+            return  # the session's turns think inside it; the next session starts at once
         n = g.sent
         phase = phase_of((t - g.t0_ns) / 1e9, spec.warmup_s, spec.duration_s)
-        tag = "" if g.worker_index is None else f"w{g.worker_index}-"
         self.send(spec.items[n % len(spec.items)], t, phase, f"{spec.load_point}-{tag}{n}")
         if spec.think_time_s > 0:
             gevent.sleep(spec.think_time_s)
@@ -393,6 +507,7 @@ def prepare(gen: LoadGen, placement: bool = True) -> tuple[type[StreamingUser], 
         if not key:
             raise SystemExit(f"environment variable {spec.api_key_env} (engine.api_key_env) is not set")
         headers["Authorization"] = f"Bearer {key}"
+    gen.headers = headers
     path = ENDPOINT_PATHS[spec.endpoint]
     for item in spec.items:
         body = request_body(item.prompt, item.max_tokens, spec.endpoint, spec.model, spec.temperature, item.extras)

@@ -25,7 +25,7 @@ def test_cpu_default_plan_is_exact():
         "/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server",
         "--model", "models/tiny-llama", "--served-model-name", "tiny",
         "--host", "127.0.0.1", "--port", "8123", "--dtype", "auto",
-        "--disable-uvicorn-access-log", "--max-model-len", "1024",
+        "--disable-uvicorn-access-log", "--enable-prompt-tokens-details", "--max-model-len", "1024",
     )  # fmt: skip
     assert dict(plan.env) == {
         "VLLM_NO_USAGE_STATS": "1",
@@ -81,7 +81,7 @@ def argv_of(overrides: list[str], facts: HostFacts = CPU_FACTS) -> list[str]:
 
 
 def tail_after_defaults(argv: list[str]) -> list[str]:
-    return argv[argv.index("--disable-uvicorn-access-log") + 1 :]
+    return argv[argv.index("--enable-prompt-tokens-details") + 1 :]
 
 
 @pytest.mark.parametrize(

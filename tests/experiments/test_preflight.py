@@ -129,6 +129,14 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "workload.prefix_tokens": ({"workload.kind": "shared_prefix", "workload.prefix_tokens": 0}, "must be >= 1"),
     "workload.suffix_tokens": ({"workload.kind": "shared_prefix", "workload.suffix_tokens": 0}, "must be >= 1"),
     "workload.num_clusters": ({"workload.kind": "paraphrase", "workload.num_clusters": 0}, "must be 1.."),
+    "workload.turns": ({"workload.kind": "sessions", "workload.turns": 0}, "workload.turns must be >= 1"),
+    "workload.think_s": ({"workload.kind": "sessions", "workload.think_s": -0.5}, "workload.think_s must be a finite"),
+    "workload.think_dist": ({"workload.kind": "sessions", "workload.think_dist": "x"}, "use one of fixed, exponential"),
+    "workload.system_prompt_tokens": ({"workload.kind": "sessions", "workload.system_prompt_tokens": -1}, "must be >= 0"),
+    "workload.system_prompts": ({"workload.kind": "sessions", "workload.system_prompts": 0}, "must be >= 1"),
+    "workload.session_shape": ({"workload.kind": "sessions", "workload.session_shape": "x"}, "use one of chat, agent"),
+    "workload.tool_result_tokens": ({"workload.kind": "sessions", "workload.tool_result_tokens": 0}, "must be >= 1"),
+    "workload.fan_out": ({"workload.kind": "sessions", "workload.fan_out": 0}, "workload.fan_out must be >= 1"),
     "workload.paraphrases_per_cluster": (
         {"workload.kind": "paraphrase", "workload.paraphrases_per_cluster": 0}, "must be 1.."),
     # traffic

@@ -42,6 +42,7 @@ def test_build_spec_of_the_schema_defaults_is_this_golden_spec():
         distributed=DistributedSpec(workers=1, remote_workers=0, master_bind="127.0.0.1", master_port=0),
         paths=OutputPaths(records="/nonexistent/rundir/requests.1.jsonl", lag="/nonexistent/rundir/loadgen_lag.1.jsonl",
                           meta="/nonexistent/rundir/loadgen_meta.1.json"),
+        sessions=(), max_model_len=None,
     )  # fmt: skip
     assert spec.loop == "open" and spec.window_s == 1.5 and spec.last_send_s() == 1.25
     assert spec == spec_of(t) and not Path("/nonexistent").exists()  # pure: same input, same spec, no file

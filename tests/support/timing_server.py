@@ -2,7 +2,9 @@
 
 Serves /v1/completions and /v1/chat/completions with SSE: the first content chunk `--ttft-ms`
 after the request arrived, then one chunk (one token) every `--itl-ms` on absolute deadlines,
-`max_tokens` in all, then a usage chunk and ``data: [DONE]``. Also /health, /v1/models and a
+`max_tokens` in all, then a usage chunk and ``data: [DONE]``. Its prompt_tokens is 7, or with
+``--count-prompt`` the prompt's (or the whole chat history's) words, :func:`prompt_tokens`, as a
+multi-turn test needs to see its history grow. Also /health, /v1/models and a
 tiny Prometheus /metrics. With ``--log`` every request appends one JSON line with the server's
 own CLOCK_MONOTONIC timestamps (arrival, each chunk write) and the response id, which tests and
 benchmarks compare with what the client measured.
@@ -195,6 +197,16 @@ def toy_completion(req: dict) -> dict:
             "usage": {"prompt_tokens": len(ids), "completion_tokens": len(gen)}}
 
 
+def prompt_tokens(req: dict) -> int:
+    """The prompt's length as this server counts it: whitespace-separated words of the prompt, or
+    of every chat message's content (a multi-turn history counts whole) plus one per message."""
+    msgs = req.get("messages")
+    if msgs:
+        return sum(len(str(m.get("content") or "").split()) + 1 for m in msgs)
+    prompt = req.get("prompt")
+    return len(prompt) if isinstance(prompt, list) else len(str(prompt or "").split())
+
+
 async def limited_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: dict, chat: bool,
                          t_arrival: int) -> None:  # fmt: skip
     """stream() once one of the --max-streams slots is free (FIFO); the slot is held to the end."""
@@ -238,7 +250,8 @@ async def stream(writer: asyncio.StreamWriter, req: dict, chat: bool, t_arrival:
             data = json.dumps({"id": rid, "choices": [choice]}).encode()
             sends.append(time.monotonic_ns())
             writer.write(_chunk(b"data: " + data + b"\n\n"))
-        usage = {"prompt_tokens": 7, "completion_tokens": max_tokens, "total_tokens": 7 + max_tokens}
+        n_prompt = prompt_tokens(req) if ARGS.count_prompt else 7
+        usage = {"prompt_tokens": n_prompt, "completion_tokens": max_tokens, "total_tokens": n_prompt + max_tokens}
         writer.write(_chunk(b"data: " + json.dumps({"id": rid, "choices": [], "usage": usage}).encode() + b"\n\n"))
         writer.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         await writer.drain()
@@ -246,7 +259,8 @@ async def stream(writer: asyncio.StreamWriter, req: dict, chat: bool, t_arrival:
         STATS["running"] -= 1
         if ARGS.log:
             with open(ARGS.log, "a") as f:  # one small write per request: complete as soon as it ends
-                entry = {"id": rid, "arrival_ns": t_arrival, "send_ns": sends}
+                entry = {"id": rid, "arrival_ns": t_arrival, "send_ns": sends, "prompt_tokens": prompt_tokens(req),
+                         "messages": len(req.get("messages") or [])}  # fmt: skip
                 if SLOTS is not None:  # without --max-streams the record is as it always was
                     entry["start_ns"] = t_start
                 f.write(json.dumps(entry) + "\n")
@@ -275,6 +289,8 @@ def main() -> None:
     ap.add_argument("--log", default=None)
     ap.add_argument("--keepalive-s", type=float, default=5.0, help="close connections idle this long")
     ap.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` (except on /health)")
+    ap.add_argument("--count-prompt", action="store_true",
+                    help="usage.prompt_tokens = the words of the prompt or chat history (default: 7)")
     ap.add_argument("--max-streams", type=int, default=0,
                     help="stream at most N requests at once, the rest wait FIFO (0 = unlimited)")  # fmt: skip
     ap.add_argument("--quality-noise", type=float, default=0.0,
