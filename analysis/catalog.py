@@ -380,6 +380,10 @@ SERIES: tuple[Series, ...] = (
     _S(_P + "usd_per_hour", "gauge", "USD/hour", ("variant_id", "run_id"),
        "G · P: the price book's $/GPU-hour (per instance-hour for gpu=cpu) × GPUs billed (analysis.cost.price_for)",
        "both"),
+    _S(_P + "slo_threshold_seconds", "gauge", "s", ("variant_id", "run_id", "metric", "percentile"),
+       "the run's SLO limit of each set threshold (slo.ttft_ms, tpot_ms, itl_ms, e2e_ms) / 1e3, at its percentile: "
+       "the lines a latency panel draws"),
+    _S(_P + "slo_attainment_target_ratio", "gauge", "ratio", ("variant_id", "run_id"), "slo.attainment_target"),
     _S(_P + "load_point_value", "gauge", "load_unit", (*_RUN_LABELS, "load_unit", "point_index"),
        "traffic.points[i] as configured", mirrors=("point", "load_value")),
     _S(_P + "phase", "gauge", "flag", (*_RUN_LABELS, "phase"),

@@ -328,10 +328,20 @@ class RunMonitor(Collector):
         c = self.cfg
         info.add_metric([self.variant_id, self.run_id, c.experiment_name, self.variant_label, c.slo.name, c.pricing.name], 1)
         yield info
-        usd = _g("usd_per_hour", "the price of the hardware serving the run: G x P", ["variant_id", "run_id"])
-        usd.add_metric([self.variant_id, self.run_id], self.usd_per_hour)
-        yield usd
+        if math.isfinite(self.usd_per_hour):
+            usd = _g("usd_per_hour", "the price of the hardware serving the run: G x P", ["variant_id", "run_id"])
+            usd.add_metric([self.variant_id, self.run_id], self.usd_per_hour)
+            yield usd
         base = [self.variant_id, self.run_id]
+        from analysis.slo import thresholds
+
+        slo = _g("slo_threshold_seconds", "the run's SLO limits", ["variant_id", "run_id", "metric", "percentile"])
+        for t in thresholds(c.slo):
+            slo.add_metric([*base, t.metric.removesuffix("_ms"), f"{t.percentile:g}"], t.limit_ms / 1e3)
+        yield slo
+        target = _g("slo_attainment_target_ratio", "slo.attainment_target", ["variant_id", "run_id"])
+        target.add_metric(base, float(c.slo.attainment_target))
+        yield target
         families: dict[str, Any] = {}
 
         def fam(kind: str, name: str, extra: tuple[str, ...] = ()) -> Any:
@@ -467,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     [monitor.port=9401] [monitor.scrape_interval_s=1] [monitor.window_s=30] [monitor.duration_s=...]"""
     from analysis.cost import PriceMissing, price_for
     from experiments.config import compose_run
+    from experiments.schema import register_configs
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     overrides = list(sys.argv[1:] if argv is None else argv)
@@ -475,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     explicit_engine = any(a.startswith("engine=") for a in overrides)
     try:
+        register_configs()
         cfg = compose_run(overrides)
     except Exception as e:  # noqa: BLE001 - a setting Hydra cannot compose: one line
         print(f"monitor: {type(e).__name__}: {str(e).splitlines()[0]}", file=sys.stderr)

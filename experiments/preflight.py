@@ -233,6 +233,8 @@ def monitor_problems(cfg: RunConfig) -> list[str]:
     for name in ("window_s", "interval_s", "scrape_interval_s"):
         if not _positive(getattr(m, name)):
             out.append(f"monitor.{name} must be > 0, got {getattr(m, name)!r}")
+    if m.duration_s is not None and not _positive(m.duration_s):
+        out.append(f"monitor.duration_s must be > 0 (or null: until Ctrl-C), got {m.duration_s!r}")
     if not _at_least(m.linger_s, 0):
         out.append(f"monitor.linger_s must be >= 0, got {m.linger_s!r}")
     if not str(m.host).strip():
