@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import socket
 import sys
 import threading
@@ -271,6 +272,10 @@ class RunMonitor(Collector):
 
     # -- reading ---------------------------------------------------------------------------------
     def _loop(self) -> None:
+        try:  # this thread yields to the lab's others (Linux: a thread's own nice value)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except (AttributeError, OSError):
+            pass
         while not self._stop.wait(self.interval_s):
             try:
                 self._read()
