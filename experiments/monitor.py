@@ -283,9 +283,9 @@ class RunMonitor(Collector):
                 log.debug("monitor: read failed: %s: %s", type(e).__name__, e)
 
     def _read(self) -> None:
-        telemetry = self._telemetry.rows()
-        scrapes = self._engine_metrics.rows()
-        with self.lock:
+        with self.lock:  # the reader thread and point_finished may both read; one at a time
+            telemetry = self._telemetry.rows()
+            scrapes = self._engine_metrics.rows()
             for i, (req, lag) in self.tails.items():
                 p = self.points[i]
                 if p.finished:

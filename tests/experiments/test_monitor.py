@@ -144,6 +144,17 @@ def test_the_exporters_emit_exactly_the_catalogued_series(tmp_path):
         assert name in NAMES, f"{name} is exported but not in analysis.catalog.SERIES"
         assert fam["type"] == kinds[name], name
     assert set(got) == {s.name for s in SERIES if s.where in ("run", "both")}
+
+    def value(name: str) -> float:
+        (smp,) = [x for x in got[name]["samples"] if x.name == name]
+        return smp.value
+
+    # NVML: the energy counter rose 300 J a second; J/token = 300 W / the window's output tok/s
+    assert value("servelab_gpu_power_watts") == 300.0
+    assert value("servelab_joules_per_output_token") == pytest.approx(300.0 / value("servelab_output_tokens_per_second"))
+    # vLLM's counters, read from the run's own scrapes: 800 tokens in the 2 s between the 3 scrapes
+    assert value("servelab_engine_output_tokens_per_second") == pytest.approx(400.0, rel=1e-6)
+    assert value("servelab_engine_kv_cache_usage_ratio") == 0.25
     assert set(pgot) <= {s.name for s in SERIES if s.where in ("passive", "both")}
     assert {s.name for s in SERIES if s.where == "passive"} <= set(pgot)
     # every run series carries the sweep's labels
