@@ -91,6 +91,8 @@ def test_prometheus_scraping_the_written_config_agrees_with_run_json(tmp_path, t
         usd = last("servelab_point_usd_per_1m_goodput_tokens")
         assert set(rps) == set(tok) == set(points), (rps, points)
         for pid, d in points.items():
+            print(f"point {pid}: Prometheus {rps[pid]:.4f} req/s, {tok[pid]:.3f} tok/s, ${usd.get(pid, float('nan')):.4f}/1M;"
+                  f" run.json {d['goodput_rps']:.4f}, {d['goodput_output_tok_per_s']:.3f}, ${d['usd_per_1m_goodput'] or float('nan'):.4f}")
             assert rps[pid] == pytest.approx(d["goodput_rps"], rel=TOLERANCE), pid
             assert tok[pid] == pytest.approx(d["goodput_output_tok_per_s"], rel=TOLERANCE), pid
             if d["usd_per_1m_goodput"] is None:  # no request met the SLO: no $/1M goodput, live or after
