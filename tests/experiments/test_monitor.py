@@ -445,3 +445,20 @@ def test_bucket_bounds_in_the_doc_match_the_code():
 
     for bounds in (REQUEST_LATENCY_BUCKETS_S, TOKEN_LATENCY_BUCKETS_S):
         assert ", ".join(f"{b:g}" for b in bounds) in doc.replace("\n  ", " ")
+
+
+def test_tgi_requests_and_tokens_from_its_counter_and_histogram_sum():
+    def text(n: int, tok: int) -> str:
+        return (f"# TYPE tgi_request_count counter\ntgi_request_count {n}\n"
+                "# TYPE tgi_request_generated_tokens histogram\n"
+                f'tgi_request_generated_tokens_bucket{{le="+Inf"}} {n}\ntgi_request_generated_tokens_sum {tok}\n'
+                f"tgi_request_generated_tokens_count {n}\n# TYPE tgi_batch_current_size gauge\ntgi_batch_current_size 0\n"
+                )  # fmt: skip
+
+    assert detect_engine(n for n, _, _ in parse_scrape(text(1, 1))) == "tgi"
+    eng = EngineLive({**ADAPTERS["tgi"].metric_names, **ADAPTERS["tgi"].monitor_names}, usd_per_hour=1.0, window_s=60)
+    eng.add_scrape(0, parse_scrape(text(1, 10)))
+    eng.add_scrape(10 * 10**9, parse_scrape(text(5, 110)))
+    g = eng.gauges()
+    assert g["engine_output_tokens_per_second"] == pytest.approx(10.0)
+    assert g["engine_requests_per_second"] == pytest.approx(0.4) and g["engine_idle_ratio"] == 1.0
