@@ -346,3 +346,158 @@ def render_markdown(intro: str) -> str:
     if not marker:
         raise ValueError("the metrics doc template has no '<!-- catalog -->' line")
     return head + tables + tail
+
+
+# -- live series (Prometheus), exported by experiments.monitor from analysis.live ------------------
+SERIES_PREFIX = "servelab_"
+_RUN_LABELS = ("variant_id", "run_id", "point_id")
+_ENGINE_LABELS = ("variant_id", "run_id", "target")
+_WIN = "over the sliding window (now − monitor.window_s, now], requests placed at t_done_ns (a dropped one at t_scheduled_ns)"
+_PT = "over the point so far: measure-phase requests received / |W| so far (min(now − first measure arrival, duration_s); " \
+      "the summary's measure_window_s once the point is over)"
+
+
+@dataclass(frozen=True)
+class Series:
+    """One exported Prometheus series: full name (prefix and _total included), type, unit, labels,
+    formula, where it is exported (run | passive | both) and the catalog metric it is the live
+    counterpart of ((scope, path) in METRICS, or None)."""
+
+    name: str
+    kind: str  # counter | gauge | histogram
+    unit: str
+    labels: tuple[str, ...]
+    formula: str
+    where: str = "run"
+    mirrors: tuple[str, str] | None = None
+
+
+_S = Series
+_P = SERIES_PREFIX
+SERIES: tuple[Series, ...] = (
+    _S(_P + "run_info", "gauge", "1", ("variant_id", "run_id", "experiment", "variant", "slo", "pricing"),
+       "1 while the run's exporter serves: which experiment, variant (engine/quant model gpu xN), SLO and price book"),
+    _S(_P + "usd_per_hour", "gauge", "USD/hour", ("variant_id", "run_id"),
+       "G · P: the price book's $/GPU-hour (per instance-hour for gpu=cpu) × GPUs billed (analysis.cost.price_for)",
+       "both"),
+    _S(_P + "slo_threshold_seconds", "gauge", "s", ("variant_id", "run_id", "metric", "percentile"),
+       "the run's SLO limit of each set threshold (slo.ttft_ms, tpot_ms, itl_ms, e2e_ms) / 1e3, at its percentile: "
+       "the lines a latency panel draws"),
+    _S(_P + "slo_attainment_target_ratio", "gauge", "ratio", ("variant_id", "run_id"), "slo.attainment_target"),
+    _S(_P + "load_point_value", "gauge", "load_unit", (*_RUN_LABELS, "load_unit", "point_index"),
+       "traffic.points[i] as configured", mirrors=("point", "load_value")),
+    _S(_P + "phase", "gauge", "flag", (*_RUN_LABELS, "phase"),
+       "1 for the point's current phase (starting | warmup | measure | cooldown | done), 0 for the others: the phase "
+       "of the latest scheduled request received"),
+    _S(_P + "point_active", "gauge", "flag", _RUN_LABELS, "1 while the point's load generator runs"),
+    _S(_P + "requests_total", "counter", "requests", (*_RUN_LABELS, "status", "phase"),
+       "records received, by status and phase", mirrors=("point", "requests_all_phases.total")),
+    _S(_P + "output_tokens_total", "counter", "tokens", (*_RUN_LABELS, "phase"),
+       "Σ output_tokens of ok requests, by phase", mirrors=("point", "generated_tokens")),
+    _S(_P + "goodput_requests_total", "counter", "requests", (*_RUN_LABELS, "phase"),
+       "requests meeting every SLO threshold (analysis.slo.meets_mask), by phase"),
+    _S(_P + "goodput_output_tokens_total", "counter", "tokens", (*_RUN_LABELS, "phase"),
+       "Σ output_tokens of the requests meeting every SLO threshold, by phase"),
+    _S(_P + "ttft_seconds", "histogram", "s", (*_RUN_LABELS, "phase"),
+       "ttft_ms / 1e3 of ok requests; buckets analysis.live.REQUEST_LATENCY_BUCKETS_S", mirrors=("point", "ttft_ms")),
+    _S(_P + "tpot_seconds", "histogram", "s", (*_RUN_LABELS, "phase"),
+       "tpot_ms / 1e3 of ok requests (N ≥ 2); buckets analysis.live.TOKEN_LATENCY_BUCKETS_S", mirrors=("point", "tpot_ms")),
+    _S(_P + "itl_seconds", "histogram", "s", (*_RUN_LABELS, "phase"),
+       "every gap between consecutive chunk_ns of ok requests / 1e9; buckets analysis.live.TOKEN_LATENCY_BUCKETS_S",
+       mirrors=("point", "itl_ms")),
+    _S(_P + "e2e_seconds", "histogram", "s", (*_RUN_LABELS, "phase"),
+       "e2e_ms / 1e3 of ok requests; buckets analysis.live.REQUEST_LATENCY_BUCKETS_S", mirrors=("point", "e2e_ms")),
+    _S(_P + "output_tokens_per_second", "gauge", "tokens/s", _RUN_LABELS,
+       f"Σ output_tokens of ok requests / window_s, {_WIN}", mirrors=("point", "output_tok_per_s")),
+    _S(_P + "goodput_requests_per_second", "gauge", "requests/s", _RUN_LABELS,
+       f"requests meeting the SLO / window_s, {_WIN}", mirrors=("decision", "goodput_rps")),
+    _S(_P + "goodput_output_tokens_per_second", "gauge", "tokens/s", _RUN_LABELS,
+       f"Σ output_tokens of requests meeting the SLO / window_s, {_WIN}", mirrors=("decision", "goodput_output_tok_per_s")),
+    _S(_P + "slo_attainment_ratio", "gauge", "ratio", _RUN_LABELS,
+       f"requests meeting the SLO / requests (every status), {_WIN}", mirrors=("decision", "attainment")),
+    _S(_P + "usd_per_1m_goodput_tokens", "gauge", "USD per 1M tokens", _RUN_LABELS,
+       "(G · P + energy $/h when the book excludes energy) / (goodput_output_tokens_per_second · 3600) · 1e6",
+       mirrors=("decision", "usd_per_1m_goodput")),
+    _S(_P + "usd_per_1m_output_tokens", "gauge", "USD per 1M tokens", _RUN_LABELS,
+       "(G · P + energy $/h when the book excludes energy) / (output_tokens_per_second · 3600) · 1e6",
+       mirrors=("decision", "usd_per_1m_output")),
+    _S(_P + "joules_per_output_token", "gauge", "J/token", _RUN_LABELS,
+       "Σ over GPUs of the NVML energy counter's increase / its span, over the window ÷ output_tokens_per_second "
+       "(only where NVML is sampled)", mirrors=("point", "energy.j_per_output_token")),
+    _S(_P + "gpu_power_watts", "gauge", "W", _RUN_LABELS, "Σ over GPUs of the latest power_w (NVML only)",
+       mirrors=("point", "gpu.power_mean_w")),
+    _S(_P + "point_goodput_requests_per_second", "gauge", "requests/s", _RUN_LABELS,
+       f"measure-phase requests meeting the SLO / |W|, {_PT}", mirrors=("decision", "goodput_rps")),
+    _S(_P + "point_goodput_output_tokens_per_second", "gauge", "tokens/s", _RUN_LABELS,
+       f"Σ output_tokens of measure-phase requests meeting the SLO / |W|, {_PT}",
+       mirrors=("decision", "goodput_output_tok_per_s")),
+    _S(_P + "point_slo_attainment_ratio", "gauge", "ratio", _RUN_LABELS,
+       "measure-phase requests meeting the SLO / measure-phase requests received", mirrors=("decision", "attainment")),
+    _S(_P + "point_usd_per_1m_goodput_tokens", "gauge", "USD per 1M tokens", _RUN_LABELS,
+       "G · P / (point_goodput_output_tokens_per_second · 3600) · 1e6: run.json's usd_per_1m_goodput once the point "
+       "is over. The hardware price only: with a book that excludes energy (energy_included: false) run.json also adds "
+       "the measured energy's $, and this figure is lower by that share",
+       mirrors=("decision", "usd_per_1m_goodput")),
+    _S(_P + "point_measure_elapsed_seconds", "gauge", "s", _RUN_LABELS, f"|W| so far, {_PT}",
+       mirrors=("point", "measure_window_s")),
+    _S(_P + "schedule_lag_seconds", "gauge", "s", _RUN_LABELS,
+       f"p99 of sched_lag_ms / 1e3 of the requests sent, {_WIN}", mirrors=("point", "sched_lag_ms")),
+    _S(_P + "loop_lag_seconds", "gauge", "s", _RUN_LABELS,
+       "max over generator processes of the latest self-check's lag_max_ms / 1e3 (once a second)",
+       mirrors=("point", "loadgen.loop_lag_max_ms")),
+    _S(_P + "loadgen_saturated", "gauge", "flag", _RUN_LABELS,
+       "1 when loop_lag > 50 ms or the generator's CPU > 60 % (latest self-check) or schedule_lag_seconds > 10 ms: "
+       "the verdict's saturation flag, live", mirrors=("point", "loadgen.saturated")),
+    _S(_P + "requests_dropped", "gauge", "flag", _RUN_LABELS,
+       "1 when any request of the point was dropped (max_inflight reached): the verdict's dropped-requests flag, live",
+       mirrors=("point", "requests.dropped")),
+    # the engine's own /metrics: the passive monitor, and during a run from the lab's engine_metrics.jsonl
+    _S(_P + "engine_output_tokens_per_second", "gauge", "tokens/s", _ENGINE_LABELS,
+       "Σ increases of the engine's generation-tokens counter / Σ scrape intervals, over the window's "
+       "intervals without a counter reset", "both", ("point", "engine_metrics.generation_tokens_total_increase")),
+    _S(_P + "engine_requests_per_second", "gauge", "requests/s", _ENGINE_LABELS,
+       "the same rate of the engine's finished-requests counter (vllm:request_success_total, sglang:num_requests_total)",
+       "both"),
+    _S(_P + "engine_usd_per_1m_output_tokens", "gauge", "USD per 1M tokens", _ENGINE_LABELS,
+       "G · P / (engine_output_tokens_per_second · 3600) · 1e6: what the deployment costs per output token at the "
+       "observed rate", "both", ("decision", "usd_per_1m_output")),
+    _S(_P + "engine_idle_ratio", "gauge", "ratio", _ENGINE_LABELS,
+       "Σ length of the window's scrape intervals whose both ends saw 0 running requests / Σ length of all", "both"),
+    _S(_P + "engine_running_requests", "gauge", "requests", _ENGINE_LABELS,
+       "running requests at the latest scrape (summed over label sets)", "both", ("point", "engine_metrics.running_mean")),
+    _S(_P + "engine_waiting_requests", "gauge", "requests", _ENGINE_LABELS,
+       "queued requests at the latest scrape", "both", ("point", "engine_metrics.waiting_mean")),
+    _S(_P + "engine_kv_cache_usage_ratio", "gauge", "ratio", _ENGINE_LABELS,
+       "KV-cache usage at the latest scrape, a fraction in [0, 1]", "both", ("point", "engine_metrics.kv_usage_frac_mean")),
+    _S(_P + "engine_up", "gauge", "flag", _ENGINE_LABELS, "1 when the latest scrape succeeded and parsed", "both"),
+    _S(_P + "engine_output_tokens_total", "counter", "tokens", _ENGINE_LABELS,
+       "Σ increases of the generation-tokens counter since the monitor started, intervals with a reset left out", "both"),
+    _S(_P + "engine_requests_total", "counter", "requests", _ENGINE_LABELS,
+       "Σ increases of the finished-requests counter since the monitor started, intervals with a reset left out", "both"),
+    _S(_P + "engine_counter_resets_total", "counter", "resets", _ENGINE_LABELS,
+       "scrape intervals in which a counter went down (the engine restarted): gaps, not filled", "both"),
+    _S(_P + "engine_gap_seconds_total", "counter", "s", _ENGINE_LABELS, "Σ length of those intervals", "both"),
+    _S(_P + "engine_scrapes_total", "counter", "scrapes", (*_ENGINE_LABELS, "result"),
+       "scrapes of the engine's /metrics, result ok | error (failed, refused or malformed)", "both"),
+    _S(_P + "engine_malformed_scrapes_total", "counter", "scrapes", _ENGINE_LABELS,
+       "scrapes whose text did not parse as the Prometheus exposition format", "passive"),
+    _S(_P + "engine_ttft_seconds", "histogram", "s", _ENGINE_LABELS,
+       "the engine's TTFT histogram (vllm:time_to_first_token_seconds, sglang:...) re-aggregated: Σ over label sets "
+       "of each bucket's increase since the monitor started, with the engine's own buckets", "both"),
+    _S(_P + "engine_tpot_seconds", "histogram", "s", _ENGINE_LABELS,
+       "the engine's per-request TPOT histogram (vllm:request_time_per_output_token_seconds, ...), re-aggregated the "
+       "same way", "both"),
+)  # fmt: skip
+
+
+def render_series_markdown(intro: str) -> str:
+    """docs/monitoring.md: `intro` with its `<!-- series -->` line replaced by the table of SERIES."""
+    rows = ["| series | type | unit | labels | formula | live counterpart of | where |", "|---|---|---|---|---|---|---|"]
+    for s in SERIES:
+        mirror = f"`{s.mirrors[1]}` ({s.mirrors[0]})" if s.mirrors else "—"
+        rows.append(f"| `{s.name}` | {s.kind} | {_cell(s.unit)} | {', '.join(s.labels)} | {_cell(s.formula)} | "
+                    f"{mirror} | {s.where} |")  # fmt: skip
+    head, marker, tail = intro.partition("<!-- series -->\n")
+    if not marker:
+        raise ValueError("the monitoring doc template has no '<!-- series -->' line")
+    return head + "\n".join(rows) + "\n" + tail

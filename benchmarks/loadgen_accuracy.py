@@ -16,6 +16,10 @@ With --workers N the same load is split over N Locust worker processes (distribu
 --workload sessions drives N concurrent conversations instead (loadgen.sessions, chat endpoint, no
 think time): each later turn's request is rendered from the history and its bytes built when the
 previous reply ends, on the generator's hot path; --workload both prints the two side by side.
+--monitor on runs servelab's live exporter in this (the lab's) process while the point runs, as
+monitor.port does in a run (experiments.monitor.RunMonitor tails the records file every 0.5 s),
+and scrapes its /metrics once a second as Prometheus would; --monitor both measures every level
+with it off, then on, and prints the TTFT bias difference (the monitor must not make it worse).
 
 Pinning: with 2+ CPUs the server runs on CPU 0 and the generator(s) on the others (--no-pin to
 disable), so the figures describe the client. Run:
@@ -86,7 +90,44 @@ def session_items(args) -> tuple[WorkloadConfig, list]:
     return w, build_items(w, load_token_counter(str(ROOT / "models" / "tiny-llama")))
 
 
-def level(args, conc: int, tmp: Path, workload: str = "single") -> dict:
+class _Monitored:
+    """servelab's run exporter in this process, reading `work` as during a run, scraped once a second."""
+
+    def __init__(self, work: Path, conc: int) -> None:
+        from experiments.config import compose_run
+        from experiments.monitor import RunMonitor
+        from experiments.schema import register_configs
+
+        register_configs()
+        self.port = free_port()
+        cfg = compose_run([f"monitor.port={self.port}"])
+        self.mon = RunMonitor(cfg, run_id="bench", variant_id="bench", run_dir=work, work=work)
+        self.conc, self.scrapes, self.stop = conc, 0, False
+
+    def __enter__(self) -> _Monitored:
+        import threading
+
+        self.mon.start()
+        self.mon.point_started(0, self.conc)
+        self.thread = threading.Thread(target=self._scrape, daemon=True)
+        self.thread.start()
+        return self
+
+    def _scrape(self) -> None:
+        while not self.stop:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                r.read()
+            self.scrapes += 1
+            time.sleep(1.0)
+
+    def __exit__(self, *exc: object) -> None:
+        self.mon.point_finished(0, None)
+        self.stop = True
+        self.thread.join(5)
+        self.mon.stop()
+
+
+def level(args, conc: int, tmp: Path, workload: str = "single", monitor: bool = False) -> dict:
     port = free_port()
     log = tmp / f"server_{workload}_{conc}.jsonl"
     srv = start_server(port, args.ttft_ms, args.itl_ms, log, args.pin)
@@ -97,12 +138,18 @@ def level(args, conc: int, tmp: Path, workload: str = "single") -> dict:
             w, items = session_items(args)
         else:
             w, items = WorkloadConfig(), [WorkloadItem(i, f"p{i}", 3, args.tokens) for i in range(64)]
-        work = tmp / f"{workload}{conc}"
+        work = tmp / f"{workload}{conc}{'m' if monitor else ''}"
         cpus = list(range(1, os.cpu_count() or 2)) if args.pin and (os.cpu_count() or 1) > 1 else None
         spec = build_spec(load_point=0, load_value=conc, traffic=tr, workload=w, items=items,
                           base_url=f"http://127.0.0.1:{port}", model="m", extras_for=lambda n: {}, workdir=work, cpus=cpus,
                           sessions=[it.session for it in items if it.session is not None])  # fmt: skip
-        out = run_load_point(spec, work)
+        if monitor:
+            with _Monitored(work, conc) as m:
+                out = run_load_point(spec, work)
+            scrapes = m.scrapes
+        else:
+            out = run_load_point(spec, work)
+            scrapes = 0
     finally:
         srv.terminate()
         srv.wait(10)
@@ -128,7 +175,7 @@ def level(args, conc: int, tmp: Path, workload: str = "single") -> dict:
         tpot_ok.append(abs(tc - ts) <= 0.05 * ts)
     lagw = [x for x in out.lag if t0 <= x["t_ns"] <= t1 + 1e9] or out.lag
     return {
-        "workload": workload, "concurrency": conc, "workers": args.workers, "requests": len(meas), "chunks_per_s": chunks / args.duration_s,
+        "workload": workload, "monitor": monitor, "monitor_scrapes": scrapes, "concurrency": conc, "workers": args.workers, "requests": len(meas), "chunks_per_s": chunks / args.duration_s,
         "cpu_pct": float(np.mean([x["cpu_pct"] for x in lagw])) if lagw else float("nan"),
         "ttft_bias_p50_ms": pct(bias, 50), "ttft_bias_p99_ms": pct(bias, 99),
         "send_to_server_p50_ms": pct(to_server, 50), "send_to_server_p99_ms": pct(to_server, 99),
@@ -155,18 +202,21 @@ def main() -> int:
                     help="single-turn requests, multi-turn sessions (each turn built from the history when the "
                          "previous reply ends), or both at each level")  # fmt: skip
     ap.add_argument("--turns", type=int, default=4, help="turns per session (--workload sessions/both)")
+    ap.add_argument("--monitor", choices=("off", "on", "both"), default="off",
+                    help="servelab's live exporter (monitor.port) in the lab process while each point runs")  # fmt: skip
     args = ap.parse_args()
     rows = []
-    hdr = (f"{'workload':>8} {'conc':>5} {'wrk':>3} {'chunks/s':>9} {'cpu%':>6} {'TTFT bias p50/p99 ms':>21} {'lag p50/p99 ms':>16} "
+    hdr = (f"{'workload':>8} {'mon':>3} {'conc':>5} {'wrk':>3} {'chunks/s':>9} {'cpu%':>6} {'TTFT bias p50/p99 ms':>21} {'lag p50/p99 ms':>16} "
            f"{'ITL|err| p50/p99':>17} {'TPOT±5%':>8} {'loop max':>8}")  # fmt: skip
     print(f"timing server: TTFT {args.ttft_ms} ms, ITL {args.itl_ms} ms, {args.tokens} tokens; pinned={args.pin}")
     print(hdr)
     with tempfile.TemporaryDirectory() as td:
         kinds = ("single", "sessions") if args.workload == "both" else (args.workload,)
-        for conc, kind in ((c, k) for c in args.levels for k in kinds):
-            r = level(args, conc, Path(td), kind)
+        mons = {"off": (False,), "on": (True,), "both": (False, True)}[args.monitor]
+        for conc, kind, mon in ((c, k, m) for c in args.levels for k in kinds for m in mons):
+            r = level(args, conc, Path(td), kind, monitor=mon)
             rows.append(r)
-            print(f"{kind:>8} {r['concurrency']:>5} {r['workers']:>3} {r['chunks_per_s']:>9.0f} {r['cpu_pct']:>6.1f} "
+            print(f"{kind:>8} {'on' if mon else 'off':>3} {r['concurrency']:>5} {r['workers']:>3} {r['chunks_per_s']:>9.0f} {r['cpu_pct']:>6.1f} "
                   f"{r['ttft_bias_p50_ms']:>10.2f}/{r['ttft_bias_p99_ms']:<10.2f} {r['lag_p50_ms']:>7.2f}/{r['lag_p99_ms']:<8.2f} "
                   f"{r['itl_err_p50_ms']:>8.2f}/{r['itl_err_p99_ms']:<8.2f} {100 * r['tpot_within_5pct']:>7.1f}% "
                   f"{r['loop_lag_max_ms']:>8.1f}", flush=True)  # fmt: skip
@@ -175,6 +225,13 @@ def main() -> int:
         print(f"concurrency {conc}: TTFT bias p99 single-turn {a['ttft_bias_p99_ms']:.2f} ms, sessions "
               f"{b['ttft_bias_p99_ms']:.2f} ms (difference {b['ttft_bias_p99_ms'] - a['ttft_bias_p99_ms']:+.2f} ms; "
               "target: within 1 ms)")  # fmt: skip
+    for conc in args.levels if args.monitor == "both" else ():
+        for kind in kinds:
+            a, b = (next(r for r in rows if r["concurrency"] == conc and r["workload"] == kind and r["monitor"] == m)
+                    for m in (False, True))  # fmt: skip
+            print(f"concurrency {conc} {kind}: TTFT bias p50/p99 monitor off {a['ttft_bias_p50_ms']:.2f}/"
+                  f"{a['ttft_bias_p99_ms']:.2f} ms, on {b['ttft_bias_p50_ms']:.2f}/{b['ttft_bias_p99_ms']:.2f} ms "
+                  f"({b['monitor_scrapes']} scrapes; p99 difference {b['ttft_bias_p99_ms'] - a['ttft_bias_p99_ms']:+.2f} ms)")  # fmt: skip
     good = [r for r in rows if r["tpot_within_5pct"] == 1.0]
     best = max(good, key=lambda r: r["chunks_per_s"], default=None)
     if best:

@@ -124,6 +124,10 @@ class EngineAdapter(ABC):
     # (prefill seconds, decode seconds) histogram _sum samples of its per-request phase timers, from
     # which analysis.cost splits GPU time into input and output; None = the engine has none.
     phase_timers: ClassVar[tuple[str, str] | None] = None
+    # More /metrics names the passive monitor reads (analysis.live.EngineLive, experiments.monitor):
+    # requests_total (finished requests, a counter) and the histogram families ttft_seconds /
+    # tpot_seconds (their _bucket and _sum samples); {} = the engine exposes none of them.
+    monitor_names: ClassVar[Mapping[str, str]] = {}
 
     def quality_fields(self, fixed_length: bool) -> dict[str, Any]:
         """Extra JSON fields of a quality-gate request: token ids and log-probabilities where the

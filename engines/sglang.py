@@ -33,6 +33,12 @@ class SglangAdapter(EngineAdapter):
         "prefix_cache_hit_rate": "sglang:cache_hit_rate",
         "generation_tokens_total": "sglang:generation_tokens_total",
     }
+    # SGLang 0.5.x (python/sglang/srt/metrics/collector.py)
+    monitor_names = {
+        "requests_total": "sglang:num_requests_total",
+        "ttft_seconds": "sglang:time_to_first_token_seconds",
+        "tpot_seconds": "sglang:time_per_output_token_seconds",
+    }
 
     def quality_fields(self, fixed_length: bool) -> dict[str, Any]:
         return {"ignore_eos": fixed_length}

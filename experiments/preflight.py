@@ -225,6 +225,24 @@ def folder_problems(cfg: RunConfig) -> list[str]:
     return out
 
 
+def monitor_problems(cfg: RunConfig) -> list[str]:
+    """monitor.* settings (live metrics, experiments.monitor); whether the port is free is checked
+    when the exporter binds it, still before the engine starts."""
+    m, out = cfg.monitor, []
+    if m.port is not None and (isinstance(m.port, bool) or not isinstance(m.port, int) or not 1 <= m.port <= 65535):
+        out.append(f"monitor.port must be 1..65535 (or null: no live metrics), got {m.port!r}")
+    for name in ("window_s", "interval_s", "scrape_interval_s"):
+        if not _positive(getattr(m, name)):
+            out.append(f"monitor.{name} must be > 0, got {getattr(m, name)!r}")
+    if m.duration_s is not None and not _positive(m.duration_s):
+        out.append(f"monitor.duration_s must be > 0 (or null: until Ctrl-C), got {m.duration_s!r}")
+    if not _at_least(m.linger_s, 0):
+        out.append(f"monitor.linger_s must be >= 0, got {m.linger_s!r}")
+    if not str(m.host).strip():
+        out.append("monitor.host is empty: give the address to listen on, e.g. monitor.host=127.0.0.1")
+    return out
+
+
 def plan_problems(cfg: RunConfig) -> list[str]:
     """What keeps the points of a launch from being planned (repetitions, the points, the search):
     checked before the schedule is built, so a bad setting is one line, never a traceback or a run
@@ -256,6 +274,7 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
 
     if cfg.gpu.count < 0:
         out.append(f"gpu.count must be >= 0 (0 = CPU only), got {cfg.gpu.count}")
+    out += monitor_problems(cfg)
     if cfg.repetition < 0:
         out.append(f"repetition must be >= 0 (0 = the first measurement of a point), got {cfg.repetition}")
     if cfg.repetitions < 1:

@@ -41,6 +41,7 @@ from experiments.measure import (
     prepare,
     slo_check,
 )
+from experiments.monitor import for_run as monitor_for_run
 from experiments.postrun import after_artifacts
 from experiments.progress import NullProgress
 from experiments.schema import RunConfig
@@ -132,10 +133,12 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
     supervisor = Supervisor()
     progress = progress if progress is not None else NullProgress()
     lease = EngineLease(cfg, run_dir, work, supervisor, progress=progress)
+    monitor = monitor_for_run(cfg, record, run_dir, work)  # live metrics when monitor.port is set
     phase = "preflight"
     # The first SIGINT/SIGTERM cancels the run (KeyboardInterrupt); later ones only hurry the teardown.
     with cancel_on_signal(supervisor):
         try:
+            monitor.start()  # a monitor.port that cannot be served is refused here, before the engine
             workload = prepare(cfg, lease, record, run_dir)  # preflight, workload, host bandwidth
             phase = "engine_start"
             t = cfg.traffic
@@ -145,12 +148,14 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
             with lease:
                 record.engine, record.telemetry, record.engine_metrics = lease.engine, lease.telemetry, lease.engine_metrics
                 record.save(run_dir)
+                monitor.engine_ready(lease.plan)  # prometheus.yml next to the results
                 phase = "measure"
                 i = 0
                 while (nxt := schedule.next()) is not None:
                     value, rep = nxt
                     progress.point_started(i, max(schedule.planned_count(), i + 1), f"{t.kind} {value:g}",
                                            repetition=rep - schedule.reps[0], repetitions=len(schedule.reps))  # fmt: skip
+                    monitor.point_started(i, value)
                     try:
                         res = measure_point(
                             lease, PointPlan(i, value, rep), items=workload.items,
@@ -158,8 +163,10 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
                             arrivals=workload.arrivals,
                         )  # fmt: skip
                     except PointInterrupted as e:
+                        monitor.point_finished(i, e.result.record.summary.get("measure_window_s"))
                         keep_point(record, results, e.result, lease, run_dir)
                         raise
+                    monitor.point_finished(i, res.record.summary.get("measure_window_s"))
                     progress.point_finished(None)  # measure_point logged the summary line
                     res.record.search = slo_check(res, cfg.slo)
                     keep_point(record, results, res, lease, run_dir)
@@ -205,6 +212,7 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
                     after_artifacts(record, run_dir, work, cfg, written)
                 if _cancel_if_signalled(record, supervisor):
                     record.save(run_dir)
+                monitor.stop(linger_s=cfg.monitor.linger_s if record.status == "ok" and not supervisor.hurrying else 0.0)
     return EXIT.get(record.status, 1)
 
 

@@ -13,7 +13,7 @@ Side effects: :func:`register_configs` writes into Hydra's global ConfigStore (n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.schema import (
@@ -39,7 +39,7 @@ from loadgen.schema import ShapeConfig, TrafficConfig, WorkloadConfig
 # The composed groups, importable from here as the run config's parts.
 __all__ = [
     "GROUP_SCHEMAS", "PRICE_TIERS", "CapacityConfig", "EngineConfig", "FigureSource", "GpuConfig", "GpuPrice",
-    "ModelConfig", "PlacementConfig", "PricingConfig", "QualityConfig", "QuantConfig", "RunConfig", "ShapeConfig",
+    "ModelConfig", "MonitorConfig", "PlacementConfig", "PricingConfig", "QualityConfig", "QuantConfig", "RunConfig", "ShapeConfig",
     "SloConfig", "SpeculativeConfig", "TelemetryConfig", "TrafficConfig", "WorkloadConfig", "register_configs",
 ]  # fmt: skip
 
@@ -58,6 +58,19 @@ class TelemetryConfig:
     interval_s: float = 0.2
     scrape_engine_metrics: bool = True  # the engine's Prometheus /metrics, raw samples + known series
     metrics_interval_s: float = 1.0
+
+
+@dataclass
+class MonitorConfig:
+    """Live Prometheus metrics of a run (experiments.monitor, docs/monitoring.md); off unless port is set."""
+
+    port: int | None = None  # monitor.port=9400 serves /metrics from the lab process while the run goes
+    host: str = "127.0.0.1"  # where it listens (0.0.0.0: every interface)
+    window_s: float = 10.0  # the sliding window of the rates, goodput, attainment and $/1M
+    interval_s: float = 0.5  # how often the lab reads the generator's records (the sink flushes every 0.5 s)
+    linger_s: float = 3.0  # keep serving this long after the last point, so a scraper sees the final figures
+    scrape_interval_s: float = 1.0  # in the written prometheus.yml; the passive monitor's scrape period
+    duration_s: float | None = None  # passive monitor only: stop after this long (null = until Ctrl-C)
 
 
 @dataclass
@@ -93,6 +106,8 @@ class RunConfig:
     search: Any = None
     # conf/quality/: agreement with the unquantized baseline after the load points (off by default)
     quality: Any = None
+    # live Prometheus metrics while the run goes (monitor.port=<port>; off by default)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 from experiments.sweeps.search import SearchConfig  # noqa: E402 - the search group's schema lives with the planner

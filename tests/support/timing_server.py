@@ -5,7 +5,7 @@ after the request arrived, then one chunk (one token) every `--itl-ms` on absolu
 `max_tokens` in all, then a usage chunk and ``data: [DONE]``. Its prompt_tokens is 7, or with
 ``--count-prompt`` the prompt's (or the whole chat history's) words, :func:`prompt_tokens`, as a
 multi-turn test needs to see its history grow. Also /health, /v1/models and a
-tiny Prometheus /metrics. With ``--log`` every request appends one JSON line with the server's
+tiny Prometheus /metrics (running, requests and generated tokens). With ``--log`` every request appends one JSON line with the server's
 own CLOCK_MONOTONIC timestamps (arrival, each chunk write) and the response id, which tests and
 benchmarks compare with what the client measured.
 
@@ -36,7 +36,7 @@ import signal
 import time
 
 ARGS: argparse.Namespace
-STATS = {"running": 0, "total": 0, "waiting": 0}
+STATS = {"running": 0, "total": 0, "waiting": 0, "tokens": 0}
 IDS = itertools.count()
 
 
@@ -105,7 +105,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                     writer.write(_resp(200, b'{"data": [{"id": "m"}]}'))
                 elif path == "/metrics":
                     m = (f"# TYPE fake:num_requests_running gauge\nfake:num_requests_running {STATS['running']}\n"
-                         f"# TYPE fake:requests_total counter\nfake:requests_total {STATS['total']}\n")  # fmt: skip
+                         f"# TYPE fake:requests_total counter\nfake:requests_total {STATS['total']}\n"
+                         f"# TYPE fake:generation_tokens_total counter\nfake:generation_tokens_total {STATS['tokens']}\n")  # fmt: skip
                     if SLOTS is not None:
                         m += f"# TYPE fake:num_requests_waiting gauge\nfake:num_requests_waiting {STATS['waiting']}\n"
                     writer.write(_resp(200, m.encode(), "text/plain"))
@@ -250,6 +251,7 @@ async def stream(writer: asyncio.StreamWriter, req: dict, chat: bool, t_arrival:
             data = json.dumps({"id": rid, "choices": [choice]}).encode()
             sends.append(time.monotonic_ns())
             writer.write(_chunk(b"data: " + data + b"\n\n"))
+            STATS["tokens"] += 1
         n_prompt = prompt_tokens(req) if ARGS.count_prompt else 7
         usage = {"prompt_tokens": n_prompt, "completion_tokens": max_tokens, "total_tokens": n_prompt + max_tokens}
         writer.write(_chunk(b"data: " + json.dumps({"id": rid, "choices": [], "usage": usage}).encode() + b"\n\n"))
