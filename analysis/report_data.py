@@ -374,10 +374,26 @@ def provenance(run: RunData | None, summary: Mapping[str, Any], label: str = "",
         "packages": prov.get("packages") or {}, "engine_packages": eng.get("packages") or {},
         "placement": (summary.get("placement") or {}).get("reason"),
         "host_bandwidth": summary.get("host_bandwidth"),
+        "model": model_source_text(prov.get("model")),
         "config_json": json.dumps(cfg, indent=2, sort_keys=True, default=str),
         "overrides": summary.get("overrides") or [],
         "prompts": run.prompts if run else [], "log_tail": run.log_tail if run else None,
     }  # fmt: skip
+
+
+def model_source_text(m: Any) -> str | None:
+    """One line on where a locally built model came from (run.json provenance.model), or None."""
+    if not isinstance(m, Mapping) or not m.get("package"):
+        return None
+    parts = [f"{m.get('model') or '?'}: {m.get('file') or '?'} from {m.get('index') or 'PyPI'} "
+             f"{m['package']}=={m.get('version') or '?'}"]  # fmt: skip
+    if m.get("file_sha256"):
+        parts.append(f"sha256 {str(m['file_sha256'])[:16]}…")
+    if m.get("license"):
+        parts.append(f"licence {m['license']}")
+    if m.get("transform"):
+        parts.append(str(m["transform"]))
+    return " · ".join(parts)
 
 
 def run_validity(summary: Mapping[str, Any], where: str) -> list[dict[str, str]]:
