@@ -165,7 +165,7 @@ def render_report(summary: dict[str, Any], requests: pd.DataFrame, telemetry: pd
     if run_dir is not None:
         full = rd.load_run(Path(run_dir), summary=summary, requests=requests, telemetry=telemetry,
                            engine_metrics=engine_metrics if engine_metrics is not None else pd.DataFrame())  # fmt: skip
-        run.prompts, run.log_tail = full.prompts, full.log_tail
+        run.prompts, run.replies, run.log_tail = full.prompts, full.replies, full.log_tail
     return render_run(run)
 
 
