@@ -468,6 +468,7 @@ def experiment_view(folder: Path, decision: Mapping[str, Any]) -> tuple[dict[str
         if rid in paths:
             p["path"] = str(paths[rid])
             p["prompts"] = rd.prompts_of(paths[rid])
+            p["replies"] = rd.replies_of(paths[rid])
             p["log_tail"] = rd.log_tail(paths[rid] / "engine.log")
     pricing = (decision.get("config") or {}).get("pricing") or {}
     better = rd.comparison_directions()  # which side of each table column is better (the metric catalog)
