@@ -195,7 +195,7 @@ def render_report(summary: dict[str, Any], requests: pd.DataFrame, telemetry: pd
     if run_dir is not None:
         full = rd.load_run(Path(run_dir), summary=summary, requests=requests, telemetry=telemetry,
                            engine_metrics=engine_metrics if engine_metrics is not None else pd.DataFrame())  # fmt: skip
-        run.prompts, run.log_tail = full.prompts, full.log_tail
+        run.prompts, run.replies, run.log_tail = full.prompts, full.replies, full.log_tail
     return render_run(run)
 
 
@@ -499,6 +499,7 @@ def experiment_view(folder: Path, decision: Mapping[str, Any]) -> tuple[dict[str
         if rid in paths:
             p["path"] = str(paths[rid])
             p["prompts"] = rd.prompts_of(paths[rid])
+            p["replies"] = rd.replies_of(paths[rid])
             p["log_tail"] = rd.log_tail(paths[rid] / "engine.log")
     pricing = (decision.get("config") or {}).get("pricing") or {}
     better = rd.comparison_directions()  # which side of each table column is better (the metric catalog)

@@ -50,6 +50,7 @@ class RunData:
     telemetry: pd.DataFrame | None = None
     engine: pd.DataFrame | None = None  # t_ns + concept columns (running, waiting, kv_usage_frac)
     prompts: list[str] = field(default_factory=list)
+    replies: list[dict[str, str]] = field(default_factory=list)  # quality.parquet: prompt, reply (answer)
     log_tail: str | None = None
 
     @property
@@ -122,7 +123,7 @@ def load_run(path: Path, *, summary: dict[str, Any] | None = None, requests: pd.
     engine = engine_concepts(engine_metrics, str(((s.get("config") or {}).get("engine") or {}).get("name") or ""))
     return RunData(path=path, summary=s, requests=requests if requests is not None else pd.DataFrame(),
                    telemetry=telemetry if telemetry is not None and not telemetry.empty else None, engine=engine,
-                   prompts=prompts_of(path), log_tail=log_tail(path / "engine.log"))  # fmt: skip
+                   prompts=prompts_of(path), replies=replies_of(path), log_tail=log_tail(path / "engine.log"))  # fmt: skip
 
 
 def prompts_of(run_dir: Path) -> list[str]:
@@ -132,6 +133,31 @@ def prompts_of(run_dir: Path) -> list[str]:
         return []
     return [str(p)[:PROMPT_CHARS] + ("…" if len(str(p)) > PROMPT_CHARS else "")
             for p in wl.sort_values("prompt_idx")["prompt"].head(PROMPT_SAMPLES)]  # fmt: skip
+
+
+def replies_of(run_dir: Path) -> list[dict[str, str]]:
+    """Example replies of the run's quality run (quality.parquet, greedy): the first generic prompts and
+    the first tasks with their expected answer, each cut to PROMPT_CHARS; shown as text (escaped)."""
+    q = _read_parquet(Path(run_dir) / "quality.parquet", ["set", "prompt_key", "prompt", "gen_text", "answer", "error"])
+    if q is None or q.empty or "gen_text" not in q:
+        return []
+
+    def cut(t: Any) -> str:
+        t = "" if t is None else str(t)
+        return t[:PROMPT_CHARS] + ("…" if len(t) > PROMPT_CHARS else "")
+
+    out = []
+    for name in ("generic", "tasks"):
+        ok = q["error"].isna() if "error" in q else True
+        rows = q[(q.get("set") == name) & ok]
+        if name == "tasks" and "prompt_key" in rows:  # one task of each kind (the key's prefix: arithmetic-..., capital-...)
+            rows = rows.groupby(rows["prompt_key"].astype(str).str.rsplit("-", n=1).str[0], sort=False).head(1)
+        for r in rows.head(PROMPT_SAMPLES if name == "generic" else 2 * PROMPT_SAMPLES).itertuples():
+            answer = getattr(r, "answer", None)
+            answer = None if answer is None or (isinstance(answer, float) and pd.isna(answer)) else answer
+            out.append({"set": name, "prompt": cut(r.prompt), "reply": cut(r.gen_text),
+                        "answer": None if answer is None else str(answer)})  # fmt: skip
+    return out
 
 
 # -- the comparison rows -------------------------------------------------------------------------
@@ -374,10 +400,26 @@ def provenance(run: RunData | None, summary: Mapping[str, Any], label: str = "",
         "packages": prov.get("packages") or {}, "engine_packages": eng.get("packages") or {},
         "placement": (summary.get("placement") or {}).get("reason"),
         "host_bandwidth": summary.get("host_bandwidth"),
+        "model": model_source_text(prov.get("model")),
         "config_json": json.dumps(cfg, indent=2, sort_keys=True, default=str),
         "overrides": summary.get("overrides") or [],
-        "prompts": run.prompts if run else [], "log_tail": run.log_tail if run else None,
+        "prompts": run.prompts if run else [], "replies": run.replies if run else [], "log_tail": run.log_tail if run else None,
     }  # fmt: skip
+
+
+def model_source_text(m: Any) -> str | None:
+    """One line on where a locally built model came from (run.json provenance.model), or None."""
+    if not isinstance(m, Mapping) or not m.get("package"):
+        return None
+    parts = [f"{m.get('model') or '?'}: {m.get('file') or '?'} from {m.get('index') or 'PyPI'} "
+             f"{m['package']}=={m.get('version') or '?'}"]  # fmt: skip
+    if m.get("file_sha256"):
+        parts.append(f"sha256 {str(m['file_sha256'])[:16]}…")
+    if m.get("license"):
+        parts.append(f"licence {m['license']}")
+    if m.get("transform"):
+        parts.append(str(m["transform"]))
+    return " · ".join(parts)
 
 
 def run_validity(summary: Mapping[str, Any], where: str) -> list[dict[str, str]]:

@@ -202,6 +202,30 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+MODEL_PROVENANCE = "servelab_provenance.json"  # written into a model folder by the script that built it
+
+
+def model_provenance(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    """Where a locally built model came from: its folder's servelab_provenance.json (package,
+    version, file, sha256, licence, the command; scripts/build_smollm2.py writes it), with the
+    folder's build stamp (servelab_recipe.json) beside it; None for a model without one (a hub
+    id, the tiny random model) or an unreadable file."""
+    if not path:
+        return None
+    folder = Path(path)
+    try:
+        prov = json.loads((folder / MODEL_PROVENANCE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(prov, dict):
+        return None
+    try:
+        recipe = json.loads((folder / "servelab_recipe.json").read_text())
+    except (OSError, ValueError):
+        recipe = None
+    return {**prov, "path": str(folder), "recipe": recipe}
+
+
 def provenance() -> dict[str, Any]:
     """Versions and machine facts recorded with every run."""
     pkgs = {}

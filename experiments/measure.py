@@ -188,6 +188,8 @@ def prepare(cfg: RunConfig, lease: EngineLease, record: RunRecord, run_dir: Path
     from experiments.artifacts import with_identity, write_parquet
 
     record.provenance = discover.provenance()
+    # a locally built model's source (package, version, file, sha256, licence): run.json provenance.model
+    record.provenance["model"] = discover.model_provenance(cfg.model.path)
     if problems := lease.prepare():
         raise Rejected(problems)
     record.placement = lease.placement.to_dict() if lease.placement is not None else None

