@@ -109,7 +109,7 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "capacity.hours_per_month": ({"capacity.hours_per_month": 0.0}, "must be > 0"),
     # the decision's own settings (analysis.schema.decide_problems)
     "select_load": ({"select_load": -1.0}, "must be > 0 (a load in select_load_unit) or null"),
-    "select_load_unit": ({"select_load_unit": "rps"}, "use one of req/s, users, x speed-up"),
+    "select_load_unit": ({"select_load_unit": "rps"}, "use one of req/s, sessions/s, users, x speed-up"),
     "sensitivity.price_delta": ({"sensitivity.price_delta": 1.0}, "must be in (0, 1)"),
     "sensitivity.output_ratios": ({"sensitivity.output_ratios": []}, "must be two factors > 0 (low, high)"),
     "sensitivity.output_ratios[]": ({"sensitivity.output_ratios": [0.5, 0.0]}, "must be two factors > 0 (low, high)"),
@@ -210,7 +210,7 @@ def folder(tmp_path_factory):
         ("sensitivity.output_ratios=[]", "decide: sensitivity.output_ratios=[] must be two factors > 0 (low, high)"),
         ("capacity.peak_rps=inf", "decide: capacity.peak_rps=inf must be > 0 (req/s at the peak), or null"),
         ("capacity.profile_rps=[1,nan]", "decide: capacity.profile_rps=[1.0, nan]: every rate must be a number >= 0"),
-        ("select_load_unit=rps", "decide: select_load_unit='rps': use one of req/s, users, x speed-up"),
+        ("select_load_unit=rps", "decide: select_load_unit='rps': use one of req/s, sessions/s, users, x speed-up"),
         ("slo=fast", "decide: invalid configuration: Could not find 'slo/fast'; available options in 'slo': batch, "
                      "code_completion, interactive, none"),
         ("n_boot=many", "decide: invalid configuration: Error merging override n_boot=many: Value 'many' of type 'str' "
