@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from analysis.records.layout import experiment_name_problem
 from analysis.schema import decision_problems, quality_threshold_problems, unknown_settings
 from engines import ADAPTERS
 from engines.base import EngineAdapter, HostFacts
@@ -216,9 +217,8 @@ def quality_problems(cfg: RunConfig) -> list[str]:
 def folder_problems(cfg: RunConfig) -> list[str]:
     """experiment_name and results_dir name the folders the run writes into."""
     out: list[str] = []
-    name = cfg.experiment_name
-    if not name.strip() or name.strip(".") == "" or any(c in name for c in "/\\") or name != name.strip():
-        out.append(f"experiment_name={name!r} must be one folder name (no '/', not empty), e.g. experiment_name=quants")
+    if (line := experiment_name_problem(cfg.experiment_name)) is not None:
+        out.append(line)
     if not cfg.results_dir.strip():
         out.append("results_dir is empty: give the folder results go to, e.g. results_dir=results")
     return out

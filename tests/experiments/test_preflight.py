@@ -57,7 +57,7 @@ QUALITY = {"quality.enabled": True}
 KNEE = {"search.kind": "knee", "traffic.points": [1.0, 16.0]}
 BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     **SHARED_BAD,  # slo, pricing, gpu, the quality gate's thresholds: analysis.schema, as the decision
-    "experiment_name": ({"experiment_name": "a/b"}, "must be one folder name (no '/', not empty)"),
+    "experiment_name": ({"experiment_name": "a/b"}, "must be one folder name (no '/', '\\' or '..', not empty)"),
     "results_dir": ({"results_dir": " "}, "give the folder results go to"),
     "repetition": ({"repetition": -1}, "repetition must be >= 0"),
     "repetitions": ({"repetitions": 0}, "repetitions must be >= 1"),
@@ -412,6 +412,25 @@ def test_run_py_refuses_a_results_dir_it_cannot_create_in_one_line(tmp_path):
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr[-2000:]
     assert r.stderr.startswith(f"servelab: invalid setting: cannot create the results folder {tmp_path / 'a_file'}/")
     assert "set results_dir to a folder you can write" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["../x", "..", "a/../b", "a\\b", "a..b", " a", "a\0b", "", "."])
+def test_an_experiment_name_that_is_not_one_folder_is_refused_in_one_line(base, name):
+    (line,) = [p for p in problems(with_(base, {"experiment_name": name})) if "experiment_name" in p]
+    assert line.startswith(f"experiment_name={name!r} must be one folder name")
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+def test_run_py_writes_nothing_outside_results_dir_for_a_name_with_dot_dot(tmp_path, multirun):
+    """Hydra makes the run's folder before preflight runs: the name is refused when the folder is
+    resolved, so `experiment_name=../../x` writes nothing anywhere (it wrote outside results_dir)."""
+    results = tmp_path / "a" / "b"
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), *(["-m"] if multirun else []),
+                        "experiment_name=../../escaped", f"results_dir={results}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr[-2000:]
+    assert r.stderr.startswith("servelab: invalid setting: experiment_name='../../escaped' must be one folder name")
+    assert list(tmp_path.rglob("*")) == []  # not even results_dir
 
 
 def test_knee_settings_with_a_grid_search_are_refused(base):
