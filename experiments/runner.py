@@ -26,7 +26,6 @@ from typing import Any
 
 from analysis.records import identity
 from analysis.records.layout import LAUNCH_PREFIX, lab_stamp
-from analysis.records.plain import to_plain
 from analysis.records.run import EXIT, RunRecord, read_run_json
 from engines.process import EngineError, Supervisor, cancel_on_signal, shielded_teardown
 from experiments import preflight, quality
@@ -44,6 +43,7 @@ from experiments.measure import (
 from experiments.postrun import after_artifacts
 from experiments.progress import NullProgress
 from experiments.schema import RunConfig
+from experiments.secrets import redact_hydra_dir, redact_overrides
 from experiments.sweeps import resume
 from experiments.sweeps.callback import write_variant
 from experiments.sweeps.schedule import Schedule
@@ -59,6 +59,7 @@ def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None =
     sweep's status table reads it). Returns the exit code (module doc)."""
     variant_dir = Path(variant_dir)
     vid = identity.launch_key(cfg)
+    redact_hydra_dir(variant_dir / ".hydra", cfg.engine.env)  # Hydra's copies of the config: no engine.env value
     try:
         with resume.variant_lock(variant_dir):
             history = resume.scan(variant_dir, vid)
@@ -123,7 +124,8 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
     schedule = schedule if schedule is not None else Schedule(cfg)
     record = RunRecord(
         run_id=run_id or run_dir.name, variant_id=identity.launch_key(cfg), experiment=cfg.experiment_name,
-        config=to_plain(cfg), launch_fields=identity.launch_fields(cfg), overrides=list(overrides or []),
+        config=identity.redacted_config(cfg), launch_fields=identity.launch_fields(cfg),
+        overrides=redact_overrides(overrides or []),
         lab=lab_stamp(), launch=launch,
     )  # fmt: skip
     record.resume = schedule.state()

@@ -41,6 +41,25 @@ _TRAFFIC_NOT_IN_KEY = frozenset(
 _WORKLOAD_NOT_IN_KEY = frozenset({"name"})
 
 
+# engine.env values may be secrets (tokens, keys): records show this text instead, and the launch
+# key holds only the names, so rotating a token keeps variant_id (engines.base.REDACTED is the same).
+REDACTED = "<redacted>"
+
+
+def redact_env(env: Any) -> dict[str, str]:
+    """engine.env with every value replaced by REDACTED (the names are kept)."""
+    return {str(k): REDACTED for k in (env or {})}
+
+
+def redacted_config(cfg: Any) -> dict[str, Any]:
+    """The run config as plain JSON for run.json, engine.env values redacted."""
+    plain = to_plain(cfg)
+    engine = plain.get("engine") if isinstance(plain, dict) else None
+    if isinstance(engine, dict) and "env" in engine:
+        engine["env"] = redact_env(engine["env"])
+    return plain
+
+
 def stable_hash(obj: Any) -> str:
     """First ID_LEN hex digits of SHA-256 over `obj` as canonical JSON."""
     blob = json.dumps(to_plain(obj), sort_keys=True, separators=(",", ":"), default=str)
@@ -50,6 +69,8 @@ def stable_hash(obj: Any) -> str:
 def launch_fields(cfg: Any) -> dict[str, Any]:
     """What the launch key is computed over (recorded in run.json, so a key can be re-derived)."""
     engine = {k: v for k, v in to_plain(cfg.engine).items() if k not in _ENGINE_NOT_IN_KEY}
+    if "env" in engine:  # names only: a value may be a secret, and a rotated token is the same server
+        engine["env"] = redact_env(engine["env"])
     model = {k: v for k, v in to_plain(cfg.model).items() if k not in _MODEL_NOT_IN_KEY}
     gpu = {k: getattr(cfg.gpu, k) for k in _GPU_IN_KEY}
     placement = getattr(cfg, "placement", None)
