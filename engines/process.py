@@ -27,12 +27,15 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+from engines.auth import same_origin
 from engines.base import strip_ansi, tail
 from engines.guardian import group_alive
 
@@ -393,12 +396,28 @@ def wait_ready(child: Child, url: str, timeout_s: float, *, poll_s: float = 0.5,
         time.sleep(poll_s)
 
 
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only within the request's origin (scheme, host, port): urllib would send
+    the Authorization header on to any URL the server names, https to http included."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        if not same_origin(req.full_url, newurl):
+            log.warning("not following the redirect of %s to another origin (%s): the key is not sent there",
+                        req.full_url, urllib.parse.urlsplit(newurl).netloc)  # fmt: skip
+            return None  # urllib then raises HTTPError: the probe fails
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_AUTH_OPENER = urllib.request.build_opener(_SameOriginRedirects)
+
+
 def _http_ok(url: str, timeout_s: float, headers: dict[str, str] | None = None) -> bool:
     try:
         req = urllib.request.Request(url, headers=headers or {})
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:  # noqa: S310 - configured engine URL
+        opener = _AUTH_OPENER if any(k.lower() == "authorization" for k in (headers or {})) else None
+        with (opener.open(req, timeout=timeout_s) if opener else urllib.request.urlopen(req, timeout=timeout_s)) as r:  # noqa: S310 - configured engine URL
             return r.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
         return False
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from analysis.records import identity
 from analysis.records.run import EngineRecord
 from engines import ADAPTERS
+from engines.auth import ApiKeyError, api_key_problems, bearer_headers
 from engines.base import EngineAdapter, HostFacts, LaunchPlan
 from engines.process import (
     Child,
@@ -93,6 +94,7 @@ class EngineLease:
         self.host_cpus = sorted(os.sched_getaffinity(0))
         self._prepared = preflight.check(cfg, self.adapter, self.facts)
         self._prepared += placement.placement_problems(cfg.placement, self.host_cpus, cfg.traffic.workers)
+        self._prepared += api_key_problems(cfg.engine.api_key_env)  # stripped and checked, never echoed
         if not self._prepared:
             assert self.adapter is not None
             self.warnings = preflight.warnings(cfg, self.adapter)
@@ -251,10 +253,10 @@ def auth_headers(plan: LaunchPlan) -> dict[str, str]:
     """Authorization header from the variable named by plan.api_key_env (read now, never stored)."""
     if not plan.api_key_env:
         return {}
-    key = os.environ.get(plan.api_key_env)
-    if not key:
-        raise EngineError(f"environment variable {plan.api_key_env} (engine.api_key_env) is not set")
-    return {"Authorization": f"Bearer {key}"}
+    try:
+        return bearer_headers(plan.api_key_env)
+    except ApiKeyError as e:  # its message names the variable, never the key
+        raise EngineError(str(e)) from None
 
 
 def _cpus(placement: Any, attr: str) -> list[int] | None:

@@ -14,6 +14,7 @@ from typing import Any
 from analysis.records.layout import experiment_name_problem
 from analysis.schema import decision_problems, quality_threshold_problems, unknown_settings
 from engines import ADAPTERS
+from engines.auth import insecure_key_problem
 from engines.base import EngineAdapter, HostFacts
 from experiments.schema import RunConfig
 from loadgen import workload
@@ -80,6 +81,8 @@ def engine_problems(cfg: RunConfig, adapter: EngineAdapter | None = None) -> lis
     if e.api_key_env is not None and not _ENV_NAME.fullmatch(e.api_key_env):
         # The value is not echoed: it may be the key itself, pasted by mistake.
         out.append("engine.api_key_env must be the NAME of an environment variable (letters, digits, _), not the key")
+    if (line := insecure_key_problem(e.base_url, e.api_key_env, e.allow_insecure)) is not None:
+        out.append(line)
     if e.python is not None and not e.python.strip():
         out.append("engine.python is empty: give the engine's interpreter or null (discover it)")
     if not e.host.strip() or "://" in e.host or any(c.isspace() for c in e.host):

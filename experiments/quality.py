@@ -120,7 +120,9 @@ class Client:
         s = getattr(self._local, "s", None)
         if s is None:
             s = self._local.s = requests.Session()
-        r = s.post(self.url, json={"model": self.model, **body}, headers=self.headers, timeout=self.timeout_s)
+        # no redirects: the key in self.headers goes to the configured server only
+        r = s.post(self.url, json={"model": self.model, **body}, headers=self.headers, timeout=self.timeout_s,
+                   allow_redirects=False)  # fmt: skip
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
         return r.json()

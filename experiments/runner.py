@@ -27,6 +27,7 @@ from typing import Any
 from analysis.records import identity
 from analysis.records.layout import LAUNCH_PREFIX, lab_stamp
 from analysis.records.run import EXIT, RunRecord, read_run_json
+from engines.auth import redact
 from engines.process import EngineError, Supervisor, cancel_on_signal, shielded_teardown
 from experiments import preflight, quality
 from experiments.artifacts import write_artifacts
@@ -188,9 +189,11 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
             log.error("%s\n--- engine log tail ---\n%s", e, e.log_tail)
             record.fail("failed", str(e), phase=phase, log_tail=e.log_tail, exit_code=e.exit_code)
         except Exception as e:  # noqa: BLE001 - any failure must still tear down and record
-            log.error("run failed: %s: %s", type(e).__name__, e)
-            log.debug("%s", traceback.format_exc())
-            record.fail("failed", f"{type(e).__name__}: {e}", phase=phase, log_tail=traceback.format_exc(limit=8))
+            key = cfg.engine.api_key_env  # an error's text may quote a request header: never the key
+            why = redact(f"{type(e).__name__}: {e}", key)
+            log.error("run failed: %s", why)
+            log.debug("%s", redact(traceback.format_exc(), key))
+            record.fail("failed", why, phase=phase, log_tail=redact(traceback.format_exc(limit=8), key))
         finally:
             # A signal from here on never raises: it shortens the grace periods (the supervisor
             # "hurries", also when it came while the lease was closing) and marks the run cancelled.

@@ -28,7 +28,8 @@ ID_LEN = 12
 
 # Settings that do not change the launched server: where it listens, how long the lab waits
 # for it, which interpreter is found on this machine. Excluded so the launch key is portable.
-_ENGINE_NOT_IN_KEY = frozenset({"port", "host", "ready_timeout_s", "stop_timeout_s", "python", "health_path", "metrics_path"})
+_ENGINE_NOT_IN_KEY = frozenset({"port", "host", "ready_timeout_s", "stop_timeout_s", "python", "health_path", "metrics_path",
+                                "allow_insecure"})  # fmt: skip
 # Model fields that only help the lab (setup hint, capacity math), not the server.
 _MODEL_NOT_IN_KEY = frozenset({"built_by", "params_b", "random_weights"})
 # GPU catalog figures (bandwidth, prices, sources) describe the hardware; name + count identify it.

@@ -39,6 +39,7 @@ from gevent import GreenletExit
 from locust import LoadTestShape, User, constant, task
 from locust.exception import StopUser
 
+from engines.auth import ApiKeyError, bearer_headers
 from loadgen import clock
 from loadgen.arrivals import phase_of, shape_multiplier
 from loadgen.openai_api import DONE, ENDPOINT_PATHS, choice_text, request_body, sse_payload
@@ -502,11 +503,10 @@ def prepare(gen: LoadGen, placement: bool = True) -> tuple[type[StreamingUser], 
     if placement and spec.realtime:
         set_realtime()
     headers: dict[str, str] = {}
-    if spec.api_key_env:
-        key = os.environ.get(spec.api_key_env)
-        if not key:
-            raise SystemExit(f"environment variable {spec.api_key_env} (engine.api_key_env) is not set")
-        headers["Authorization"] = f"Bearer {key}"
+    try:  # stripped and checked; the message names the variable, never the key
+        headers.update(bearer_headers(spec.api_key_env))
+    except ApiKeyError as e:
+        raise SystemExit(str(e)) from None
     gen.headers = headers
     path = ENDPOINT_PATHS[spec.endpoint]
     for item in spec.items:
