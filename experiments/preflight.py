@@ -373,6 +373,12 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
             out.append("traffic.remote_workers needs a fixed traffic.master_port that the other machines can reach")
         if t.master_bind in ("127.0.0.1", "localhost", "::1"):
             out.append("traffic.remote_workers: set traffic.master_bind to this machine's address (or 0.0.0.0)")
+        if t.worker_token_env is None:
+            out.append("traffic.remote_workers needs traffic.worker_token_env: the NAME of a variable holding a token "
+                       "the workers also name (--token-env); without it any machine could join (docs/security.md)")  # fmt: skip
+    if t.worker_token_env is not None and not _ENV_NAME.fullmatch(t.worker_token_env):
+        out.append("traffic.worker_token_env must be the NAME of an environment variable (letters, digits, _), "
+                   "not the token")  # fmt: skip
     if t.max_inflight < 1:
         out.append(f"traffic.max_inflight must be >= 1, got {t.max_inflight}")
 

@@ -102,11 +102,16 @@ class TrafficConfig:
     trace_path: str | None = None  # trace: JSONL/CSV with timestamp, input_tokens, output_tokens
     # Distributed load: workers > 1 runs a Locust master plus this many local worker processes;
     # remote_workers more may connect from other machines to master_bind:master_port with
-    # `python -m loadgen.locust_runner --role worker --master-host <this host> --master-port <port>`.
+    # `python -m loadgen.locust_runner --role worker --master-host <this host> --master-port <port>
+    # --token-env <worker_token_env> --target-url <engine URL> --out-dir <folder>` (docs/cluster.md).
     workers: int = 1
     remote_workers: int = 0
     master_bind: str = "127.0.0.1"  # set to this machine's address (or 0.0.0.0) for remote workers
     master_port: int = 0  # 0 = a free port (local workers only)
+    # NAME of the environment variable holding the token master and workers share (remote workers
+    # need it: `--token-env` of the same name on their side); null = a fresh one per point for
+    # local workers. The value is never written (docs/security.md).
+    worker_token_env: str | None = None
     request_timeout_s: float = 300.0
     max_inflight: int = 1024  # open loop: requests beyond this are recorded as dropped, never delayed
     seed: int = 0

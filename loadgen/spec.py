@@ -74,6 +74,9 @@ class DistributedSpec:
     remote_workers: int
     master_bind: str
     master_port: int  # 0 = a free port, chosen by the driver (local workers only)
+    # NAME of the variable holding the master/worker shared token (traffic.worker_token_env);
+    # None = the driver makes a fresh one for its local workers (loadgen.locust.auth)
+    token_env: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -275,7 +278,7 @@ def build_spec(
         realtime=bool(realtime),
         distributed=DistributedSpec(
             workers=int(t.workers), remote_workers=int(t.remote_workers), master_bind=t.master_bind,
-            master_port=int(t.master_port),
+            master_port=int(t.master_port), token_env=getattr(t, "worker_token_env", None),
         ),  # fmt: skip
         paths=OutputPaths(
             records=str(workdir / f"requests.{load_point}.jsonl"),

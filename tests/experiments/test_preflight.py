@@ -144,6 +144,7 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "traffic.points": ({"traffic.points": []}, "give at least one load point, e.g. traffic.points=[4]"),
     "traffic.points[]": ({"traffic.points": [4.0, -1.0]}, "-1.0 is not > 0; every point is a finite rate"),
     "traffic.master_bind": ({"traffic.master_bind": "http://0.0.0.0"}, "must be an address to listen on"),
+    "traffic.worker_token_env": ({"traffic.worker_token_env": "s3cr3t token"}, "must be the NAME of an environment variable"),
     "traffic.duration_s": ({"traffic.duration_s": 0.0}, "must be > 0"),
     "traffic.warmup_s": ({"traffic.warmup_s": -1.0}, "must be >= 0"),
     "traffic.cooldown_s": ({"traffic.cooldown_s": -1.0}, "must be >= 0"),
@@ -431,6 +432,13 @@ def test_run_py_writes_nothing_outside_results_dir_for_a_name_with_dot_dot(tmp_p
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr[-2000:]
     assert r.stderr.startswith("servelab: invalid setting: experiment_name='../../escaped' must be one folder name")
     assert list(tmp_path.rglob("*")) == []  # not even results_dir
+
+
+def test_remote_workers_need_a_shared_token(base):
+    remote = {"traffic.remote_workers": 1, "traffic.master_port": 5557, "traffic.master_bind": "0.0.0.0"}
+    (line,) = problems(with_(base, remote))
+    assert line.startswith("traffic.remote_workers needs traffic.worker_token_env")
+    assert problems(with_(base, {**remote, "traffic.worker_token_env": "SERVELAB_WORKER_TOKEN"})) == []
 
 
 def test_knee_settings_with_a_grid_search_are_refused(base):
