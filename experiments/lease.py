@@ -185,7 +185,7 @@ class EngineLease:
             self.engine_metrics = {"url": url, "interval_s": cfg.telemetry.metrics_interval_s}
             self.samplers["engine_metrics"] = SamplerProcess(
                 "metrics", 0, self.work / "engine_metrics.jsonl", cfg.telemetry.metrics_interval_s, url=url,
-                supervisor=self.supervisor, cpus=cpus,
+                supervisor=self.supervisor, cpus=cpus, max_bytes=cfg.telemetry.max_scrape_bytes,
             )  # fmt: skip
         for sp in self.samplers.values():
             sp.start()

@@ -381,6 +381,11 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
                    "not the token")  # fmt: skip
     if t.max_inflight < 1:
         out.append(f"traffic.max_inflight must be >= 1, got {t.max_inflight}")
+    for name, lo, unit in (("max_sse_line_bytes", 1024, "bytes"), ("max_error_body_bytes", 300, "bytes"),
+                           ("max_output_text_chars", 1, "characters")):  # fmt: skip
+        if getattr(t, name) < lo:
+            out.append(f"traffic.{name} must be >= {lo} ({unit}; a cap on what the endpoint may send), "
+                       f"got {getattr(t, name)}")  # fmt: skip
 
     tel = cfg.telemetry
     if tel.sampler not in TELEMETRY_SAMPLERS:
@@ -388,6 +393,8 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
     for name in ("interval_s", "metrics_interval_s"):
         if not _positive(getattr(tel, name)):
             out.append(f"telemetry.{name} must be > 0 (seconds), got {getattr(tel, name)}")
+    if tel.max_scrape_bytes < 1024:
+        out.append(f"telemetry.max_scrape_bytes must be >= 1024 (a cap on one /metrics answer), got {tel.max_scrape_bytes}")
     out += decision_problems(cfg)
     return out
 

@@ -58,6 +58,9 @@ class TelemetryConfig:
     interval_s: float = 0.2
     scrape_engine_metrics: bool = True  # the engine's Prometheus /metrics, raw samples + known series
     metrics_interval_s: float = 1.0
+    # one /metrics answer may be at most this long (16 MiB), read within max(metrics_interval_s, 1 s);
+    # a longer or slower one is a failed scrape (recorded), not a stalled sampler
+    max_scrape_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass

@@ -112,7 +112,12 @@ class TrafficConfig:
     # need it: `--token-env` of the same name on their side); null = a fresh one per point for
     # local workers. The value is never written (docs/security.md).
     worker_token_env: str | None = None
-    request_timeout_s: float = 300.0
+    request_timeout_s: float = 300.0  # total per request (headers, stream and all)
+    # Caps on what an endpoint may send (docs/security.md): a request over one is recorded as an
+    # error naming the cap, its connection is closed, and the load point goes on.
+    max_sse_line_bytes: int = 1_048_576  # one SSE line (1 MiB); a longer one is never buffered whole
+    max_error_body_bytes: int = 4096  # of a non-200 answer's body (its first 300 characters are recorded)
+    max_output_text_chars: int = 4_194_304  # generated text kept per request (4 Mi characters)
     max_inflight: int = 1024  # open loop: requests beyond this are recorded as dropped, never delayed
     seed: int = 0
     drain_timeout_s: float = 120.0  # after the last send, wait this long for in-flight requests

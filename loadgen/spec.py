@@ -130,6 +130,10 @@ class LoadPointSpec:
     # opens session `prompt_idx`; closed loop, each user runs sessions back to back. () otherwise.
     sessions: tuple[SessionPlan, ...]
     max_model_len: int | None  # the engine's context limit: a session ends before a turn would pass it
+    # caps on what the endpoint sends (traffic.max_*): over one, the request is an error naming it
+    max_sse_line_bytes: int = 1_048_576
+    max_error_body_bytes: int = 4096
+    max_output_text_chars: int = 4_194_304
     version: int = SPEC_VERSION  # of this JSON layout (checked on read); not a setting
 
     @property
@@ -287,4 +291,6 @@ def build_spec(
         ),
         sessions=tuple(p.with_extras(extras_for) for p in sessions),
         max_model_len=int(max_model_len) if max_model_len else None,
+        max_sse_line_bytes=int(t.max_sse_line_bytes), max_error_body_bytes=int(t.max_error_body_bytes),
+        max_output_text_chars=int(t.max_output_text_chars),
     )

@@ -37,7 +37,8 @@ _GPU_IN_KEY = ("name", "count")
 # Traffic fields that are labels, the other points of the run, or *how* the load generator is
 # run (process layout, priority) rather than what it sends when.
 _TRAFFIC_NOT_IN_KEY = frozenset(
-    {"name", "points", "workers", "remote_workers", "master_bind", "master_port", "loadgen_nice", "worker_token_env"}
+    {"name", "points", "workers", "remote_workers", "master_bind", "master_port", "loadgen_nice", "worker_token_env",
+     "max_sse_line_bytes", "max_error_body_bytes", "max_output_text_chars"}
 )
 _WORKLOAD_NOT_IN_KEY = frozenset({"name"})
 
