@@ -64,6 +64,8 @@ class LaunchPlan:
     # Names in `env` whose values are the user's (engine.env: tokens, keys): the process gets them,
     # every record (to_dict, run.json, the report) shows REDACTED instead.
     secret_env: frozenset[str] = frozenset()
+    # The docker container a `docker run` argv starts (--name): teardown stops and removes it.
+    container: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "argv", tuple(self.argv))
@@ -89,6 +91,7 @@ class LaunchPlan:
             "external": self.external,
             "url": self.url,
             "api_key_env": self.api_key_env,
+            "container": self.container,
         }
 
 

@@ -10,6 +10,7 @@ Side effects: none (planning only).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import PurePosixPath
 
 from engines.base import EngineAdapter, HostFacts, LaunchPlan
@@ -103,4 +104,5 @@ class TgiAdapter(EngineAdapter):
             ]  # fmt: skip
         else:
             argv = ["text-generation-launcher", "--model-id", m.path, "--hostname", e.host, "--port", str(port), *args]
-        return self.make_plan(argv, env, port, metrics_path="/metrics")
+        plan = self.make_plan(argv, env, port, metrics_path="/metrics")
+        return dataclasses.replace(plan, container=f"servelab-tgi-{port}") if e.launcher == "docker" else plan

@@ -159,7 +159,7 @@ class EngineLease:
             # The supervisor heads the log with the exact command line.
             self.engine_child = self.supervisor.spawn(
                 plan.engine, plan.argv, log_path=self.run_dir / "engine.log", env=plan.env, cwd=plan.cwd, critical=True,
-                cpus=_cpus(self.placement, "engine_cpus"), stop_timeout_s=plan.stop_timeout_s,
+                cpus=_cpus(self.placement, "engine_cpus"), stop_timeout_s=plan.stop_timeout_s, container=plan.container,
             )  # fmt: skip
             self.engine.pid = self.engine_child.pid
             if lab := _cpus(self.placement, "lab_cpus"):  # the lab itself keeps off the engine's cores
