@@ -15,6 +15,8 @@ from loadgen.driver import build_spec, run_load_point
 from loadgen.schema import TrafficConfig, WorkloadConfig
 from loadgen.workload import WorkloadItem
 
+pytestmark = pytest.mark.serial  # time bounds on the point, the scrape and the quality request
+
 ITEMS = [WorkloadItem(i, f"p{i}", 3, 10) for i in range(4)]
 TIMEOUT_S = 3.0
 
@@ -27,7 +29,6 @@ def spec_for(url, tmp_path):
                       model="m", extras_for=lambda n: {}, workdir=tmp_path)  # fmt: skip
 
 
-@pytest.mark.serial  # a time bound on the whole point
 @pytest.mark.parametrize("mode,status,reason", [
     ("endless-line", "error", "over a cap: an SSE line longer than 65536 bytes (traffic.max_sse_line_bytes)"),
     ("huge-text", "error", "over a cap: output text over 300000 characters (traffic.max_output_text_chars)"),
