@@ -76,7 +76,7 @@ class DistributedSpec:
     master_port: int  # 0 = a free port, chosen by the driver (local workers only)
     # NAME of the variable holding the master/worker shared token (traffic.worker_token_env);
     # None = the driver makes a fresh one for its local workers (loadgen.locust.auth)
-    token_env: str | None = None
+    token_env: str | None
 
     @property
     def enabled(self) -> bool:
@@ -131,9 +131,9 @@ class LoadPointSpec:
     sessions: tuple[SessionPlan, ...]
     max_model_len: int | None  # the engine's context limit: a session ends before a turn would pass it
     # caps on what the endpoint sends (traffic.max_*): over one, the request is an error naming it
-    max_sse_line_bytes: int = 1_048_576
-    max_error_body_bytes: int = 4096
-    max_output_text_chars: int = 4_194_304
+    max_sse_line_bytes: int
+    max_error_body_bytes: int
+    max_output_text_chars: int
     version: int = SPEC_VERSION  # of this JSON layout (checked on read); not a setting
 
     @property
