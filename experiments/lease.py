@@ -42,6 +42,7 @@ from engines.process import (
 )
 from experiments import discover, placement, preflight
 from experiments.telemetry import SamplerProcess
+from loadgen.locust.auth import TokenError, token_from
 
 log = logging.getLogger("servelab")
 
@@ -95,6 +96,11 @@ class EngineLease:
         self._prepared = preflight.check(cfg, self.adapter, self.facts)
         self._prepared += placement.placement_problems(cfg.placement, self.host_cpus, cfg.traffic.workers)
         self._prepared += api_key_problems(cfg.engine.api_key_env)  # stripped and checked, never echoed
+        if cfg.traffic.worker_token_env:  # the master/worker token is there (its value never shown)
+            try:
+                token_from(cfg.traffic.worker_token_env)
+            except TokenError as e:
+                self._prepared.append(f"traffic.worker_token_env: {e}")
         if not self._prepared:
             assert self.adapter is not None
             self.warnings = preflight.warnings(cfg, self.adapter)

@@ -128,3 +128,16 @@ def test_a_key_with_a_line_break_is_refused_before_anything_is_sent(timing_serve
     for f in out.rglob("*"):
         if f.is_file():
             assert KEY.encode() not in f.read_bytes(), f"API key written to {f}"
+
+
+def test_a_missing_worker_token_is_refused_before_launch(tmp_path, monkeypatch):
+    """traffic.worker_token_env names a variable that is unset: the lease refuses, naming it, not after 60 s."""
+    from engines.process import Supervisor
+    from experiments.lease import EngineLease
+
+    monkeypatch.delenv("SERVELAB_UNSET_TOKEN", raising=False)
+    cfg = to_run_config(compose(["engine=endpoint", "engine.base_url=http://127.0.0.1:9", "model.served_name=m",
+                                 "traffic.workers=2", "traffic.worker_token_env=SERVELAB_UNSET_TOKEN"]))  # fmt: skip
+    lines = EngineLease(cfg, tmp_path, tmp_path / "work", Supervisor(guardian=False)).prepare()
+    assert any(p.startswith("traffic.worker_token_env: environment variable SERVELAB_UNSET_TOKEN must hold")
+               for p in lines), lines
