@@ -36,6 +36,9 @@ def _settings_hydra_cannot_compose_in_one_line() -> None:
 
     from hydra._internal import utils as hydra_utils
     from hydra.errors import ConfigCompositionException, OverrideParseException
+    from omegaconf.errors import InterpolationResolutionError
+
+    from experiments.schema import FolderNameError
 
     report = getattr(hydra_utils, "run_and_report", None)
     if report is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -47,6 +50,14 @@ def _settings_hydra_cannot_compose_in_one_line() -> None:
                 return func()
             except (ConfigCompositionException, OverrideParseException) as e:
                 print(f"servelab: invalid setting: {composition_error_line(e)}", file=sys.stderr)
+                sys.exit(2)
+            except InterpolationResolutionError as e:
+                cause: BaseException | None = e
+                while cause is not None and not isinstance(cause, FolderNameError):
+                    cause = cause.__cause__ or cause.__context__
+                if _started or cause is None:
+                    raise
+                print(f"servelab: invalid setting: {cause}", file=sys.stderr)  # before any folder is made
                 sys.exit(2)
             except OSError as e:
                 if _started:  # the run's own failure: Hydra reports it as before

@@ -37,6 +37,10 @@ class HostFacts:
     cpu_flags: frozenset[str] = frozenset()
 
 
+# What records show in place of a value of engine.env (analysis.records.identity uses the same text).
+REDACTED = "<redacted>"
+
+
 @dataclass(frozen=True)
 class LaunchPlan:
     """Everything needed to start, probe and identify one engine server."""
@@ -57,10 +61,16 @@ class LaunchPlan:
     external: bool = False
     url: str | None = None
     api_key_env: str | None = None
+    # Names in `env` whose values are the user's (engine.env: tokens, keys): the process gets them,
+    # every record (to_dict, run.json, the report) shows REDACTED instead.
+    secret_env: frozenset[str] = frozenset()
+    # The docker container a `docker run` argv starts (--name): teardown stops and removes it.
+    container: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "argv", tuple(self.argv))
         object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+        object.__setattr__(self, "secret_env", frozenset(self.secret_env))
 
     @property
     def base_url(self) -> str:
@@ -70,7 +80,7 @@ class LaunchPlan:
         return {
             "engine": self.engine,
             "argv": list(self.argv),
-            "env": dict(self.env),
+            "env": {k: REDACTED if k in self.secret_env else v for k, v in self.env.items()},
             "host": self.host,
             "port": self.port,
             "health_path": self.health_path,
@@ -81,6 +91,7 @@ class LaunchPlan:
             "external": self.external,
             "url": self.url,
             "api_key_env": self.api_key_env,
+            "container": self.container,
         }
 
 
@@ -167,6 +178,7 @@ class EngineAdapter(ABC):
             engine=self.name, argv=tuple(argv), env=env, host=e.host, port=port, health_path=e.health_path,
             metrics_path=e.metrics_path if metrics_path == "" else metrics_path, served_model=self.served_model,
             ready_timeout_s=float(e.ready_timeout_s), stop_timeout_s=float(e.stop_timeout_s),
+            secret_env=frozenset(str(k) for k in (getattr(e, "env", None) or {})),
         )  # fmt: skip
 
     def base_env(self, facts: HostFacts, **extra: str) -> dict[str, str]:

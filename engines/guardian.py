@@ -6,6 +6,9 @@ supervisor sends one line per event::
 
     add <pgid>      a child process group was started
     del <pgid>      that group has been stopped and reaped (its number may be reused now)
+    container <n>   a docker container named <n> was started (the `docker run` client is a group,
+                    the container is not: killing the client leaves it holding the GPU and port)
+    uncontainer <n> that container has been stopped and removed
     exit            normal shutdown: stop whatever is still registered, then exit
 
 End of file on stdin means every write end is closed, i.e. the lab died without shutting down
@@ -13,6 +16,9 @@ End of file on stdin means every write end is closed, i.e. the lab died without 
 has a live member, waits up to --grace-s for them to exit, SIGKILLs what is left, and exits.
 PR_SET_PDEATHSIG only signals the lab's direct children; the guardian also covers their
 children (same group) and children that would otherwise linger in their own sessions.
+
+Registered containers are stopped after the groups: `docker stop -t <grace> <n>`, then
+`docker rm -f <n>` (stop_containers, also used by the supervisor's normal teardown).
 
 SIGINT is ignored: a Ctrl-C delivered to the terminal's foreground group must not take the
 guardian down before it has done its job. The guardian never outlives the lab by more than
@@ -24,9 +30,29 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
+import subprocess
 import sys
 import time
+
+CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def stop_containers(names: list[str], grace_s: float) -> list[list[str]]:
+    """`docker stop -t <grace> NAME`, then `docker rm -f NAME`, for each name; returns the commands
+    run. Never raises (no docker, a container already gone, a hung daemon: each call has a timeout)."""
+    ran = []
+    for name in names:
+        if not CONTAINER_NAME.fullmatch(name):
+            continue
+        for cmd, limit in ((["docker", "stop", "-t", str(max(int(grace_s), 0)), name], grace_s + 30),
+                           (["docker", "rm", "-f", name], 30.0)):  # fmt: skip
+            ran.append(cmd)
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=limit, check=False)  # fmt: skip
+    return ran
 
 
 def group_alive(pgid: int) -> bool:
@@ -76,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     groups: set[int] = set()
+    containers: dict[str, None] = {}  # in start order
     stdin = sys.stdin.buffer
     while True:
         line = stdin.readline()
@@ -84,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd, _, arg = line.decode(errors="replace").strip().partition(" ")
         if cmd == "exit":
             break
+        if cmd in ("container", "uncontainer"):
+            if cmd == "container" and CONTAINER_NAME.fullmatch(arg):
+                containers[arg] = None
+            else:
+                containers.pop(arg, None)
+            continue
         try:
             pgid = int(arg)
         except ValueError:
@@ -95,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         elif cmd == "del":
             groups.discard(pgid)
     stop_groups(groups, a.grace_s)
+    stop_containers(list(containers), a.grace_s)
     return 0
 
 

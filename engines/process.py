@@ -27,14 +27,17 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
+from engines.auth import same_origin
 from engines.base import strip_ansi, tail
-from engines.guardian import group_alive
+from engines.guardian import group_alive, stop_containers
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +106,10 @@ class Child:
 
     def __init__(self, sup: Supervisor, name: str, proc: subprocess.Popen[bytes], *, argv: Sequence[str],
                  log_path: Path, started_mono_ns: int, critical: bool, cpus: list[int] | None,
-                 stop_timeout_s: float) -> None:  # fmt: skip
+                 stop_timeout_s: float, container: str | None = None) -> None:  # fmt: skip
         self._sup = sup
+        # a docker container this child (`docker run`) started: stopped and removed with it
+        self.container = container
         self._proc = proc
         self.name = name
         self.argv = tuple(argv)
@@ -154,6 +159,11 @@ class Child:
             return self.returncode
         grace = self.stop_timeout_s if grace_s is None else grace_s
         pgid = self.pgid
+        if self.container:  # first the container (its client only relays signals), then the client
+            limit = min(grace, self._sup.hurry_grace_s) if self._sup.hurrying else grace
+            log.info("stopping container %s", self.container)
+            stop_containers([self.container], limit)
+            self._sup._tell(f"uncontainer {self.container}")
         if group_alive(pgid):
             log.log(logging.INFO if self.critical else logging.DEBUG, "stopping %s (pid %d)", self.name, self.pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -215,10 +225,12 @@ class Supervisor:
     # -- starting --------------------------------------------------------------------------
     def spawn(self, name: str, argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None,
               cwd: str | Path | None = None, critical: bool = False, cpus: Collection[int] | None = None,
-              stop_timeout_s: float = 10.0) -> Child:  # fmt: skip
+              stop_timeout_s: float = 10.0, container: str | None = None) -> Child:  # fmt: skip
         """Start `argv` as a new supervised child (see the class doc); env is added to os.environ.
 
         `critical` children are the ones whose exit is a run failure (failed_critical()).
+        `container`: the docker container `argv` (a `docker run`) starts; stop() and the guardian
+        (also after kill -9 of the lab) run `docker stop` then `docker rm -f` on it.
         """
         args = [str(a) for a in argv]
         if not args:
@@ -234,6 +246,8 @@ class Supervisor:
         setup = _child_setup(os.getpid(), cpu_list, self.pdeathsig if main else None)
         with self._lock:
             self._ensure_guardian()
+            if container:  # registered before it exists: a kill -9 right after the start still removes it
+                self._tell(f"container {container}")
             with open(log_path, "ab", buffering=0) as lf:  # the child keeps its own copy of the fd
                 lf.write(("$ " + shlex.join(args) + "\n").encode())
                 started = time.monotonic_ns()
@@ -244,7 +258,7 @@ class Supervisor:
                     raise ValueError(f"{name}: cannot run on CPUs {cpu_list} ({e}); "
                                      f"this machine has {sorted(os.sched_getaffinity(0))}") from e  # fmt: skip
             child = Child(self, name, proc, argv=args, log_path=log_path, started_mono_ns=started, critical=critical,
-                          cpus=cpu_list, stop_timeout_s=stop_timeout_s)  # fmt: skip
+                          cpus=cpu_list, stop_timeout_s=stop_timeout_s, container=container)  # fmt: skip
             self.children.append(child)
             self._tell(f"add {child.pgid}")
         log.log(logging.INFO if critical else logging.DEBUG, "started %s (pid %d%s): %s", name, child.pid,
@@ -393,12 +407,28 @@ def wait_ready(child: Child, url: str, timeout_s: float, *, poll_s: float = 0.5,
         time.sleep(poll_s)
 
 
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only within the request's origin (scheme, host, port): urllib would send
+    the Authorization header on to any URL the server names, https to http included."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        if not same_origin(req.full_url, newurl):
+            log.warning("not following the redirect of %s to another origin (%s): the key is not sent there",
+                        req.full_url, urllib.parse.urlsplit(newurl).netloc)  # fmt: skip
+            return None  # urllib then raises HTTPError: the probe fails
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_AUTH_OPENER = urllib.request.build_opener(_SameOriginRedirects)
+
+
 def _http_ok(url: str, timeout_s: float, headers: dict[str, str] | None = None) -> bool:
     try:
         req = urllib.request.Request(url, headers=headers or {})
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:  # noqa: S310 - configured engine URL
+        opener = _AUTH_OPENER if any(k.lower() == "authorization" for k in (headers or {})) else None
+        with (opener.open(req, timeout=timeout_s) if opener else urllib.request.urlopen(req, timeout=timeout_s)) as r:  # noqa: S310 - configured engine URL
             return r.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
         return False
 
 

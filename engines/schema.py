@@ -35,6 +35,9 @@ class EngineConfig:
     # NAME of the environment variable holding its API key (the key is never written anywhere).
     base_url: str | None = None
     api_key_env: str | None = None
+    # A key over plain http to a host other than loopback is refused (it would cross the network
+    # readable); true allows it on a network you trust (docs/security.md).
+    allow_insecure: bool = False
     # Interpreter that has the engine installed; null = discover (.venvs/<engine>[-cpu], then
     # the lab's own python). Lets each engine live in its own venv.
     python: str | None = None

@@ -10,6 +10,7 @@ Side effects: none (planning only).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import PurePosixPath
 
 from engines.base import EngineAdapter, HostFacts, LaunchPlan
@@ -98,13 +99,15 @@ class TgiAdapter(EngineAdapter):
             if facts.model_is_local:
                 model_id = str(PurePosixPath("/model"))
                 mounts = ["-v", f"{m.path}:/model:ro"]
-            env_flags = [x for k, v in env.items() for x in ("-e", f"{k}={v}")]
+            # `-e NAME` without a value: docker copies it from the client's environment, so no value
+            # is on the command line (visible in ps, the engine log's header, run.json's argv)
+            env_flags = [x for k in env for x in ("-e", k)]
             argv = [
                 "docker", "run", "--rm", "--init", "--name", f"servelab-tgi-{port}",
                 "--gpus", "all", "--shm-size", "1g", "-p", f"{e.host}:{port}:80", *mounts, *env_flags,
                 e.image or DEFAULT_IMAGE, "--model-id", model_id, *args,
             ]  # fmt: skip
-            env = {}  # passed with -e above; the docker client itself needs none of it
         else:
             argv = ["text-generation-launcher", "--model-id", m.path, "--hostname", e.host, "--port", str(port), *args]
-        return self.make_plan(argv, env, port, metrics_path="/metrics")
+        plan = self.make_plan(argv, env, port, metrics_path="/metrics")
+        return dataclasses.replace(plan, container=f"servelab-tgi-{port}") if e.launcher == "docker" else plan

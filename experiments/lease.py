@@ -28,6 +28,7 @@ from typing import Any
 from analysis.records import identity
 from analysis.records.run import EngineRecord
 from engines import ADAPTERS
+from engines.auth import ApiKeyError, api_key_problems, bearer_headers
 from engines.base import EngineAdapter, HostFacts, LaunchPlan
 from engines.process import (
     Child,
@@ -41,6 +42,7 @@ from engines.process import (
 )
 from experiments import discover, placement, preflight
 from experiments.telemetry import SamplerProcess
+from loadgen.locust.auth import TokenError, token_from
 
 log = logging.getLogger("servelab")
 
@@ -93,6 +95,12 @@ class EngineLease:
         self.host_cpus = sorted(os.sched_getaffinity(0))
         self._prepared = preflight.check(cfg, self.adapter, self.facts)
         self._prepared += placement.placement_problems(cfg.placement, self.host_cpus, cfg.traffic.workers)
+        self._prepared += api_key_problems(cfg.engine.api_key_env)  # stripped and checked, never echoed
+        if cfg.traffic.worker_token_env:  # the master/worker token is there (its value never shown)
+            try:
+                token_from(cfg.traffic.worker_token_env)
+            except TokenError as e:
+                self._prepared.append(f"traffic.worker_token_env: {e}")
         if not self._prepared:
             assert self.adapter is not None
             self.warnings = preflight.warnings(cfg, self.adapter)
@@ -157,7 +165,7 @@ class EngineLease:
             # The supervisor heads the log with the exact command line.
             self.engine_child = self.supervisor.spawn(
                 plan.engine, plan.argv, log_path=self.run_dir / "engine.log", env=plan.env, cwd=plan.cwd, critical=True,
-                cpus=_cpus(self.placement, "engine_cpus"), stop_timeout_s=plan.stop_timeout_s,
+                cpus=_cpus(self.placement, "engine_cpus"), stop_timeout_s=plan.stop_timeout_s, container=plan.container,
             )  # fmt: skip
             self.engine.pid = self.engine_child.pid
             if lab := _cpus(self.placement, "lab_cpus"):  # the lab itself keeps off the engine's cores
@@ -183,7 +191,7 @@ class EngineLease:
             self.engine_metrics = {"url": url, "interval_s": cfg.telemetry.metrics_interval_s}
             self.samplers["engine_metrics"] = SamplerProcess(
                 "metrics", 0, self.work / "engine_metrics.jsonl", cfg.telemetry.metrics_interval_s, url=url,
-                supervisor=self.supervisor, cpus=cpus,
+                supervisor=self.supervisor, cpus=cpus, max_bytes=cfg.telemetry.max_scrape_bytes,
             )  # fmt: skip
         for sp in self.samplers.values():
             sp.start()
@@ -251,10 +259,10 @@ def auth_headers(plan: LaunchPlan) -> dict[str, str]:
     """Authorization header from the variable named by plan.api_key_env (read now, never stored)."""
     if not plan.api_key_env:
         return {}
-    key = os.environ.get(plan.api_key_env)
-    if not key:
-        raise EngineError(f"environment variable {plan.api_key_env} (engine.api_key_env) is not set")
-    return {"Authorization": f"Bearer {key}"}
+    try:
+        return bearer_headers(plan.api_key_env)
+    except ApiKeyError as e:  # its message names the variable, never the key
+        raise EngineError(str(e)) from None
 
 
 def _cpus(placement: Any, attr: str) -> list[int] | None:

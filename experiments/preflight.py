@@ -11,8 +11,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from analysis.records.layout import experiment_name_problem
 from analysis.schema import decision_problems, quality_threshold_problems, unknown_settings
 from engines import ADAPTERS
+from engines.auth import insecure_key_problem
 from engines.base import EngineAdapter, HostFacts
 from experiments.schema import RunConfig
 from loadgen import workload
@@ -80,6 +82,8 @@ def engine_problems(cfg: RunConfig, adapter: EngineAdapter | None = None) -> lis
     if e.api_key_env is not None and not _ENV_NAME.fullmatch(e.api_key_env):
         # The value is not echoed: it may be the key itself, pasted by mistake.
         out.append("engine.api_key_env must be the NAME of an environment variable (letters, digits, _), not the key")
+    if (line := insecure_key_problem(e.base_url, e.api_key_env, e.allow_insecure)) is not None:
+        out.append(line)
     if e.python is not None and not e.python.strip():
         out.append("engine.python is empty: give the engine's interpreter or null (discover it)")
     if not e.host.strip() or "://" in e.host or any(c.isspace() for c in e.host):
@@ -217,9 +221,8 @@ def quality_problems(cfg: RunConfig) -> list[str]:
 def folder_problems(cfg: RunConfig) -> list[str]:
     """experiment_name and results_dir name the folders the run writes into."""
     out: list[str] = []
-    name = cfg.experiment_name
-    if not name.strip() or name.strip(".") == "" or any(c in name for c in "/\\") or name != name.strip():
-        out.append(f"experiment_name={name!r} must be one folder name (no '/', not empty), e.g. experiment_name=quants")
+    if (line := experiment_name_problem(cfg.experiment_name)) is not None:
+        out.append(line)
     if not cfg.results_dir.strip():
         out.append("results_dir is empty: give the folder results go to, e.g. results_dir=results")
     return out
@@ -391,8 +394,19 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
             out.append("traffic.remote_workers needs a fixed traffic.master_port that the other machines can reach")
         if t.master_bind in ("127.0.0.1", "localhost", "::1"):
             out.append("traffic.remote_workers: set traffic.master_bind to this machine's address (or 0.0.0.0)")
+        if t.worker_token_env is None:
+            out.append("traffic.remote_workers needs traffic.worker_token_env: the NAME of a variable holding a token "
+                       "the workers also name (--token-env); without it any machine could join (docs/security.md)")  # fmt: skip
+    if t.worker_token_env is not None and not _ENV_NAME.fullmatch(t.worker_token_env):
+        out.append("traffic.worker_token_env must be the NAME of an environment variable (letters, digits, _), "
+                   "not the token")  # fmt: skip
     if t.max_inflight < 1:
         out.append(f"traffic.max_inflight must be >= 1, got {t.max_inflight}")
+    for name, lo, unit in (("max_sse_line_bytes", 1024, "bytes"), ("max_error_body_bytes", 300, "bytes"),
+                           ("max_output_text_chars", 1, "characters")):  # fmt: skip
+        if getattr(t, name) < lo:
+            out.append(f"traffic.{name} must be >= {lo} ({unit}; a cap on what the endpoint may send), "
+                       f"got {getattr(t, name)}")  # fmt: skip
 
     tel = cfg.telemetry
     if tel.sampler not in TELEMETRY_SAMPLERS:
@@ -400,6 +414,8 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
     for name in ("interval_s", "metrics_interval_s"):
         if not _positive(getattr(tel, name)):
             out.append(f"telemetry.{name} must be > 0 (seconds), got {getattr(tel, name)}")
+    if tel.max_scrape_bytes < 1024:
+        out.append(f"telemetry.max_scrape_bytes must be >= 1024 (a cap on one /metrics answer), got {tel.max_scrape_bytes}")
     out += decision_problems(cfg)
     return out
 

@@ -103,6 +103,10 @@ def find_reference(experiment_dir: Path, cfg: Any, key: str) -> Reference | None
                      rows=pd.read_parquet(qj.parent / QUALITY_ROWS))  # fmt: skip
 
 
+# The most one quality answer may be (its JSON holds top-k log-probabilities of every token).
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+
+
 class Client:
     """Blocking OpenAI-completions calls for the quality run (one requests.Session per thread)."""
 
@@ -120,10 +124,25 @@ class Client:
         s = getattr(self._local, "s", None)
         if s is None:
             s = self._local.s = requests.Session()
-        r = s.post(self.url, json={"model": self.model, **body}, headers=self.headers, timeout=self.timeout_s)
+        # No redirects: the key in self.headers goes to the configured server only. The answer is read
+        # by blocks against a total deadline (requests' timeout is per read: a slow drip never ends)
+        # and a cap (an endpoint is not trusted: docs/security.md).
+        deadline = time.monotonic() + self.timeout_s
+        r = s.post(self.url, json={"model": self.model, **body}, headers=self.headers, timeout=self.timeout_s,
+                   allow_redirects=False, stream=True)  # fmt: skip
+        try:
+            data = bytearray()
+            for block in r.iter_content(65536):
+                data += block
+                if len(data) > MAX_ANSWER_BYTES:
+                    raise RuntimeError(f"answer over {MAX_ANSWER_BYTES} bytes; not read further")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no complete answer within {self.timeout_s} s (quality.request_timeout_s, total)")
+        finally:
+            r.close()
         if r.status_code != 200:
-            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
-        return r.json()
+            raise RuntimeError(f"HTTP {r.status_code}: {bytes(data[:200]).decode(errors='replace')}")
+        return json.loads(bytes(data))
 
     def generate(self, prompt: str, max_tokens: int, *, fixed_length: bool, stop: list[str] | None,
                  top_logprobs: int | None = None) -> dict[str, Any]:  # fmt: skip

@@ -26,8 +26,8 @@ from typing import Any
 
 from analysis.records import identity
 from analysis.records.layout import LAUNCH_PREFIX, lab_stamp
-from analysis.records.plain import to_plain
 from analysis.records.run import EXIT, RunRecord, read_run_json
+from engines.auth import redact
 from engines.process import EngineError, Supervisor, cancel_on_signal, shielded_teardown
 from experiments import preflight, quality
 from experiments.artifacts import write_artifacts
@@ -45,6 +45,7 @@ from experiments.monitor import for_run as monitor_for_run
 from experiments.postrun import after_artifacts
 from experiments.progress import NullProgress
 from experiments.schema import RunConfig
+from experiments.secrets import redact_hydra_dir, redact_overrides
 from experiments.sweeps import resume
 from experiments.sweeps.callback import write_variant
 from experiments.sweeps.schedule import Schedule
@@ -60,6 +61,7 @@ def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None =
     sweep's status table reads it). Returns the exit code (module doc)."""
     variant_dir = Path(variant_dir)
     vid = identity.launch_key(cfg)
+    redact_hydra_dir(variant_dir / ".hydra", cfg.engine.env)  # Hydra's copies of the config: no engine.env value
     try:
         with resume.variant_lock(variant_dir):
             history = resume.scan(variant_dir, vid)
@@ -124,7 +126,8 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
     schedule = schedule if schedule is not None else Schedule(cfg)
     record = RunRecord(
         run_id=run_id or run_dir.name, variant_id=identity.launch_key(cfg), experiment=cfg.experiment_name,
-        config=to_plain(cfg), launch_fields=identity.launch_fields(cfg), overrides=list(overrides or []),
+        config=identity.redacted_config(cfg), launch_fields=identity.launch_fields(cfg),
+        overrides=redact_overrides(overrides or []),
         lab=lab_stamp(), launch=launch,
     )  # fmt: skip
     record.resume = schedule.state()
@@ -194,9 +197,11 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
             log.error("%s\n--- engine log tail ---\n%s", e, e.log_tail)
             record.fail("failed", str(e), phase=phase, log_tail=e.log_tail, exit_code=e.exit_code)
         except Exception as e:  # noqa: BLE001 - any failure must still tear down and record
-            log.error("run failed: %s: %s", type(e).__name__, e)
-            log.debug("%s", traceback.format_exc())
-            record.fail("failed", f"{type(e).__name__}: {e}", phase=phase, log_tail=traceback.format_exc(limit=8))
+            key = cfg.engine.api_key_env  # an error's text may quote a request header: never the key
+            why = redact(f"{type(e).__name__}: {e}", key)
+            log.error("run failed: %s", why)
+            log.debug("%s", redact(traceback.format_exc(), key))
+            record.fail("failed", why, phase=phase, log_tail=redact(traceback.format_exc(limit=8), key))
         finally:
             # A signal from here on never raises: it shortens the grace periods (the supervisor
             # "hurries", also when it came while the lease was closing) and marks the run cancelled.

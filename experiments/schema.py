@@ -58,6 +58,9 @@ class TelemetryConfig:
     interval_s: float = 0.2
     scrape_engine_metrics: bool = True  # the engine's Prometheus /metrics, raw samples + known series
     metrics_interval_s: float = 1.0
+    # one /metrics answer may be at most this long (16 MiB), read within max(metrics_interval_s, 1 s);
+    # a longer or slower one is a failed scrape (recorded), not a stalled sampler
+    max_scrape_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass
@@ -136,6 +139,9 @@ def register_configs() -> None:
     # ${servelab_variant_dir:} names a variant's results folder from its identity (hydra.run.dir,
     # hydra.sweep.subdir), so re-running a command finds what it measured before.
     OmegaConf.register_new_resolver("servelab_variant_dir", variant_dir_resolver, replace=True)
+    # ${servelab_folder:${experiment_name}} refuses a name that would leave results_dir (`../x`)
+    # before Hydra makes the run's folder (hydra.run.dir, hydra.sweep.dir): preflight comes too late.
+    OmegaConf.register_new_resolver("servelab_folder", folder_name_resolver, replace=True)
     # ${servelab_cpu_or_gpu:${gpu.count},<on a CPU plan>,<on a GPU plan>}: presets whose variants
     # depend on the hardware planned (conf/experiment/quant_shootout.yaml)
     OmegaConf.register_new_resolver("servelab_cpu_or_gpu", lambda count, cpu, gpu: cpu if int(count) == 0 else gpu,
@@ -146,6 +152,18 @@ def register_configs() -> None:
     cs.store(name="_run_schema", node=RunConfig)
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name=f"_{group}_schema", node=schema)
+
+
+class FolderNameError(ValueError):
+    """experiment_name is not one folder name; its message is the preflight line."""
+
+
+def folder_name_resolver(name: Any) -> str:
+    from analysis.records.layout import experiment_name_problem
+
+    if (line := experiment_name_problem(name if isinstance(name, str) else str(name))) is not None:
+        raise FolderNameError(line)
+    return str(name)
 
 
 def variant_dir_resolver(*, _root_: Any) -> str:

@@ -6,7 +6,8 @@ direction; `main` is the command over it and over `query`. The SQL views themsel
 (`open_store`, `query`; `runs`, `points`, `requests`, ...) are built in experiments.store_views
 and re-exported here, so `from experiments import store` gives both.
 
-Side effects: as experiments.store_views (reads run.json and parquet files, writes nothing);
+Side effects: as experiments.store_views (reads run.json and parquet files under the root only, writes nothing:
+the connection is locked down and `query` runs read-only SQL);
 `main` prints to stdout and stderr. CLI, exit 2 on bad input (one line):
   python -m experiments.store [--root results] [--format table|csv|json] query "SELECT ..."
   python -m experiments.store [--root results] [--format table|csv|json] compare A B

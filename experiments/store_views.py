@@ -16,6 +16,10 @@ All join on the identity fields `run_id, variant_id, point_id, repetition` (docs
 `query(root, sql)` runs SQL over them. Comparing two runs, variants or experiments, and the
 command line, are in experiments.store, which also re-exports this module's public names.
 
+Locked down (docs/store.md, docs/security.md): once the views are made the connection reads files
+under the results root only, loads no extension and its settings are locked; `query` runs
+read-only statements only (SELECT, including DESCRIBE/SHOW/SUMMARIZE/VALUES, and EXPLAIN).
+
 Side effects: reads run.json files and parquet footers when the store opens, parquet files when
 a query runs; writes nothing (the connection is in memory).
 """
@@ -114,7 +118,23 @@ def open_store(root: str | Path = "results") -> duckdb.DuckDBPyConnection:
         except duckdb.Error as e:  # e.g. a column with types DuckDB cannot unify across files
             con.close()
             raise StoreError(f"cannot read the {name} files under {root}: {_one_line(e)}") from None
+    lock_down(con, root)
     return con
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    """After the views are made: the connection may read files under `root` only (no other file,
+    no network, no database to attach), loads and installs no extension, and its configuration
+    cannot be changed back (lock_configuration). Results folders may come from others
+    (docs/security.md): a query is SQL over them, never a way to the rest of the machine."""
+    folder = str(root).rstrip("/") + "/"
+    for stmt in (f"SET allowed_directories = [{sql_literal(folder)}]",
+                 "SET enable_external_access = false",
+                 "SET autoinstall_known_extensions = false",
+                 "SET autoload_known_extensions = false",
+                 "SET allow_community_extensions = false",
+                 "SET lock_configuration = true"):  # fmt: skip
+        con.execute(stmt)
 
 
 def _read_runs(root: Path) -> list[RunInfo]:
@@ -296,7 +316,17 @@ def query(root: str | Path, sql: str) -> pd.DataFrame:
         con.close()
 
 
+READ_ONLY_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+
+
 def _run_sql(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
+    try:
+        kinds = [s.type for s in con.extract_statements(sql)]
+    except duckdb.Error as e:
+        raise StoreError(_one_line(e)) from None
+    if bad := [k for k in kinds if k not in READ_ONLY_STATEMENTS]:
+        raise StoreError(f"query runs read-only SQL only (SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); "
+                         f"got {', '.join(sorted({k.name for k in bad}))}")  # fmt: skip
     try:
         cur = con.execute(sql)
     except duckdb.Error as e:

@@ -167,10 +167,33 @@ def nvml_samples(root_pid: int, interval_s: float, nvml: Any = None) -> Iterator
             pass
 
 
-def metrics_samples(url: str, interval_s: float) -> Iterator[dict[str, Any]]:
+DEFAULT_MAX_SCRAPE_BYTES = 16 * 1024 * 1024  # telemetry.max_scrape_bytes
+
+
+class ScrapeTooLarge(Exception):
+    """A /metrics answer over the cap, or not read within its deadline."""
+
+
+def read_bounded(r: Any, max_bytes: int, deadline_s: float) -> bytes:
+    """At most `max_bytes` of response `r`, read by blocks until `deadline_s` (monotonic);
+    ScrapeTooLarge when there is more, or the deadline passes first (a slow drip)."""
+    out = bytearray()
+    while True:
+        if time.monotonic() > deadline_s:
+            raise ScrapeTooLarge(f"scrape not read within its deadline ({len(out)} bytes so far)")
+        block = r.read(min(65536, max_bytes + 1 - len(out)))
+        if not block:
+            return bytes(out)
+        out += block
+        if len(out) > max_bytes:
+            raise ScrapeTooLarge(f"scrape over {max_bytes} bytes (telemetry.max_scrape_bytes); not read further")
+
+
+def metrics_samples(url: str, interval_s: float, max_bytes: int = DEFAULT_MAX_SCRAPE_BYTES) -> Iterator[dict[str, Any]]:
     """Every sample of the Prometheus text at `url`, every `interval_s`: rows {t_ns, name, labels, value}.
 
-    A failed scrape yields one row with name=None and the error, so gaps are visible.
+    A failed scrape yields one row with name=None and the error, so gaps are visible; so does one
+    over `max_bytes` or not read within max(interval_s, 1 s) in all (an endpoint is not trusted).
     """
     import urllib.request
 
@@ -180,7 +203,7 @@ def metrics_samples(url: str, interval_s: float) -> Iterator[dict[str, Any]]:
         t_ns, wall = time.monotonic_ns(), time.time()
         try:
             with urllib.request.urlopen(url, timeout=max(interval_s, 1.0)) as r:  # noqa: S310 - engine URL
-                text = r.read().decode()
+                text = read_bounded(r, max_bytes, time.monotonic() + max(interval_s, 1.0)).decode()
             for fam in text_string_to_metric_families(text):
                 for smp in fam.samples:
                     yield {"t_ns": t_ns, "wall_s": wall, "name": smp.name, "type": fam.type,
@@ -200,12 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", default=None, help="metrics: the engine's Prometheus endpoint")
     ap.add_argument("--out", required=True)
     ap.add_argument("--interval", type=float, default=0.2)
+    ap.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_SCRAPE_BYTES, help="metrics: cap of one scrape")
     args = ap.parse_args(argv)
     # Blocked, then taken between samples by _ticks' sigtimedwait: a stop wakes the wait at once
     # and the sampler ends after one last whole sample (a handler would wait out the sleep).
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     _Stop.blocked = True
-    source = metrics_samples(args.url, args.interval) if args.kind == "metrics" else SAMPLERS[args.kind](args.pid, args.interval)
+    source = metrics_samples(args.url, args.interval, args.max_bytes) if args.kind == "metrics" else SAMPLERS[args.kind](args.pid, args.interval)
     with open(args.out, "a", buffering=1) as f:  # line-buffered: a crash loses at most one sample
         for sample in source:
             f.write(json.dumps(sample) + "\n")
@@ -217,8 +241,10 @@ class SamplerProcess:
     none is given); stop() ends it. Context manager. Its output goes to ``<out stem>.log``."""
 
     def __init__(self, kind: str, pid: int, out: Path, interval_s: float, url: str | None = None,
-                 supervisor: Supervisor | None = None, cpus: list[int] | None = None) -> None:  # fmt: skip
+                 supervisor: Supervisor | None = None, cpus: list[int] | None = None,
+                 max_bytes: int | None = None) -> None:  # fmt: skip
         self.kind, self.pid, self.out, self.interval_s, self.url = kind, pid, Path(out), interval_s, url
+        self.max_bytes = max_bytes  # metrics: cap of one scrape (None = DEFAULT_MAX_SCRAPE_BYTES)
         self.cpus = cpus  # cores the sampler may run on (experiments.placement), None = any
         from engines.process import Supervisor
 
@@ -229,6 +255,7 @@ class SamplerProcess:
     def start(self) -> None:
         root = Path(__file__).resolve().parent.parent
         extra = ["--url", self.url] if self.url else []
+        extra += ["--max-bytes", str(self.max_bytes)] if self.max_bytes else []
         self.child = self.supervisor.spawn(
             f"{self.kind} sampler",
             [sys.executable, "-m", "experiments.telemetry", self.kind, "--pid", str(self.pid),

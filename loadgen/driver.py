@@ -23,6 +23,7 @@ from typing import Any
 
 from engines.process import Child, Supervisor, free_port, shielded_teardown
 from loadgen.jsonl import read_jsonl
+from loadgen.locust.auth import LOCAL_TOKEN_ENV, new_token
 from loadgen.spec import LoadPointSpec, build_spec
 
 __all__ = ["LoadInterrupted", "LoadPointOutput", "LoadPointSpec", "build_spec", "run_load_point"]
@@ -81,10 +82,13 @@ def run_load_point(
     workers: list[Child] = []
     offset = log_path.stat().st_size if log_path.exists() else 0
     cmd = [python, "-m", "loadgen.locust_runner", str(spec_path)]
+    token_env = dist.token_env or LOCAL_TOKEN_ENV
     if dist.enabled:
+        if dist.token_env is None:  # local workers only: a fresh token, in the environment only
+            env[LOCAL_TOKEN_ENV] = new_token()
         port = dist.master_port or free_port()
         cmd += ["--role", "master", "--master-bind", dist.master_bind, "--master-port", str(port),
-                "--expect-workers", str(dist.expected_workers)]  # fmt: skip
+                "--expect-workers", str(dist.expected_workers), "--token-env", token_env]  # fmt: skip
         if dist.remote_workers:
             log.info("master waits on %s:%d for %d remote worker(s)", dist.master_bind, port, dist.remote_workers)
     # Own process group (Supervisor): Ctrl-C reaches the lab only; we stop the generator cleanly.
@@ -96,7 +100,8 @@ def run_load_point(
                 workers.append(sup.spawn(
                     f"loadgen {lp} worker {k}",
                     [python, "-m", "loadgen.locust_runner", "--role", "worker", "--master-host", master_host,
-                     "--master-port", str(port)],
+                     "--master-port", str(port), "--token-env", token_env, "--target-url", spec.base_url,
+                     *(["--api-key-env", spec.api_key_env] if spec.api_key_env else []), "--out-dir", str(workdir)],
                     log_path=log_path, env=env, cwd=root, cpus=cpus,
                 ))  # fmt: skip
         deadline = time.monotonic() + budget
@@ -128,7 +133,8 @@ def run_load_point(
     meta_path = Path(spec.paths.meta)
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     if proc.returncode not in (0, None) and not interrupted and aborted is None:
-        why = {3: "not all workers connected", 4: "merged records do not match the workers' counts"}.get(proc.returncode, "")
+        why = {3: "not all workers connected (with the shared token)",
+               4: "merged records do not match the workers' counts"}.get(proc.returncode, "")  # fmt: skip
         problems.append(f"load generator exited with code {proc.returncode} {why} (see {log_path})".replace("  ", " "))
     out = LoadPointOutput(
         records=records,

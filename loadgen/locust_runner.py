@@ -1,8 +1,9 @@
 """Entry point of the load-generator process: Locust as a library, headless, one load point.
 
     python -m loadgen.locust_runner SPEC.json                       # local: one process
-    python -m loadgen.locust_runner SPEC.json --role master --master-bind H --master-port P --expect-workers N
-    python -m loadgen.locust_runner --role worker --master-host H --master-port P   # also on other machines
+    python -m loadgen.locust_runner SPEC.json --role master --master-bind H --master-port P --expect-workers N --token-env NAME
+    python -m loadgen.locust_runner --role worker --master-host H --master-port P --token-env NAME \
+        --target-url URL [--api-key-env NAME] --out-dir DIR                     # also on other machines
 
 Started by :mod:`loadgen.driver`, never imported by the lab: the roles (loadgen.locust.local,
 .master, .worker) import Locust, which monkey-patches the stdlib with gevent, and that must not
@@ -27,6 +28,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--master-bind", default="127.0.0.1")
     ap.add_argument("--master-port", type=int, default=5557)
     ap.add_argument("--expect-workers", type=int, default=1)
+    # master and worker: the shared token (loadgen.locust.auth), by variable name or file
+    ap.add_argument("--token-env", help="NAME of the variable holding the token master and workers share")
+    ap.add_argument("--token-file", help="file holding the token master and workers share")
+    # worker only: taken from this command line, never from the master's spec
+    ap.add_argument("--target-url", help="worker: base URL of the engine to load (the spec's is ignored)")
+    ap.add_argument("--api-key-env", help="worker: NAME of the variable holding the engine's key (the spec's is ignored)")
+    ap.add_argument("--out-dir", help="worker: folder for its local copies of records and lag rows")
     ap.add_argument("--test-only-clock-offset-ns", type=int, default=0,
                     help="TESTS ONLY (worker): this worker's clock reads monotonic + offset, as on another machine")  # fmt: skip
     a = ap.parse_args(argv)
@@ -36,12 +44,24 @@ def main(argv: list[str]) -> int:
         from loadgen import clock
 
         clock.install_test_offset(a.test_only_clock_offset_ns)
+    token = b""
+    if a.role in ("master", "worker"):
+        from loadgen.locust.auth import TokenError, token_from
+
+        try:
+            token = token_from(a.token_env, a.token_file)
+        except TokenError as e:
+            ap.error(str(e))
+    if a.role == "worker" and not (a.target_url and a.out_dir):
+        ap.error("--role worker needs --target-url (the engine) and --out-dir (its local files); "
+                 "a worker takes neither from the master")  # fmt: skip
     import locust  # noqa: F401 - first of the heavy imports: it gevent-patches the stdlib before the rest loads
 
     if a.role == "worker":
-        from loadgen.locust.worker import run_worker
+        from loadgen.locust.worker import WorkerOwn, run_worker
 
-        return run_worker(a.master_host, a.master_port)
+        own = WorkerOwn(target_url=a.target_url, api_key_env=a.api_key_env, out_dir=a.out_dir)
+        return run_worker(a.master_host, a.master_port, own=own, token=token)
     if not a.spec:
         ap.error(f"--role {a.role} needs the spec JSON")
     from loadgen.spec import LoadPointSpec
@@ -51,7 +71,7 @@ def main(argv: list[str]) -> int:
     if a.role == "master":
         from loadgen.locust.master import run_master
 
-        return run_master(spec, a.master_bind, a.master_port, a.expect_workers)
+        return run_master(spec, a.master_bind, a.master_port, a.expect_workers, token=token)
     from loadgen.locust.local import run_local
 
     return run_local(spec)

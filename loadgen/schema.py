@@ -115,12 +115,22 @@ class TrafficConfig:
     trace_log_type: str | None = None
     # Distributed load: workers > 1 runs a Locust master plus this many local worker processes;
     # remote_workers more may connect from other machines to master_bind:master_port with
-    # `python -m loadgen.locust_runner --role worker --master-host <this host> --master-port <port>`.
+    # `python -m loadgen.locust_runner --role worker --master-host <this host> --master-port <port>
+    # --token-env <worker_token_env> --target-url <engine URL> --out-dir <folder>` (docs/cluster.md).
     workers: int = 1
     remote_workers: int = 0
     master_bind: str = "127.0.0.1"  # set to this machine's address (or 0.0.0.0) for remote workers
     master_port: int = 0  # 0 = a free port (local workers only)
-    request_timeout_s: float = 300.0
+    # NAME of the environment variable holding the token master and workers share (remote workers
+    # need it: `--token-env` of the same name on their side); null = a fresh one per point for
+    # local workers. The value is never written (docs/security.md).
+    worker_token_env: str | None = None
+    request_timeout_s: float = 300.0  # total per request (headers, stream and all)
+    # Caps on what an endpoint may send (docs/security.md): a request over one is recorded as an
+    # error naming the cap, its connection is closed, and the load point goes on.
+    max_sse_line_bytes: int = 1_048_576  # one SSE line (1 MiB); a longer one is never buffered whole
+    max_error_body_bytes: int = 4096  # of a non-200 answer's body (its first 300 characters are recorded)
+    max_output_text_chars: int = 4_194_304  # generated text kept per request (4 Mi characters)
     max_inflight: int = 1024  # open loop: requests beyond this are recorded as dropped, never delayed
     seed: int = 0
     drain_timeout_s: float = 120.0  # after the last send, wait this long for in-flight requests

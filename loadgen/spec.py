@@ -74,6 +74,9 @@ class DistributedSpec:
     remote_workers: int
     master_bind: str
     master_port: int  # 0 = a free port, chosen by the driver (local workers only)
+    # NAME of the variable holding the master/worker shared token (traffic.worker_token_env);
+    # None = the driver makes a fresh one for its local workers (loadgen.locust.auth)
+    token_env: str | None
 
     @property
     def enabled(self) -> bool:
@@ -127,6 +130,10 @@ class LoadPointSpec:
     # opens session `prompt_idx`; closed loop, each user runs sessions back to back. () otherwise.
     sessions: tuple[SessionPlan, ...]
     max_model_len: int | None  # the engine's context limit: a session ends before a turn would pass it
+    # caps on what the endpoint sends (traffic.max_*): over one, the request is an error naming it
+    max_sse_line_bytes: int
+    max_error_body_bytes: int
+    max_output_text_chars: int
     version: int = SPEC_VERSION  # of this JSON layout (checked on read); not a setting
 
     @property
@@ -275,7 +282,7 @@ def build_spec(
         realtime=bool(realtime),
         distributed=DistributedSpec(
             workers=int(t.workers), remote_workers=int(t.remote_workers), master_bind=t.master_bind,
-            master_port=int(t.master_port),
+            master_port=int(t.master_port), token_env=getattr(t, "worker_token_env", None),
         ),  # fmt: skip
         paths=OutputPaths(
             records=str(workdir / f"requests.{load_point}.jsonl"),
@@ -284,4 +291,6 @@ def build_spec(
         ),
         sessions=tuple(p.with_extras(extras_for) for p in sessions),
         max_model_len=int(max_model_len) if max_model_len else None,
+        max_sse_line_bytes=int(t.max_sse_line_bytes), max_error_body_bytes=int(t.max_error_body_bytes),
+        max_output_text_chars=int(t.max_output_text_chars),
     )

@@ -37,6 +37,42 @@ def build_request(base_url: str, path: str, body: bytes, headers: dict[str, str]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
+class CapExceeded(Exception):
+    """The server sent more than a cap allows; the message names the cap (recorded as the error)."""
+
+
+def read_line(resp: HTTPSocketResponse, max_bytes: int) -> bytes:
+    """The next line of the body (up to and including b"\\n"; b"" at its end), as
+    HTTPSocketResponse.readline does, but scanning each byte once (its readline rescans the whole
+    buffer after every read: quadratic in a line's length) and raising CapExceeded once the line
+    passes `max_bytes` without ending, instead of buffering it whole."""
+    buf = resp._body_buffer  # noqa: SLF001 - geventhttpclient keeps the parsed body here
+    scanned = 0
+    while True:
+        i = buf.find(b"\n", scanned)
+        if i >= 0:
+            line = bytes(buf[: i + 1])
+            del buf[: i + 1]
+            return line
+        scanned = len(buf)
+        if scanned > max_bytes:
+            raise CapExceeded(f"an SSE line longer than {max_bytes} bytes (traffic.max_sse_line_bytes)")
+        if resp.message_complete:
+            line = bytes(buf)
+            del buf[:]
+            return line
+        sock = resp._sock  # noqa: SLF001
+        if sock is None:
+            raise HTTPConnectionClosed("connection closed.")
+        resp.feed(sock.recv(resp.block_size))
+
+
+def read_capped(resp: HTTPSocketResponse, max_bytes: int) -> tuple[bytes, bool]:
+    """At most `max_bytes` of the body, and whether there was more (left unread)."""
+    data = resp.read(max_bytes + 1)
+    return data[:max_bytes], len(data) > max_bytes
+
+
 class ConnectionPool:
     """Idle keep-alive connections to one server; a request takes one (or opens one) and gives it
     back when the response was read completely and the server allows keep-alive."""

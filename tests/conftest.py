@@ -100,14 +100,16 @@ def timing_server(tmp_path):
     procs: list[subprocess.Popen] = []
 
     def start(ttft_ms: float = 20, itl_ms: float = 5, fail_status: int = 0, api_key: str | None = None,
-              keepalive_s: float = 5.0, max_streams: int = 0, count_prompt: bool = False) -> tuple[str, Path]:
+              keepalive_s: float = 5.0, max_streams: int = 0, count_prompt: bool = False,
+              hostile: str | None = None) -> tuple[str, Path]:
         port = free_port()
         log = tmp_path / f"server_{port}.jsonl"
         procs.append(subprocess.Popen(
             [sys.executable, str(SUPPORT / "timing_server.py"), "--port", str(port), "--ttft-ms", str(ttft_ms),
              "--itl-ms", str(itl_ms), "--fail-status", str(fail_status), "--log", str(log),
              "--keepalive-s", str(keepalive_s), *(["--api-key", api_key] if api_key else []),
-             *(["--max-streams", str(max_streams)] if max_streams else []), *(["--count-prompt"] if count_prompt else [])]
+             *(["--max-streams", str(max_streams)] if max_streams else []), *(["--count-prompt"] if count_prompt else []),
+             *(["--hostile", hostile] if hostile else [])]
         ))  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/health")

@@ -28,7 +28,8 @@ ID_LEN = 12
 
 # Settings that do not change the launched server: where it listens, how long the lab waits
 # for it, which interpreter is found on this machine. Excluded so the launch key is portable.
-_ENGINE_NOT_IN_KEY = frozenset({"port", "host", "ready_timeout_s", "stop_timeout_s", "python", "health_path", "metrics_path"})
+_ENGINE_NOT_IN_KEY = frozenset({"port", "host", "ready_timeout_s", "stop_timeout_s", "python", "health_path", "metrics_path",
+                                "allow_insecure"})  # fmt: skip
 # Model fields that only help the lab (setup hint, capacity math), not the server.
 _MODEL_NOT_IN_KEY = frozenset({"built_by", "params_b", "random_weights"})
 # GPU catalog figures (bandwidth, prices, sources) describe the hardware; name + count identify it.
@@ -36,12 +37,32 @@ _GPU_IN_KEY = ("name", "count")
 # Traffic fields that are labels, the other points of the run, or *how* the load generator is
 # run (process layout, priority) rather than what it sends when.
 _TRAFFIC_NOT_IN_KEY = frozenset(
-    {"name", "points", "workers", "remote_workers", "master_bind", "master_port", "loadgen_nice"}
+    {"name", "points", "workers", "remote_workers", "master_bind", "master_port", "loadgen_nice", "worker_token_env",
+     "max_sse_line_bytes", "max_error_body_bytes", "max_output_text_chars"}
 )
 _WORKLOAD_NOT_IN_KEY = frozenset({"name"})
 # Traffic fields that joined the schema later: left out at their default, so the point ids of runs
 # recorded before them still hold (a trace's format, Mooncake block size, BurstGPT filters).
 _TRAFFIC_LATER = {"trace_format": "auto", "trace_block_tokens": 512, "trace_model": None, "trace_log_type": None}
+
+
+# engine.env values may be secrets (tokens, keys): records show this text instead, and the launch
+# key holds only the names, so rotating a token keeps variant_id (engines.base.REDACTED is the same).
+REDACTED = "<redacted>"
+
+
+def redact_env(env: Any) -> dict[str, str]:
+    """engine.env with every value replaced by REDACTED (the names are kept)."""
+    return {str(k): REDACTED for k in (env or {})}
+
+
+def redacted_config(cfg: Any) -> dict[str, Any]:
+    """The run config as plain JSON for run.json, engine.env values redacted."""
+    plain = to_plain(cfg)
+    engine = plain.get("engine") if isinstance(plain, dict) else None
+    if isinstance(engine, dict) and "env" in engine:
+        engine["env"] = redact_env(engine["env"])
+    return plain
 
 
 def stable_hash(obj: Any) -> str:
@@ -53,6 +74,8 @@ def stable_hash(obj: Any) -> str:
 def launch_fields(cfg: Any) -> dict[str, Any]:
     """What the launch key is computed over (recorded in run.json, so a key can be re-derived)."""
     engine = {k: v for k, v in to_plain(cfg.engine).items() if k not in _ENGINE_NOT_IN_KEY}
+    if "env" in engine:  # names only: a value may be a secret, and a rotated token is the same server
+        engine["env"] = redact_env(engine["env"])
     model = {k: v for k, v in to_plain(cfg.model).items() if k not in _MODEL_NOT_IN_KEY}
     gpu = {k: getattr(cfg.gpu, k) for k in _GPU_IN_KEY}
     placement = getattr(cfg, "placement", None)

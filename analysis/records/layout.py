@@ -31,6 +31,18 @@ def variant_dir_name(engine: str, quant: str, variant_id: str) -> str:
     return f"{engine}_{quant}_{variant_id}"
 
 
+def experiment_name_problem(name: str) -> str | None:
+    """The one line refusing an experiment_name that is not one plain folder name under results_dir
+    (a path separator, `..`, a NUL, surrounding blanks, empty), or None when it is fine. The name
+    becomes a path component, so `../../x` would write outside results_dir."""
+    bad = (not isinstance(name, str) or not name.strip() or name != name.strip() or ".." in name
+           or any(c in name for c in ("/", "\\", "\0", os.sep, os.altsep or "/")) or name.strip(".") == "")  # fmt: skip
+    if bad:
+        return (f"experiment_name={name!r} must be one folder name (no '/', '\\' or '..', not empty), "
+                "e.g. experiment_name=quants")
+    return None
+
+
 def point_file(index: int) -> str:
     """The durable per-point request file of a run folder (until requests.parquet replaces it)."""
     return f"{POINTS_DIR}/{index:03d}.requests.parquet"

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from analysis.records.atomic import write_json_atomic
 from analysis.records.run import now_utc
+from experiments.secrets import redact_hydra_files, redact_overrides
 
 log = logging.getLogger("servelab")
 
@@ -77,7 +79,7 @@ class SweepReport(Callback):
         if hc is None or str(hc.hydra.mode) != "RunMode.MULTIRUN":
             return
         out = Path(hc.hydra.runtime.output_dir)
-        row = {"folder": out.name, "job": hc.hydra.job.num, "overrides": list(job_return.overrides or []),
+        row = {"folder": out.name, "job": hc.hydra.job.num, "overrides": redact_overrides(job_return.overrides or []),
                **read_variant(out)}  # fmt: skip
         self.rows.append(row)
 
@@ -92,6 +94,8 @@ class SweepReport(Callback):
             if summary["decision"]["exit_code"] == 0 and bool(config.get("report", True)):
                 summary["report"] = self._report(sweep_dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        env = OmegaConf.to_container(config.engine.env, resolve=False) if "engine" in config else {}
+        redact_hydra_files([sweep_dir / "multirun.yaml"], env)  # Hydra's copy of the sweep's config
         write_json_atomic(sweep_dir / "sweep.json", summary)
         if self.rows and all(r.get("status") == "refused" for r in self.rows):
             # e.g. repetitions=0 for every variant: nothing was launched or measured, as a refused run
@@ -115,7 +119,7 @@ class SweepReport(Callback):
 
         groups = {g: OmegaConf.to_object(config[g]) for g in ("slo", "pricing", "quality") if config.get(g) is not None}
         task = OmegaConf.select(config, "hydra.overrides.task", default=None)
-        overrides = [str(o) for o in task] if task is not None else []
+        overrides = redact_overrides(str(o) for o in task) if task is not None else []
         print(f"servelab sweep: deciding {sweep_dir} at the runs' " + ", ".join(
             f"{g}={getattr(v, 'name', '?')}" for g, v in groups.items()), file=sys.stderr, flush=True)  # fmt: skip
         try:

@@ -33,7 +33,10 @@ class ServelabSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
+        from experiments.secrets import redact_launcher_logs
         from experiments.sweeps.plan import plan_overrides
+
+        redact_launcher_logs()  # the launcher prints each job's overrides: no engine.env value in them
 
         assert self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)

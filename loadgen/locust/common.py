@@ -22,6 +22,7 @@ the meta JSON; changes the process's priority and CPU affinity when the spec ask
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -39,6 +40,7 @@ from gevent import GreenletExit
 from locust import LoadTestShape, User, constant, task
 from locust.exception import StopUser
 
+from engines.auth import ApiKeyError, bearer_headers
 from loadgen import clock
 from loadgen.arrivals import phase_of, shape_multiplier
 from loadgen.openai_api import DONE, ENDPOINT_PATHS, choice_text, request_body, sse_payload
@@ -54,7 +56,7 @@ from loadgen.sessions import (
     turn_body,
 )
 from loadgen.spec import LoadPointSpec, RequestItem
-from loadgen.sse_client import ConnectionPool, build_request
+from loadgen.sse_client import CapExceeded, ConnectionPool, build_request, read_capped, read_line
 
 now = clock.now  # bound at import: a test-only clock offset is installed before this module loads
 
@@ -217,12 +219,15 @@ class StreamingUser(User):
                 rec["t_headers_ns"] = now()
                 rec["http_status"] = int(resp.status_code or 0)
                 if resp.status_code != 200:
-                    detail = resp.read()[:300].decode(errors="replace")
+                    body, more = read_capped(resp, spec.max_error_body_bytes)  # never the whole body
+                    detail = body[:300].decode(errors="replace")
                     rec["status"] = ERROR
-                    rec["error"] = f"HTTP {resp.status_code}: {detail}".strip()
+                    rec["error"] = f"HTTP {resp.status_code}: {detail}".strip() + (
+                        f" (body over {spec.max_error_body_bytes} bytes, not read)" if more else "")
                 else:
+                    n_text = 0
                     while True:
-                        line = resp.readline(b"\n")
+                        line = read_line(resp, spec.max_sse_line_bytes)
                         t = now()  # stamp before parsing
                         if not line:
                             break
@@ -241,6 +246,10 @@ class StreamingUser(User):
                             c0 = choices[0]
                             text = choice_text(c0, chat)
                             if text:
+                                n_text += len(text)
+                                if n_text > spec.max_output_text_chars:
+                                    raise CapExceeded(f"output text over {spec.max_output_text_chars} characters "
+                                                      "(traffic.max_output_text_chars)")  # fmt: skip
                                 chunks.append(t)
                                 texts.append(text)
                             if c0.get("finish_reason"):
@@ -262,6 +271,12 @@ class StreamingUser(User):
             rec["status"] = CANCELLED
             rec["error"] = "cancelled: load point stopped while in flight"
             raise
+        except CapExceeded as e:  # the endpoint sent more than a cap allows: its connection is not reused
+            rec["status"] = ERROR
+            rec["error"] = f"over a cap: {e}"
+            exc = e
+            with contextlib.suppress(Exception):
+                sock.close()
         except Exception as e:  # noqa: BLE001 - any failure of one request is recorded, not fatal
             rec["status"] = ERROR
             rec["error"] = f"{type(e).__name__}: {e}"[:500]
@@ -502,11 +517,10 @@ def prepare(gen: LoadGen, placement: bool = True) -> tuple[type[StreamingUser], 
     if placement and spec.realtime:
         set_realtime()
     headers: dict[str, str] = {}
-    if spec.api_key_env:
-        key = os.environ.get(spec.api_key_env)
-        if not key:
-            raise SystemExit(f"environment variable {spec.api_key_env} (engine.api_key_env) is not set")
-        headers["Authorization"] = f"Bearer {key}"
+    try:  # stripped and checked; the message names the variable, never the key
+        headers.update(bearer_headers(spec.api_key_env))
+    except ApiKeyError as e:
+        raise SystemExit(str(e)) from None
     gen.headers = headers
     path = ENDPOINT_PATHS[spec.endpoint]
     for item in spec.items:

@@ -69,10 +69,10 @@ def test_tgi_docker_plan_mounts_a_local_model(tmp_path):
     p = a.launch_plan(3001, facts(model_is_local=True))
     assert p.argv == (
         "docker", "run", "--rm", "--init", "--name", "servelab-tgi-3001", "--gpus", "all", "--shm-size", "1g",
-        "-p", "127.0.0.1:3001:80", "-v", f"{tmp_path}:/model:ro", "-e", "PREFILL_CHUNKING=0",
+        "-p", "127.0.0.1:3001:80", "-v", f"{tmp_path}:/model:ro", "-e", "PREFILL_CHUNKING",
         "ghcr.io/huggingface/text-generation-inference:3.3.5", "--model-id", "/model", "--quantize", "awq",
     )  # fmt: skip
-    assert dict(p.env) == {}
+    assert dict(p.env) == {"PREFILL_CHUNKING": "0"}  # `-e NAME`: docker copies the value from its own environment
 
 
 def test_transformers_plans_cb_and_plain():

@@ -189,7 +189,8 @@ def test_model_quant_pairing_is_loaded_when_present(tmp_path):
 def test_remote_workers_need_a_reachable_master():
     ps = problems(["traffic.remote_workers=2"])
     assert any("fixed traffic.master_port" in p for p in ps) and any("traffic.master_bind" in p for p in ps)
-    assert problems(["traffic.remote_workers=2", "traffic.master_port=5557", "traffic.master_bind=0.0.0.0"]) == []
+    assert problems(["traffic.remote_workers=2", "traffic.master_port=5557", "traffic.master_bind=0.0.0.0",
+                     "traffic.worker_token_env=SERVELAB_WORKER_TOKEN"]) == []
 
 
 @pytest.mark.parametrize("variant", options("variant"))

@@ -57,7 +57,7 @@ QUALITY = {"quality.enabled": True}
 KNEE = {"search.kind": "knee", "traffic.points": [1.0, 16.0]}
 BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     **SHARED_BAD,  # slo, pricing, gpu, the quality gate's thresholds: analysis.schema, as the decision
-    "experiment_name": ({"experiment_name": "a/b"}, "must be one folder name (no '/', not empty)"),
+    "experiment_name": ({"experiment_name": "a/b"}, "must be one folder name (no '/', '\\' or '..', not empty)"),
     "results_dir": ({"results_dir": " "}, "give the folder results go to"),
     "repetition": ({"repetition": -1}, "repetition must be >= 0"),
     "repetitions": ({"repetitions": 0}, "repetitions must be >= 1"),
@@ -151,6 +151,11 @@ BAD: dict[str, tuple[dict[str, typing.Any], str]] = {
     "traffic.points": ({"traffic.points": []}, "give at least one load point, e.g. traffic.points=[4]"),
     "traffic.points[]": ({"traffic.points": [4.0, -1.0]}, "-1.0 is not > 0; every point is a finite rate"),
     "traffic.master_bind": ({"traffic.master_bind": "http://0.0.0.0"}, "must be an address to listen on"),
+    "traffic.max_sse_line_bytes": ({"traffic.max_sse_line_bytes": 10}, "must be >= 1024 (bytes"),
+    "traffic.max_error_body_bytes": ({"traffic.max_error_body_bytes": 0}, "must be >= 300 (bytes"),
+    "traffic.max_output_text_chars": ({"traffic.max_output_text_chars": 0}, "must be >= 1 (characters"),
+    "telemetry.max_scrape_bytes": ({"telemetry.max_scrape_bytes": 5}, "must be >= 1024"),
+    "traffic.worker_token_env": ({"traffic.worker_token_env": "s3cr3t token"}, "must be the NAME of an environment variable"),
     "traffic.duration_s": ({"traffic.duration_s": 0.0}, "must be > 0"),
     "traffic.warmup_s": ({"traffic.warmup_s": -1.0}, "must be >= 0"),
     "traffic.cooldown_s": ({"traffic.cooldown_s": -1.0}, "must be >= 0"),
@@ -424,6 +429,32 @@ def test_run_py_refuses_a_results_dir_it_cannot_create_in_one_line(tmp_path):
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr[-2000:]
     assert r.stderr.startswith(f"servelab: invalid setting: cannot create the results folder {tmp_path / 'a_file'}/")
     assert "set results_dir to a folder you can write" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["../x", "..", "a/../b", "a\\b", "a..b", " a", "a\0b", "", "."])
+def test_an_experiment_name_that_is_not_one_folder_is_refused_in_one_line(base, name):
+    (line,) = [p for p in problems(with_(base, {"experiment_name": name})) if "experiment_name" in p]
+    assert line.startswith(f"experiment_name={name!r} must be one folder name")
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+def test_run_py_writes_nothing_outside_results_dir_for_a_name_with_dot_dot(tmp_path, multirun):
+    """Hydra makes the run's folder before preflight runs: the name is refused when the folder is
+    resolved, so `experiment_name=../../x` writes nothing anywhere (it wrote outside results_dir)."""
+    results = tmp_path / "a" / "b"
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), *(["-m"] if multirun else []),
+                        "experiment_name=../../escaped", f"results_dir={results}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr[-2000:]
+    assert r.stderr.startswith("servelab: invalid setting: experiment_name='../../escaped' must be one folder name")
+    assert list(tmp_path.rglob("*")) == []  # not even results_dir
+
+
+def test_remote_workers_need_a_shared_token(base):
+    remote = {"traffic.remote_workers": 1, "traffic.master_port": 5557, "traffic.master_bind": "0.0.0.0"}
+    (line,) = problems(with_(base, remote))
+    assert line.startswith("traffic.remote_workers needs traffic.worker_token_env")
+    assert problems(with_(base, {**remote, "traffic.worker_token_env": "SERVELAB_WORKER_TOKEN"})) == []
 
 
 def test_knee_settings_with_a_grid_search_are_refused(base):

@@ -200,7 +200,7 @@ def test_endpoint_without_the_key_variable_fails_clearly(timing_server, tiny_tok
         "engine=endpoint", f"engine.base_url={url}", "engine.api_key_env=SERVELAB_MISSING_KEY",
         f"model.path={tiny_tokenizer_dir}", "model.built_by=null", "workload.prompt_tokens=20",
     ]))  # fmt: skip
-    assert run(c, tmp_path / "run") == 1
+    assert run(c, tmp_path / "run") == 2  # refused by preflight (issue 25), before anything is sent
     s = json.loads((tmp_path / "run" / "run.json").read_text())
     assert "SERVELAB_MISSING_KEY" in s["failure"]["reason"] and "not set" in s["failure"]["reason"]
 

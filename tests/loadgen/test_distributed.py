@@ -35,7 +35,7 @@ def test_master_merges_exactly_the_workers_records(timing_server, tmp_path, kind
     spec = spec_for(url, tmp_path, kind, value, workers=2)
     out = run_load_point(spec, tmp_path)
     assert out.problems == [] and out.meta["merge_ok"] is True
-    per_worker = [read_jsonl(p) for p in sorted(tmp_path.glob("requests.0.jsonl.worker*"))]
+    per_worker = [read_jsonl(p) for p in sorted(tmp_path.glob("requests.0.worker*.jsonl"))]
     assert len(per_worker) == 2 and all(per_worker)  # both workers sent requests
     merged_ids = sorted(r["request_id"] for r in out.records)
     worker_ids = sorted(r["request_id"] for recs in per_worker for r in recs)
@@ -52,7 +52,7 @@ def test_master_merges_exactly_the_workers_records(timing_server, tmp_path, kind
     assert out.lag and {s["worker"] for s in out.lag} == {0, 1}
 
 
-def test_a_worker_with_another_clock_is_put_on_the_masters_clock(timing_server, tmp_path):
+def test_a_worker_with_another_clock_is_put_on_the_masters_clock(timing_server, tmp_path, monkeypatch):
     """One local worker (the master's clock) and one 'remote' worker whose clock reads 7 s ahead
     (test-only offset, as on another machine): the master measures the offset within its
     uncertainty and every merged timestamp lands on its own clock (the timing server's, too)."""
@@ -60,7 +60,9 @@ def test_a_worker_with_another_clock_is_put_on_the_masters_clock(timing_server, 
     url, server_log = timing_server(ttft_ms=20, itl_ms=5)
     port = free_port()
     tr = TrafficConfig(kind="poisson", request_timeout_s=20, drain_timeout_s=20, max_inflight=64, warmup_s=0.5,
-                       duration_s=2.0, workers=1, remote_workers=1, master_port=port)  # fmt: skip
+                       duration_s=2.0, workers=1, remote_workers=1, master_port=port,
+                       worker_token_env="SERVELAB_TEST_WORKER_TOKEN")  # fmt: skip
+    monkeypatch.setenv("SERVELAB_TEST_WORKER_TOKEN", "a-shared-token-of-enough-length")
     spec = build_spec(load_point=0, load_value=20.0, traffic=tr, workload=WorkloadConfig(), items=ITEMS, base_url=url,
                       model="m", extras_for=lambda n: {}, workdir=tmp_path)  # fmt: skip
     box: dict = {}
@@ -69,7 +71,8 @@ def test_a_worker_with_another_clock_is_put_on_the_masters_clock(timing_server, 
     with open(tmp_path / "remote.log", "wb") as log:
         remote = subprocess.Popen(
             [sys.executable, "-m", "loadgen.locust_runner", "--role", "worker", "--master-host", "127.0.0.1",
-             "--master-port", str(port), "--test-only-clock-offset-ns", str(x)],
+             "--master-port", str(port), "--test-only-clock-offset-ns", str(x),
+             "--token-env", "SERVELAB_TEST_WORKER_TOKEN", "--target-url", url, "--out-dir", str(tmp_path / "remote")],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         try:

@@ -39,10 +39,11 @@ def test_build_spec_of_the_schema_defaults_is_this_golden_spec():
                   Arrival(0.75, "measure", 1), Arrival(1.0, "measure", 0), Arrival(1.25, "measure", 1)),
         users=None, shape=None, warmup_s=0.5, duration_s=1.0, cooldown_s=0.0, think_time_s=0.0,
         request_timeout_s=300.0, drain_timeout_s=120.0, max_inflight=1024, loadgen_nice=0, cpus=None, realtime=False,
-        distributed=DistributedSpec(workers=1, remote_workers=0, master_bind="127.0.0.1", master_port=0),
+        distributed=DistributedSpec(workers=1, remote_workers=0, master_bind="127.0.0.1", master_port=0, token_env=None),
         paths=OutputPaths(records="/nonexistent/rundir/requests.1.jsonl", lag="/nonexistent/rundir/loadgen_lag.1.jsonl",
                           meta="/nonexistent/rundir/loadgen_meta.1.json"),
         sessions=(), max_model_len=None,
+        max_sse_line_bytes=1_048_576, max_error_body_bytes=4096, max_output_text_chars=4_194_304,
     )  # fmt: skip
     assert spec.loop == "open" and spec.window_s == 1.5 and spec.last_send_s() == 1.25
     assert spec == spec_of(t) and not Path("/nonexistent").exists()  # pure: same input, same spec, no file
@@ -55,7 +56,7 @@ def test_every_setting_comes_from_the_config():
     spec = spec_of(t, value=6.0, cpus=[3, 1], api_key_env="KEY")
     assert (spec.loadgen_nice, spec.cooldown_s, spec.think_time_s, spec.request_timeout_s, spec.drain_timeout_s,
             spec.max_inflight, spec.cpus, spec.api_key_env) == (-5, 2.0, 0.5, 9.0, 8.0, 17, (3, 1), "KEY")  # fmt: skip
-    assert spec.distributed == DistributedSpec(3, 2, "0.0.0.0", 5557)
+    assert spec.distributed == DistributedSpec(3, 2, "0.0.0.0", 5557, None)
     assert spec.distributed.enabled and spec.distributed.expected_workers == 5
     # each point its own seeded stream: seed + load_point
     expected = open_loop_schedule("poisson", 6.0, 1.0, 3.0, 2, seed=8, cooldown_s=2.0, burstiness=0.5)
@@ -127,3 +128,12 @@ def test_abort_stops_the_point_at_once_and_keeps_its_records(timing_server, tmp_
     assert max(gaps) < 1e9  # polled often (0.2 s nominal; slack for a loaded machine)
     if workers > 1:
         assert out.meta["merge_ok"] is True and len({r["worker"] for r in out.records}) == 2
+
+
+def test_the_caps_and_the_worker_token_come_from_the_config():
+    t = TrafficConfig(kind="constant", duration_s=1.0, max_sse_line_bytes=2048, max_error_body_bytes=512,
+                      max_output_text_chars=99, worker_token_env="SERVELAB_T", workers=2)  # fmt: skip
+    spec = spec_of(t)
+    assert (spec.max_sse_line_bytes, spec.max_error_body_bytes, spec.max_output_text_chars) == (2048, 512, 99)
+    assert spec.distributed.token_env == "SERVELAB_T"
+    assert LoadPointSpec.from_json(spec.to_json()) == spec

@@ -50,7 +50,29 @@ class TimingTopkAdapter(TimingServerAdapter):
         return {}
 
 
+# Run by the engine "process" of engine.name=timing_env: records a hash of the variable
+# SERVELAB_TEST_TOKEN that engine.env gave it (the file named by SERVELAB_ENV_PROBE), then becomes
+# the timing server.
+_ENV_PROBE = ("import hashlib, os, runpy, sys; "
+              "open(os.environ['SERVELAB_ENV_PROBE'], 'w').write("
+              "hashlib.sha256(os.environ.get('SERVELAB_TEST_TOKEN', '').encode()).hexdigest()); "
+              "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+class TimingEnvAdapter(TimingServerAdapter):
+    """The timing server started with the engine's environment (base_env: engine.env included),
+    as the real adapters start theirs: what engine.env secrets reach, and what is written of them."""
+
+    name = "timing_env"
+
+    def launch_plan(self, port: int, facts: HostFacts) -> LaunchPlan:
+        argv = (sys.executable, "-c", _ENV_PROBE, str(SUPPORT / "timing_server.py"), "--port", str(port),
+                "--ttft-ms", "15", "--itl-ms", "3")  # fmt: skip
+        return self.make_plan(list(argv), self.base_env(facts), port, metrics_path=None)
+
+
 ADAPTERS.setdefault("timing", TimingServerAdapter)
+ADAPTERS.setdefault("timing_env", TimingEnvAdapter)
 ADAPTERS.setdefault("timing_topk", TimingTopkAdapter)
 ADAPTERS.setdefault("faulty", FaultyEngineAdapter)
 

@@ -85,6 +85,42 @@ def _chunk(payload: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(payload), payload)
 
 
+HOSTILE = ("endless-line", "slow-drip", "huge-error", "huge-text", "huge-metrics")
+
+
+async def hostile(writer: asyncio.StreamWriter, mode: str) -> None:
+    """A server that does not play fair (tests of the client's caps, issue 25): until the client
+    hangs up, `endless-line` streams one SSE line that never ends, `slow-drip` sends a byte every
+    0.2 s and never a line end, `huge-error` answers 500 with an endless body, `huge-text` streams
+    well-formed tokens of 64 KiB each without end, `endless-text` (the /metrics of huge-metrics) an
+    endless text body."""
+    STATS["total"] += 1
+    status, ctype = (500, "application/json") if mode == "huge-error" else (200, "text/event-stream")
+    if mode == "endless-text":
+        ctype = "text/plain"
+    writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    if mode == "endless-line":
+        writer.write(_chunk(b"data: {\"choices\": [{\"text\": \""))
+    block = json.dumps({"choices": [{"index": 0, "text": "y" * 65536}]}).encode()
+    try:
+        while True:
+            if mode == "slow-drip":
+                writer.write(_chunk(b"d"))
+                await writer.drain()
+                await asyncio.sleep(0.2)
+                continue
+            if mode == "huge-text":
+                writer.write(_chunk(b"data: " + block + b"\n\n"))
+            elif mode == "endless-text":
+                writer.write(_chunk(b"fake:filler 1\n" * 4096))
+            else:
+                writer.write(_chunk(b"x" * 65536))
+            await writer.drain()
+            await asyncio.sleep(0)
+    except (ConnectionError, OSError):
+        pass
+
+
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
@@ -103,6 +139,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                     writer.write(_resp(401, b'{"error": "unauthorized"}'))
                 elif path == "/v1/models":
                     writer.write(_resp(200, b'{"data": [{"id": "m"}]}'))
+                elif path == "/metrics" and ARGS.hostile == "huge-metrics":
+                    await hostile(writer, "endless-text")
+                    return
                 elif path == "/metrics":
                     m = (f"# TYPE fake:num_requests_running gauge\nfake:num_requests_running {STATS['running']}\n"
                          f"# TYPE fake:requests_total counter\nfake:requests_total {STATS['total']}\n"
@@ -114,6 +153,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                     writer.write(_resp(404, b"not found"))
                 await writer.drain()
                 continue
+            if ARGS.hostile and path in ("/v1/completions", "/v1/chat/completions"):
+                await hostile(writer, ARGS.hostile)
+                return
             if path not in ("/v1/completions", "/v1/chat/completions"):
                 writer.write(_resp(404, b"not found"))
             elif not authorized:
@@ -295,6 +337,8 @@ def main() -> None:
                     help="usage.prompt_tokens = the words of the prompt or chat history (default: 7)")
     ap.add_argument("--max-streams", type=int, default=0,
                     help="stream at most N requests at once, the rest wait FIFO (0 = unlimited)")  # fmt: skip
+    ap.add_argument("--hostile", choices=HOSTILE, default=None,
+                    help="misbehave on every completion (or /metrics): see hostile()")
     ap.add_argument("--quality-noise", type=float, default=0.0,
                     help="share of contexts whose top-1 token the toy model swaps (a known 'quantization' error)")
     ARGS = ap.parse_args()
