@@ -303,8 +303,9 @@ async def stream(writer: asyncio.StreamWriter, req: dict, chat: bool, t_arrival:
         STATS["running"] -= 1
         if ARGS.log:
             with open(ARGS.log, "a") as f:  # one small write per request: complete as soon as it ends
-                entry = {"id": rid, "arrival_ns": t_arrival, "send_ns": sends, "prompt_tokens": prompt_tokens(req),
-                         "messages": len(req.get("messages") or [])}  # fmt: skip
+                entry = {"id": rid, "arrival_ns": t_arrival, "send_ns": sends}
+                if ARGS.count_prompt:  # without it the record is as it always was
+                    entry |= {"prompt_tokens": prompt_tokens(req), "messages": len(req.get("messages") or [])}
                 if SLOTS is not None:  # without --max-streams the record is as it always was
                     entry["start_ns"] = t_start
                 f.write(json.dumps(entry) + "\n")
