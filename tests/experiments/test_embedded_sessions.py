@@ -28,7 +28,11 @@ from experiments.runner import run
 from tests.conftest import ROOT, compose
 from tests.support.engine_process import EngineProcess
 
-pytestmark = pytest.mark.engine
+# `-m slow`: its own engine start (~60 s) and two runs (~30 s) put the default run past its 15
+# minutes on 2 cores (measured 16.3 min with it: 452 s + 523 s); the sessions' history, context
+# limit and fan-out are checked exactly against the timing server in the default run
+# (tests/loadgen/test_sessions.py). Run it with `pytest -m slow -k sessions`.
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 # 4 turns of a 128-token message and a 16-token reply after a 256-token system prompt: turn 3
 # sends ~256 + 4 x 128 + 3 x 16 = ~820 tokens, of which the cache can hold all but the last message.
