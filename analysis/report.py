@@ -76,27 +76,6 @@ def _plot(pid: str, title: str, caption: str, svg: str) -> dict[str, str]:
     return {"id": pid, "title": title, "caption": caption, "svg": svg}
 
 
-def _turn_plots(decision: Mapping[str, Any], summaries: Mapping[str, Any], ops: Mapping[str, Any],
-                rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str], colors: Mapping[str, str],
-                limits: Mapping[str, float]) -> list[dict[str, str]]:  # fmt: skip
-    """TTFT against turn per variant at its operating point, where the traffic was multi-turn."""
-    series = []
-    for vid, (pid, _why) in ops.items():
-        row = next((r for r in rows if r["variant_id"] == vid and r["point_id"] == pid), None)
-        s = summaries.get(row["run_id"]) if row else None
-        lp = next((p for p in (s or {}).get("load_points") or [] if p.get("point_id") == pid), None)
-        by_turn = (((lp or {}).get("summary") or {}).get("sessions") or {}).get("by_turn")
-        if by_turn:
-            series.append({"label": f"{labels.get(vid, vid)} @ {rd.load_label(row['load_value'], row['load_unit'])}",
-                           "color": colors.get(vid, rp.PALETTE[0]), "by_turn": by_turn})  # fmt: skip
-    if not series:
-        return []
-    return [_plot("turns", "TTFT against the turn of a conversation, per variant at its operating point",
-                  "multi-turn sessions: p99 solid, p50 dashed; the context grows with the turn (right); the legend "
-                  "gives the prefix cache's hit share per turn where the engine reported cached tokens.",
-                  rp.turn_plot(series, limits.get("ttft_ms"), key="turns"))]  # fmt: skip
-
-
 # -- the run report ------------------------------------------------------------------------------
 def run_plots(run: rd.RunData, rows: Sequence[Mapping[str, Any]], slo: Mapping[str, Any], labels: Mapping[int, str],
               knee: Mapping[str, Any]) -> list[dict[str, str]]:  # fmt: skip
@@ -118,14 +97,8 @@ def run_plots(run: rd.RunData, rows: Sequence[Mapping[str, Any]], slo: Mapping[s
                      "empirical CDFs of the measure phase's successful requests; red: the SLO limit.",
                      rp.distributions_plot(series, {}, limits, (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("e2e_ms", "E2E")),
                                            key="distributions")))  # fmt: skip
-    sess = [{"label": labels.get(p["index"], f"#{p['index']}"), "color": rp.PALETTE[k % len(rp.PALETTE)],
-             "by_turn": ((p.get("summary") or {}).get("sessions") or {}).get("by_turn")}
-            for k, p in enumerate(s.get("load_points") or [])]  # fmt: skip
-    if any(x["by_turn"] for x in sess):
-        out.append(_plot("turns", "TTFT against the turn of a conversation",
-                         "multi-turn sessions: p99 solid, p50 dashed, per load point; each turn resends the history, "
-                         "so the context grows with the turn (right); the legend gives the prefix cache's hit share "
-                         "per turn where the engine reported cached tokens; red: the TTFT limit.",
+    if sess := rd.turn_series_of_run(s, labels, rp.PALETTE):
+        out.append(_plot("turns", "TTFT against the turn of a conversation", rp.TURNS_CAPTION,
                          rp.turn_plot(sess, limits.get("ttft_ms"), key="turns")))  # fmt: skip
     out.append(_plot("timeline", "Timeline: requests, resources and the engine on one time axis",
                      "per-request TTFT; " + ("GPU power, utilisation and memory" if (s.get("telemetry") or {}).get("sampler") == "nvml"
@@ -459,6 +432,7 @@ def experiment_view(folder: Path, decision: Mapping[str, Any]) -> tuple[dict[str
     capacity = _capacity(decision, folder)
     knees = {k["variant_id"]: k for k in decision.get("knees") or []}
     sens = decision.get("sensitivity") or {}
+    turns = rd.turn_series_at(summaries, ops, rows, labels, colors)  # multi-turn traffic only
     plots = [
         _plot("pareto", "Pareto frontier: throughput per GPU against throughput per user",
               "every valid point, by variant; black line: the frontier (decision.json pareto); dashed: iso-cost lines "
@@ -472,7 +446,8 @@ def experiment_view(folder: Path, decision: Mapping[str, Any]) -> tuple[dict[str
               "empirical CDFs of the measure phase's successful requests (all repetitions); red: the SLO limit.",
               rp.distributions_plot(dist, dist_colors, limits)),
         *timelines,
-        *_turn_plots(decision, summaries, ops, rows, labels, colors, limits),
+        *([_plot("turns", "TTFT against the turn of a conversation, per variant at its operating point", rp.TURNS_CAPTION,
+                 rp.turn_plot(turns, limits.get("ttft_ms"), key="turns"))] if turns else []),  # fmt: skip
         _plot("cost", "Cost breakdown", "left: $/1M output tokens at each operating point, billed GPU-hours against "
               "energy; right: the capacity plan's monthly cost of each purchasing mix.",
               rp.cost_plot(bars, capacity.get("plans") or [], colors, no_plan="no capacity plan in decision.json:\nsee the capacity section")),

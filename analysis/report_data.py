@@ -496,3 +496,28 @@ def ok_values(requests: pd.DataFrame, mask: Any, col: str) -> np.ndarray:
         return np.zeros(0)
     m = requests[mask & (requests["phase"] == "measure") & (requests["status"] == "ok")]
     return m[col].astype("Float64").dropna().to_numpy(dtype=float)
+
+
+def turn_series_of_run(summary: Mapping[str, Any], labels: Mapping[int, str], palette: Sequence[str]) -> list[dict[str, Any]]:
+    """Per load point of a run with multi-turn sessions: {label, color, by_turn} for the turn plot
+    (run.json summary.sessions.by_turn); [] when no point had sessions."""
+    out = [{"label": labels.get(p["index"], f"#{p['index']}"), "color": palette[k % len(palette)],
+            "by_turn": ((p.get("summary") or {}).get("sessions") or {}).get("by_turn")}
+           for k, p in enumerate(summary.get("load_points") or [])]  # fmt: skip
+    return out if any(x["by_turn"] for x in out) else []
+
+
+def turn_series_at(summaries: Mapping[str, Any], ops: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+                   labels: Mapping[str, str], colors: Mapping[str, str]) -> list[dict[str, Any]]:  # fmt: skip
+    """Per variant at its operating point (`ops`: variant -> (point_id, why)), its turn series where
+    the point's traffic was multi-turn."""
+    series = []
+    for vid, (pid, _why) in ops.items():
+        row = next((r for r in rows if r["variant_id"] == vid and r["point_id"] == pid), None)
+        s = summaries.get(row["run_id"]) if row else None
+        lp = next((p for p in (s or {}).get("load_points") or [] if p.get("point_id") == pid), None)
+        by_turn = (((lp or {}).get("summary") or {}).get("sessions") or {}).get("by_turn")
+        if by_turn and row is not None:
+            series.append({"label": f"{labels.get(vid, vid)} @ {load_label(row['load_value'], row['load_unit'])}",
+                           "color": colors.get(vid), "by_turn": by_turn})  # fmt: skip
+    return series

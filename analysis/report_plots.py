@@ -475,6 +475,10 @@ def tornado_plot(rows: Sequence[Mapping[str, Any]], labels: Mapping[str, str], b
     return svg(fig, key)
 
 
+TURNS_CAPTION = ("multi-turn sessions: TTFT p99 solid, p50 dashed; each turn resends the history, so the context grows "
+                 "with the turn (right); legend: the prefix cache's hit share per turn (the engine's cached tokens).")
+
+
 def turn_plot(series: Sequence[Mapping[str, Any]], limit_ms: float | None = None, key: str = "turns") -> str:
     """TTFT p50 (dashed) and p99 (solid) against the turn of a conversation (left) and against the
     context length the turn sent (right; the server's mean prompt tokens), one colour per series;
