@@ -248,8 +248,13 @@ def variant_knee(points: pd.DataFrame, target: float, limits: Mapping[str, float
     weights = (df["repetitions"].astype(float).to_numpy() if "repetitions" in df.columns
                else np.ones(len(df)))  # fmt: skip
     raw = _slacks(df, target, limits, df["attainment"].astype(float).to_numpy())
-    # a point the evaluation judged infeasible for a reason the slacks do not carry (stopped early)
-    extra_bad = ~df["feasible"].astype(bool).to_numpy() & (np.vstack(list(raw.values())).min(axis=0) >= 0)
+    # a point the evaluation judged infeasible for a reason the slacks do not carry (stopped early);
+    # judged per repetition before pooling where knees() could (a pooled row's `feasible` is its
+    # mean p_feasible, which may disagree with its mean slacks near the SLO without any such reason)
+    if "infeasible_other" in df.columns:
+        extra_bad = df["infeasible_other"].astype(bool).to_numpy()
+    else:
+        extra_bad = ~df["feasible"].astype(bool).to_numpy() & (np.vstack(list(raw.values())).min(axis=0) >= 0)
     extra = np.where(extra_bad, -1.0, 1.0) if extra_bad.any() else None
     if extra is not None:
         raw["evaluation"] = extra
@@ -318,9 +323,18 @@ def variant_knee(points: pd.DataFrame, target: float, limits: Mapping[str, float
     )  # fmt: skip
 
 
+def _infeasible_other(points: pd.DataFrame, target: float, limits: Mapping[str, float]) -> np.ndarray:
+    """Per measurement: judged infeasible although every slack meets the SLO (stopped early, say)."""
+    att = points["attainment"].astype(float).to_numpy()
+    slack = np.vstack(list(_slacks(points, target, limits, att).values())).min(axis=0)
+    return ~points["feasible"].astype(bool).to_numpy() & (np.nan_to_num(slack, nan=-1.0) >= 0)
+
+
 def knees(points: pd.DataFrame, target: float, limits: Mapping[str, float] | None = None, *,
           pooled: bool = False, seed: int = 0) -> dict[str, Knee]:  # fmt: skip
     """Knee per variant_id (insertion order of the table). `pooled`: repetitions already pooled."""
+    if not pooled:
+        points = points.assign(infeasible_other=_infeasible_other(points, target, dict(limits or {})))
     df = points if pooled else pool_repetitions(points, seed)
     return {str(vid): variant_knee(g, target, limits) for vid, g in df.groupby("variant_id", sort=False)}
 

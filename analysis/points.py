@@ -11,10 +11,20 @@ when present:
   quality_gate          None, or why the variant failed a quality gate (a later issue)
 
 :func:`pool_repetitions` turns repeated measurements of one (variant_id, point_id) into one
-row: estimates are the mean over repetitions, latency percentiles the worst repetition, and
-bootstrap replicates are re-drawn hierarchically (pick repetitions with replacement, then take
-each pick's own replicate), so the interval carries run-to-run spread as well as the spread
-within each run.
+row: estimates are the mean over repetitions, the latency columns shown (ttft_ms_p99, ...) the
+worst repetition, and bootstrap replicates are re-drawn hierarchically (pick repetitions with
+replacement, then take each pick's own replicate), so the interval carries run-to-run spread as
+well as the spread within each run.
+
+The latency at the SLO percentile (slo_<metric>_ms, what the knee's slacks use) is the mean over
+repetitions, like every estimate, and `feasible` follows the same reading: a load measured more
+than once is feasible when the mean of its p_feasible (the share of each measurement's time-block
+replicates meeting the SLO) is at least P_FEASIBLE, the rule the knee search pools with
+(experiments.sweeps.search). Near the knee a window's feasibility is a coin with some bias: the
+worst of two windows (the old rule) judged the load by its unluckier window, so every load the
+search measured again to settle it came out infeasible more often than not, and the knee sat low
+(9 % in benchmarks/coverage_grid.py --search). Where a repetition lacks p_feasible, `feasible`
+stays "every repetition feasible".
 
 Side effects: none.
 """
@@ -42,6 +52,9 @@ VERDICT_ORDER = {"valid": 0, "warn": 1, "invalid": 2}
 # Share of bootstrap mass outside the reported interval (95 % intervals throughout; the interval
 # itself is analysis.confidence.interval).
 ALPHA = 0.05
+# A load measured more than once is feasible when its mean p_feasible is at least this (the knee
+# search's experiments.sweeps.search.P_FEASIBLE, the same rule).
+P_FEASIBLE = 0.5
 
 
 def detail_key(run_id: Any, point_id: Any, repetition: Any) -> str:
@@ -83,7 +96,8 @@ def _worst_verdict(vs: Sequence[str]) -> str:
 def pool_repetitions(points: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """One row per (variant_id, point_id): repetitions pooled (module doc); adds `repetitions`, `run_ids`.
 
-    feasible = every repetition feasible; verdict = the worst; verdict_reasons = all of them.
+    feasible = mean p_feasible >= P_FEASIBLE (every repetition feasible where one lacks
+    p_feasible); verdict = the worst; verdict_reasons = all of them.
     """
     rows = []
     for (_vid, _pid), g in points.groupby(["variant_id", "point_id"], sort=False):
@@ -98,12 +112,13 @@ def pool_repetitions(points: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
                     continue
                 col = g[c]
                 if c.endswith("_boot"):
-                    # latency at the SLO percentile: the worst repetition, as its estimate
-                    row[c] = pool_boot(list(col), seed, "max" if c.startswith("slo_") else "mean")
-                elif c.startswith(("ttft_ms", "tpot_ms", "e2e_ms", "itl_ms", "slo_")):
-                    row[c] = float(col.max()) if col.notna().any() else None  # the worst repetition
+                    row[c] = pool_boot(list(col), seed)
+                elif c.startswith(("ttft_ms", "tpot_ms", "e2e_ms", "itl_ms")):
+                    row[c] = float(col.max()) if col.notna().any() else None  # shown: the worst repetition
                 elif c in ("feasible",):
-                    row[c] = bool(col.all())
+                    row[c] = _pooled_feasible(g)
+                elif c == "infeasible_other":  # analysis.knee: any repetition judged so
+                    row[c] = bool(col.astype(bool).any())
                 elif c == "verdict":
                     row[c] = _worst_verdict(list(col))
                 elif c == "verdict_reasons":
@@ -124,6 +139,14 @@ def pool_repetitions(points: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
                     row[f"{base}_hi"] = _nanmax(g[f"{base}_hi"])
         rows.append(row)
     return pd.DataFrame(rows, columns=[*points.columns, "repetitions", "run_ids"])
+
+
+def _pooled_feasible(g: pd.DataFrame) -> bool:
+    """One load's repetitions pooled (module doc): mean p_feasible >= P_FEASIBLE, else all feasible."""
+    p = pd.to_numeric(g["p_feasible"], errors="coerce") if "p_feasible" in g.columns else None
+    if p is None or p.isna().any():
+        return bool(g["feasible"].all())
+    return bool(p.mean() >= P_FEASIBLE)
 
 
 def _nanmin(s: pd.Series) -> float | None:

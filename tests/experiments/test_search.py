@@ -259,7 +259,8 @@ def test_a_noisy_oracle_with_p_feasible_pools_and_ends_within_the_margin(integer
                 s.observe(x, p_feasible >= 0.5, "", p_feasible if with_p else None)
                 assert len(loads) <= bound, (seed, loads)
             st = s.state()
-            assert st["remeasures"] <= search.HARD_CAP_MARGIN and st["points_used"] == len(loads)
+            assert st["remeasures"] <= search.MAX_REMEASURES and len(st["anchors"]) <= search.MAX_ANCHORS
+            assert st["points_used"] == len(loads)
             if not with_p:  # verdicts alone never look uncertain once: no load is measured twice
                 assert len(set(loads)) == len(loads) and st["status"] in ("converged", "none_feasible", "all_feasible")
             else:  # a re-measure that flips a verdict reopens the bracket: the cap may stop what follows
@@ -295,10 +296,10 @@ def test_an_uncertain_end_is_measured_again_and_pooled(monkeypatch):
     while (x := s.next_load()) is not None:
         s.observe(x, x <= 15, "", 1.0 if x <= 15 else 0.0)
     st = s.state()
-    assert st["status"] == "converged" and st["knee"] == 15 and st["points_used"] <= st["point_cap"] == 9
+    assert st["status"] == "converged" and st["knee"] == 15 and st["points_used"] <= st["point_cap"] == 10
     assert "14 measured 2 times (infeasible, feasible): pooled p_feasible 0.60, feasible" in st["notes"]
     assert st["stopped"].startswith("converged: [15, 16] meets the stop rule") and "1 of them measuring" in st["stopped"]
-    assert "(0.1, 0.9) is measured again" in st["stop_rule"] and "at most 9 points" in st["stop_rule"]
+    assert "(0.1, 0.9) is measured again" in st["stop_rule"] and "at most 10 points" in st["stop_rule"]
     # per load at most MAX_MEASUREMENTS_PER_LOAD, in all at most HARD_CAP_MARGIN re-measures
     p_of = {1: 1.0, 2: 0.7, 3: 0.2, 4: 0.0}  # 2 and 3 stay uncertain however often they are measured
     s = KneeSearch(1, 4, integer=True)
@@ -307,31 +308,67 @@ def test_an_uncertain_end_is_measured_again_and_pooled(monkeypatch):
         loads.append(x)
         s.observe(x, x <= 2, "", p_of[x])
     st = s.state()
-    assert loads == [2, 4, 3, 2, 3] and st["remeasures"] == 2 == search.HARD_CAP_MARGIN  # fewer measured first
+    # 1: the anchor below the uncertain F = 2; then the re-measures, the end measured fewer times first
+    assert loads == [2, 4, 3, 1, 2, 3] and st["remeasures"] == 2 == search.MAX_REMEASURES and st["anchors"] == [1]
     assert st["status"] == "converged" and st["knee"] == 2
     assert "still uncertain: 2 (p_feasible 0.70), 3 (p_feasible 0.20)" in st["stopped"]
     assert any("stopped at the margin of 2 re-measures" in n for n in st["notes"])
-    monkeypatch.setattr(search, "HARD_CAP_MARGIN", 5)  # a wider margin: the per-load cap stops it
+    monkeypatch.setattr(search, "MAX_REMEASURES", 5)  # a wider margin: the per-load cap stops it
+    monkeypatch.setattr(search, "HARD_CAP_MARGIN", 6)
     s = KneeSearch(1, 4, integer=True)
     loads = []
     while (x := s.next_load()) is not None:
         loads.append(x)
         s.observe(x, x <= 2, "", p_of[x])
-    assert loads == [2, 4, 3, 2, 3, 2, 3] and s.remeasures() == 4 < search.HARD_CAP_MARGIN
-    assert {p["load"]: p["measurements"] for p in s.state()["pooled"]} == {2: 3, 4: 1, 3: 3}
+    assert loads == [2, 4, 3, 1, 2, 3, 2, 3] and s.remeasures() == 4 < search.MAX_REMEASURES
+    assert {p["load"]: p["measurements"] for p in s.state()["pooled"]} == {2: 3, 4: 1, 3: 3, 1: 1}
     assert sum("3 measurements of it" in n for n in s.state()["notes"]) == 2
+
+
+def test_an_uncertain_lowest_feasible_load_gets_one_anchor_below_it():
+    """Bisection with probe_top measures the middle, then hi, then creeps up: the bracket's feasible
+    end F is often the lowest load measured. Where F is not sure (p_feasible < P_ANCHOR), a replicate
+    in which F fails has nothing feasible below it, and the knee's interval is open below; so one
+    load F / (1 + tolerance)^2 is measured before stopping, and none where F, or a load below it, is sure."""
+    from experiments.sweeps import search
+
+    def run(p_of_f: float, lower=()):
+        s = KneeSearch(10.0, 44.0)
+        for x, ok, p in lower:
+            s.observe(x, ok, "", p)
+        loads = []
+        while (x := s.next_load()) is not None:
+            loads.append(x)
+            ok = x <= 20.69
+            s.observe(x, ok, "", (p_of_f if x == 20.69 else 1.0) if ok else 0.0)
+        return s, loads
+
+    s, loads = run(0.8)
+    st = s.state()
+    a = round(20.69 / 1.05**2, 2)  # 18.77
+    assert loads[0] == 20.69 and a in loads and st["anchors"] == [a]
+    assert set(loads[loads.index(a) + 1 :]) == {20.69}  # the anchor first, then F's re-measures (p 0.8: uncertain)
+    assert st["status"] == "converged" and st["knee"] == 20.69 and f"anchor below the bracket: {a:g}" in st["stopped"]
+    assert len(loads) <= s.point_cap() == s.worst_case_points() + search.HARD_CAP_MARGIN
+    assert "anchor" in st["stop_rule"]
+    for p_f, lower in ((0.99, ()), (0.8, ((15.0, True, 1.0),))):  # F sure, or a sure load below it: no anchor
+        s, loads = run(p_f, lower)
+        assert s.state()["anchors"] == [] and a not in loads, (p_f, lower, loads)
+    # without p_feasible (verdicts only) every measurement counts as sure: no anchor
+    s = KneeSearch(10.0, 44.0)
+    assert all(x != a for x in drive(s, lambda x: x <= 20.69)) and s.state()["anchors"] == []
 
 
 def test_without_max_points_a_hard_cap_still_holds():
     s = KneeSearch(1, 64, integer=True)
     cap = s.point_cap()
-    assert cap == s.worst_case_points() + 2
+    assert cap == s.worst_case_points() + 3  # 2 re-measures, 1 anchor
     s.observe(40, False)
     for k in range(1, cap):  # replayed from elsewhere: feasible above the infeasible 40, never used
         s.observe(40 + k, True)
     assert s.state()["bracket"] == [None, 40]
     assert s.status() == "budget_exhausted" and s.next_load() is None
-    assert "a margin of 2" in s.state()["notes"][-1]
+    assert "a margin of 3" in s.state()["notes"][-1]
 
 
 def test_a_feasible_top_is_known_after_two_points():
