@@ -131,3 +131,28 @@ def test_repetitions_pool_before_the_knee():
     assert pooled["attainment"].tolist() == pytest.approx([0.98, 0.86])
     k = knees(table(rows), target=0.9)["A"]
     assert k.estimate == pytest.approx(1 + 0.08 / 0.12)
+
+
+def test_a_load_measured_twice_is_judged_by_its_mean_not_its_unluckier_window():
+    """The knee search measures an uncertain load again to settle it: the decision pools the two by
+    their mean (slo percentile and p_feasible), as the search does; the worst window alone would
+    put the knee below a load the search found feasible. Shown columns keep the worst repetition."""
+    slo = {"slo_ttft_ms": 80.0}
+    rows = [point("A", load=10, slo_ttft_ms=40.0, p_feasible=1.0),
+            point("A", load=20, slo_ttft_ms=86.0, p_feasible=0.35, feasible=False, rep=0, ttft_ms_p99=86.0),
+            point("A", load=20, slo_ttft_ms=70.0, p_feasible=0.85, rep=1, ttft_ms_p99=70.0),
+            point("A", load=30, slo_ttft_ms=160.0, p_feasible=0.0, feasible=False)]  # fmt: skip
+    pooled = pool_repetitions(table(rows)).set_index("load_value")
+    assert pooled.loc[20.0, "slo_ttft_ms"] == pytest.approx(78.0) and bool(pooled.loc[20.0, "feasible"])
+    assert pooled.loc[20.0, "ttft_ms_p99"] == 86.0  # shown: the worst repetition
+    k = knees(table(rows), target=0.9, limits=slo)["A"]
+    # slack 2/80 at 20, -80/80 at 30: the crossing just above 20 (the worst window: below 20)
+    assert k.status == "bracketed" and k.knee_load == 20.0 and k.estimate == pytest.approx(20 + 10 * 0.025 / 1.025)
+    # mean p_feasible below one half: infeasible, though its mean percentile is within the limit
+    rows[2]["p_feasible"] = 0.6
+    assert not bool(pool_repetitions(table(rows)).set_index("load_value").loc[20.0, "feasible"])
+    # a repetition infeasible for a reason its slacks do not show (stopped early) keeps the load infeasible
+    rows[2].update(p_feasible=0.85, feasible=False)
+    rows[1].update(slo_ttft_ms=70.0, feasible=True, p_feasible=0.9)
+    k = knees(table(rows), target=0.9, limits=slo)["A"]
+    assert k.knee_load == 10.0 and k.above_load == 20.0
