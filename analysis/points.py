@@ -97,11 +97,16 @@ def pool_repetitions(points: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """One row per (variant_id, point_id): repetitions pooled (module doc); adds `repetitions`, `run_ids`.
 
     feasible = mean p_feasible >= P_FEASIBLE (every repetition feasible where one lacks
-    p_feasible); verdict = the worst; verdict_reasons = all of them.
+    p_feasible); verdict = the worst; verdict_reasons = all of them. Invalid repetitions are left
+    out where the load has a valid (or warn) one; a load with only invalid ones stays invalid.
     """
     rows = []
     for (_vid, _pid), g in points.groupby(["variant_id", "point_id"], sort=False):
         g = g.sort_values("repetition")
+        if "verdict" in g.columns and 0 < (ok := g["verdict"] != "invalid").sum() < len(g):
+            # an invalid repetition is left out, as an invalid point is left out of knees; one invalid
+            # window (the load generator saturated, say) must not take its load's valid ones with it
+            g = g[ok]
         first = g.iloc[0]
         row = first.to_dict()
         row["repetitions"] = int(len(g))

@@ -156,3 +156,20 @@ def test_a_load_measured_twice_is_judged_by_its_mean_not_its_unluckier_window():
     rows[1].update(slo_ttft_ms=70.0, feasible=True, p_feasible=0.9)
     k = knees(table(rows), target=0.9, limits=slo)["A"]
     assert k.knee_load == 10.0 and k.above_load == 20.0
+
+
+def test_an_invalid_repetition_does_not_take_its_loads_valid_ones_with_it():
+    """A load measured twice whose second window was invalid (the generator saturated): the valid
+    window still counts, so an infeasible load above the knee stays above it (before, the pooled
+    load was invalid, left out, and the knee read "not reached" below it)."""
+    slo = {"slo_ttft_ms": 80.0}
+    rows = [point("A", load=10, slo_ttft_ms=40.0, p_feasible=1.0),
+            point("A", load=15, slo_ttft_ms=82.0, p_feasible=0.45, feasible=False, rep=0),
+            point("A", load=15, slo_ttft_ms=82.0, p_feasible=0.47, feasible=False, rep=1, verdict="invalid")]  # fmt: skip
+    pooled = pool_repetitions(table(rows))
+    assert pooled["verdict"].tolist() == ["valid", "valid"] and pooled["repetitions"].tolist() == [1, 1]
+    k = knees(table(rows), target=0.9, limits=slo)["A"]
+    assert k.status == "bracketed" and (k.knee_load, k.above_load) == (10.0, 15.0)
+    rows[1]["verdict"] = "invalid"  # every repetition invalid: the load is left out
+    k = knees(table(rows), target=0.9, limits=slo)["A"]
+    assert k.status == "all_feasible" and [p["load_value"] for p in k.invalid_points] == [15.0]
