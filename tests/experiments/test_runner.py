@@ -122,11 +122,11 @@ def test_a_knee_re_measure_is_its_own_repetition_in_every_record(fake_engine, ti
     assert run(c, out, ["engine.name=timing"]) == 0
     s = json.loads((out / "run.json").read_text())
     got = [(p["load_value"], p["repetition"]) for p in s["load_points"]]
-    assert got == [(2.0, 0), (4.0, 0), (3.0, 0), (2.0, 1), (3.0, 1)], got
+    assert got == [(2.0, 0), (4.0, 0), (3.0, 0), (1.0, 0), (2.0, 1), (3.0, 1)], got  # 1: the anchor below 2
     assert len({(p["point_id"], p["repetition"]) for p in s["load_points"]}) == len(got)
     ks = s["resume"]["knee_search"]
     assert ks["status"] == "converged" and ks["knee"] == 2 and ks["remeasures"] == 2
-    assert {p["load"]: p["measurements"] for p in ks["pooled"]} == {2: 2, 4: 1, 3: 2}
+    assert {p["load"]: p["measurements"] for p in ks["pooled"]} == {2: 2, 4: 1, 3: 2, 1: 1} and ks["anchors"] == [1]
     req = pd.read_parquet(out / "requests.parquet")
     reps = req.groupby("load_point")["repetition"].unique().map(list).to_dict()
     assert reps == {i: [r] for i, (_, r) in enumerate(got)}
