@@ -6,8 +6,8 @@ parser the engine's server uses and answers what it made of them; the lab never 
 One child per call: importing vLLM costs tens of seconds on 2 cores, parsing a plan a millisecond.
 
 `plan_rejection(adapter, plan, facts)` is what the preflight asks before a launch: None when the
-engine's parser accepts the plan (or no parser could be run: then the engine start says), else one
-line naming the rejected option and where to fix it.
+engine's parser accepts the plan (or no parser could be run: then the engine start says; or
+SERVELAB_SKIP_ENGINE_PARSE=1), else one line naming the rejected option and where to fix it.
 
 Side effects: starts one short-lived child process per call (no server, no network).
 """
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ SCRIPT = Path(__file__).with_name("parse_argv.py")
 RESULT_MARK = "SERVELAB-PARSE-RESULT "  # engines/parse_argv.py writes it before its answer
 # The engines whose parser runs in their interpreter, and the `-m` module their plans start.
 PARSED_ENGINES = {"vllm": "vllm.entrypoints.openai.api_server", "sglang": "sglang.launch_server"}
+# SERVELAB_SKIP_ENGINE_PARSE=1 skips the preflight's parse (it costs 20-45 s per launch on 2 cores)
+SKIP_ENV = "SERVELAB_SKIP_ENGINE_PARSE"
 DEFAULT_TIMEOUT_S = 300.0  # importing vLLM took 20-45 s on a busy 2-core machine
 
 
@@ -88,8 +92,6 @@ def parse_with_engine(python: str, engine: str, argvs: Sequence[Sequence[str]], 
 
 def _quiet_env() -> dict[str, str]:
     """The lab's environment for the child, minus what would make the engine chatty or phone home."""
-    import os
-
     env = dict(os.environ)
     env.update({"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_LOGGING_LEVEL": "ERROR",
                 "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"})  # fmt: skip
@@ -104,6 +106,9 @@ def plan_rejection(adapter: EngineAdapter, plan: LaunchPlan, facts: HostFacts,
     found) or the parser cannot be run: the launch then goes on and the engine's start reports."""
     if adapter.name not in PARSED_ENGINES or facts.engine_version is None or not Path(facts.engine_python).exists():
         return None
+    if os.environ.get(SKIP_ENV) == "1":
+        log.warning("%s=1: the plan is not parsed by %s's own parser before launch", SKIP_ENV, adapter.name)
+        return None
     try:
         answer = parse_with_engine(facts.engine_python, adapter.name, [engine_args(plan)], timeout_s=timeout_s)
     except (ParserUnavailable, ValueError) as e:
@@ -113,7 +118,8 @@ def plan_rejection(adapter: EngineAdapter, plan: LaunchPlan, facts: HostFacts,
     if r.ok:
         return None
     extra = [str(a) for a in adapter.engine.extra_args]
-    named = [a for a in extra if a.split("=", 1)[0] in (r.error or "")]
+    words = set(re.split(r"[\s=,'\"]+", r.error or ""))
+    named = [f for a in extra if (f := a.split("=", 1)[0]).startswith("-") and f in words]
     where = (
         f"fix or drop {' '.join(named)} in engine.extra_args" if named
         else f"engine.extra_args={extra}: check them against `{adapter.name} --help`" if extra
