@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from engines.base import EngineAdapter, HostFacts, LaunchPlan
+from engines.parse_argv import RESULT_MARK  # it writes this before its answer
 
 log = logging.getLogger("servelab")
 SCRIPT = Path(__file__).with_name("parse_argv.py")
-RESULT_MARK = "SERVELAB-PARSE-RESULT "  # engines/parse_argv.py writes it before its answer
 # The engines whose parser runs in their interpreter, and the `-m` module their plans start.
 PARSED_ENGINES = {"vllm": "vllm.entrypoints.openai.api_server", "sglang": "sglang.launch_server"}
 # SERVELAB_SKIP_ENGINE_PARSE=1 skips the preflight's parse (it costs 20-45 s per launch on 2 cores)

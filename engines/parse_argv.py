@@ -20,7 +20,8 @@ order; "values" holds the requested `fields` of the parsed arguments (JSON-safe;
 
 This file imports nothing from servelab (it runs outside the lab's venv) and starts no server:
 engines.argcheck runs it in a child process, so the lab never imports an engine.
-Side effects: imports the engine's package (tens of seconds for vLLM on 2 cores); nothing else.
+Side effects: run as a script, drops its own folder from sys.path and imports the engine's package
+(tens of seconds for vLLM on 2 cores); nothing else. Imported (engines.argcheck reads RESULT_MARK): none.
 """
 
 from __future__ import annotations
@@ -35,10 +36,6 @@ from collections.abc import Callable
 from typing import Any
 
 RESULT_MARK = "SERVELAB-PARSE-RESULT "
-# Run as a script, this file's folder comes first on sys.path, and engines/vllm.py would then
-# shadow the vllm package (engines/sglang.py the sglang one): the engine's own packages must win.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 
 # argparse actions that take no value (store_true/false/const, count, BooleanOptionalAction's --no-X)
@@ -137,8 +134,7 @@ def _option_list(parser: argparse.ArgumentParser) -> dict[str, Any]:
         t = getattr(a.type, "__name__", None) if a.type is not None else ("str" if n != 0 else None)
         choices = sorted(str(c) for c in a.choices) if a.choices is not None else None
         for opt in a.option_strings:
-            out[opt] = {"nargs": n, "type": t,
-                        "choices": choices, "dest": a.dest}
+            out[opt] = {"nargs": n, "type": t, "choices": choices, "dest": a.dest}
     return dict(sorted(out.items()))
 
 
@@ -157,6 +153,10 @@ def _one(parse: Callable[[list[str]], Any], argv: list[str], fields: list[str]) 
 
 
 def main() -> int:
+    # Run as a script, this file's folder comes first on sys.path, and engines/vllm.py would then
+    # shadow the vllm package (engines/sglang.py the sglang one): the engine's own packages must win.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != here]
     loaders = {"vllm": _vllm, "sglang": _sglang}
     if sys.argv[1:2] == ["--options"]:  # the option list of sys.argv[2]'s parser (tests/data/engine_options)
         ver, name, _, parser = loaders[sys.argv[2]]()
