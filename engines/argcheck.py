@@ -67,8 +67,9 @@ def engine_args(plan: LaunchPlan) -> list[str]:
 
 
 def parse_with_engine(python: str, engine: str, argvs: Sequence[Sequence[str]], fields: Sequence[str] = (),
-                      timeout_s: float = DEFAULT_TIMEOUT_S) -> ParseAnswer:  # fmt: skip
-    """Parse every argv in `argvs` with `engine`'s own parser, in ONE child process of `python`.
+                      timeout_s: float = DEFAULT_TIMEOUT_S, env: dict[str, str] | None = None) -> ParseAnswer:  # fmt: skip
+    """Parse every argv in `argvs` with `engine`'s own parser, in ONE child process of `python`
+    (with `env` added to the lab's environment: a plan's env, which some checks read).
 
     Raises ParserUnavailable when the child cannot give an answer (its reason in the message)."""
     if engine not in PARSED_ENGINES:
@@ -76,7 +77,7 @@ def parse_with_engine(python: str, engine: str, argvs: Sequence[Sequence[str]], 
     req = json.dumps({"engine": engine, "argvs": [list(a) for a in argvs], "fields": list(fields)})
     try:
         p = subprocess.run([python, str(SCRIPT)], input=req, capture_output=True, text=True, timeout=timeout_s,
-                           env=_quiet_env())  # fmt: skip
+                           env=_quiet_env(env or {}))  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as e:
         raise ParserUnavailable(f"{python} could not run {SCRIPT.name}: {e}") from e
     line = next((ln for ln in reversed(p.stdout.splitlines()) if ln.startswith(RESULT_MARK)), None)
@@ -90,9 +91,9 @@ def parse_with_engine(python: str, engine: str, argvs: Sequence[Sequence[str]], 
     return ParseAnswer(out["engine"], out["version"], out["parser"], results)
 
 
-def _quiet_env() -> dict[str, str]:
-    """The lab's environment for the child, minus what would make the engine chatty or phone home."""
-    env = dict(os.environ)
+def _quiet_env(extra: dict[str, str]) -> dict[str, str]:
+    """The lab's environment and `extra` for the child, with the engine's logs and usage stats off."""
+    env = {**os.environ, **extra}
     env.update({"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_LOGGING_LEVEL": "ERROR",
                 "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"})  # fmt: skip
     return env
@@ -110,7 +111,8 @@ def plan_rejection(adapter: EngineAdapter, plan: LaunchPlan, facts: HostFacts,
         log.warning("%s=1: the plan is not parsed by %s's own parser before launch", SKIP_ENV, adapter.name)
         return None
     try:
-        answer = parse_with_engine(facts.engine_python, adapter.name, [engine_args(plan)], timeout_s=timeout_s)
+        answer = parse_with_engine(facts.engine_python, adapter.name, [engine_args(plan)], timeout_s=timeout_s,
+                                   env=dict(plan.env))  # fmt: skip
     except (ParserUnavailable, ValueError) as e:
         log.warning("the plan was not parsed before launch: %s", e)
         return None
