@@ -5,7 +5,7 @@ nothing about load. It is a context manager keyed by its launch key (``variant_i
 analysis.records.identity), so a sweep can hand one ready engine to several sets of points:
 
     lease = EngineLease(cfg, run_dir, work, supervisor)
-    problems = lease.prepare()          # discover + preflight, pure checks; [] = launchable
+    problems = lease.prepare()          # discover + preflight (+ the engine's parser on the plan); [] = launchable
     with lease:                         # start, wait until healthy, start the samplers
         measure_point(lease, ...)       # experiments.measure
     # samplers and engine stopped here, exit code and effective quant recorded
@@ -101,6 +101,8 @@ class EngineLease:
                 token_from(cfg.traffic.worker_token_env)
             except TokenError as e:
                 self._prepared.append(f"traffic.worker_token_env: {e}")
+        if not self._prepared:  # last, as it costs a child process: the engine's own parser on the plan
+            self._prepared += preflight.parser_problems(cfg, self.adapter, self.facts)
         if not self._prepared:
             assert self.adapter is not None
             self.warnings = preflight.warnings(cfg, self.adapter)

@@ -1,7 +1,8 @@
 """Pure compatibility checks run before anything is launched.
 
 Each problem is one line that names the fix. An empty list means the run may start.
-Side effects: none (all machine facts arrive in `facts`).
+Side effects: none (all machine facts arrive in `facts`), except parser_problems, which runs the
+engine's own argument parser in one child process of the engine's interpreter.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from analysis.records.layout import experiment_name_problem
 from analysis.schema import decision_problems, quality_threshold_problems, unknown_settings
-from engines import ADAPTERS
+from engines import ADAPTERS, argcheck
 from engines.auth import insecure_key_problem
 from engines.base import EngineAdapter, HostFacts
 from experiments.schema import RunConfig
@@ -244,6 +245,19 @@ def monitor_problems(cfg: RunConfig) -> list[str]:
     if not str(m.host).strip():
         out.append("monitor.host is empty: give the address to listen on, e.g. monitor.host=127.0.0.1")
     return out
+
+
+def parser_problems(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None) -> list[str]:
+    """The planned command line parsed by the engine's own parser (engines.argcheck), where the
+    engine's venv is present: one line naming the option it rejects, e.g. a misspelled flag in
+    engine.extra_args, instead of an engine that exits a minute later ([] = accepted, or nothing
+    to ask). NOT pure: one child process of facts.engine_python (importing vLLM: 20-45 s on 2
+    cores), so the lease asks it last, only when every other check passed."""
+    if adapter is None or facts is None or adapter.name not in argcheck.PARSED_ENGINES:
+        return []
+    plan = adapter.launch_plan(cfg.engine.port or 8000, facts)  # any valid port: launch picks a free one
+    line = argcheck.plan_rejection(adapter, plan, facts)
+    return [line] if line else []
 
 
 def plan_problems(cfg: RunConfig) -> list[str]:
