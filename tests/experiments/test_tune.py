@@ -257,3 +257,9 @@ def test_a_space_preflight_refuses_is_refused_before_any_launch(tiny_tokenizer_d
     assert ("servelab tune: refused: engine.max_num_seqs=0: engine.max_num_seqs must be >= 1 or null "
             "(the engine's default), got 0") in r.stderr
     assert "started timing" not in r.stderr and not list((tmp_path / "tn").glob("*/launch-*"))
+
+
+def test_a_search_outside_a_sweep_is_refused_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "run.py", "tune=vllm_cpu", f"results_dir={tmp_path}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "tune=vllm_cpu is a search of several launches: run it as a sweep" in r.stderr
