@@ -18,7 +18,7 @@ points are on disk) and its objective is read again from its records; an interru
 its knee search. So the records are the only store (no study database that could disagree with
 them or be lost apart from them), and a re-run with more `tune.n_trials` goes on where the last
 stopped. A proposal equal to an earlier trial's settings is answered from that trial without a
-job. `tune.json` in the sweep folder is the search's history as this layer saw it (trials,
+job, and `tune.n_trials` counts distinct settings (launches), not proposals. `tune.json` in the sweep folder is the search's history as this layer saw it (trials,
 settings, status, objective, engine time); the report reads it (analysis.report_tune).
 
 Engine time. Every trial's launches are counted from their run.json: wall time of each launch
@@ -56,6 +56,10 @@ log = logging.getLogger("servelab")
 TUNE_JSON = "tune.json"
 TUNE_SCHEMA_VERSION = 1
 SAMPLERS = ("tpe", "random")
+# a search stops proposing after this many proposals per trial asked for, even if repeats kept it from
+# n_trials distinct settings (TPE converged on a few settings: more proposals would launch nothing)
+MAX_ASKS_PER_TRIAL = 5
+OBJECTIVE_N_BOOT = 200  # bootstrap replicates of the per-trial decision (decide_folder)
 
 
 @dataclass
@@ -78,8 +82,9 @@ class TuneParam:
 class TuneConfig:
     """The search (conf/tune/): which settings, how many trials, which sampler and seed.
 
-    `tune=none` (n_trials 0, no params) leaves the sweep as listed. A sweep with a search runs
-    `n_trials` trials in all (finished ones found on disk count, see the module doc)."""
+    `tune=none` (n_trials 0, no params) leaves the sweep as listed. A sweep with a search measures
+    `n_trials` distinct settings in all (finished ones found on disk count, see the module doc;
+    a repeated proposal is answered without a launch and does not count; fewer if the space is smaller)."""
 
     name: str = "none"
     n_trials: int = 0
@@ -175,6 +180,21 @@ def distributions(tc: Any) -> dict[str, Any]:
         else:
             out[name] = FloatDistribution(float(p.low), float(p.high), log=bool(p.log), step=p.step)
     return out
+
+
+def space_size(tc: Any) -> int | None:
+    """How many distinct settings the space holds (None: a float range, unbounded)."""
+    size = 1
+    for d in distributions(tc).values():
+        if hasattr(d, "choices"):
+            size *= len(d.choices)
+        elif isinstance(d.low, int) and isinstance(d.high, int) and not d.log:
+            size *= (d.high - d.low) // d.step + 1
+        elif isinstance(d.low, int) and isinstance(d.high, int):
+            size *= d.high - d.low + 1
+        else:
+            return None
+    return size
 
 
 def _value(v: Any) -> str:
@@ -376,7 +396,12 @@ def run_search(tc: Any, base_overrides: Sequence[str], sweep_dir: Path, *,
     seen: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
     job = 0
-    for n in range(int(tc.n_trials)):
+    size = space_size(tc)
+    n = -1
+    # n_trials counts distinct settings (launches), not proposals: TPE re-proposes settings in a small
+    # space, and a repeat costs no launch. Bounded: the space's size, and MAX_ASKS_PER_TRIAL proposals each.
+    while len(seen) < min(int(tc.n_trials), size or math.inf) and n + 1 < MAX_ASKS_PER_TRIAL * int(tc.n_trials):
+        n += 1
         trial = study.ask(fixed_distributions=dists)
         params = dict(trial.params)
         key = json.dumps(params, sort_keys=True, default=str)
@@ -390,7 +415,7 @@ def run_search(tc: Any, base_overrides: Sequence[str], sweep_dir: Path, *,
         else:
             trials.append(row | {"state": "running"})
             write_json_atomic(sweep_dir / TUNE_JSON, doc)
-            log.info("tune: trial %d/%d %s", n + 1, tc.n_trials, " ".join(ovr))
+            log.info("tune: trial %d (%d/%d distinct) %s", n, len(seen) + 1, tc.n_trials, " ".join(ovr))
             t_trial = time.monotonic()
             try:
                 before = _launch_names(sweep_dir)
@@ -496,6 +521,10 @@ def decide_folder(groups: dict[str, Any]) -> Callable[[Path], dict[str, Any]]:
 
     def decide(sweep_dir: Path) -> dict[str, Any]:
         cfg = default_config(**groups)
+        # the objective is the cost's point estimate, which the replicates do not change; fewer of them
+        # make the per-trial decision ~3x faster (8.8 -> 3.1 s over 4 trials; measured). The sweep's own
+        # decision.json at the end uses the configured n_boot.
+        cfg.n_boot = min(int(cfg.n_boot), OBJECTIVE_N_BOOT)
         with tempfile.TemporaryDirectory(prefix="servelab-tune-") as tmp:
             cfg.output = str(Path(tmp) / "decision.json")
             d, _ = run_decision(Path(sweep_dir).resolve(), cfg)

@@ -178,7 +178,16 @@ def test_resume_reuses_the_records_and_goes_on(tmp_path):
     again, lab = search(tmp_path, space(n_trials=5))
     assert [t["params"] for t in again["trials"][:3]] == [t["params"] for t in first["trials"]]
     assert [t["value"] for t in again["trials"][:3]] == [t["value"] for t in first["trials"]]
-    assert len(again["trials"]) == 5
+    distinct = [t for t in again["trials"] if "duplicate_of" not in t]
+    assert len(distinct) == 5 and len(lab.jobs) == 5  # n_trials counts distinct settings: repeats launch nothing
+
+
+def test_a_small_space_ends_when_every_setting_was_measured(tmp_path):
+    tc = space(n_trials=50, params={"pc": tn.TuneParam(key="engine.prefix_caching", choices=[True, False]),
+                                    "seqs": tn.TuneParam(key="engine.max_num_seqs", low=4, high=6)})  # fmt: skip
+    assert tn.space_size(tc) == 6
+    doc, lab = search(tmp_path, tc)
+    assert len(lab.jobs) == 6 and len({json.dumps(t["params"], sort_keys=True) for t in doc["trials"]}) == 6
 
 
 def test_interrupted_trial_is_recorded_and_raised(tmp_path):
