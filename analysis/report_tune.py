@@ -49,7 +49,7 @@ def view(doc: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {"name": doc.get("name"), "seed": doc.get("seed"), "sampler": doc.get("sampler"), "n_trials": doc.get("n_trials"),
             "objective": doc.get("objective"), "keys": doc.get("keys") or {}, "names": names, "rows": rows,
             "totals": {k: doc.get(k) for k in ("engine_minutes", "start_minutes", "launches", "new_launches", "reused_trials")},
-            "best": doc.get("best"), "importance": imp, "importance_why": why,
+            "best": doc.get("best"), "importance": imp, "importance_why": why, "earlier_runs": doc.get("earlier_runs") or [],
             "plot": {"id": "tune-history", "title": "Search history: $/1M goodput tokens at capacity per trial, and the best so far",
                      "caption": "x: trial number; marks at the top: infeasible (met the SLO at no load); at the bottom: refused or "
                                 "failed; hollow: an upper bound (the knee was not reached).",

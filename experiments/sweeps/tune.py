@@ -392,7 +392,8 @@ def run_search(tc: Any, base_overrides: Sequence[str], sweep_dir: Path, *,
                            "objective": "usd_per_1m_goodput at capacity (analysis.decision selection), minimize",
                            "space": {n: optuna.distributions.distribution_to_json(d) for n, d in dists.items()},
                            "keys": {n: p.key + (f" {p.flag}" if p.flag else "") for n, p in params_of(tc).items()},
-                           "started_at_utc": now_utc(), "trials": trials}  # fmt: skip
+                           "started_at_utc": now_utc(), "earlier_runs": _earlier_runs(sweep_dir),
+                           "trials": trials}  # fmt: skip
     seen: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
     job = 0
@@ -463,6 +464,18 @@ def run_search(tc: Any, base_overrides: Sequence[str], sweep_dir: Path, *,
     doc["elapsed_s"] = round(time.monotonic() - t0, 1)
     write_json_atomic(sweep_dir / TUNE_JSON, doc)
     return doc
+
+
+def _earlier_runs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The runs of this search before this one (from the tune.json this run replaces): when, how many
+    trials, which were cut (Ctrl-C: `interrupted`; `running`: the process was killed)."""
+    old = read_json(Path(sweep_dir) / TUNE_JSON)
+    if not old or old.get("kind") != "servelab.tune":
+        return []
+    cut = [t["number"] for t in old.get("trials") or [] if t.get("state") in ("interrupted", "running")]
+    return [*(old.get("earlier_runs") or []),
+            {"started_at_utc": old.get("started_at_utc"), "finished_at_utc": old.get("finished_at_utc"),
+             "trials": len(old.get("trials") or []), "cut_trials": cut, "new_launches": old.get("new_launches")}]  # fmt: skip
 
 
 def _launch_names(sweep_dir: Path) -> list[str]:

@@ -202,6 +202,8 @@ def test_interrupted_trial_is_recorded_and_raised(tmp_path):
         tn.run_search(space(seed=0), [], tmp_path, launch=launch, decide=lab.decide)
     doc = json.loads((tmp_path / "tune.json").read_text())
     assert doc["trials"][-1]["state"] == "interrupted" and "resumes" in doc["trials"][-1]["reason"]
+    again, _ = search(tmp_path, space(seed=0, n_trials=2))  # the next run says which trial the last one cut
+    assert again["earlier_runs"][-1]["cut_trials"] == [1] and "finished_at_utc" in again
 
 
 def test_outcome_from_the_records():
