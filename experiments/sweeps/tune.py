@@ -290,9 +290,13 @@ def engine_time(variant_dir: Path) -> dict[str, Any]:
         d = read_json(rj) or {}
         wall = _span_s(d.get("started_at_utc"), d.get("finished_at_utc"))
         ttr = (d.get("engine") or {}).get("time_to_ready_s")
-        launches.append({"launch": rj.parent.name, "status": d.get("status"), "wall_s": wall, "time_to_ready_s": ttr})
+        start = ttr
+        if ttr is None and (d.get("failure") or {}).get("phase") == "engine_start":
+            start = wall  # cut (Ctrl-C) or failed while starting: all of it was start
+        launches.append({"launch": rj.parent.name, "status": d.get("status"), "wall_s": wall, "time_to_ready_s": ttr,
+                         "start_s": start})  # fmt: skip
     return {"launches": launches, "engine_s": round(sum(la["wall_s"] or 0.0 for la in launches), 1),
-            "start_s": round(sum(la["time_to_ready_s"] or 0.0 for la in launches), 1)}  # fmt: skip
+            "start_s": round(sum(la["start_s"] or 0.0 for la in launches), 1)}  # fmt: skip
 
 
 def _span_s(a: str | None, b: str | None) -> float | None:

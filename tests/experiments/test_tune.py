@@ -164,7 +164,8 @@ def test_engine_time_counted_per_trial_with_the_start(tmp_path):
     doc, lab = search(tmp_path, space(n_trials=4))
     own = [t for t in doc["trials"] if "duplicate_of" not in t]
     assert len(lab.jobs) == len(own)  # a repeated proposal launches nothing
-    assert all(t["engine"] == {"launches": [{"launch": "launch-1", "status": "ok", "wall_s": 90.0, "time_to_ready_s": 30.0}],
+    assert all(t["engine"] == {"launches": [{"launch": "launch-1", "status": "ok", "wall_s": 90.0, "time_to_ready_s": 30.0,
+                                            "start_s": 30.0}],
                                "engine_s": 90.0, "start_s": 30.0} for t in own)  # fmt: skip
     assert doc["engine_minutes"] == pytest.approx(1.5 * len(own)) and doc["start_minutes"] == pytest.approx(0.5 * len(own))
     text = tn.summary_text(doc)
@@ -274,3 +275,12 @@ def test_a_search_outside_a_sweep_is_refused_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "run.py", "tune=vllm_cpu", f"results_dir={tmp_path}"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "tune=vllm_cpu is a search of several launches: run it as a sweep" in r.stderr
+
+
+def test_a_launch_cut_while_starting_counts_as_start_time(tmp_path):
+    d = tmp_path / "v" / "launch-1"
+    d.mkdir(parents=True)
+    (d / "run.json").write_text(json.dumps({"status": "cancelled", "started_at_utc": "2026-12-07T10:00:00+00:00",
+                                            "finished_at_utc": "2026-12-07T10:00:47+00:00",
+                                            "failure": {"phase": "engine_start"}, "engine": {"time_to_ready_s": None}}))  # fmt: skip
+    assert tn.engine_time(tmp_path / "v")["start_s"] == 47.0
