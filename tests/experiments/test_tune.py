@@ -234,8 +234,8 @@ def lab_argv(tok: Path, results: Path, *extra: str) -> list[str]:
 
 
 def test_search_through_the_lab_resumes_and_reports(tiny_tokenizer_dir, tmp_path):
-    """2 trials (one launch each, the knee search inside), then 3: the first two launch nothing."""
-    r = subprocess.run(lab_argv(tiny_tokenizer_dir, tmp_path, "tune.n_trials=2", "report=false"), cwd=ROOT, capture_output=True,
+    """1 trial (one launch, the knee search inside), then 2: the first launches nothing."""
+    r = subprocess.run(lab_argv(tiny_tokenizer_dir, tmp_path, "tune.n_trials=1", "report=false"), cwd=ROOT, capture_output=True,
                        text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     doc = json.loads((tmp_path / "tn" / "tune.json").read_text())
@@ -248,16 +248,17 @@ def test_search_through_the_lab_resumes_and_reports(tiny_tokenizer_dir, tmp_path
         assert rj["resume"]["knee_search"]["kind"] == "knee" and len(rj["load_points"]) >= 1
     assert (tmp_path / "tn" / "decision.json").is_file()
 
-    r2 = subprocess.run(lab_argv(tiny_tokenizer_dir, tmp_path, "tune.n_trials=3"), cwd=ROOT, capture_output=True,
+    r2 = subprocess.run(lab_argv(tiny_tokenizer_dir, tmp_path, "tune.n_trials=2"), cwd=ROOT, capture_output=True,
                         text=True, timeout=300)  # fmt: skip
     assert r2.returncode == 0, r2.stderr[-3000:]
     doc2 = json.loads((tmp_path / "tn" / "tune.json").read_text())
-    assert [t["params"] for t in doc2["trials"][:2]] == [t["params"] for t in doc["trials"]]
-    assert [t["value"] for t in doc2["trials"][:2]] == [t["value"] for t in doc["trials"]]
-    reused = [t for t in doc2["trials"][:2] if "duplicate_of" not in t]
-    assert all(t["reused"] and t["new_launches"] == 0 for t in reused)
-    new = [t for t in doc2["trials"][2:] if "duplicate_of" not in t and not t.get("reused")]
-    assert r2.stderr.count("started timing (pid") == len(new)
+    k = len(doc["trials"])
+    assert [t["params"] for t in doc2["trials"][:k]] == [t["params"] for t in doc["trials"]]  # seeded: the same proposals
+    assert [t["value"] for t in doc2["trials"][:k]] == [t["value"] for t in doc["trials"]]
+    reused = [t for t in doc2["trials"][:k] if "duplicate_of" not in t]
+    assert reused and all(t["reused"] and t["new_launches"] == 0 for t in reused)
+    new = [t for t in doc2["trials"][k:] if "duplicate_of" not in t]
+    assert len(new) == 1 and not new[0]["reused"] and r2.stderr.count("started timing (pid") == 1
     html = (tmp_path / "tn" / "report.html").read_text()  # the sweep's report has the search's section
     assert 'id="tune"' in html and "best so far" in html and "engine-minutes" in html
 
