@@ -46,7 +46,8 @@ def view(doc: Mapping[str, Any] | None) -> dict[str, Any] | None:
                      else "read back from an earlier run" if t.get("reused") else "",
                      "reason": t.get("reason") or "", "folder": t.get("folder") or ""})  # fmt: skip
     imp, why = importance(doc)
-    return {"name": doc.get("name"), "seed": doc.get("seed"), "sampler": doc.get("sampler"), "n_trials": doc.get("n_trials"),
+    distinct = sum(1 for t in trials if "duplicate_of" not in t)
+    return {"name": doc.get("name"), "seed": doc.get("seed"), "distinct": distinct, "sampler": doc.get("sampler"), "n_trials": doc.get("n_trials"),
             "objective": doc.get("objective"), "keys": doc.get("keys") or {}, "names": names, "rows": rows,
             "totals": {k: doc.get(k) for k in ("engine_minutes", "start_minutes", "launches", "new_launches", "reused_trials")},
             "best": doc.get("best"), "importance": imp, "importance_why": why, "earlier_runs": doc.get("earlier_runs") or [],
