@@ -579,4 +579,4 @@ def preflight_check(compose: Callable[[list[str]], Any]) -> Callable[[list[str]]
 
 __all__ = ["TUNE_JSON", "JobResult", "Outcome", "TuneConfig", "TuneParam", "config_problems", "decide_folder",
            "distributions", "enabled", "engine_time", "outcome", "preflight_check", "run_search", "space_points",
-           "space_problems", "summary_text", "totals", "trial_overrides"]  # fmt: skip
+           "space_problems", "space_size", "summary_text", "totals", "trial_overrides"]  # fmt: skip
