@@ -3,10 +3,10 @@ search of 3 trials over max_num_seqs and prefix caching, each one launch with it
 decision.json at the end and the report's search history; then the same command with one trial
 more reads the 3 back (no engine start for them) and launches only the new one.
 
-`-m slow`: every trial is an engine start (90-195 s each on the 2-core lab while other sessions
-shared it), so the test takes long: 850 s (14.2 min) measured on 2026-12-07, 4 launches in all
-(3 trials, then 1 more; the second run read the 3 back). test_tune.py checks the same rules on the
-timing server in 1-2 min. Needs `bash scripts/setup.sh`.
+`-m slow`: every trial is an engine start, so the test takes long. Measured on 2026-12-07, 4
+launches in all (3 trials, then 1 more; the second run read the 3 back): 459 s (7.6 min) with
+52-63 s starts, and 850 s (14.2 min) while other sessions loaded the 2 cores (90-195 s starts).
+test_tune.py checks the same rules on the timing server in 1-2 min. Needs `bash scripts/setup.sh`.
 """
 
 from __future__ import annotations
