@@ -98,6 +98,12 @@ def main(cfg: DictConfig) -> int:
     except Exception as e:  # noqa: BLE001 - one clear line instead of a traceback
         print(f"servelab: invalid configuration: {e}", file=sys.stderr)
         return 2
+    from experiments.sweeps.tune import enabled as tune_enabled
+
+    if tune_enabled(run_cfg.tune) and (hc.mode is None or hc.mode.name != "MULTIRUN"):
+        print(f"servelab: tune={run_cfg.tune.name} is a search of several launches: run it as a sweep, "
+              "`python run.py -m ...` (or tune=none for this one launch)", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
     from experiments.progress import hydra_sweep_position, make_progress
 
     progress = make_progress()  # rich on a terminal, plain lines otherwise (SERVELAB_PROGRESS)

@@ -33,6 +33,7 @@ import pandas as pd
 
 from analysis import report_data as rd
 from analysis import report_plots as rp
+from analysis import report_tune
 from analysis.notes import note_text
 from analysis.points import detail_key
 from analysis.records.atomic import write_text_atomic
@@ -489,6 +490,7 @@ def experiment_view(folder: Path, decision: Mapping[str, Any]) -> tuple[dict[str
         "better": better, "best": rd.best_cells(rows, better),
     }  # fmt: skip
     view["whatif"] = _whatif_view(decision, folder)
+    view["tune"] = report_tune.view(report_tune.read(folder))  # a search's history (tune.json), None otherwise
     view["quality"] = decision.get("quality") or {"applied": False, "why": "decision.json has no quality section (decided before the gate existed)"}
     return view, rows, exports
 

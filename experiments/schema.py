@@ -3,8 +3,8 @@ Hydra's ConfigStore.
 
 Each layer keeps its own groups' schemas beside it: engine, quant, model, gpu and placement in
 engines.schema; workload and traffic in loadgen.schema; slo, pricing, capacity and quality (and
-the decision's own settings) in analysis.schema; telemetry here and search with its planner
-(experiments.sweeps.search). The YAML files under `conf/<group>/` hold the values and start with
+the decision's own settings) in analysis.schema; telemetry here, search with its planner
+(experiments.sweeps.search) and tune with its study (experiments.sweeps.tune). The YAML files under `conf/<group>/` hold the values and start with
 `defaults: [_<group>_schema, _self_]`. Building or validating these objects touches no process,
 network, file or GPU; compatibility checks live in :mod:`experiments.preflight`.
 
@@ -111,9 +111,12 @@ class RunConfig:
     quality: Any = None
     # live Prometheus metrics while the run goes (monitor.port=<port>; off by default)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    # conf/tune/: a search over launch settings, one trial per launch (experiments.sweeps.tune; none = off)
+    tune: Any = None
 
 
 from experiments.sweeps.search import SearchConfig  # noqa: E402 - the search group's schema lives with the planner
+from experiments.sweeps.tune import TuneConfig  # noqa: E402 - and the tune group's with the study
 
 GROUP_SCHEMAS: dict[str, type] = {
     "engine": EngineConfig,
@@ -128,6 +131,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "placement": PlacementConfig,
     "search": SearchConfig,
     "quality": QualityConfig,
+    "tune": TuneConfig,
 }
 
 

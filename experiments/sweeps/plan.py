@@ -138,6 +138,8 @@ def _sweep_size(multirun_yaml: Path) -> int | None:
     target = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
     if not target.endswith(("BasicSweeper", "ServelabSweeper")):
         return None
+    if target.endswith("ServelabSweeper") and OmegaConf.select(cfg, "tune.params", default=None):
+        return int(OmegaConf.select(cfg, "tune.n_trials", default=0) or 0) or None  # a search: a job per trial, at most
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
     args = [f"{k}={v}" for k, v in params.items()] + list(
         OmegaConf.select(cfg, "hydra.overrides.task", default=[])

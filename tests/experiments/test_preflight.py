@@ -221,6 +221,9 @@ UNCHECKED = {
     "traffic.seed": "any integer seeds random.Random",
     "engine.extra_args": "an empty list is no extra flags (its elements are checked: engine.extra_args[])",
     "model.built_by": "a command, only shown (preflight names it when model.path is missing)",
+    # a run ignores tune.*; the sweeper checks them before a search starts (test_tune.py has the BAD cases)
+    **{f"tune.{k}": "checked by experiments.sweeps.tune.config_problems before the search's first launch"
+       for k in ("name", "n_trials", "seed", "sampler", "n_startup_trials", "params")},
 }
 
 
