@@ -177,7 +177,8 @@ def run_decision(results: Path, cfg: DecideConfig, overrides: Sequence[str] = ()
     front = pareto.pareto_frontier(pooled)
     qual = _quality(cfg, runs, pooled, kn)
     sel = selection.select(table, target=target, limits=limits, load=cfg.select_load, load_unit=cfg.select_load_unit,
-                           seed=cfg.seed, knee_by_variant=kn, quality=qual["gate_failures"])  # fmt: skip
+                           seed=cfg.seed, knee_by_variant=kn, quality=qual["gate_failures"],
+                           halted=halted_variants(runs))  # fmt: skip
     _accepted(qual, sel, pooled, kn)
 
     op = {c.variant_id: pooled[(pooled["variant_id"] == c.variant_id) & (pooled["point_id"] == c.point_id)].iloc[0]
@@ -218,6 +219,21 @@ def run_decision(results: Path, cfg: DecideConfig, overrides: Sequence[str] = ()
     out = Path(cfg.output) if cfg.output else Path(results) / "decision.json"
     write_json_atomic(out, decision, allow_nan=False, default=None)
     return decision, out
+
+
+def halted_variants(runs: list[Any]) -> dict[str, str]:
+    """variant_id -> why economy.halving stopped its knee search (run.json resume.halving of its
+    latest usable launch); a variant whose latest launch was not halted is not listed."""
+    out: dict[str, str] = {}
+    for r in runs:  # load_runs lists a variant's launches in order: the latest one decides
+        if r.skipped is not None:
+            continue
+        h = (r.summary.get("resume") or {}).get("halving")
+        if h and h.get("reason"):
+            out[r.variant_id] = str(h["reason"])
+        else:
+            out.pop(r.variant_id, None)
+    return out
 
 
 def _quality(cfg: DecideConfig, runs: list[Any], pooled: Any, kn: dict[str, Any]) -> dict[str, Any]:

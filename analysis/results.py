@@ -20,6 +20,7 @@ writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,13 +214,16 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
               engine_metrics: pd.DataFrame | None = None, telemetry: pd.DataFrame | None = None, engine: str = "",
               run_summary: dict[str, Any] | None = None, traffic: dict[str, Any] | None = None,
               interrupted: bool = False, n_boot: int = 1000, seed: int = 0, model_config: dict[str, Any] | None = None,
+              stopped_early: str | None = None,
               quant: dict[str, Any] | None = None, bandwidth: tuple[float | None, str] = (None, "")
               ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     """(table row, details) of one load point: its request rows `pdf` (derived columns present) and
     its run.json summary `s` through analysis.slo, cost, confidence and verdict.
 
     `ident`: variant_id, variant_label, run_id, point_id, repetition, load_value, load_unit,
-    time_to_ready_s, started_at_utc. `model_config`: the model's parsed config.json (roofline;
+    time_to_ready_s, started_at_utc. `stopped_early`: why the overload test stopped the point
+    (experiments.economy): it is infeasible, whatever its shortened window's rows say.
+    `model_config`: the model's parsed config.json (roofline;
     None = no roofline); `bandwidth`: (GB/s, where it comes from). No I/O.
     """
     from analysis import cost
@@ -237,6 +241,8 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
     t0 = int(sent["t_sent_ns"].min()) if len(sent) else None
     t1 = int(sent["t_done_ns"].max()) if len(sent) and sent["t_done_ns"].notna().any() else None
     res = slo_mod.evaluate_point(pdf, slo, window_s=s.get("measure_window_s"))
+    if stopped_early:  # its queue grew past the SLO: infeasible (not a short feasible window)
+        res = dataclasses.replace(res, feasible=False, reasons=(f"stopped early: {stopped_early}", *res.reasons))
     split = cost.phase_split(pdf, engine_metrics=engine_metrics, engine=engine, t0_ns=t0, t1_ns=t1)
     pc = cost.point_cost(
         price=price, window_s=res.window_s, output_tokens=int(_first(s, "window_generated_tokens", "output_tokens") or 0),
@@ -279,7 +285,7 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
         "ttft_ms_p99": _p(s, "ttft_ms"), "tpot_ms_p99": _p(s, "tpot_ms"), "e2e_ms_p99": _p(s, "e2e_ms"),
         "time_to_ready_s": _f(ident.get("time_to_ready_s")),
         # optional columns (analysis.points)
-        "attainment_boot": rep.attainment, "p_feasible": rep.p_feasible,
+        "attainment_boot": rep.attainment, "p_feasible": 0.0 if stopped_early else rep.p_feasible,
         **_ci_columns("goodput_output_tok_per_s", rep.throughput.get("goodput_output_tok_per_s")),
         **_ci_columns("goodput_rps", rep.throughput.get("goodput_rps")),
         **_ci_columns("output_tok_per_s", rep.throughput.get("output_tok_per_s")),
@@ -423,6 +429,7 @@ def build_table(folder: Path, *, slo: Any, pricing: Any, gpu_catalog: dict[str, 
                 pdf, lp.get("summary") or {}, slo=slo, price=price, gpu=gpu, ident=ident, engine_metrics=em,
                 telemetry=tel, engine=str((cfg.get("engine") or {}).get("name") or ""), run_summary=run.summary,
                 traffic=traffic, interrupted=bool(lp.get("interrupted")), n_boot=n_boot, seed=seed,
+                stopped_early=(lp.get("stopped_early") or {}).get("reason"),
                 model_config=mcfg, quant=cfg.get("quant") or {}, bandwidth=bw,
             )  # fmt: skip
             rows.append(row)

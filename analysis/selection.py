@@ -16,6 +16,9 @@ A variant is excluded, with every reason that applies (kind + one human line):
   not_measured nothing measured at or above the requested load, or in another load unit
   unpriced     the operating point has no $/1M (no price for its GPU)
   quality      it failed a quality gate (hook: `quality` mapping or a `quality_gate` column)
+  cannot_win   its knee search was stopped because even its optimistic cost at capacity was above
+               the pessimistic cost of a variant measured before it (economy.halving,
+               analysis.halving; `halted` mapping: variant_id -> the reason recorded in run.json)
 
 Ranking is by the estimate; the chosen variant is the cheapest. Another candidate ties with it
 when the two are equal within their intervals (lo_other <= hi_chosen), and every other candidate
@@ -232,7 +235,8 @@ def _candidate(r: pd.Series, metric: str) -> Candidate:
 
 def select(points: pd.DataFrame, *, target: float, limits: Mapping[str, float] | None = None,
            load: float | None = None, load_unit: str = "req/s", quality: Mapping[str, str | None] | None = None,
-           metric: str = METRIC, seed: int = 0, knee_by_variant: Mapping[str, Knee] | None = None) -> Selection:  # fmt: skip
+           metric: str = METRIC, seed: int = 0, knee_by_variant: Mapping[str, Knee] | None = None,
+           halted: Mapping[str, str] | None = None) -> Selection:  # fmt: skip
     """Choose among the variants of `points` (the per-point table; repetitions are pooled here).
 
     target/limits are the SLO's attainment target and latency limits as analysis.knee takes them.
@@ -251,6 +255,8 @@ def select(points: pd.DataFrame, *, target: float, limits: Mapping[str, float] |
             gate = next((q for q in g["quality_gate"] if isinstance(q, str) and q), None)
         if gate:
             reasons.append({"kind": "quality", "message": f"failed the quality gate: {gate}"})
+        if (why := (halted or {}).get(vid)) is not None:  # halved: its search stopped before its knee
+            reasons.append({"kind": "cannot_win", "message": f"knee search stopped: {why}"})
         row: pd.Series | None = None
         if load is None:
             k = kn.get(vid)

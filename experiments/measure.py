@@ -25,6 +25,7 @@ from analysis.records import identity
 from analysis.records.run import PointRecord, RunRecord, load_unit
 from experiments import preflight
 from experiments.artifacts import nullable_dtype, write_point_requests
+from experiments.economy import OverloadWatch
 from experiments.lease import EngineLease, Rejected
 from experiments.schema import RunConfig
 from loadgen.dataset import DatasetError, load_sharegpt
@@ -107,13 +108,23 @@ def measure_point(
         "load point %d: %s %g %s for %.0f s (+%.0f s warmup)",
         point.index, t.kind, point.load_value, rec.load_unit, t.duration_s, t.warmup_s,
     )  # fmt: skip
+    # economy.early_stop: a point whose queue clearly grows past the SLO is stopped (experiments.economy)
+    watch = OverloadWatch(lease.cfg, index=point.index, load_value=point.load_value, work=work, traffic=t)
+
+    def abort() -> str | None:
+        return lease.failure_reason() or watch()
+
     try:
-        out = run_load_point(spec, work, supervisor=lease.supervisor, abort=lease.failure_reason)
+        out = run_load_point(spec, work, supervisor=lease.supervisor, abort=abort)
     except LoadInterrupted as e:
         rec.interrupted = True
         res = _finish(rec, e.output, counter, t, w)
         raise PointInterrupted(res) from None
     res = _finish(rec, out, counter, t, w)
+    if watch.reason is not None and rec.aborted == watch.reason:
+        # an overload stop is a finished, infeasible point, not a failure: resume keeps it, the
+        # decision reads it as infeasible (analysis.results)
+        rec.aborted, rec.stopped_early = None, watch.stopped_early()
     s = rec.summary
     log.info(
         "load point %d: ok %d/%d, TTFT p50 %s ms, TPOT p50 %s ms, %s output tok/s",
@@ -141,7 +152,8 @@ def _finish(rec: PointRecord, out: LoadPointOutput, counter: Any, t: Any, w: Any
 def slo_check(result: PointResult, slo: Any) -> dict[str, Any]:
     """The point's SLO feasibility as the decision layer computes it (analysis.slo.evaluate_point
     over the point's request rows and its steady window), for the knee search and for resume.
-    A point stopped early (engine died) is infeasible whatever its rows say."""
+    A point stopped early (engine died, or its queue grew past the SLO: experiments.economy) is
+    infeasible whatever its rows say."""
     from analysis.results import p_feasible
     from analysis.slo import evaluate_point
     from experiments.artifacts import requests_frame
@@ -153,6 +165,12 @@ def slo_check(result: PointResult, slo: Any) -> dict[str, Any]:
     p = p_feasible(frame, slo, window_s=window) if res.requests else None
     if result.record.aborted:
         reasons.insert(0, f"stopped early: {result.record.aborted}")
+        p = 0.0
+    elif result.record.stopped_early:  # the queue grew past the SLO (experiments.economy): infeasible
+        reasons.insert(0, f"stopped early: {result.record.stopped_early['reason']}")
+        p = 0.0
+    elif result.record.stopped_early:  # the queue grew past the SLO (experiments.economy): infeasible
+        reasons.insert(0, f"stopped early: {result.record.stopped_early['reason']}")
         p = 0.0
     # p_feasible: how sure the verdict is (the share of time-block replicates meeting the SLO)
     return {"slo": res.slo_name, "feasible": not reasons, "attainment": res.attainment, "reasons": reasons,

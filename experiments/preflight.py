@@ -17,6 +17,7 @@ from analysis.schema import decision_problems, quality_threshold_problems, unkno
 from engines import ADAPTERS, argcheck
 from engines.auth import insecure_key_problem
 from engines.base import EngineAdapter, HostFacts
+from experiments.economy import economy_problems
 from experiments.schema import RunConfig
 from loadgen import workload
 from loadgen.arrivals import CLOSED_LOOP_KINDS, OPEN_LOOP_KINDS, SHAPES
@@ -292,6 +293,7 @@ def check(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None
     if cfg.gpu.count < 0:
         out.append(f"gpu.count must be >= 0 (0 = CPU only), got {cfg.gpu.count}")
     out += monitor_problems(cfg)
+    out += economy_problems(cfg)  # experiments.economy: early stop and halving
     if cfg.repetition < 0:
         out.append(f"repetition must be >= 0 (0 = the first measurement of a point), got {cfg.repetition}")
     if cfg.repetitions < 1:

@@ -48,6 +48,7 @@ from experiments.schema import RunConfig
 from experiments.secrets import redact_hydra_dir, redact_overrides
 from experiments.sweeps import resume
 from experiments.sweeps.callback import write_variant
+from experiments.sweeps.halving import HalvingWatch
 from experiments.sweeps.schedule import Schedule
 
 log = logging.getLogger("servelab")
@@ -132,6 +133,8 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
     )  # fmt: skip
     record.resume = schedule.state()
     record.save(run_dir)
+    # economy.halving: the variants measured before this one (run_dir's variant folder's siblings)
+    halving = HalvingWatch(cfg, run_dir.parent, schedule.planner)
     results: list[PointResult] = []
     supervisor = Supervisor()
     progress = progress if progress is not None else NullProgress()
@@ -176,6 +179,9 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
                     check = res.record.search
                     schedule.observe(value, rep, check["feasible"], "; ".join(check["reasons"]),
                                      p_feasible=check.get("p_feasible"))  # fmt: skip
+                    if (why := halving.observe(value, check["feasible"], res.record.summary)) is not None:
+                        log.warning("halving: %s; its knee search stops here", why)
+                        schedule.halt(why, halving.state())
                     record.resume = schedule.state()
                     record.save(run_dir)
                     if res.record.aborted:

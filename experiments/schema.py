@@ -77,6 +77,17 @@ class MonitorConfig:
 
 
 @dataclass
+class EconomyConfig:
+    """Fewer engine-minutes for the same decision (docs/sweeps.md, "Early stop and halving"); off by default."""
+
+    early_stop: bool = False  # stop an open-loop point whose queue clearly grows (analysis.overload): infeasible
+    early_stop_alpha: float = 0.01  # the growth test's level per point, all its looks together
+    early_stop_check_s: float = 0.5  # how often a running point's records are tested
+    halving: bool = False  # stop a variant's knee search once it certainly costs more than a finished variant
+    halving_slack: float = 0.1  # the variant's own measured throughput is raised by this share for its optimistic cost
+
+
+@dataclass
 class RunConfig:
     """The whole run: one engine launch followed by one or more load points."""
 
@@ -113,6 +124,8 @@ class RunConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     # conf/tune/: a search over launch settings, one trial per launch (experiments.sweeps.tune; none = off)
     tune: Any = None
+    # early stop of overloaded points and halving of variants that cannot win (off by default)
+    economy: EconomyConfig = field(default_factory=EconomyConfig)
 
 
 from experiments.sweeps.search import SearchConfig  # noqa: E402 - the search group's schema lives with the planner

@@ -73,6 +73,9 @@ class PointRecord:
     t_end_ns: int | None = None
     interrupted: bool = False  # Ctrl-C / SIGTERM while it ran
     aborted: str | None = None  # why it was stopped early (e.g. the engine died), None = ran to the end
+    # stopped early by the overload test (experiments.economy): {reason, test, stats}; the point is
+    # finished and infeasible (its queue grew past the SLO), not cut short by a failure
+    stopped_early: dict[str, Any] | None = None
     clock_offsets: dict[str, Any] | None = None  # remote workers: offset to the master's clock
     problems: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)

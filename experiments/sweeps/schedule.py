@@ -19,6 +19,9 @@ launch. The numbering is a function of the order the loads are asked for, so a r
 which asks for them in the same order, finds each recorded measurement under the same
 repetition and skips it, and never records a new one under a repetition already recorded.
 
+A schedule can be stopped early (halt(): economy.halving found that the variant cannot win,
+experiments.sweeps.halving); then nothing more is proposed and state() says why.
+
 Side effects: none.
 """
 
@@ -48,6 +51,7 @@ class Schedule:
         self.measured: list[tuple[float, int]] = []
         self._taken: dict[str, set[int]] = {}  # point_id -> repetitions this launch measured or skipped as done
         self._pending: tuple[float, int] | None = None
+        self.halted: dict[str, Any] | None = None  # economy.halving stopped the search (halt())
         self.planner: Any = None
         if self.kind == "knee":
             from experiments.sweeps.search import planner_for
@@ -86,6 +90,8 @@ class Schedule:
         """The next (load_value, repetition) to measure, None when the schedule is finished."""
         if self._pending is not None:
             return self._pending
+        if self.halted is not None:
+            return None
         nxt = self._next_grid() if self.planner is None else self._next_knee()
         self._pending = nxt
         return nxt
@@ -98,6 +104,12 @@ class Schedule:
         self.measured.append((value, rep))
         if self.planner is not None and self._extra is None:  # the search's own measurements
             self.planner.observe(value, bool(feasible), reason, p_feasible)
+
+    def halt(self, reason: str, detail: dict[str, Any] | None = None) -> None:
+        """Stop here: nothing more is measured in this launch (economy.halving: the variant cannot
+        win, experiments.sweeps.halving); state() records why under "halving"."""
+        self.halted = {"reason": reason, **(detail or {})}
+        self._pending = None
 
     def planned_count(self) -> int:
         """How many points this launch is expected to measure (grid: exact; knee: its worst case)."""
@@ -157,4 +169,9 @@ class Schedule:
         }  # fmt: skip
         if self.planner is not None:
             out["knee_search"] = self.planner.state()
+            if self.halted is not None:  # the search did not reach its stop rule: say why it ended
+                out["knee_search"] |= {"done": True, "stopped": f"halved after {len(self.measured)} points: "
+                                       f"{self.halted['reason']}"}  # fmt: skip
+        if self.halted is not None:
+            out["halving"] = self.halted
         return out
