@@ -1,6 +1,8 @@
 """Benchmark: engine-minutes for the same decision, by strategy, on the timing server.
 
-Variants of known capacity: one in-repo timing server per variant (tests/support/timing_server.py
+Variants of known capacity (default: 4, 8 and 2 streams of S = 170 ms, i.e. at most 23.5, 47.1
+and 11.8 req/s, launched in that order: the winner neither first nor last): one in-repo timing
+server per variant (tests/support/timing_server.py
 --max-streams C: C streams at once, the rest wait FIFO; each request holds its stream for
 S = ttft + (tokens - 1) x itl, so the variant serves at most C / S req/s). Every variant has the
 same S and the same price, so the cheapest at capacity is the one with the most streams: the
@@ -9,7 +11,8 @@ one launch per variant into one experiment folder, in the order --streams lists 
 by the real `python -m analysis.decide`, for each strategy:
 
   grid            search=grid, a --grid-points geometric grid over [--lo, --hi] req/s
-  knee            search=knee over [--lo, --hi] (experiments.sweeps.search)
+  knee            search=capacity over [--lo, --hi]: the shoot-outs' knee search (10 %, at most 7
+                  points; experiments.sweeps.search)
   knee+early      the knee search with economy.early_stop=true (analysis.overload)     [--each]
   knee+halving    the knee search with economy.halving=true (analysis.halving)         [--each]
   knee+early+halving  both
@@ -28,7 +31,14 @@ against 1-minute points; the windows here are compressed to seconds so the bench
 minutes); the table is printed again for a start of 0 and of --engine-start-s-alt seconds, as the
 measured spans do not depend on it.
 
-Run:  .venv/bin/python benchmarks/decision_cost.py [--each] [--json out.json] [--workdir W]
+--simulate runs the same strategies in-process on the timing server's queue model instead
+(tests/support/mdc.py, as benchmarks/coverage_grid.py does: an M/D/C FIFO queue with Poisson
+arrivals), through the lab's own planner (experiments.sweeps.search), overload test
+(analysis.overload, at the looks experiments.economy makes), per-point pipeline
+(analysis.results.point_row), knees, cannot-win rule and selection; a point's engine time is its
+first send to its last answer (the drain included), or to the look that stopped it.
+
+Run:  .venv/bin/python benchmarks/decision_cost.py [--each] [--json out.json] [--workdir W] [--simulate]
 Side effects: starts the timing servers and the lab on 127.0.0.1; writes into a temporary folder
 (or --workdir). About 5 minutes on 2 shared cores (the grid is most of it).
 """
@@ -52,12 +62,14 @@ sys.path.insert(0, str(ROOT))
 
 from engines.process import free_port  # noqa: E402
 
+# the shoot-outs' knee search (conf/search/capacity.yaml: 10 %, at most 7 points, widening to 64)
+KNEE = ["search=capacity", "search.lo={lo}", "search.hi={hi}"]
 STRATEGIES = {
     "grid": [],
-    "knee": ["search=knee"],
-    "knee+early": ["search=knee", "economy.early_stop=true"],
-    "knee+halving": ["search=knee", "economy.halving=true"],
-    "knee+early+halving": ["search=knee", "economy.early_stop=true", "economy.halving=true"],
+    "knee": KNEE,
+    "knee+early": [*KNEE, "economy.early_stop=true"],
+    "knee+halving": [*KNEE, "economy.halving=true"],
+    "knee+early+halving": [*KNEE, "economy.early_stop=true", "economy.halving=true"],
 }
 
 
@@ -85,11 +97,12 @@ def lab(args: argparse.Namespace, work: Path, name: str, port: int, extra: list[
     argv = [sys.executable, "run.py", "engine=endpoint", f"engine.base_url=http://127.0.0.1:{port}",
             "engine.health_path=/health", "model.served_name=timing", "model.built_by=null", "report=false",
             f"results_dir={work}", f"experiment_name={name}", "traffic=poisson", f"traffic.points=[{points}]",
-            f"search.lo={args.lo}", f"search.hi={args.hi}", f"traffic.duration_s={args.duration_s}",
+            f"traffic.duration_s={args.duration_s}",
             f"traffic.warmup_s={args.warmup_s}", "traffic.cooldown_s=0", f"workload.output_tokens={args.tokens}",
             f"slo.ttft_ms={args.ttft_limit_ms}", "slo.tpot_ms=1000", "slo.percentile=99",
             f"slo.attainment_target={args.attainment}", f"pricing.usd_per_hour={args.usd_per_hour}",
-            f"traffic.seed={args.seed}", f"workload.seed={args.seed}", *extra]  # fmt: skip
+            f"traffic.seed={args.seed}", f"workload.seed={args.seed}",
+            *(e.format(lo=args.lo, hi=args.hi) for e in extra)]  # fmt: skip
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1800)
 
 
@@ -125,16 +138,101 @@ def account(folder: Path) -> dict[str, Any]:
             "urls": streams_of}  # fmt: skip
 
 
+def simulate_strategy(args: argparse.Namespace, name: str, streams: list[int]) -> dict[str, Any]:
+    """One strategy over every variant in the queue model (module doc: --simulate)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from analysis.cost import Price
+    from analysis.halving import Measured, Rival, cannot_win
+    from analysis.knee import knees
+    from analysis.overload import detect_overload
+    from analysis.results import point_row
+    from analysis.schema import SloConfig
+    from analysis.selection import select
+    from experiments.sweeps.search import GridSearch, KneeSearch
+    from tests.support.mdc import simulate
+
+    slo = SloConfig(name="bench", ttft_ms=args.ttft_limit_ms, tpot_ms=1000.0, percentile=99.0,
+                    attainment_target=args.attainment)  # fmt: skip
+    price = Price(args.usd_per_hour, 1, "on_demand", "bench", "cpu", "bench", "", True, 0.0, 1.0)
+    gpu = SimpleNamespace(name="cpu", count=0, tdp_w=None)
+    limits = {"slo_ttft_ms": args.ttft_limit_ms, "slo_tpot_ms": 1000.0}
+    rows: list[dict[str, Any]] = []
+    out = {"launches": 0, "points": 0, "stopped_early": 0, "halved": [], "busy_s": 0.0, "urls": {}}
+    halted: dict[str, str] = {}
+    check_s, looks = 0.5, int(args.duration_s / 0.5) + 1
+    for vi, c in enumerate(streams):
+        vid = f"{c} streams"
+        out["launches"] += 1
+        out["urls"][vid] = vid
+        if name == "grid":
+            planner: Any = GridSearch(grid(args))
+        else:  # conf/search/capacity.yaml
+            planner = KneeSearch(args.lo, args.hi, tolerance=0.1, max_points=7, expand_to=64)
+        rival_list = []
+        if "halving" in name and rows:
+            kn = knees(pd.DataFrame(rows), args.attainment, limits)
+            for k in kn.values():
+                hi = k.usd_at_capacity_hi if k.usd_at_capacity_bound != "at most" else k.usd_at_capacity
+                if k.usd_at_capacity is not None and hi is not None:
+                    rival_list.append(Rival(k.variant_id, k.variant_label, float(hi), float(k.usd_at_capacity),
+                                            "at most" if k.usd_at_capacity_bound == "at most" else "interval"))  # fmt: skip
+        measured: list[Measured] = []
+        j = 0
+        while (x := planner.next_load()) is not None:
+            df, s = simulate(float(x), streams=c, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, tokens=args.tokens,
+                             warmup_s=args.warmup_s, duration_s=args.duration_s, seed=args.seed * 10007 + vi * 101 + j)  # fmt: skip
+            j += 1
+            t0 = int(df["t_sent_ns"].min())
+            stop_ns = None
+            if "early" in name:
+                recs = df[["phase", "t_sent_ns", "t_first_token_ns", "t_done_ns", "status"]].to_dict("records")
+                done = df["t_done_ns"].to_numpy()
+                for k in range(1, looks + 1):
+                    now = t0 + (args.warmup_s + k * check_s) * 1e9
+                    seen = [r for r, d in zip(recs, done, strict=True) if d <= now]
+                    v = detect_overload(seen, ttft_limit_ms=args.ttft_limit_ms, max_miss_share=0.01,
+                                        window_requests=float(x) * args.duration_s, looks=looks)  # fmt: skip
+                    if v.overloaded:
+                        stop_ns = now
+                        break
+            ident = {"variant_id": vid, "variant_label": vid, "run_id": vid, "point_id": f"{vid}@{x:g}",
+                     "repetition": sum(1 for r in rows if r["variant_id"] == vid and r["load_value"] == x),
+                     "load_value": float(x), "load_unit": "req/s", "time_to_ready_s": 1.0, "started_at_utc": ""}  # fmt: skip
+            row = point_row(df, s, slo=slo, price=price, gpu=gpu, ident=ident, n_boot=200, seed=j,
+                            stopped_early="overloaded" if stop_ns is not None else None)[0]  # fmt: skip
+            rows.append(row)
+            out["points"] += 1
+            out["stopped_early"] += stop_ns is not None
+            out["busy_s"] += ((stop_ns if stop_ns is not None else int(df["t_done_ns"].max())) - t0) / 1e9
+            planner.observe(float(x), bool(row["feasible"]), "", row["p_feasible"])
+            ok = int(s["requests"]["ok"]) or 1
+            measured.append(Measured(float(x), bool(row["feasible"]), s.get("output_tok_per_s"),
+                                     float(s.get("generated_tokens") or 0) / ok))  # fmt: skip
+            if rival_list and name != "grid":
+                h = cannot_win(measured, rival_list, usd_per_hour=args.usd_per_hour, open_loop=True,
+                               hi=max(planner.hi, planner.expand_to or 0))  # fmt: skip
+                if h.cannot_win:
+                    halted[vid] = h.reason
+                    out["halved"].append(vid)
+                    break
+    sel = select(pd.DataFrame(rows), target=args.attainment, limits=limits, halted=halted)
+    out["decision"] = {"selection": sel.to_dict()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--streams", default="3,4,2", help="one variant per value, launched in this order")
+    ap.add_argument("--streams", default="4,8,2", help="one variant per value, launched in this order")
     ap.add_argument("--ttft-ms", type=float, default=20.0)
-    ap.add_argument("--itl-ms", type=float, default=5.0)
+    ap.add_argument("--itl-ms", type=float, default=10.0)
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--ttft-limit-ms", type=float, default=80.0)
     ap.add_argument("--attainment", type=float, default=0.9)
-    ap.add_argument("--lo", type=float, default=4.0)
-    ap.add_argument("--hi", type=float, default=48.0)
+    ap.add_argument("--lo", type=float, default=2.0)
+    ap.add_argument("--hi", type=float, default=64.0)
     ap.add_argument("--grid-points", type=int, default=10)
     ap.add_argument("--warmup-s", type=float, default=1.0)
     ap.add_argument("--duration-s", type=float, default=3.0)
@@ -146,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--each", action="store_true", help="also early stop alone and halving alone")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--simulate", action="store_true", help="the queue model in-process instead of the real server")
     args = ap.parse_args(argv)
     start_s = args.engine_start_s if args.engine_start_s is not None else 2 * (args.warmup_s + args.duration_s)
     streams = [int(v) for v in args.streams.split(",")]
@@ -156,21 +255,28 @@ def main(argv: list[str] | None = None) -> int:
           f"S = {s_ms:g} ms, same price ${args.usd_per_hour:g}/h: the right choice is {max(streams)} streams")  # fmt: skip
     print(f"SLO TTFT p{99} <= {args.ttft_limit_ms:g} ms, attainment >= {args.attainment:g}; points {args.warmup_s:g} s + "
           f"{args.duration_s:g} s over [{args.lo:g}, {args.hi:g}] req/s; grid {grid(args)}")  # fmt: skip
-    servers = [start_server(args, c) for c in streams]
-    url_streams = {f"http://127.0.0.1:{port}": c for (_, port), c in zip(servers, streams, strict=True)}
+    servers = [] if args.simulate else [start_server(args, c) for c in streams]
+    if args.simulate:
+        url_streams = {f"{c} streams": c for c in streams}
+    else:
+        url_streams = {f"http://127.0.0.1:{port}": c for (_, port), c in zip(servers, streams, strict=True)}
     rows = []
     try:
         for name in names:
             folder_name = name.replace("+", "_")
             t = time.monotonic()
-            for (_, port), c in zip(servers, streams, strict=True):
-                p = lab(args, work, folder_name, port, STRATEGIES[name])
-                if p.returncode != 0:
-                    print(f"  {name}: the {c}-stream variant's run exited {p.returncode}: "
-                          f"{(p.stderr.strip().splitlines() or [''])[-1]}")  # fmt: skip
-            folder = work / folder_name
-            d = decide(args, folder)
-            a = account(folder)
+            if args.simulate:
+                a = simulate_strategy(args, name, streams)
+                d = a.pop("decision")
+            else:
+                for (_, port), c in zip(servers, streams, strict=True):
+                    p = lab(args, work, folder_name, port, STRATEGIES[name])
+                    if p.returncode != 0:
+                        print(f"  {name}: the {c}-stream variant's run exited {p.returncode}: "
+                              f"{(p.stderr.strip().splitlines() or [''])[-1]}")  # fmt: skip
+                folder = work / folder_name
+                d = decide(args, folder)
+                a = account(folder)
             chosen = (d["selection"].get("chosen") or {}).get("variant_id")
             c_streams = url_streams.get(a["urls"].get(chosen)) if chosen else None
             excluded = {e["variant_id"]: [r["kind"] for r in e["reasons"]] for e in d["selection"]["excluded"]}
