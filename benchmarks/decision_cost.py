@@ -11,6 +11,7 @@ one launch per variant into one experiment folder, in the order --streams lists 
 by the real `python -m analysis.decide`, for each strategy:
 
   grid            search=grid, a --grid-points geometric grid over [--lo, --hi] req/s
+  grid+early      the grid with economy.early_stop=true                                 [--each]
   knee            search=capacity over [--lo, --hi]: the shoot-outs' knee search (10 %, at most 7
                   points; experiments.sweeps.search)
   knee+early      the knee search with economy.early_stop=true (analysis.overload)     [--each]
@@ -66,6 +67,7 @@ from engines.process import free_port  # noqa: E402
 KNEE = ["search=capacity", "search.lo={lo}", "search.hi={hi}"]
 STRATEGIES = {
     "grid": [],
+    "grid+early": ["economy.early_stop=true"],
     "knee": KNEE,
     "knee+early": [*KNEE, "economy.early_stop=true"],
     "knee+halving": [*KNEE, "economy.halving=true"],
@@ -167,7 +169,7 @@ def simulate_strategy(args: argparse.Namespace, name: str, streams: list[int]) -
         vid = f"{c} streams"
         out["launches"] += 1
         out["urls"][vid] = vid
-        if name == "grid":
+        if name.startswith("grid"):
             planner: Any = GridSearch(grid(args))
         else:  # conf/search/capacity.yaml
             planner = KneeSearch(args.lo, args.hi, tolerance=0.1, max_points=7, expand_to=64)
@@ -211,7 +213,7 @@ def simulate_strategy(args: argparse.Namespace, name: str, streams: list[int]) -
             ok = int(s["requests"]["ok"]) or 1
             measured.append(Measured(float(x), bool(row["feasible"]), s.get("output_tok_per_s"),
                                      float(s.get("generated_tokens") or 0) / ok))  # fmt: skip
-            if rival_list and name != "grid":
+            if rival_list and "halving" in name:
                 h = cannot_win(measured, rival_list, usd_per_hour=args.usd_per_hour, open_loop=True,
                                hi=max(planner.hi, planner.expand_to or 0))  # fmt: skip
                 if h.cannot_win:
