@@ -135,6 +135,7 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
     record.save(run_dir)
     # economy.halving: the variants measured before this one (run_dir's variant folder's siblings)
     halving = HalvingWatch(cfg, run_dir.parent, schedule.planner)
+    halving.prepare()  # the rivals are read before the engine starts
     results: list[PointResult] = []
     supervisor = Supervisor()
     progress = progress if progress is not None else NullProgress()

@@ -79,7 +79,11 @@ class HalvingWatch:
         self.usd_per_hour: float | None = None
         self.last: Halving | None = None
 
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
+        """Read the rivals and this variant's price (before the engine starts: seconds of analysis
+        that would otherwise hold an engine)."""
+        if not self.enabled or self._rivals is not None:
+            return
         from analysis.cost import PriceMissing, price_for
 
         self._rivals = rivals(self.cfg, self.variant_dir)
@@ -100,7 +104,7 @@ class HalvingWatch:
         self.points.append(Measured(float(load), bool(feasible), float(tps) if tps is not None else None,
                                     float(gen) / ok if ok and gen is not None else None))  # fmt: skip
         if self._rivals is None:
-            self._prepare()
+            self.prepare()
         if not self._rivals or self.usd_per_hour is None:
             return None
         hi = max(float(self.planner.hi), float(getattr(self.planner, "expand_to", None) or 0.0))
