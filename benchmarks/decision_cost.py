@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine-start-s-alt", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--each", action="store_true", help="also early stop alone and halving alone")
+    ap.add_argument("--strategies", default=None, help="comma-separated subset, e.g. knee+early+halving")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--simulate", action="store_true", help="the queue model in-process instead of the real server")
@@ -253,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="servelab-decision-cost-"))
     s_ms = args.ttft_ms + (args.tokens - 1) * args.itl_ms
     names = [n for n in STRATEGIES if args.each or n in ("grid", "knee", "knee+early+halving")]
+    if args.strategies:
+        names = [n for n in args.strategies.split(",") if n in STRATEGIES]
     print(f"variants (launch order): {', '.join(f'{c} streams ({c / s_ms * 1000:.1f} req/s at most)' for c in streams)}; "
           f"S = {s_ms:g} ms, same price ${args.usd_per_hour:g}/h: the right choice is {max(streams)} streams")  # fmt: skip
     print(f"SLO TTFT p{99} <= {args.ttft_limit_ms:g} ms, attainment >= {args.attainment:g}; points {args.warmup_s:g} s + "
