@@ -41,7 +41,7 @@ first send to its last answer (the drain included), or to the look that stopped 
 
 Run:  .venv/bin/python benchmarks/decision_cost.py [--each] [--json out.json] [--workdir W] [--simulate]
 Side effects: starts the timing servers and the lab on 127.0.0.1; writes into a temporary folder
-(or --workdir). About 5 minutes on 2 shared cores (the grid is most of it).
+(or --workdir). About 10 minutes on 2 shared cores (the grid is half of it); --simulate about 30 s.
 """
 
 from __future__ import annotations
