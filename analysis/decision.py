@@ -140,7 +140,7 @@ def input_problems(cfg: DecideConfig, run_gpus: dict[str, int]) -> list[str]:
     return out + decide_problems(cfg)
 
 
-def _limits(table, slo) -> dict[str, float]:
+def knee_limits(table, slo) -> dict[str, float]:
     """Knee constraints: the SLO's thresholds on the slo_<metric> columns the table carries."""
     from analysis.slo import thresholds
 
@@ -172,7 +172,7 @@ def run_decision(results: Path, cfg: DecideConfig, overrides: Sequence[str] = ()
     table = built.points
     pooled = pool_repetitions(table, cfg.seed)
     target = float(cfg.slo.attainment_target)
-    limits = _limits(table, cfg.slo)
+    limits = knee_limits(table, cfg.slo)
     kn = knee.knees(pooled, target, limits, pooled=True)
     front = pareto.pareto_frontier(pooled)
     qual = _quality(cfg, runs, pooled, kn)

@@ -62,7 +62,7 @@ def _fmt(v: Any) -> str:
 
 
 def history_plot(trials: Sequence[Mapping[str, Any]], key: str = "tune-history") -> str:
-    done = [t for t in trials if t.get("state") in ("complete", "infeasible", "failed", "refused")]
+    done = [t for t in trials if t.get("state") in ("complete", "infeasible", "pruned", "failed", "refused")]
     if not done:
         return rp.message_figure(key, "No finished trial yet.")
     plt = rp.pyplot()
@@ -73,7 +73,7 @@ def history_plot(trials: Sequence[Mapping[str, Any]], key: str = "tune-history")
         hollow = t.get("usd_bound") == "at most"
         ax.plot(t["number"], t["value"], "o", color=rp.PALETTE[0], mfc="none" if hollow else rp.PALETTE[0])
     for t in done:
-        if t.get("state") == "infeasible":
+        if t.get("state") in ("infeasible", "pruned"):  # pruned: halved, an earlier trial certainly cheaper
             ax.plot(t["number"], top, "x", color=rp.SLO_COLOR)
         elif t.get("state") in ("failed", "refused"):
             ax.plot(t["number"], 0, "v", color="#4a5568")

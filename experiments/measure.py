@@ -169,9 +169,6 @@ def slo_check(result: PointResult, slo: Any) -> dict[str, Any]:
     elif result.record.stopped_early:  # the queue grew past the SLO (experiments.economy): infeasible
         reasons.insert(0, f"stopped early: {result.record.stopped_early['reason']}")
         p = 0.0
-    elif result.record.stopped_early:  # the queue grew past the SLO (experiments.economy): infeasible
-        reasons.insert(0, f"stopped early: {result.record.stopped_early['reason']}")
-        p = 0.0
     # p_feasible: how sure the verdict is (the share of time-block replicates meeting the SLO)
     return {"slo": res.slo_name, "feasible": not reasons, "attainment": res.attainment, "reasons": reasons,
             "p_feasible": p}  # fmt: skip

@@ -32,7 +32,7 @@ log = logging.getLogger("servelab")
 def rivals(cfg: Any, variant_dir: Path, n_boot: int = 1000, seed: int = 0) -> list[Rival]:
     """The finished variants beside `variant_dir` with a cost at capacity (module doc)."""
     from analysis import knee
-    from analysis.decision import _limits, gpu_catalog
+    from analysis.decision import gpu_catalog, knee_limits
     from analysis.points import pool_repetitions
     from analysis.records.layout import LAUNCH_PREFIX
     from analysis.records.plain import to_plain
@@ -50,7 +50,7 @@ def rivals(cfg: Any, variant_dir: Path, n_boot: int = 1000, seed: int = 0) -> li
             table = build_table(sib, slo=cfg.slo, pricing=cfg.pricing, gpu_catalog=catalog, n_boot=n_boot,
                                 seed=seed).points  # fmt: skip
             pooled = pool_repetitions(table, seed)
-            kn = knee.knees(pooled, float(cfg.slo.attainment_target), _limits(table, cfg.slo), pooled=True)
+            kn = knee.knees(pooled, float(cfg.slo.attainment_target), knee_limits(table, cfg.slo), pooled=True)
         except Exception as e:  # noqa: BLE001 - a sibling the decision cannot read is no rival; say so
             log.info("halving: %s not compared (%s: %s)", sib.name, type(e).__name__, e)
             continue

@@ -266,7 +266,7 @@ def space_problems(tc: Any, base_overrides: Sequence[str], check: Callable[[list
 # -- a trial's outcome, from the records ---------------------------------------------------------------
 @dataclass
 class Outcome:
-    state: str  # complete | infeasible | failed | refused
+    state: str  # complete | infeasible | pruned | failed | refused
     value: float | None  # $/1M at capacity (complete); inf (infeasible); None otherwise
     reason: str | None = None
     usd_bound: str | None = None  # "estimate" or "at most" (the knee was not reached)
@@ -331,6 +331,9 @@ def outcome(variant: dict[str, Any], decision: dict[str, Any] | None, decide_err
     for e in sel.get("excluded") or []:
         if e.get("variant_id") == vid:
             why = "; ".join(str(r.get("message")) for r in e.get("reasons") or [])
+            if any(r.get("kind") == "cannot_win" for r in e.get("reasons") or []):
+                # economy.halving stopped its knee search: an earlier trial is certainly cheaper (Optuna: PRUNED)
+                return Outcome("pruned", math.inf, why, intermediate=steps)
             return Outcome("infeasible", math.inf, why, intermediate=steps)
     return Outcome("infeasible", math.inf, "no measured point of this trial in the decision", intermediate=steps)
 
@@ -446,7 +449,7 @@ def run_search(tc: Any, base_overrides: Sequence[str], sweep_dir: Path, *,
             row |= {"folder": res.variant_dir.name, "variant_id": variant.get("variant_id"), "state": oc.state,
                     "value": oc.value, "reason": oc.reason, "usd_bound": oc.usd_bound, "knee": oc.knee,
                     "load_unit": oc.load_unit, "engine": et, "new_launches": len(new),
-                    "reused": not new and oc.state in ("complete", "infeasible"),
+                    "reused": not new and oc.state in ("complete", "infeasible", "pruned"),
                     "trial_wall_s": round(time.monotonic() - t_trial, 1),
                     "intermediate": [[s, v] for s, v in oc.intermediate]}  # fmt: skip
             trials.pop()
@@ -455,6 +458,8 @@ def run_search(tc: Any, base_overrides: Sequence[str], sweep_dir: Path, *,
             trial.report(v, step)  # the pruner's view of the knee search (module doc)
         if row["state"] in ("complete", "infeasible"):
             study.tell(trial, row["value"])
+        elif row["state"] == "pruned":  # halved (economy.halving): the sampler learns it as pruned, not as a cost
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         trials.append(row)
@@ -519,7 +524,7 @@ def summary_text(doc: dict[str, Any]) -> str:
     for t in doc["trials"]:
         e = t.get("engine") or {}
         v = t.get("value")
-        cost = "-" if v is None else "infeasible" if math.isinf(v) else f"${v:,.4g}" + (" (<=)" if t.get("usd_bound") == "at most" else "")
+        cost = "-" if v is None else t["state"] if math.isinf(v) else f"${v:,.4g}" + (" (<=)" if t.get("usd_bound") == "at most" else "")
         tag = f" = #{t['duplicate_of']}" if "duplicate_of" in t else " (reused)" if t.get("reused") else ""
         lines.append(f"{t['number']:>3} {t['state']:<10} {cost:>18} {e.get('engine_s', 0) / 60:>10.2f} "
                      f"{e.get('start_s', 0) / 60:>9.2f}  " + "  ".join(f"{_value(t['params'].get(n))}" for n in names) + tag)  # fmt: skip

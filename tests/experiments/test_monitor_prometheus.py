@@ -129,6 +129,9 @@ def test_ctrl_c_stops_the_exporter_with_the_run(tmp_path, tiny_tokenizer_dir, si
          "model.built_by=null", "traffic.points=[2]", "traffic.duration_s=60", "traffic.warmup_s=0",
          f"results_dir={tmp_path}", f"monitor.port={mport}", "report=false"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        # Ctrl-C as from a terminal, whatever this pytest inherited: a shell's background job (nohup,
+        # `&`) starts with SIGINT ignored, and a child that inherits that never sees the signal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{mport}/metrics", timeout_s=60)

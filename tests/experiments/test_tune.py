@@ -219,6 +219,10 @@ def test_outcome_from_the_records():
     assert oc.intermediate == [(1, 0.7)]  # the pruner's view: nothing feasible after the first point
     q = {"selection": {"ranked": [], "excluded": [{"variant_id": "v", "reasons": [{"message": "failed the quality gate: top1"}]}]}}
     assert tn.outcome(ok, q).state == "infeasible" and "quality gate" in tn.outcome(ok, q).reason
+    # halved by economy.halving (docs/tune.md): pruned, not infeasible - it met the SLO, an earlier trial is cheaper
+    h = {"selection": {"ranked": [], "excluded": [{"variant_id": "v", "reasons": [
+        {"kind": "cannot_win", "message": "knee search stopped: $0.9/1M at best > $0.5/1M"}]}]}}  # fmt: skip
+    assert (tn.outcome(ok, h).state, tn.outcome(ok, h).value) == ("pruned", math.inf) and "0.9" in tn.outcome(ok, h).reason
     assert tn.outcome({"status": "refused", "reason": "AWQ needs AVX-512"}, None).state == "refused"
     assert tn.outcome(ok, None, "ResultsError: no runs").state == "failed"
 
