@@ -53,7 +53,7 @@ VERDICT_ORDER = {"valid": 0, "warn": 1, "invalid": 2}
 # itself is analysis.confidence.interval).
 ALPHA = 0.05
 # A load measured more than once is feasible when its mean p_feasible is at least this (the knee
-# search's experiments.sweeps.search.P_FEASIBLE, the same rule).
+# search's experiments.sweeps.observations.P_FEASIBLE, the same rule).
 P_FEASIBLE = 0.5
 
 

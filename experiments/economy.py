@@ -19,7 +19,6 @@ Side effects: reads the records file of the running point (never writes).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.overload import detect_overload
+from loadgen.tail import JsonlTail
 
 log = logging.getLogger("servelab")
 
@@ -67,32 +67,6 @@ def max_miss_share(slo: Any) -> float:
     return max(min(1.0 - float(slo.attainment_target), 1.0 - float(p) / 100.0), 0.0)
 
 
-class _Tail:
-    """Whole new JSON lines of a file another process appends to, from where the last read ended."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.offset = Path(path), 0
-
-    def rows(self) -> list[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        out = []
-        for line in data[:end].splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue  # a torn line: the generator rewrites nothing, so it is skipped
-            if isinstance(row, dict):
-                out.append(row)
-        return out
-
-
 class OverloadWatch:
     """The abort callable of one running point (module doc); `stats` keeps the last look's figures."""
 
@@ -110,7 +84,7 @@ class OverloadWatch:
         self.window_requests = float(load_value) * float(t.duration_s)
         self.ttft_limit_ms = float(cfg.slo.ttft_ms) if cfg.slo.ttft_ms is not None else 0.0
         self.miss_share = max_miss_share(cfg.slo)
-        self.tail = _Tail(work / f"requests.{index}.jsonl")
+        self.tail = JsonlTail(work / f"requests.{index}.jsonl")
         self.records: list[dict[str, Any]] = []
         self.clock = clock
         self.t0 = clock()

@@ -40,6 +40,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from analysis.catalog import SERIES_PREFIX
 from analysis.live import EngineLive, PointLive
 from engines import ADAPTERS
+from loadgen.tail import JsonlTail
 
 log = logging.getLogger("servelab")
 
@@ -82,33 +83,6 @@ def port_problem(host: str, port: Any) -> str | None:
         except (OSError, OverflowError, UnicodeError):
             busy = False
     return f"monitor.port={port} is already in use on {host}; pick another port" if busy else None
-
-
-class _Tail:
-    """Whole new lines of a file that another process appends to, from where the last read ended."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.offset = 0
-
-    def rows(self) -> list[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n") + 1
-        self.offset += end
-        out = []
-        for line in data[:end].splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue  # a torn or foreign line is skipped, never fatal
-            if isinstance(row, dict):
-                out.append(row)
-        return out
 
 
 def engine_names(adapter_name: str | None) -> dict[str, str]:
@@ -194,12 +168,12 @@ class RunMonitor(Collector):
             self.usd_per_hour, self.energy_usd_per_j = math.nan, 0.0
         self.variant_label = f"{cfg.engine.name}/{cfg.quant.name} {cfg.model.name} {cfg.gpu.name} x{cfg.gpu.count}"
         self.points: dict[int, PointLive] = {}
-        self.tails: dict[int, tuple[_Tail, _Tail]] = {}
+        self.tails: dict[int, tuple[JsonlTail, JsonlTail]] = {}
         self.active: int | None = None
         self.engine = EngineLive(engine_names(cfg.engine.name), usd_per_hour=self.usd_per_hour, window_s=30.0)
         self.engine_target = ""
-        self._telemetry = _Tail(self.work / "telemetry.jsonl")
-        self._engine_metrics = _Tail(self.work / "engine_metrics.jsonl")
+        self._telemetry = JsonlTail(self.work / "telemetry.jsonl")
+        self._engine_metrics = JsonlTail(self.work / "engine_metrics.jsonl")
         self._pending_scrape: tuple[int, list[Any]] | None = None
         self.lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=False)
@@ -243,7 +217,7 @@ class RunMonitor(Collector):
                 usd_per_hour=self.usd_per_hour, duration_s=float(self.cfg.traffic.duration_s), window_s=self.window_s,
                 energy_usd_per_j=self.energy_usd_per_j,
             )  # fmt: skip
-            self.tails[index] = (_Tail(self.work / f"requests.{index}.jsonl"), _Tail(self.work / f"loadgen_lag.{index}.jsonl"))
+            self.tails[index] = (JsonlTail(self.work / f"requests.{index}.jsonl"), JsonlTail(self.work / f"loadgen_lag.{index}.jsonl"))
             self.active = index
 
     def point_finished(self, index: int, measure_window_s: float | None) -> None:

@@ -70,7 +70,7 @@ null: never) lets the search widen the range when hi is feasible: hi doubles (up
 and is probed again, until a load is infeasible or expand_to is feasible.
 
 Near the knee a load's feasibility is uncertain, so the search decides with what it measured,
-not with the last verdict:
+not with the last verdict (observations, pooling and the bracket: experiments.sweeps.observations):
   pooling   each observation may carry p_feasible, the probability that the load meets the SLO
             (the share of the measurement's time-block bootstrap replicates that are feasible).
             A load measured once is feasible as its own check said (`feasible`, the rule the
@@ -115,6 +115,18 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any, Protocol
 
+from experiments.sweeps.observations import (  # noqa: F401 - P_FEASIBLE, Pooled: this module's vocabulary too
+    P_FEASIBLE,
+    P_UNCERTAIN_HI,
+    P_UNCERTAIN_LO,
+    Observation,
+    Pooled,
+    bracket,
+    observation,
+    points_of,
+    pool,
+    rel_width,
+)
 from loadgen.arrivals import CLOSED_LOOP_KINDS
 
 TOLERANCE = 0.05
@@ -134,8 +146,6 @@ HARD_CAP_MARGIN = MAX_REMEASURES + MAX_ANCHORS
 # with nothing feasible measured below F, and the interval open below (no low end).
 P_ANCHOR = 0.975
 ANCHOR_STEPS = 2  # the anchor lies this many tolerance steps below F: F / (1 + tolerance)^2
-P_FEASIBLE = 0.5  # a load measured more than once is feasible when its mean p_feasible >= this
-P_UNCERTAIN_LO, P_UNCERTAIN_HI = 0.1, 0.9  # pooled p_feasible strictly between: uncertain (re-measure)
 MAX_MEASUREMENTS_PER_LOAD = 3  # an uncertain end is measured at most this many times in all
 
 
@@ -165,93 +175,12 @@ class SearchConfig:
     expand_to: float | None = None  # knee: while hi is feasible, double it up to this; null = never widen
 
 
-@dataclass(frozen=True)
-class Observation:
-    """One measured load point as the planner saw it."""
-
-    load: float
-    feasible: bool
-    reason: str = ""  # why not feasible (analysis.slo reasons), or anything worth keeping
-    p_feasible: float | None = None  # P(the load meets the SLO), from the measurement's bootstrap; None: unknown
-
-
-@dataclass(frozen=True)
-class Pooled:
-    """Every measurement of one load, pooled (module doc: pooling)."""
-
-    load: float
-    n: int  # measurements
-    p_feasible: float  # mean p_feasible (a measurement without one counts as its verdict, 1 or 0)
-    feasible: bool  # n == 1: the measurement's own verdict; else p_feasible >= P_FEASIBLE
-    verdicts: tuple[bool, ...]  # each measurement's own verdict, in order
-
-    @property
-    def uncertain(self) -> bool:
-        return P_UNCERTAIN_LO < self.p_feasible < P_UNCERTAIN_HI
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"load": self.load, "measurements": self.n, "p_feasible": round(self.p_feasible, 4),
-                "feasible": self.feasible, "uncertain": self.uncertain, "verdicts": list(self.verdicts)}  # fmt: skip
-
-
-def _p(o: Observation) -> float:
-    if o.p_feasible is None or not math.isfinite(o.p_feasible):  # unknown: the verdict itself, 1 or 0
-        return 1.0 if o.feasible else 0.0
-    return min(max(float(o.p_feasible), 0.0), 1.0)
-
-
-def pool(observations: Sequence[Observation]) -> dict[float, Pooled]:
-    """One :class:`Pooled` per load, in the order the loads were first measured."""
-    by: dict[float, list[Observation]] = {}
-    for o in observations:
-        by.setdefault(o.load, []).append(o)
-    out = {}
-    for load, obs in by.items():
-        p = sum(_p(o) for o in obs) / len(obs)
-        feasible = obs[0].feasible if len(obs) == 1 else p >= P_FEASIBLE
-        out[load] = Pooled(load, len(obs), p, bool(feasible), tuple(o.feasible for o in obs))
-    return out
-
-
-def bracket(observations: Sequence[Observation]) -> tuple[float | None, float | None, list[str]]:
-    """(F, I, notes): I the lowest infeasible load, F the highest feasible load below it (see the
-    module doc), each load's measurements pooled first; None where no such load was measured."""
-    if len({o.load for o in observations}) == len(observations):
-        pooled: Sequence[Observation | Pooled] = observations  # each load once: its own verdict
-    else:
-        pooled = list(pool(observations).values())
-    bad = [o.load for o in pooled if not o.feasible]
-    hi = min(bad) if bad else None
-    good = [o.load for o in pooled if o.feasible]
-    lo = max((x for x in good if hi is None or x < hi), default=None)
-    notes = []
-    if unused := sorted({x for x in good if hi is not None and x >= hi}):
-        notes.append(f"feasible at {', '.join(f'{x:g}' for x in unused)} at or above the infeasible {hi:g} "
-                     "(not monotone; not used: the knee needs every load below it feasible)")  # fmt: skip
-    return lo, hi, notes
-
-
 class Planner(Protocol):
     """What the runner drives: :class:`GridSearch` and :class:`KneeSearch`."""
 
     def next_load(self) -> float | None: ...
     def observe(self, load: float, feasible: bool, reason: str = "", p_feasible: float | None = None) -> None: ...
     def state(self) -> dict[str, Any]: ...
-
-
-def _points(observations: Sequence[Observation]) -> list[dict[str, Any]]:
-    return [{"load": o.load, "feasible": o.feasible, "reason": o.reason, "p_feasible": o.p_feasible}
-            for o in observations]  # fmt: skip
-
-
-def _observation(load: float, feasible: bool, reason: str, p_feasible: float | None) -> Observation:
-    """An observation as recorded; a p_feasible that is not a finite number counts as unknown."""
-    p = None if p_feasible is None else float(p_feasible)
-    return Observation(float(load), bool(feasible), str(reason), p if p is not None and math.isfinite(p) else None)
-
-
-def _rel_width(lo: float | None, hi: float | None) -> float | None:
-    return (hi - lo) / lo if lo is not None and hi is not None and lo > 0 else None
 
 
 class GridSearch:
@@ -271,7 +200,7 @@ class GridSearch:
         return self.points[n] if n < len(self.points) else None
 
     def observe(self, load: float, feasible: bool, reason: str = "", p_feasible: float | None = None) -> None:
-        self.observations.append(_observation(load, feasible, reason, p_feasible))
+        self.observations.append(observation(load, feasible, reason, p_feasible))
 
     def status(self) -> str:
         if len(self.observations) < len(self.points):
@@ -293,11 +222,11 @@ class GridSearch:
             "outcome": verdict,
             "knee": f,
             "bracket": [f, i],
-            "bracket_rel_width": _rel_width(f, i),
+            "bracket_rel_width": rel_width(f, i),
             "points_used": len(self.observations),
             "worst_case_points": len(self.points),
             "grid": list(self.points),
-            "points": _points(self.observations),
+            "points": points_of(self.observations),
             "notes": notes,
         }
 
@@ -487,7 +416,7 @@ class KneeSearch:
         its own verdict, and p_feasible (0..1, the measurement's bootstrap share of feasible
         replicates; None: only the verdict is known). A feasible hi widens the range when
         expand_to allows (module doc)."""
-        self.observations.append(_observation(load, feasible, reason, p_feasible))
+        self.observations.append(observation(load, feasible, reason, p_feasible))
         self._pending = None
         f, i, _ = bracket(self.observations)
         if self.expand_to is not None and i is None and f is not None and f >= self.hi and self.hi < self.expand_to:
@@ -563,7 +492,7 @@ class KneeSearch:
             "stopped": self._stopped(status, f, i),
             "knee": f if status != "none_feasible" else None,
             "bracket": [f, i],  # [highest feasible, lowest infeasible]; None: not measured
-            "bracket_rel_width": _rel_width(f, i),
+            "bracket_rel_width": rel_width(f, i),
             "range": [self.lo, self.hi],
             "integer": self.integer,
             "tolerance": self.tolerance,
@@ -577,7 +506,7 @@ class KneeSearch:
             "remeasures": self.remeasures(),
             "anchors": list(self._anchors),
             "next": self._pending,
-            "points": _points(self.observations),
+            "points": points_of(self.observations),
             "pooled": [p.to_dict() for p in pool(self.observations).values()],
             "notes": notes,
         }
