@@ -39,6 +39,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from analysis.catalog import SERIES_PREFIX
 from analysis.live import EngineLive, PointLive
+from analysis.records.atomic import write_text_atomic
 from engines import ADAPTERS
 from loadgen.tail import JsonlTail
 
@@ -388,8 +389,9 @@ def write_scrape_config(path: Path, *, lab: str, engine_url: str | None, metrics
     cfg = {"global": {"scrape_interval": every, "evaluation_interval": every}, "scrape_configs": jobs}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# written by servelab (experiments.monitor): prometheus --config.file=" + path.name + "\n"
-                    + yaml.safe_dump(cfg, sort_keys=False))  # fmt: skip
+    # atomic: a Prometheus (or a test) reading the file while it is written sees all of it or none
+    write_text_atomic(path, "# written by servelab (experiments.monitor): prometheus --config.file=" + path.name + "\n"
+                      + yaml.safe_dump(cfg, sort_keys=False))  # fmt: skip
     return path
 
 
