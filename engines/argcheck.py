@@ -9,7 +9,9 @@ One child per call: importing vLLM costs tens of seconds on 2 cores, parsing a p
 engine's parser accepts the plan (or no parser could be run: then the engine start says; or
 SERVELAB_SKIP_ENGINE_PARSE=1), else one line naming the rejected option and where to fix it.
 
-Side effects: starts one short-lived child process per call (no server, no network).
+Side effects: starts one short-lived child process per call (no server, no network), through the
+supervisor (engines.process: own process group, PDEATHSIG, the guardian, terminate -> kill), with
+its request and output in a private temporary folder removed afterwards.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import logging
 import os
 import re
-import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any
 
 from engines.base import EngineAdapter, HostFacts, LaunchPlan
 from engines.parse_argv import RESULT_MARK  # it writes this before its answer
+from engines.process import Supervisor, read_log
 
 log = logging.getLogger("servelab")
 SCRIPT = Path(__file__).with_name("parse_argv.py")
@@ -67,23 +70,42 @@ def engine_args(plan: LaunchPlan) -> list[str]:
 
 
 def parse_with_engine(python: str, engine: str, argvs: Sequence[Sequence[str]], fields: Sequence[str] = (),
-                      timeout_s: float = DEFAULT_TIMEOUT_S, env: dict[str, str] | None = None) -> ParseAnswer:  # fmt: skip
+                      timeout_s: float = DEFAULT_TIMEOUT_S, env: dict[str, str] | None = None,
+                      supervisor: Supervisor | None = None) -> ParseAnswer:  # fmt: skip
     """Parse every argv in `argvs` with `engine`'s own parser, in ONE child process of `python`
-    (with `env` added to the lab's environment: a plan's env, which some checks read).
+    (with `env` added to the lab's environment: a plan's env, which some checks read), started by
+    `supervisor` (a run's own; None: a supervisor of this call's).
 
     Raises ParserUnavailable when the child cannot give an answer (its reason in the message)."""
     if engine not in PARSED_ENGINES:
         raise ValueError(f"no parser check for engine={engine}; known: {', '.join(PARSED_ENGINES)}")
     req = json.dumps({"engine": engine, "argvs": [list(a) for a in argvs], "fields": list(fields)})
-    try:
-        p = subprocess.run([python, str(SCRIPT)], input=req, capture_output=True, text=True, timeout=timeout_s,
-                           env=_quiet_env(env or {}))  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise ParserUnavailable(f"{python} could not run {SCRIPT.name}: {e}") from e
-    line = next((ln for ln in reversed(p.stdout.splitlines()) if ln.startswith(RESULT_MARK)), None)
+    # the request and the child's output stay in a private folder (0700) that is removed afterwards:
+    # a plan's argv or env is never left on disk
+    with tempfile.TemporaryDirectory(prefix="servelab-parse-") as tmp:
+        req_path, log_path = Path(tmp) / "request.json", Path(tmp) / "parse.log"
+        req_path.write_text(req)
+        sup = supervisor if supervisor is not None else Supervisor()
+        try:
+            child = sup.spawn(f"{engine}-parser", [python, str(SCRIPT), "--request", str(req_path)],
+                              log_path=log_path, env=_quiet_env(env or {}), stop_timeout_s=5.0)  # fmt: skip
+            try:
+                code = child.wait(timeout_s)
+            finally:
+                child.stop()  # a no-op when it exited; on a timeout or Ctrl-C, its whole group goes
+        except (OSError, ValueError) as e:
+            raise ParserUnavailable(f"{python} could not run {SCRIPT.name}: {e}") from e
+        finally:
+            if supervisor is None:
+                sup.stop_all()
+        if code is None:
+            raise ParserUnavailable(f"{python} {SCRIPT.name} gave no answer in {timeout_s:g} s (stopped)")
+        text = read_log(log_path)
+    lines = text.splitlines()
+    line = next((ln for ln in reversed(lines) if ln.startswith(RESULT_MARK)), None)
     if line is None:
-        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise ParserUnavailable(f"{python} {SCRIPT.name} exited {p.returncode} without an answer: {tail}")
+        tail = ([ln for ln in lines if ln.strip() and not ln.startswith("$ ")] or ["(no output)"])[-1]
+        raise ParserUnavailable(f"{python} {SCRIPT.name} exited {code} without an answer: {tail.strip()}")
     out = json.loads(line[len(RESULT_MARK) :])
     if "unavailable" in out:
         raise ParserUnavailable(f"{engine}'s parser cannot be imported by {python}: {out['unavailable']}")
@@ -100,7 +122,7 @@ def _quiet_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 def plan_rejection(adapter: EngineAdapter, plan: LaunchPlan, facts: HostFacts,
-                   timeout_s: float = DEFAULT_TIMEOUT_S) -> str | None:  # fmt: skip
+                   timeout_s: float = DEFAULT_TIMEOUT_S, supervisor: Supervisor | None = None) -> str | None:  # fmt: skip
     """One line when the engine's own parser (in facts.engine_python) rejects `plan`, else None.
 
     Nothing is said when there is nothing to ask (an engine without a parser check, no engine
@@ -112,7 +134,7 @@ def plan_rejection(adapter: EngineAdapter, plan: LaunchPlan, facts: HostFacts,
         return None
     try:
         answer = parse_with_engine(facts.engine_python, adapter.name, [engine_args(plan)], timeout_s=timeout_s,
-                                   env=dict(plan.env))  # fmt: skip
+                                   env=dict(plan.env), supervisor=supervisor)  # fmt: skip
     except (ParserUnavailable, ValueError) as e:
         log.warning("the plan was not parsed before launch: %s", e)
         return None

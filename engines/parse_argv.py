@@ -1,6 +1,6 @@
 """Parses launch plans with an engine's own command-line parser; run BY THE ENGINE'S INTERPRETER.
 
-    <engine python> engines/parse_argv.py < request.json
+    <engine python> engines/parse_argv.py --request request.json    (or the request on stdin)
 
 The request is one JSON object: {"engine": "vllm" | "sglang", "argvs": [[arg, ...], ...],
 "fields": [name, ...]}, each argv being a plan's arguments after `python -m <module>`. Every argv
@@ -165,7 +165,11 @@ def main() -> int:
             options[opt] = {**options[opt], "choices": choices, "choices_checked": "after parsing"}
         print(json.dumps({"engine": sys.argv[2], "version": ver, "parser": name, "options": options}, indent=1))
         return 0
-    req = json.load(sys.stdin)
+    if sys.argv[1:2] == ["--request"]:  # the lab's supervisor gives its children /dev/null as stdin
+        with open(sys.argv[2]) as f:
+            req = json.load(f)
+    else:
+        req = json.load(sys.stdin)
     try:
         ver, name, parse, _ = loaders[req["engine"]]()
     except Exception as e:  # noqa: BLE001 - no parser here: say why, the caller decides

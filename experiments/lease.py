@@ -81,7 +81,7 @@ class EngineLease:
         self.starts = 0  # how many times this lease launched its engine (a test checks it stays 1)
         self._prepared: list[str] | None = None
 
-    # -- discover + preflight (no process started) -----------------------------------------
+    # -- discover + preflight (one child: the engine's parser) -------------------------------
     def prepare(self) -> list[str]:
         """Discover the machine and run the pure preflight; returns the problems ([] = launchable)."""
         if self._prepared is not None:
@@ -102,7 +102,7 @@ class EngineLease:
             except TokenError as e:
                 self._prepared.append(f"traffic.worker_token_env: {e}")
         if not self._prepared:  # last, as it costs a child process: the engine's own parser on the plan
-            self._prepared += preflight.parser_problems(cfg, self.adapter, self.facts)
+            self._prepared += preflight.parser_problems(cfg, self.adapter, self.facts, self.supervisor)
         if not self._prepared:
             assert self.adapter is not None
             self.warnings = preflight.warnings(cfg, self.adapter)

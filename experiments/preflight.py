@@ -248,16 +248,18 @@ def monitor_problems(cfg: RunConfig) -> list[str]:
     return out
 
 
-def parser_problems(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None) -> list[str]:
+def parser_problems(cfg: RunConfig, adapter: EngineAdapter | None, facts: HostFacts | None,
+                    supervisor: Any = None) -> list[str]:  # fmt: skip
     """The planned command line parsed by the engine's own parser (engines.argcheck), where the
     engine's venv is present: one line naming the option it rejects, e.g. a misspelled flag in
     engine.extra_args, instead of an engine that exits a minute later ([] = accepted, or nothing
     to ask). NOT pure: one child process of facts.engine_python (importing vLLM: 20-45 s on 2
-    cores), so the lease asks it last, only when every other check passed."""
+    cores), started by `supervisor` (the run's engines.process.Supervisor; None: one of its own),
+    so the lease asks it last, only when every other check passed."""
     if adapter is None or facts is None or adapter.name not in argcheck.PARSED_ENGINES:
         return []
     plan = adapter.launch_plan(cfg.engine.port or 8000, facts)  # any valid port: launch picks a free one
-    line = argcheck.plan_rejection(adapter, plan, facts)
+    line = argcheck.plan_rejection(adapter, plan, facts, supervisor=supervisor)
     return [line] if line else []
 
 

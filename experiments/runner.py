@@ -87,6 +87,11 @@ def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None =
             quality_pending = quality.pending(cfg, variant_dir)
             if quality_pending:  # quality=gate: the baseline first when the experiment has none
                 quality.baseline_first(cfg, variant_dir, overrides, launch=run_variant, progress=progress)
+            if not schedule.pending() and not quality_pending and schedule.halted is not None:
+                why = f"its knee search was halved in {schedule.halted.get('launch')}: {schedule.halted['reason']}"
+                log.info("variant %s: %s; nothing to launch (economy.halving=false searches on)", variant_dir.name, why)
+                write_variant(variant_dir, base, "ok", f"complete: {why}", history, schedule)
+                return 0
             if not schedule.pending() and not quality_pending:
                 log.info("variant %s: all %d planned points were measured before (%s); nothing to launch "
                          "(resume=false measures them again as new repetitions)",

@@ -13,6 +13,9 @@ complete run folder (run.json, requests.parquet, ...). Re-running the same comma
 - the variant is **failed** when its latest launch failed (engine did not start, crashed, ...):
   the sweep skips it, with that reason, unless ``retry_failed=true``. A preflight refusal
   (``rejected``) is not remembered: preflight is cheap and is simply run again;
+- a knee search that economy.halving stopped (the variant cannot win) is **halted**: the latest
+  usable launch's ``resume.halving``; re-running the sweep replays the halt (experiments.sweeps.schedule)
+  instead of searching on;
 - a launch whose run.json still says ``running`` but whose lab process is gone (``kill -9``, a
   power cut) is **stale**: :func:`recover_stale` marks it cancelled, keeps its durable points
   and notes that the raw telemetry in its work/ folder was not folded into parquet.
@@ -62,6 +65,9 @@ class History:
     launches: list[Launch] = field(default_factory=list)
     done: dict[tuple[str, int], DonePoint] = field(default_factory=dict)
     skipped_points: list[str] = field(default_factory=list)  # recorded but not usable, and why
+    # economy.halving stopped the search in the latest usable launch (its run.json resume.halving,
+    # plus "launch": the folder's name); None when that launch was not halted
+    halted: dict | None = None
 
     @property
     def next_launch(self) -> int:
@@ -104,6 +110,8 @@ def scan(variant_dir: Path, variant_id: str) -> History:
         h.launches.append(Launch(path, number, "cancelled" if stale else status, reason, stale))
         if status not in ("ok", "cancelled") and not stale:
             continue
+        halving = (s.get("resume") or {}).get("halving")  # launches are read in order: the latest decides
+        h.halted = {**halving, "launch": path.name} if isinstance(halving, dict) and halving.get("reason") else None
         has_requests = (path / "requests.parquet").is_file()
         for lp in s.get("load_points") or []:
             key = (str(lp["point_id"]), int(lp.get("repetition") or 0))

@@ -20,7 +20,9 @@ which asks for them in the same order, finds each recorded measurement under the
 repetition and skips it, and never records a new one under a repetition already recorded.
 
 A schedule can be stopped early (halt(): economy.halving found that the variant cannot win,
-experiments.sweeps.halving); then nothing more is proposed and state() says why.
+experiments.sweeps.halving); then nothing more is proposed and state() says why. A halt recorded
+by an earlier launch is replayed (with economy.halving on and resume on): the variant's search
+is over, so the same command again launches nothing for it.
 
 Side effects: none.
 """
@@ -60,6 +62,11 @@ class Schedule:
             self.planner = planner_for(self.search_cfg, [float(v) for v in cfg.traffic.points], kind=cfg.traffic.kind)
             self.integer = bool(self.planner.integer)
             self._extra: list[tuple[float, int]] | None = None
+            e = getattr(cfg, "economy", None)
+            if cfg.resume and self.history.halted is not None and e is not None and e.halving:
+                # a search halved by an earlier launch stays halved: re-running the sweep launches
+                # nothing for it (economy.halving=false or resume=false searches on)
+                self.halted = dict(self.history.halted)
         else:
             self.integer = False
             self._grid = [(float(v), r) for r in self.reps for v in cfg.traffic.points]

@@ -87,3 +87,8 @@ def test_a_variant_that_cannot_win_stops_its_search_and_is_excluded(
     excl = {e["variant_id"]: e["reasons"] for e in d["selection"]["excluded"]}
     assert "cannot_win" in [r["kind"] for r in excl[s["variant_id"]]]
     assert d["selection"]["chosen"]["variant_id"] != s["variant_id"]
+    # the same command again replays the halt: nothing is launched for the halved variant
+    assert run_variant(b, sweep / "b") == 0
+    assert [p.name for p in (sweep / "b").glob("launch-*")] == [rj.parent.name]
+    v = json.loads((sweep / "b" / "variant.json").read_text())
+    assert f"halved in {rj.parent.name}" in v["reason"], v

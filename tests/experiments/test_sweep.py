@@ -176,6 +176,32 @@ def test_a_load_measured_again_in_one_launch_is_a_new_repetition():
     assert Schedule(cfg, h1).next() == (first[0], 1)
 
 
+def test_a_halved_search_stays_halved_on_resume_unless_halving_is_off_or_resume_is():
+    """economy.halving stopped a variant's knee search in an earlier launch (run.json resume.halving):
+    the same sweep again launches nothing for it; halving off or resume=false searches on."""
+    from experiments.config import to_run_config
+
+    knee = ["search=knee", "traffic=constant", "traffic.points=[1,64]"]
+    halted = {"reason": "cannot win: at least $2/1M", "stopped": True, "launch": "launch-1"}
+    on = to_run_config(compose([*knee, "economy.halving=true"]))
+    s = Schedule(on, History(halted=halted))
+    assert s.next() is None and s.state()["halving"]["reason"] == halted["reason"]
+    for other in (["economy.halving=false"], ["economy.halving=true", "resume=false"]):
+        assert Schedule(to_run_config(compose([*knee, *other])), History(halted=halted)).next() is not None
+    assert Schedule(on, History()).next() is not None  # nothing recorded: it searches
+
+
+def test_scan_reads_the_halt_of_the_latest_usable_launch_only(tmp_path):
+    v = tmp_path / "variant"
+    for n, halving in ((1, {"reason": "cannot win", "stopped": True}), (2, None)):
+        d = v / f"launch-{n}"
+        d.mkdir(parents=True)
+        (d / "run.json").write_text(json.dumps({"schema_version": 2, "variant_id": "x", "status": "ok", "run_id": f"x-{n}",
+                                                "resume": {"halving": halving} if halving else {}}))  # fmt: skip
+        h = scan(v, "x")
+        assert h.halted == ({"reason": "cannot win", "stopped": True, "launch": "launch-1"} if n == 1 else None)
+
+
 # -- through run.py ------------------------------------------------------------------------------
 def test_two_variants_three_points_launch_twice_then_resume_launches_nothing(tiny_tokenizer_dir, tmp_path):
     # the loads are given as a sweep ([8],[16],[24]) and *after* the variant key: still one launch each
