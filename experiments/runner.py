@@ -84,6 +84,14 @@ def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None =
                 write_variant(variant_dir, base, "refused", "; ".join(problems), history, None)
                 return 2
             schedule = Schedule(cfg, history)
+            halving = HalvingWatch(cfg, variant_dir, schedule.planner)
+            if (cfg.resume and schedule.halted is None and schedule.pending()
+                    and (why := halving.replay(history.done.values()))):  # fmt: skip
+                # what earlier launches measured already shows it cannot win: no launch to search on;
+                # the latest launch's run.json records it, so the decision excludes it (cannot_win)
+                log.warning("halving: %s; its knee search stops before another launch", why)
+                where = resume.record_halt(history, halving.state() | {"reason": why})
+                schedule.halt(why, halving.state() | {"launch": where.parent.name if where else "no launch"})
             quality_pending = quality.pending(cfg, variant_dir)
             if quality_pending:  # quality=gate: the baseline first when the experiment has none
                 quality.baseline_first(cfg, variant_dir, overrides, launch=run_variant, progress=progress)
@@ -103,7 +111,7 @@ def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None =
             n = history.next_launch
             run_dir = variant_dir / f"{LAUNCH_PREFIX}{n}"
             code = run(cfg, run_dir, overrides, run_id=f"{variant_dir.name}-{n}", schedule=schedule, launch=n,
-                       progress=progress)  # fmt: skip
+                       progress=progress, halving=halving)  # fmt: skip
             # The run's record is final; a signal now only ends the bookkeeping early (exit 130).
             try:
                 if (variant_dir / ".hydra").is_dir():  # the config as composed for this launch (Hydra rewrites its own)
@@ -123,7 +131,8 @@ def run_variant(cfg: RunConfig, variant_dir: Path, overrides: list[str] | None =
 
 
 def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, run_id: str | None = None,
-        schedule: Schedule | None = None, launch: int | None = None, progress: Any = None) -> int:  # fmt: skip
+        schedule: Schedule | None = None, launch: int | None = None, progress: Any = None,
+        halving: HalvingWatch | None = None) -> int:  # fmt: skip
     """Execute one launch into `run_dir`: the points of `schedule` (default: every point of the
     grid, nothing skipped); returns the exit code (see module doc)."""
     run_dir = Path(run_dir)
@@ -139,7 +148,8 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] | None = None, *, ru
     record.resume = schedule.state()
     record.save(run_dir)
     # economy.halving: the variants measured before this one (run_dir's variant folder's siblings)
-    halving = HalvingWatch(cfg, run_dir.parent, schedule.planner)
+    if halving is None:  # run_variant passes the one that replayed the earlier launches' points
+        halving = HalvingWatch(cfg, run_dir.parent, schedule.planner)
     halving.prepare()  # the rivals are read before the engine starts
     results: list[PointResult] = []
     supervisor = Supervisor()

@@ -10,6 +10,10 @@ when it does, the schedule stops the search (Schedule.halt) and run.json records
 resume.halving ({stopped, reason, own_lower_usd, rival ...}); the decision then lists the variant
 as excluded, kind "cannot_win" (analysis.selection).
 
+A resumed launch is judged on every point of the variant: the points earlier launches measured
+are replayed first (replay()), and a variant they already show cannot win is not launched again;
+a halt recorded by an earlier launch is replayed by the schedule itself (experiments.sweeps.schedule).
+
 Order matters: the first variant of a sweep has no rival and always runs its whole search, and
 a variant is compared only with those measured before it. A sweep listing its likeliest winner
 first saves the most.
@@ -20,6 +24,7 @@ Side effects: reads the sibling variants' run.json and requests.parquet (never w
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +103,28 @@ class HalvingWatch:
         """Record one measured point (its run.json summary); the reason to stop the search, or None."""
         if not self.enabled:
             return None
+        self._add(load, feasible, summary)
+        return self._rule()
+
+    def replay(self, done: Iterable[Any]) -> str | None:
+        """Record the points earlier launches of this variant measured (experiments.sweeps.resume
+        DonePoint: load, feasibility, summary), so a resumed search is judged on all of its points;
+        the reason to stop before launching, or None."""
+        if not self.enabled:
+            return None
+        known = [d for d in done if d.feasible is not None]
+        for d in sorted(known, key=lambda d: (d.load_value, d.repetition)):
+            self._add(d.load_value, bool(d.feasible), d.summary or {})
+        return self._rule() if known else None
+
+    def _add(self, load: float, feasible: bool, summary: dict[str, Any]) -> None:
         ok = int((summary.get("requests") or {}).get("ok") or 0)
         gen = summary.get("generated_tokens", summary.get("output_tokens"))
         tps = summary.get("output_tok_per_s")
         self.points.append(Measured(float(load), bool(feasible), float(tps) if tps is not None else None,
                                     float(gen) / ok if ok and gen is not None else None))  # fmt: skip
+
+    def _rule(self) -> str | None:
         if self._rivals is None:
             self.prepare()
         if not self._rivals or self.usd_per_hour is None:

@@ -21,6 +21,7 @@ complete run folder (run.json, requests.parquet, ...). Re-running the same comma
   and notes that the raw telemetry in its work/ folder was not folded into parquet.
 
 Side effects: :func:`scan` reads run.json files; :func:`recover_stale` rewrites a stale run.json;
+:func:`record_halt` adds a halt found on resume to the latest usable launch's run.json;
 :func:`variant_lock` takes an advisory file lock (two processes never measure one variant at once).
 """
 
@@ -47,6 +48,7 @@ class DonePoint:
     run_id: str
     feasible: bool | None  # the in-run SLO check (knee search), None when not recorded
     p_feasible: float | None = None  # its bootstrap share of feasible replicates, None when not recorded
+    summary: dict | None = None  # its run.json summary (what it served: economy.halving replays it)
 
 
 @dataclass
@@ -122,8 +124,29 @@ def scan(variant_dir: Path, variant_id: str) -> History:
                 continue
             check = lp.get("search") or {}
             h.done.setdefault(key, DonePoint(key[0], key[1], float(lp["load_value"]), str(s.get("run_id")),
-                                             check.get("feasible"), check.get("p_feasible")))  # fmt: skip
+                                             check.get("feasible"), check.get("p_feasible"),
+                                             lp.get("summary") or None))  # fmt: skip
     return h
+
+
+def record_halt(history: History, halted: dict) -> Path | None:
+    """Write `halted` (economy.halving's stop, found by replaying the points of earlier launches:
+    experiments.runner.run_variant) into the latest usable launch's run.json as resume.halving,
+    with a note, so the decision excludes the variant as it would after a halt in that launch.
+    Returns the run.json rewritten, None when no launch is usable."""
+    usable = [la for la in history.launches if la.status in ("ok", "cancelled")]
+    if not usable:
+        return None
+    path = max(usable, key=lambda la: la.number).path / "run.json"
+    d = json.loads(path.read_text())
+    d.setdefault("resume", {})["halving"] = halted
+    d.setdefault("notes", []).append({
+        "source": "resume", "kind": "halved_on_resume",
+        "message": f"a later run of the same sweep replayed this variant's points and stopped its knee search: "
+                   f"{halted.get('reason')}", "t0_ns": None, "t1_ns": None,
+    })  # fmt: skip
+    write_json_atomic(path, d)
+    return path
 
 
 def recover_stale(history: History) -> list[str]:

@@ -81,14 +81,23 @@ def test_a_variant_that_cannot_win_stops_its_search_and_is_excluded(
     assert h["reason"].startswith("cannot win") and h["own_lower_usd"] > h["rival"]["usd_hi"]
     ks = s["resume"]["knee_search"]
     assert ks["stopped"].startswith("halved after") and ks["points_used"] < ks["worst_case_points"]
+    # the same command again replays the halt: nothing is launched for the halved variant
+    assert run_variant(b, sweep / "b") == 0
+    assert [p.name for p in (sweep / "b").glob("launch-*")] == [rj.parent.name]
+    v = json.loads((sweep / "b" / "variant.json").read_text())
+    assert f"halved in {rj.parent.name}" in v["reason"], v
+    # a launch that ended before the rule spoke (cut, or by a lab without it): the points it measured
+    # are replayed, the variant is not launched to search on, and its run.json records the halt
+    del s["resume"]["halving"]
+    rj.write_text(json.dumps(s))
+    assert run_variant(b, sweep / "b") == 0
+    assert [p.name for p in (sweep / "b").glob("launch-*")] == [rj.parent.name]
+    s2 = json.loads(rj.read_text())
+    assert s2["resume"]["halving"]["reason"].startswith("cannot win"), s2["resume"]
+    assert s2["notes"][-1]["kind"] == "halved_on_resume"
     dc = default_config()
     dc.n_boot = 200  # the exclusion does not depend on the replicates' count; seconds saved
     d, _ = run_decision(sweep, dc, [])
     excl = {e["variant_id"]: e["reasons"] for e in d["selection"]["excluded"]}
     assert "cannot_win" in [r["kind"] for r in excl[s["variant_id"]]]
     assert d["selection"]["chosen"]["variant_id"] != s["variant_id"]
-    # the same command again replays the halt: nothing is launched for the halved variant
-    assert run_variant(b, sweep / "b") == 0
-    assert [p.name for p in (sweep / "b").glob("launch-*")] == [rj.parent.name]
-    v = json.loads((sweep / "b" / "variant.json").read_text())
-    assert f"halved in {rj.parent.name}" in v["reason"], v

