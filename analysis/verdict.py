@@ -21,7 +21,8 @@ overloaded server (queues, timeouts, SLO misses) is a result and makes the point
                       server's usage count (decoded text need not re-encode to the same
                       tokens); the server's count is used                                 info
   telemetry_gap / scrape_gap  samples missing for > gap_limit (5 %) of the window        warn
-  not_steady          output tok/s of the window's first and second half differ by > 10 %
+  not_steady          output tok/s of the window's first and second half (every completion inside
+                      it, warm-up requests' included) differ by > 10 %
                       and the completion counts differ significantly (|z| > 1.96, Poisson), or a
                       linear trend over `trend_bins` bins changes throughput by > 10 % with
                       |t| > 2                                                             warn
@@ -306,7 +307,11 @@ def verdict(
                 reasons.append(_reason(kind, WARN, f"{source} samples missing for {share:.0%} of the window (> {lim.gap_limit:.0%})",
                                        source=source, value=share, limit=lim.gap_limit, t0_ns=t0, t1_ns=t1))  # fmt: skip
         if requests is not None and len(requests):
-            m = requests[(requests["phase"] == MEASURE) & (requests["status"] == OK) & requests["t_done_ns"].notna()]
+            # every completion inside the window counts, whatever phase its request was sent in: with
+            # measure-phase requests only, the first half lost the completions of requests sent during
+            # warm-up (about rate x E2E) while the second kept those sent in the first: a bias of that
+            # size toward "throughput rose" in every window
+            m = requests[(requests["status"] == OK) & requests["t_done_ns"].notna()]
             st = steadiness(m["t_done_ns"].to_numpy(dtype=np.int64), m["output_tokens"].astype("Float64").fillna(0).to_numpy(dtype=float),
                             t0, t1, lim.trend_bins)  # fmt: skip
             hc, z, tc, tt = st["halves_change"], st["halves_z"], st["trend_change"], st["trend_t"]

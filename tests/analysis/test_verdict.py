@@ -112,6 +112,21 @@ def test_not_steady_when_the_halves_differ_significantly():
     assert "not_steady" not in kinds(verdict(summary(), requests=even, window=(0, 4000 * MS)))
 
 
+def test_completions_of_warmup_requests_count_in_the_first_half():
+    """A steady 50 req/s with 600 ms latency over a 1 s warm-up and a 4 s window: counting only the
+    window's own requests, the first half lost the 30 completions of warm-up requests and read as a
+    throughput rise (+36 %, z = 2.4: not_steady); every completion inside the window counts."""
+    warm = [rec(i, phase="warmup", sent=i * 20, chunks=(590, 599)) for i in range(50)]  # sent in [0, 1 s)
+    meas = [rec(50 + i, sent=1000 + i * 20, chunks=(590, 599)) for i in range(200)]  # sent in [1 s, 5 s)
+    df = frame(warm + meas)
+    v = verdict(summary(ok=200), requests=df, window=(1000 * MS, 5000 * MS))
+    assert "not_steady" not in kinds(v), v.reasons
+    # the check itself, on the window's own requests only, shows the bias the verdict no longer has
+    m = df[df["phase"] == "measure"]
+    st = steadiness(m["t_done_ns"].to_numpy(dtype=np.int64), m["output_tokens"].to_numpy(dtype=float), 1000 * MS, 5000 * MS)
+    assert st["halves_change"] > 0.2 and st["halves_z"] > 1.96
+
+
 def test_a_ramp_is_a_significant_trend():
     # linear ramp of tokens per completion: halves differ, trend strongly significant
     recs = [rec(i, sent=i * 10, chunks=(1, 2), out=1 + i // 40) for i in range(400)]
