@@ -46,6 +46,11 @@ def test_ttft_and_itl_match_the_server_with_8_streams(timing_server, tmp_path):
     assert min(lag) >= 0  # the client never sees a chunk before it was sent: one clock on both sides
     assert median(ttft_bias) <= 2.0, f"median TTFT bias {median(ttft_bias):.3f} ms"
     assert median(lag) <= 1.0 and median(itl_err) <= 1.0
-    # per-request TPOT equals the server's (10 ms) within 5 %
-    tpot = [(r["t_last_token_ns"] - r["t_first_token_ns"]) / 1e6 / 19 for r in recs]
-    assert all(abs(t - 10.0) <= 0.5 for t in tpot), (min(tpot), max(tpot))
+    # per-request TPOT equals the one the server actually produced (its own send times) within 5 % of
+    # its 10 ms: what the client measures, not how exactly the server's sleeps kept time (a scheduling
+    # hiccup on a busy 2-core VM once stretched one request's server-side TPOT to 10.8 ms)
+    tpot = np.array([(r["t_last_token_ns"] - r["t_first_token_ns"]) / 1e6 / 19 for r in recs])
+    srv = np.array([(server[r["response_id"]]["send_ns"][-1] - server[r["response_id"]]["send_ns"][0]) / 1e6 / 19
+                    for r in recs])  # fmt: skip
+    assert np.abs(tpot - srv).max() <= 0.5, np.abs(tpot - srv).max()
+    assert abs(float(np.median(tpot)) - 10.0) <= 0.5, float(np.median(tpot))  # and the server kept its 10 ms
