@@ -22,7 +22,9 @@ TIMEOUT_S = 3.0
 
 
 def spec_for(url, tmp_path):
-    tr = TrafficConfig(kind="poisson", request_timeout_s=TIMEOUT_S, drain_timeout_s=TIMEOUT_S, max_inflight=16,
+    # the drain outlasts every request's own deadline: with drain = timeout, a request sent in the
+    # window's last milliseconds was cut by the drain's end ("cancelled") a moment before its timeout
+    tr = TrafficConfig(kind="poisson", request_timeout_s=TIMEOUT_S, drain_timeout_s=TIMEOUT_S + 2, max_inflight=16,
                        warmup_s=0.0, duration_s=1.5, max_sse_line_bytes=65536, max_error_body_bytes=4096,
                        max_output_text_chars=300_000)  # fmt: skip
     return build_spec(load_point=0, load_value=4.0, traffic=tr, workload=WorkloadConfig(), items=ITEMS, base_url=url,
