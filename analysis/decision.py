@@ -62,7 +62,7 @@ FORMULAS = {
 }  # fmt: skip
 ASSUMPTIONS = [
     "Throughput and $/1M use each point's measure window as analysis.metrics reports it (measure_window_s).",
-    "Repetitions of one (variant_id, point_id): estimates averaged (the latency at the SLO percentile too); feasible when "
+    "Repetitions of one (variant_id, point_id): estimates averaged, the latency at the SLO percentile by its median; feasible when "
     "their mean p_feasible is >= 0.5; latency columns shown are the worst repetition.",
     "Invalid points are left out of knees, Pareto and selection; warn points are used and flagged.",
     "Knee interval: joint replicates of attainment and every threshold's percentile, per time block (analysis.blocks); "

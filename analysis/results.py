@@ -264,6 +264,7 @@ def point_row(pdf: pd.DataFrame, s: dict[str, Any], *, slo: Any, price: Any, gpu
         scrape_t_ns=None if engine_metrics is None else engine_metrics["t_ns"].to_numpy(),
         scrape_interval_s=(rs.get("engine_metrics") or {}).get("interval_s"),
         warmup_s=(traffic or {}).get("warmup_s"), interrupted=interrupted,
+        open_loop=ident.get("load_unit") == "req/s",
     )  # fmt: skip
     n_req = res.requests or 0
     cost_g = _cost_replicates(pc["usd_per_1m_goodput"], res.goodput_output_tok_per_s,

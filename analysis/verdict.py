@@ -25,14 +25,25 @@ overloaded server (queues, timeouts, SLO misses) is a result and makes the point
                       it, warm-up requests' included) differ by > 10 %
                       and the completion counts differ significantly (|z| > 1.96, Poisson), or a
                       linear trend over `trend_bins` bins changes throughput by > 10 % with
-                      |t| > 2                                                             warn
+                      |t| > 2. Open loop (load in req/s) the server serves what it is sent, and
+                      Poisson arrivals alone put 106 requests in one half and 123 in the other
+                      (z ~ 1 by chance, 5 % of windows past 1.96): there the change must ALSO be
+                      more than the offered load explains, i.e. the same test on completions
+                      minus the requests sent one median E2E earlier (the sends the completions
+                      follow) must fail too. A server that keeps its throughput (saturated) and
+                      one that follows its arrivals (below capacity) both pass.            warn
   drift               the window's halves disagree beyond their intervals (time-block bootstrap of
                       each half, analysis.blocks: disjoint 95 % intervals and a change > 10 %) in
                       TTFT p50 or queue depth (requests waiting for a first token, by Little's law:
                       sum of TTFT / half span), or in output tok/s where not_steady has not said
-                      so; the reason names the drift: warm-up too short (first half slower), the
-                      engine slowing (thermal throttling, a cache filling, other load), or a queue
-                      growing through the window (offered load above capacity)           warn
+                      so (closed loop only: open loop a half's tok/s is its arrivals); the reason
+                      names the drift: warm-up too short (first half slower), the engine slowing
+                      (thermal throttling, a cache filling, other load), or a queue growing
+                      through the window (offered load above capacity)                   warn
+                      Open loop, a latency drift toward the half that was sent MORE requests is
+                      what the load explains (near capacity a few more arrivals lift TTFT a lot):
+                      `load_drift`, info, with both halves' counts; a queue growing through the
+                      window stays a warn (it grows whatever the counts)                  info
   too_few_samples     fewer than min_ok_invalid successful requests                     invalid
                       fewer than 100 (a p99 needs 100)                                   warn
   no_warmup           no warmup requests were excluded before the window                 warn
@@ -97,12 +108,34 @@ def gap_share(t_ns: Any, t0_ns: int, t1_ns: int, interval_s: float, factor: floa
     return float(min(missing / span, 1.0))
 
 
-def steadiness(done_ns: np.ndarray, tokens: np.ndarray, t0_ns: int, t1_ns: int, bins: int = 10) -> dict[str, Any]:
+def _trend(y: np.ndarray, scale: float) -> tuple[float | None, float | None]:
+    """(change over the window relative to `scale`, t statistic) of a least-squares line through
+    per-bin values `y`."""
+    bins = len(y)
+    if scale <= 0:
+        return None, None
+    x = (np.arange(bins) + 0.5) / bins
+    xc = x - x.mean()
+    slope = float((xc * (y - y.mean())).sum() / (xc**2).sum())
+    resid = y - (y.mean() + slope * xc)
+    se = np.sqrt((resid**2).sum() / (bins - 2) / (xc**2).sum())
+    return slope / scale, (float(slope / se) if se > 0 else (np.inf if slope else 0.0))
+
+
+def steadiness(done_ns: np.ndarray, tokens: np.ndarray, t0_ns: int, t1_ns: int, bins: int = 10,
+               offered_ns: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
     """First-vs-second-half throughput and a least-squares trend over `bins` equal bins of the window,
-    from the completion time and output tokens of the window's successful requests."""
+    from the completion time and output tokens of the window's successful requests.
+
+    `offered_ns` (open loop): when each sent request would complete were the server keeping pace
+    (its send time plus the median E2E). Then `offered_change` is the change of those counts
+    between the halves, and `offered_z` / `offered_trend_t` test completions MINUS them: what the
+    arrivals do not explain."""
+    none = {"halves_change": None, "halves_z": None, "trend_change": None, "trend_t": None,
+            "offered_change": None, "offered_z": None, "offered_trend_t": None}  # fmt: skip
     span = t1_ns - t0_ns
     if span <= 0 or len(done_ns) == 0:
-        return {"halves_change": None, "halves_z": None, "trend_change": None, "trend_t": None}
+        return none
     rel = (np.asarray(done_ns, dtype=np.int64) - t0_ns) / span
     tok = np.asarray(tokens, dtype=float)
     inside = (rel >= 0) & (rel <= 1)
@@ -110,20 +143,25 @@ def steadiness(done_ns: np.ndarray, tokens: np.ndarray, t0_ns: int, t1_ns: int, 
     first = rel < 0.5
     a, b = tok[first].sum(), tok[~first].sum()
     ca, cb = int(first.sum()), int((~first).sum())
-    halves_change = (b - a) / ((a + b) / 2) if a + b > 0 else None
-    z = (cb - ca) / np.sqrt(ca + cb) if ca + cb > 0 else None
+    out = dict(none)
+    out["halves_change"] = (b - a) / ((a + b) / 2) if a + b > 0 else None
+    out["halves_z"] = (cb - ca) / np.sqrt(ca + cb) if ca + cb > 0 else None
     idx = np.minimum((rel * bins).astype(int), bins - 1)
     y = np.bincount(idx, weights=tok, minlength=bins)
-    x = (np.arange(bins) + 0.5) / bins
-    trend_change = trend_t = None
-    if y.mean() > 0:
-        xc = x - x.mean()
-        slope = float((xc * (y - y.mean())).sum() / (xc**2).sum())
-        resid = y - (y.mean() + slope * xc)
-        se = np.sqrt((resid**2).sum() / (bins - 2) / (xc**2).sum())
-        trend_change = slope / y.mean()  # change over the whole window, relative to the mean
-        trend_t = float(slope / se) if se > 0 else (np.inf if slope else 0.0)
-    return {"halves_change": halves_change, "halves_z": z, "trend_change": trend_change, "trend_t": trend_t}
+    out["trend_change"], out["trend_t"] = _trend(y, y.mean())
+    if offered_ns is not None:
+        orel = (np.asarray(offered_ns, dtype=np.int64) - t0_ns) / span
+        orel = orel[(orel >= 0) & (orel <= 1)]
+        oa, ob = int((orel < 0.5).sum()), int((orel >= 0.5).sum())
+        out["offered_change"] = (ob - oa) / ((oa + ob) / 2) if oa + ob > 0 else None
+        # the completions' own Poisson scale: an unexplained change as large as a plain one
+        # would need to be, to count
+        out["offered_z"] = ((cb - ca) - (ob - oa)) / np.sqrt(ca + cb) if ca + cb > 0 else None
+        oidx = np.minimum((orel * bins).astype(int), bins - 1)
+        yc = np.bincount(idx, minlength=bins).astype(float)
+        yo = np.bincount(oidx, minlength=bins).astype(float)
+        out["offered_trend_t"] = _trend(yc - yo, max(yc.mean(), 1e-12))[1]
+    return out
 
 
 def halves(requests: pd.DataFrame, t0_ns: int, t1_ns: int, *, n: int = 400, seed: int = 0) -> dict[str, dict[str, Any]]:
@@ -162,6 +200,7 @@ def halves(requests: pd.DataFrame, t0_ns: int, t1_ns: int, *, n: int = 400, seed
                                 latency={"ttft_ms": (ttft[keep], b.index[keep])}, percentiles=(50,))  # fmt: skip
         lo_q, hi_q = interval(r.throughput["queue"])
         out[name] = {
+            "sent": int(sel.sum()),
             "tok_s": (tok.sum() / span, *interval(r.throughput["tok_s"])),
             "queue": (wait_us.sum() / span / 1e6, None if lo_q is None else lo_q / 1e6, None if hi_q is None else hi_q / 1e6),
             "ttft_p50": (float(np.percentile(ttft[keep], 50)) if keep.any() else None, *interval(r.latency["ttft_ms_p50"])),
@@ -169,9 +208,23 @@ def halves(requests: pd.DataFrame, t0_ns: int, t1_ns: int, *, n: int = 400, seed
     return out
 
 
+def _offered_ns(requests: pd.DataFrame, ok: pd.DataFrame) -> np.ndarray | None:
+    """Open loop: every sent request's send time plus the median send-to-done time of the
+    successful ones (when it would complete, the server keeping pace: the completion times
+    steadiness counts are t_done); None without any."""
+    if "t_sent_ns" not in requests.columns or ok.empty:
+        return None
+    took = (ok["t_done_ns"].astype("Float64") - ok["t_sent_ns"].astype("Float64")).dropna()
+    if took.empty:
+        return None
+    sent = requests["t_sent_ns"].astype("Float64").dropna().to_numpy(dtype=float)
+    return (sent + float(took.median())).astype(np.int64)
+
+
 def drift_reason(requests: pd.DataFrame, t0_ns: int, t1_ns: int, lim: VerdictLimits, *,
-                 throughput: bool = True) -> dict[str, Any] | None:  # fmt: skip
-    """The `drift` reason (module doc) when the window's halves disagree, else None."""
+                 throughput: bool = True, open_loop: bool = False) -> dict[str, Any] | None:  # fmt: skip
+    """The `drift` reason (module doc) when the window's halves disagree, else None: `drift` (warn),
+    or open loop `load_drift` (info) when the slower half is the one sent more requests."""
     hv = halves(requests, t0_ns, t1_ns)
     if not hv:
         return None
@@ -202,8 +255,18 @@ def drift_reason(requests: pd.DataFrame, t0_ns: int, t1_ns: int, lim: VerdictLim
     parts = [f"TTFT p50 {f('ttft_p50')} ms" if ch.get("ttft_p50") is not None else None,
              f"queue {f('queue', 2)} requests" if ch.get("queue") is not None else None,
              f"output tok/s {f('tok_s')}" if ch.get("tok_s") is not None else None]  # fmt: skip
+    detail = {"halves": {k: {h: list(hv[h][k]) for h in hv} for k in keys}, "changes": ch}
+    na, nb = hv["first"]["sent"], hv["second"]["sent"]
+    growing = why.startswith("a queue growing")
+    if open_loop and slower and not growing and all((nb - na) * ch[k] > 0 for k in slower):
+        # the slower half was sent more requests: near capacity a few more arrivals lift the
+        # latency a lot, so the load (Poisson chance), not the engine, may explain it
+        return _reason("load_drift", INFO,
+                       f"the window's halves differ ({', '.join(p for p in parts if p)}), and the slower half was sent more "
+                       f"requests ({na} -> {nb}, Poisson arrivals): the load explains it, not a drift of the engine",
+                       sent=[na, nb], **detail)  # fmt: skip
     return _reason("drift", WARN, f"the window's halves disagree beyond their intervals ({', '.join(p for p in parts if p)}): {why}",
-                   halves={k: {h: list(hv[h][k]) for h in hv} for k in keys}, changes=ch)  # fmt: skip
+                   **detail)  # fmt: skip
 
 
 def _token_reasons(summary: dict[str, Any], ok: int, lim: VerdictLimits) -> list[dict[str, Any]]:
@@ -253,10 +316,12 @@ def verdict(
     warmup_s: float | None = None,
     interrupted: bool = False,
     limits: VerdictLimits | None = None,
+    open_loop: bool = False,
 ) -> Verdict:
     """The verdict of one point from its summary (run.json load_points[i].summary) and, where given,
     its request records, its window [t0_ns, t1_ns] and the sample times of telemetry and of the
-    engine /metrics scrapes (checks in the module doc)."""
+    engine /metrics scrapes (checks in the module doc). `open_loop`: the load is an arrival rate
+    (req/s), so each half's arrivals are random (not_steady and drift read them)."""
     lim = limits or VerdictLimits()
     reasons: list[dict[str, Any]] = []
     req = summary.get("requests") or {}
@@ -312,17 +377,24 @@ def verdict(
             # warm-up (about rate x E2E) while the second kept those sent in the first: a bias of that
             # size toward "throughput rose" in every window
             m = requests[(requests["status"] == OK) & requests["t_done_ns"].notna()]
+            offered = _offered_ns(requests, m) if open_loop else None
             st = steadiness(m["t_done_ns"].to_numpy(dtype=np.int64), m["output_tokens"].astype("Float64").fillna(0).to_numpy(dtype=float),
-                            t0, t1, lim.trend_bins)  # fmt: skip
+                            t0, t1, lim.trend_bins, offered_ns=offered)  # fmt: skip
             hc, z, tc, tt = st["halves_change"], st["halves_z"], st["trend_change"], st["trend_t"]
-            if hc is not None and abs(hc) > lim.steady_limit and z is not None and abs(z) > lim.steady_z:
-                reasons.append(_reason("not_steady", WARN, f"output tok/s changed {hc:+.0%} from the first to the second half of the window",
-                                       value=hc, limit=lim.steady_limit, z=z))  # fmt: skip
-            elif tc is not None and abs(tc) > lim.steady_limit and tt is not None and abs(tt) > lim.trend_t:
-                reasons.append(_reason("not_steady", WARN, f"output tok/s trends {tc:+.0%} over the window (t = {tt:.1f})",
-                                       value=tc, limit=lim.steady_limit, t=tt))  # fmt: skip
+            oz, ott, oc = st["offered_z"], st["offered_trend_t"], st["offered_change"]
+            # open loop: the arrivals must not explain it (module doc); closed loop they are not random
+            unexplained_halves = offered is None or (oz is not None and abs(oz) > lim.steady_z)
+            unexplained_trend = offered is None or (ott is not None and abs(ott) > lim.trend_t)
+            sent = "" if oc is None else f" (the requests sent changed {oc:+.0%})"
+            if hc is not None and abs(hc) > lim.steady_limit and z is not None and abs(z) > lim.steady_z and unexplained_halves:
+                reasons.append(_reason("not_steady", WARN, f"output tok/s changed {hc:+.0%} from the first to the second half of the window{sent}",
+                                       value=hc, limit=lim.steady_limit, z=z, offered_change=oc, offered_z=oz))  # fmt: skip
+            elif tc is not None and abs(tc) > lim.steady_limit and tt is not None and abs(tt) > lim.trend_t and unexplained_trend:
+                reasons.append(_reason("not_steady", WARN, f"output tok/s trends {tc:+.0%} over the window (t = {tt:.1f}){sent}",
+                                       value=tc, limit=lim.steady_limit, t=tt, offered_trend_t=ott))  # fmt: skip
             steady_said = any(r["kind"] == "not_steady" for r in reasons)
-            if (d := drift_reason(requests, t0, t1, lim, throughput=not steady_said)) is not None:
+            if (d := drift_reason(requests, t0, t1, lim, throughput=not steady_said and not open_loop,
+                                  open_loop=open_loop)) is not None:  # fmt: skip
                 reasons.append(d)
 
     if ok < lim.min_ok_invalid:

@@ -158,6 +158,28 @@ def test_a_load_measured_twice_is_judged_by_its_mean_not_its_unluckier_window():
     assert k.knee_load == 10.0 and k.above_load == 20.0
 
 
+def test_a_load_measured_three_times_is_judged_by_its_median_window():
+    """Three windows of one load (a coverage search's: p99 TTFT 65.7, 76.8 and 129.8 ms against
+    80 ms, two of three feasible). A window's p99 is skewed right, so their mean (90.8 ms) judged the
+    load infeasible and put the knee below it; the knee is where the median window meets the
+    limit, and so is the pooled percentile. Its replicates pool by the median of the draws."""
+    from analysis.points import pool_boot
+
+    slo = {"slo_ttft_ms": 80.0}
+    rows = [point("A", load=10, slo_ttft_ms=40.0, p_feasible=1.0),
+            point("A", load=20, slo_ttft_ms=65.7, p_feasible=0.9, rep=0, ttft_ms_p99=65.7),
+            point("A", load=20, slo_ttft_ms=129.8, p_feasible=0.05, feasible=False, rep=1, ttft_ms_p99=129.8),
+            point("A", load=20, slo_ttft_ms=76.8, p_feasible=0.6, rep=2, ttft_ms_p99=76.8),
+            point("A", load=30, slo_ttft_ms=160.0, p_feasible=0.0, feasible=False)]  # fmt: skip
+    pooled = pool_repetitions(table(rows)).set_index("load_value")
+    assert pooled.loc[20.0, "slo_ttft_ms"] == pytest.approx(76.8) and pooled.loc[20.0, "ttft_ms_p99"] == 129.8
+    k = knees(table(rows), target=0.9, limits=slo)["A"]
+    assert k.status == "bracketed" and k.knee_load == 20.0 and k.estimate > 20.0
+    b = [np.full(4, 65.7), np.full(4, 129.8), np.full(4, 76.8)]
+    med, mean = pool_boot(b, 0, "median"), pool_boot(b, 0)
+    assert set(np.round(med, 1)) <= {65.7, 76.8, 129.8} and not np.allclose(med, mean)
+
+
 def test_an_invalid_repetition_does_not_take_its_loads_valid_ones_with_it():
     """A load measured twice whose second window was invalid (the generator saturated): the valid
     window still counts, so an infeasible load above the knee stays above it (before, the pooled

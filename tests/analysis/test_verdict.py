@@ -182,3 +182,50 @@ def test_no_drift_when_the_halves_agree_within_their_intervals():
     g = np.random.default_rng(2)
     steady = [rec(i, sent=int(i * 100 + g.integers(0, 50)), chunks=(int(40 + g.exponential(10)), 200)) for i in range(200)]
     assert _drift(steady) is None
+
+
+def test_open_loop_throughput_that_follows_its_arrivals_is_steady():
+    """Poisson arrivals put more requests in one half than the other by chance (the default run:
+    106 and 123). Open loop the server serves what it is sent: completions that follow the sends
+    are steady, however uneven the sends; closed loop the same change is not_steady."""
+    first = [rec(i, sent=int(i * 2000 / 90), chunks=(30, 60)) for i in range(90)]
+    second = [rec(90 + i, sent=2000 + int(i * 2000 / 130), chunks=(30, 60)) for i in range(130)]
+    df = frame(first + second)
+    closed = verdict(summary(ok=220), requests=df, window=(0, 4000 * MS))
+    assert kinds(closed)["not_steady"] == WARN  # +36 %, z = 2.7
+    opened = verdict(summary(ok=220), requests=df, window=(0, 4000 * MS), open_loop=True)
+    assert "not_steady" not in kinds(opened), opened.reasons
+    st = steadiness(df["t_done_ns"].to_numpy(dtype=np.int64), df["output_tokens"].to_numpy(dtype=float), 0, 4000 * MS,
+                    offered_ns=(df["t_sent_ns"] + 61 * MS).to_numpy(dtype=np.int64))  # fmt: skip
+    assert st["halves_z"] > 1.96 and abs(st["offered_z"]) < 1.0 and st["offered_change"] == pytest.approx(st["halves_change"], abs=0.05)
+
+
+def test_open_loop_a_server_that_falls_behind_its_arrivals_is_not_steady():
+    """Even sends (50 req/s), but from the middle on every reply takes 40 ms longer than the one
+    before: completions fall behind what was sent, which the arrivals do not explain."""
+    recs = [rec(i, sent=i * 20, chunks=(30, 60 if i < 100 else 60 + 40 * (i - 100))) for i in range(200)]
+    v = verdict(summary(ok=200), requests=frame(recs), window=(0, 4000 * MS), open_loop=True)
+    assert kinds(v)["not_steady"] == WARN, v.reasons
+    assert "requests sent changed" in next(r for r in v.reasons if r["kind"] == "not_steady")["message"]
+
+
+def test_open_loop_a_slower_half_that_was_sent_more_requests_is_load_not_drift():
+    """The default run's false alarm: TTFT p50 103 -> 125 ms in a half that got more arrivals.
+    Open loop that is what the load explains (info); the same halves with EVEN sends stay a drift."""
+    from analysis.metrics import derive
+
+    g = np.random.default_rng(3)
+    # 20 s: 100 requests in the first 10 s at ~100 ms TTFT, 125 in the second at ~125 ms
+    recs = [rec(i, sent=int(i * 10_000 / 100), chunks=(int(100 + g.integers(0, 6)), 300)) for i in range(100)]
+    recs += [rec(100 + i, sent=10_000 + int(i * 10_000 / 125), chunks=(int(125 + g.integers(0, 6)), 300)) for i in range(125)]
+    v = verdict(summary(ok=225), requests=derive(frame(recs)), window=(0, 20_000 * MS), open_loop=True)
+    k = kinds(v)
+    assert k.get("load_drift") == INFO and "drift" not in k, v.reasons
+    r = next(r for r in v.reasons if r["kind"] == "load_drift")
+    assert r["sent"] == [100, 125] and "100 -> 125" in r["message"] and "TTFT p50" in r["message"]
+    closed = verdict(summary(ok=225), requests=derive(frame(recs)), window=(0, 20_000 * MS))
+    assert kinds(closed).get("drift") == WARN
+    # the same latencies with even sends: the engine slowed, whatever the loop
+    even = [rec(i, sent=i * 100, chunks=(int((100 if i < 100 else 125) + g.integers(0, 6)), 300)) for i in range(200)]
+    v = verdict(summary(ok=200), requests=derive(frame(even)), window=(0, 20_000 * MS), open_loop=True)
+    assert kinds(v).get("drift") == WARN and "engine slowed" in next(r for r in v.reasons if r["kind"] == "drift")["message"]
