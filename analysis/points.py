@@ -21,8 +21,8 @@ repetitions (their replicates pooled by the median of the draws), the reading of
 definition: the load where a window meets the SLO half the time, i.e. where the median window's
 percentile meets the limit. A window's p99 is skewed to the right (one burst lifts it far above
 the limit, nothing lowers it as far below), so the mean of three windows (65.7, 76.8, 129.8 ms
-against an 80 ms limit: two of three feasible) judged such a load infeasible and put the knee
-low (benchmarks/coverage.py: the misses were all below the truth). For two repetitions the
+against an 80 ms limit: two of three feasible, a search of benchmarks/coverage.py) judged such a
+load infeasible and put the knee below it. For two repetitions the
 median is the mean. `feasible` follows the same reading: a load measured more
 than once is feasible when the mean of its p_feasible (the share of each measurement's time-block
 replicates meeting the SLO) is at least P_FEASIBLE, the rule the knee search pools with
